@@ -1,0 +1,102 @@
+"""Reading multipart submissions: the file part streams to disk through
+``UploadDir.save``; the other parts are small text fields. Malformed bodies,
+too many parts and oversized fields are refused with bounded work."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from aiohttp import BodyPartReader, web
+
+from service.errors import InvalidRequest, PayloadTooLarge
+from service.settings import Settings
+from service.uploads import CHUNK, StoredUpload, UploadDir
+
+MAX_PARTS = 64
+MAX_FIELD_BYTES = 64 * 1024
+FILE_FIELDS = ("file", "audio")  # "audio" for older seed clients
+
+
+@dataclass
+class Form:
+    upload: StoredUpload | None = None
+    fields: dict[str, list[str]] = field(default_factory=dict)
+
+    def first(self) -> dict[str, str]:
+        """Each field's first value, empty strings dropped (absent means default)."""
+        return {k: v[0] for k, v in self.fields.items() if v and v[0] != ""}
+
+    def discard(self) -> None:
+        if self.upload:
+            self.upload.path.unlink(missing_ok=True)
+
+
+def check_declared_length(request: web.Request, settings: Settings) -> None:
+    """Refuse early when the client declares a body larger than the limit."""
+    declared = request.content_length
+    # A little room for the multipart envelope and the text fields.
+    if declared is not None and declared > settings.max_upload_bytes + 1024 * 1024:
+        raise PayloadTooLarge(
+            f"request body of {declared} bytes exceeds the upload limit of "
+            f"{settings.max_upload_bytes} bytes",
+            param="file",
+        )
+
+
+async def read_form(request: web.Request, uploads: UploadDir, settings: Settings) -> Form:
+    check_declared_length(request, settings)
+    if not request.content_type.startswith("multipart/form-data"):
+        raise InvalidRequest(
+            "send multipart/form-data with the audio in a 'file' part", param="file"
+        )
+    form = Form()
+    try:
+        reader = await request.multipart()
+        parts = 0
+        while (part := await reader.next()) is not None:
+            parts += 1
+            if parts > MAX_PARTS:
+                raise InvalidRequest(f"more than {MAX_PARTS} form parts")
+            if not isinstance(part, BodyPartReader):
+                raise InvalidRequest("nested multipart bodies are not supported")
+            await _read_part(part, form, uploads, settings)
+    except BaseException as exc:
+        form.discard()
+        if isinstance(exc, (ValueError, AssertionError)) and not isinstance(exc, InvalidRequest):
+            raise InvalidRequest(f"malformed multipart body: {exc}") from None
+        raise
+    return form
+
+
+async def _read_part(
+    part: BodyPartReader, form: Form, uploads: UploadDir, settings: Settings
+) -> None:
+    name = part.name or ""
+    if name in FILE_FIELDS:
+        if form.upload is not None:
+            raise InvalidRequest("only one file per request", param="file")
+        form.upload = await uploads.save(
+            _chunks(part),
+            name=part.filename,
+            max_bytes=settings.max_upload_bytes,
+            idle_timeout_s=settings.upload_idle_timeout_s,
+        )
+        return
+    data = b""
+    async for chunk in _chunks(part):
+        data += chunk
+        if len(data) > MAX_FIELD_BYTES:
+            raise InvalidRequest(
+                f"form field {name!r} is larger than {MAX_FIELD_BYTES} bytes", param=name
+            )
+    try:
+        text = data.decode(part.get_charset(default="utf-8"))
+    except (UnicodeDecodeError, LookupError):
+        raise InvalidRequest(f"form field {name!r} is not valid text", param=name) from None
+    form.fields.setdefault(name, []).append(text)
+
+
+async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+    while chunk := await part.read_chunk(CHUNK):
+        yield chunk

@@ -1,0 +1,128 @@
+"""The job queue routes (A1–A7)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiohttp import web
+
+from service.api.forms import read_form
+from service.api.schemas import JobForm, JobList, job_out, parse
+from service.errors import InvalidRequest, JobNotFinished
+from service.formats import render
+from service.intake import Submission
+from service.jobs import Job, Status, validate_job_id
+from service.keys import EVENTS, INTAKE, SETTINGS, STORE, UPLOADS, WORKER
+
+routes = web.RouteTableDef()
+CANCEL_WAIT_S = 10.0
+
+
+async def submit(request: web.Request) -> tuple[Job, bool, JobForm]:
+    """Read a multipart submission and admit it; shared with the seed route."""
+    app = request.app
+    form = await read_form(request, app[UPLOADS], app[SETTINGS])
+    try:
+        if form.upload is None:
+            raise InvalidRequest("the 'file' part is required", param="file")
+        fields = parse(JobForm, form.first())
+        sub = Submission(
+            options=fields.options(),
+            job_id=fields.job_id,
+            idempotency_key=request.headers.get("Idempotency-Key"),
+            priority=fields.priority,
+            metadata=fields.metadata,
+            callback_url=fields.callback_url,
+        )
+    except BaseException:
+        form.discard()
+        raise
+    job, created = await app[INTAKE].admit(form.upload, sub)
+    if created:
+        app[WORKER].wake()
+    return job, created, fields
+
+
+@routes.post("/v1/jobs")
+async def create_job(request: web.Request) -> web.Response:
+    if request.content_type == "application/json":
+        raise InvalidRequest(
+            "submitting by URL is not supported yet; upload the file as multipart 'file'",
+            param="url",
+        )
+    job, created, _ = await submit(request)
+    return web.json_response(job_out(job), status=202 if created else 200)
+
+
+async def load_job(request: web.Request) -> Job:
+    return await request.app[STORE].get(validate_job_id(request.match_info["job_id"]))
+
+
+@routes.get("/v1/jobs/{job_id}")
+async def get_job(request: web.Request) -> web.Response:
+    return web.json_response(job_out(await load_job(request)))
+
+
+async def finished_transcript(request: web.Request, job: Job, fmt: str) -> web.Response:
+    if job.status != Status.COMPLETED:
+        raise JobNotFinished(f"job {job.id} is {job.status}, not completed", status=job.status)
+    body, content_type = render(job, await request.app[STORE].segments(job.id), fmt)
+    return web.Response(text=body, content_type=content_type.split(";")[0], charset="utf-8")
+
+
+@routes.get("/v1/jobs/{job_id}/transcript")
+async def get_transcript(request: web.Request) -> web.Response:
+    job = await load_job(request)
+    return await finished_transcript(request, job, request.query.get("format", "text"))
+
+
+@routes.get("/v1/jobs")
+async def list_jobs(request: web.Request) -> web.Response:
+    q = request.query
+    try:
+        status = Status(q["status"]) if q.get("status") else None
+        limit = int(q.get("limit", "20"))
+    except ValueError:
+        raise InvalidRequest(
+            "status must be one of queued, processing, completed, failed, cancelled; "
+            "limit an integer",
+            param="status" if "status" in q else "limit",
+        ) from None
+    if not 1 <= limit <= 200:
+        raise InvalidRequest("limit must be between 1 and 200", param="limit")
+    before = validate_job_id(q["before"]) if q.get("before") else None
+    jobs, has_more = await request.app[STORE].list(status=status, limit=limit, before=before)
+    page = JobList(
+        data=[job_out(j) for j in jobs],  # type: ignore[misc]
+        has_more=has_more,
+        next_before=jobs[-1].id if has_more and jobs else None,
+    )
+    return web.json_response(page.model_dump(mode="json"))
+
+
+async def wait_finished(request: web.Request, job_id: str, timeout_s: float) -> Job:
+    """The job once it is finished, or as it is after ``timeout_s``."""
+    store = request.app[STORE]
+    with request.app[EVENTS].subscribe(job_id) as events:
+        job = await store.get(job_id)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not job.status.finished:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            # Events wake us early; the poll covers a worker in another process.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(events.get(), min(left, 0.5))
+            job = await store.get(job_id)
+    return job
+
+
+@routes.delete("/v1/jobs/{job_id}")
+async def cancel_job(request: web.Request) -> web.Response:
+    job_id = validate_job_id(request.match_info["job_id"])
+    job = await request.app[STORE].cancel(job_id)
+    if job.status == Status.PROCESSING:
+        request.app[WORKER].request_cancel(job_id)
+        job = await wait_finished(request, job_id, CANCEL_WAIT_S)
+    return web.json_response(job_out(job), status=200 if job.status.finished else 202)

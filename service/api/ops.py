@@ -1,0 +1,33 @@
+"""Liveness and readiness (B4)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from service.keys import MODELS, STORE, WORKER
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/health")
+async def health(request: web.Request) -> web.Response:
+    app = request.app
+    return web.json_response(
+        {
+            "status": "ok",
+            "model_loaded": bool(app[MODELS].entries()),
+            "queue_size": await app[STORE].queue_size(),
+        }
+    )
+
+
+@routes.get("/ready")
+async def ready(request: web.Request) -> web.Response:
+    app = request.app
+    models = [e.id for e in app[MODELS].entries()]
+    running = app[WORKER].running
+    ok = bool(models) and running
+    return web.json_response(
+        {"status": "ready" if ok else "not_ready", "models": models, "worker_running": running},
+        status=200 if ok else 503,
+    )

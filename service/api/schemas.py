@@ -1,0 +1,142 @@
+"""Request and response shapes. The pydantic models here both validate input
+and feed /openapi.json."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from service.errors import InvalidRequest
+from service.jobs import Job, Status, TranscribeOptions
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def iso(ts: float | None) -> str | None:
+    return (
+        None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+    )
+
+
+class JobForm(TranscribeOptions):
+    """Form fields of POST /v1/jobs besides ``file`` (A1)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str | None = None
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    metadata: dict[str, Any] | None = None
+    callback_url: str | None = None
+    cache: bool = False
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _metadata(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                v = json.loads(v)
+            except json.JSONDecodeError as exc:
+                raise ValueError("metadata must be a JSON object") from exc
+        if v is not None and not isinstance(v, dict):
+            raise ValueError("metadata must be a JSON object")
+        return v
+
+    def options(self) -> TranscribeOptions:
+        return TranscribeOptions.model_validate(
+            self.model_dump(include=set(TranscribeOptions.model_fields))
+        )
+
+
+class ModelLoad(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = None
+    path: str | None = None
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    code: str
+    param: str | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class JobError(BaseModel):
+    code: str
+    message: str
+
+
+class JobOut(BaseModel):
+    """A2: the job object."""
+
+    id: str
+    object: Literal["job"] = "job"
+    status: Status
+    progress: float
+    duration: float | None
+    processed_seconds: float
+    segments_done: int
+    text: str
+    language: str | None
+    model: str | None
+    error: JobError | None
+    attempts: int
+    priority: int
+    file_name: str
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    metadata: dict[str, Any] | None
+    cancel_requested: bool
+    cached: bool = False
+
+
+class JobList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[JobOut]
+    has_more: bool
+    next_before: str | None
+
+
+def job_out(job: Job) -> dict[str, Any]:
+    error = None
+    if job.error_code:
+        error = {"code": job.error_code, "message": job.error_message or job.error_code}
+    return JobOut(
+        id=job.id,
+        status=job.status,
+        progress=round(job.progress, 4),
+        duration=job.duration,
+        processed_seconds=round(job.processed_seconds, 3),
+        segments_done=job.segments_done,
+        text=job.text,
+        language=job.language,
+        model=job.model,
+        error=JobError(**error) if error else None,
+        attempts=job.attempts,
+        priority=job.priority,
+        file_name=job.file_name,
+        created_at=iso(job.created_at) or "",
+        started_at=iso(job.started_at),
+        finished_at=iso(job.finished_at),
+        metadata=job.metadata,
+        cancel_requested=job.cancel_requested,
+        cached=job.cached,
+    ).model_dump(mode="json")
+
+
+def parse(model: type[M], data: dict[str, Any]) -> M:
+    """Validate ``data``; the first problem becomes an InvalidRequest naming the field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or None
+        msg = err["msg"] if err["type"] != "extra_forbidden" else "unknown field"
+        raise InvalidRequest(f"{field}: {msg}" if field else msg, param=field) from None

@@ -1,0 +1,40 @@
+"""Seed-compatible routes (A12) for tools written against the first Sona:
+the same queue underneath, their older response shapes on top."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from service.api.jobs import finished_transcript, load_job, submit
+from service.jobs import Status
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/transcribe")
+async def transcribe(request: web.Request) -> web.Response:
+    job, _, _ = await submit(request)
+    return web.json_response({"job_id": job.id, "status": job.status.value})
+
+
+@routes.get("/status/{job_id}")
+async def status(request: web.Request) -> web.Response:
+    job = await load_job(request)
+    return web.json_response(
+        {
+            "job_id": job.id,
+            "status": job.status.value,
+            "progress": round(job.progress, 4),
+            "transcript": job.text if job.status == Status.COMPLETED else None,
+            "error": job.error_message,
+        }
+    )
+
+
+@routes.get("/download/{job_id}")
+async def download(request: web.Request) -> web.Response:
+    job = await load_job(request)
+    if job.status != Status.COMPLETED:
+        # The seed contract: 404 until the transcript exists.
+        raise web.HTTPNotFound(reason=f"transcript for job {job.id} is not ready ({job.status})")
+    return await finished_transcript(request, job, "text")

@@ -1,0 +1,108 @@
+"""Audio by content, never by name: sniff the container from its first bytes,
+probe the duration from the header, and decode with a sample counter so a few
+MB of compressed silence cannot expand into gigabytes.
+
+Blocking functions (``probe``, ``decode``) must run off the event loop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+
+from service.errors import AudioTooLong, InvalidAudio
+
+SAMPLE_RATE = 16_000
+SNIFF_BYTES = 64
+
+# (offset, magic, name). Playlists (#EXTM3U), HTML, ZIP and everything else
+# unknown are refused before any decoder sees them: demuxers of playlist
+# formats can be told to read local files.
+_MAGIC: list[tuple[int, bytes, str]] = [
+    (0, b"RIFF", "wav"),
+    (0, b"RF64", "wav"),
+    (0, b"fLaC", "flac"),
+    (0, b"OggS", "ogg"),
+    (0, b"ID3", "mp3"),
+    (0, b"\x1a\x45\xdf\xa3", "webm"),
+    (4, b"ftyp", "mp4"),
+    (0, b"FORM", "aiff"),
+    (0, b"caff", "caf"),
+    (0, b"#!AMR", "amr"),
+    (0, b"0&\xb2u\x8ef\xcf\x11", "asf"),
+]
+
+
+def sniff(head: bytes) -> str | None:
+    """The container name for a file starting with ``head``, or None if not audio."""
+    for offset, magic, name in _MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            if name == "wav" and head[8:12] != b"WAVE":
+                return None
+            if name == "aiff" and head[8:12] not in (b"AIFF", b"AIFC"):
+                return None
+            return name
+    # Bare MPEG audio (mp3 without ID3) and ADTS AAC start with a frame sync.
+    if len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0:
+        return "mpeg"
+    return None
+
+
+def probe(path: Path) -> tuple[float | None, int]:
+    """(duration in seconds from the container header or None, channel count).
+    Raises InvalidAudio when no audio stream can be opened."""
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise InvalidAudio("the file has no audio stream")
+            stream = container.streams.audio[0]
+            duration: float | None = None
+            if stream.duration is not None and stream.time_base is not None:
+                duration = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                duration = container.duration / av.time_base
+            return duration, stream.codec_context.channels or 1
+    except av.FFmpegError as exc:
+        raise InvalidAudio(f"the file could not be read as audio: {exc}") from exc
+
+
+def decode(path: Path, *, max_seconds: float, split_channels: bool = False) -> np.ndarray:
+    """Decode to 16 kHz float32: shape (n,) mono, or (channels, n) when
+    ``split_channels``. Stops with AudioTooLong once more than ``max_seconds``
+    of samples came out, whatever the header claimed."""
+    limit = int(max_seconds * SAMPLE_RATE)
+    # s16 like faster-whisper's own decode_audio, so results match it exactly.
+    resampler = av.AudioResampler(
+        format="s16", layout="stereo" if split_channels else "mono", rate=SAMPLE_RATE
+    )
+    chunks: list[np.ndarray] = []
+    total = 0
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise InvalidAudio("the file has no audio stream")
+            for frame in _valid_frames(container):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+                    total += chunks[-1].size
+                    if total > limit * (2 if split_channels else 1):
+                        raise AudioTooLong(f"audio is longer than the limit of {max_seconds:.0f} s")
+            chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
+    except av.FFmpegError as exc:
+        raise InvalidAudio(f"the audio could not be decoded: {exc}") from exc
+    if not chunks or total == 0:
+        raise InvalidAudio("the file holds no decodable audio samples")
+    audio = np.concatenate(chunks).astype(np.float32) / 32768.0
+    return np.stack([audio[0::2], audio[1::2]]) if split_channels else audio
+
+
+def _valid_frames(container: av.container.InputContainer) -> Iterator[av.AudioFrame]:
+    """Decoded frames, skipping undecodable packets the way faster-whisper does, so
+    a file with a damaged stretch still yields what can be heard."""
+    for packet in container.demux(audio=0):
+        try:
+            yield from packet.decode()  # type: ignore[misc]
+        except av.InvalidDataError:
+            continue

@@ -1,0 +1,131 @@
+"""Every error Sona raises on purpose, in one tree. No HTTP knowledge here:
+``api/errors.py`` maps each class to a status code.
+
+SonaError                      base; ``code`` is the stable machine-readable name
+├── InvalidRequest             bad parameter or body                  (invalid_request)
+│   ├── InvalidJobId           a job id that is not [A-Za-z0-9_-]{1,64} (invalid_job_id)
+│   └── MetadataTooLarge       metadata over 4 KB                      (metadata_too_large)
+├── Unauthorized               missing/wrong API key                   (unauthorized)
+├── Forbidden                  Host header not allowed                 (forbidden)
+├── NotFound                   unknown job / route                     (not_found)
+│   └── ModelNotFound          a model name or path that cannot be resolved (model_not_found)
+├── Conflict                   state does not allow it                 (conflict)
+│   ├── InvalidTransition      guarded status UPDATE matched no row    (invalid_transition)
+│   ├── JobNotFinished         transcript asked before completion      (job_not_finished)
+│   └── IdempotencyConflict    same id / key, different file           (idempotency_conflict)
+├── PayloadTooLarge            upload over the size limit              (file_too_large)
+├── UnsupportedMedia           content is not audio                    (unsupported_media)
+├── EmptyFile                  zero-byte upload                        (empty_file)
+├── AudioTooLong               over the duration limit                 (audio_too_long)
+├── InvalidAudio               audio that cannot be decoded            (invalid_audio)
+├── Busy                       wait too long / too many clients; retry_after (busy)
+│   └── QueueFull              queue at its depth limit                (queue_full)
+├── NoModel                    nothing loaded and no default model     (no_model)
+├── StorageFull                disk full while writing                 (insufficient_storage)
+└── Cancelled                  the job was cancelled while running     (cancelled)
+"""
+
+from __future__ import annotations
+
+
+class SonaError(Exception):
+    """Base of every deliberate error. ``param`` names the offending input, if any."""
+
+    code = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class InvalidRequest(SonaError):
+    code = "invalid_request"
+
+
+class InvalidJobId(InvalidRequest):
+    code = "invalid_job_id"
+
+
+class MetadataTooLarge(InvalidRequest):
+    code = "metadata_too_large"
+
+
+class Unauthorized(SonaError):
+    code = "unauthorized"
+
+
+class Forbidden(SonaError):
+    code = "forbidden"
+
+
+class NotFound(SonaError):
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class Conflict(SonaError):
+    code = "conflict"
+
+
+class InvalidTransition(Conflict):
+    code = "invalid_transition"
+
+
+class JobNotFinished(Conflict):
+    code = "job_not_finished"
+
+    def __init__(self, message: str, *, status: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class IdempotencyConflict(Conflict):
+    code = "idempotency_conflict"
+
+
+class PayloadTooLarge(SonaError):
+    code = "file_too_large"
+
+
+class UnsupportedMedia(SonaError):
+    code = "unsupported_media"
+
+
+class EmptyFile(SonaError):
+    code = "empty_file"
+
+
+class AudioTooLong(SonaError):
+    code = "audio_too_long"
+
+
+class InvalidAudio(SonaError):
+    code = "invalid_audio"
+
+
+class Busy(SonaError):
+    code = "busy"
+
+    def __init__(self, message: str, *, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class QueueFull(Busy):
+    code = "queue_full"
+
+
+class NoModel(SonaError):
+    code = "no_model"
+
+
+class StorageFull(SonaError):
+    code = "insufficient_storage"
+
+
+class Cancelled(SonaError):
+    code = "cancelled"

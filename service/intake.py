@@ -1,0 +1,114 @@
+"""Admitting a job: from a stored upload and options to a queued row. Shared by
+every route that submits work (/v1/jobs, /transcribe, the OpenAI endpoints), so
+the limits, model resolution and idempotency rules exist once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from service.audio import probe
+from service.engine.registry import OPENAI_ALIASES, ModelRegistry
+from service.errors import AudioTooLong, MetadataTooLarge, NoModel, QueueFull
+from service.jobs import METADATA_MAX_BYTES, Job, NewJob, TranscribeOptions, validate_job_id
+from service.store import JobStore
+from service.uploads import StoredUpload
+
+SYNC_PRIORITY = 1_000_000  # synchronous API requests jump the queue (C4)
+
+
+@dataclass(frozen=True)
+class IntakeConfig:
+    default_model: str | None
+    max_audio_seconds: float
+    max_queue: int
+    max_attempts: int
+
+
+@dataclass(frozen=True)
+class Submission:
+    options: TranscribeOptions
+    job_id: str | None = None
+    idempotency_key: str | None = None
+    priority: int = 0
+    metadata: dict[str, Any] | None = None
+    callback_url: str | None = None
+
+
+def check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
+    if metadata is not None and len(json.dumps(metadata)) > METADATA_MAX_BYTES:
+        raise MetadataTooLarge(
+            f"metadata is larger than {METADATA_MAX_BYTES} bytes as JSON", param="metadata"
+        )
+    return metadata
+
+
+class Intake:
+    def __init__(self, store: JobStore, models: ModelRegistry, config: IntakeConfig) -> None:
+        self.store = store
+        self.models = models
+        self.config = config
+
+    def resolve_model(self, requested: str | None) -> str:
+        """The concrete model a job will run on (B1): the one asked for, else the
+        default, else the most recently loaded; NoModel (503) when none exists."""
+        if requested and requested not in OPENAI_ALIASES:
+            return self.models.canonical(requested)
+        if self.config.default_model:
+            return self.models.canonical(self.config.default_model)
+        loaded = sorted(self.models.entries(), key=lambda e: e.last_used)
+        if loaded:
+            return loaded[-1].id
+        raise NoModel(
+            "no model is loaded and no default model is configured: load one with "
+            "POST /v1/models/load or name one in the request",
+            param="model",
+        )
+
+    async def admit(self, upload: StoredUpload, sub: Submission) -> tuple[Job, bool]:
+        """Create the job for ``upload``; (job, created). The upload file is removed
+        when the job is refused or an existing job answers."""
+        try:
+            job, created = await self._admit(upload, sub)
+        except BaseException:
+            upload.path.unlink(missing_ok=True)
+            raise
+        if not created:
+            upload.path.unlink(missing_ok=True)
+        return job, created
+
+    async def _admit(self, upload: StoredUpload, sub: Submission) -> tuple[Job, bool]:
+        if sub.job_id is not None:
+            validate_job_id(sub.job_id)
+        model = self.resolve_model(sub.options.model)
+        if not self.models.is_loaded(model):
+            await self.models.locate(model)  # an unknown model fails the submit, not the job
+        duration, _channels = await asyncio.to_thread(probe, upload.path)
+        if duration is not None and duration > self.config.max_audio_seconds:
+            raise AudioTooLong(
+                f"audio is {duration:.0f} s long; the limit is "
+                f"{self.config.max_audio_seconds:.0f} s",
+                param="file",
+            )
+        if await self.store.queue_size() >= self.config.max_queue:
+            raise QueueFull("the queue is full; try again later", retry_after=30)
+        return await self.store.create(
+            NewJob(
+                id=sub.job_id or uuid.uuid4().hex,
+                options=sub.options.model_copy(update={"model": model}),
+                model=model,
+                priority=sub.priority,
+                file_path=str(upload.path),
+                file_name=upload.name,
+                file_sha256=upload.sha256,
+                file_size=upload.size,
+                duration=duration,
+                max_attempts=self.config.max_attempts,
+                idempotency_key=sub.idempotency_key,
+                callback_url=sub.callback_url,
+                metadata=check_metadata(sub.metadata),
+            )
+        )

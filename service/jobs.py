@@ -1,0 +1,170 @@
+"""The job model: statuses, allowed transitions, options, and the records the
+store hands back. Pure data, no I/O."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from service.errors import InvalidJobId
+
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+METADATA_MAX_BYTES = 4096
+
+
+class Status(StrEnum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED
+
+
+FINISHED = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+
+# Every status write is a guarded UPDATE built from this table: a write whose
+# current status is not listed here matches no row and raises InvalidTransition.
+# processing → queued happens only through crash recovery and drain requeue.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.QUEUED: frozenset({Status.PROCESSING, Status.CANCELLED}),
+    Status.PROCESSING: frozenset(
+        {Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.QUEUED}
+    ),
+    Status.COMPLETED: frozenset(),
+    Status.FAILED: frozenset(),
+    Status.CANCELLED: frozenset(),
+}
+
+
+def sources_of(target: Status) -> list[Status]:
+    """The statuses a job may be in for a write to ``target`` to be legal."""
+    return [s for s, targets in TRANSITIONS.items() if target in targets]
+
+
+def validate_job_id(job_id: str) -> str:
+    """Job ids come from clients and URLs: only a safe alphabet is accepted."""
+    if not JOB_ID_RE.match(job_id):
+        raise InvalidJobId(
+            "job id must be 1-64 characters of letters, digits, '_' or '-'", param="job_id"
+        )
+    return job_id
+
+
+class TranscribeOptions(BaseModel):
+    """What a caller may ask of one transcription; shared by jobs and the OpenAI API."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+    language: str | None = None
+    prompt: str | None = None
+    hotwords: str | None = None
+    task: Literal["transcribe", "translate"] = "transcribe"
+    word_timestamps: bool = False
+    vad_filter: bool | None = None  # None: on for long audio (F9)
+    diarize: Literal["none", "channels"] = "none"
+    temperature: float | None = Field(default=None, ge=0.0, le=1.0)
+    beam_size: int | None = Field(default=None, ge=1, le=10)
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        if not re.fullmatch(r"[a-z]{2,3}", v):
+            raise ValueError("language must be an ISO-639-1 code such as 'en'")
+        return v
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start: float
+    end: float
+    probability: float = 0.0
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One finished piece of transcript, as stored and rendered."""
+
+    index: int
+    start: float
+    end: float
+    text: str
+    words: list[Word] = field(default_factory=list)
+    tokens: list[int] = field(default_factory=list)
+    temperature: float = 0.0
+    avg_logprob: float = 0.0
+    compression_ratio: float = 0.0
+    no_speech_prob: float = 0.0
+    seek: int = 0
+    speaker: str | None = None
+
+
+@dataclass
+class Job:
+    """A job row as the store returns it."""
+
+    id: str
+    status: Status
+    options: TranscribeOptions
+    model: str | None
+    priority: int
+    file_path: str
+    file_name: str
+    file_sha256: str
+    file_size: int
+    created_at: float
+    attempts: int = 0
+    max_attempts: int = 3
+    idempotency_key: str | None = None
+    callback_url: str | None = None
+    metadata: dict[str, Any] | None = None
+    duration: float | None = None
+    processed_seconds: float = 0.0
+    segments_done: int = 0
+    text: str = ""
+    language: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    cancel_requested: bool = False
+    lease_token: str | None = None
+    cached: bool = False
+
+    @property
+    def progress(self) -> float:
+        if self.status == Status.COMPLETED:
+            return 1.0
+        if not self.duration:
+            return 0.0
+        return max(0.0, min(1.0, self.processed_seconds / self.duration))
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """What the API hands the store to create a job."""
+
+    id: str
+    options: TranscribeOptions
+    model: str | None
+    priority: int
+    file_path: str
+    file_name: str
+    file_sha256: str
+    file_size: int
+    duration: float | None
+    max_attempts: int
+    idempotency_key: str | None = None
+    callback_url: str | None = None
+    metadata: dict[str, Any] | None = None

@@ -1,0 +1,22 @@
+"""Every piece of app state, as typed ``web.AppKey``s."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from service.engine.registry import ModelRegistry
+from service.events import EventHub
+from service.intake import Intake
+from service.settings import Settings
+from service.store import JobStore
+from service.uploads import UploadDir
+from service.worker import Worker
+
+SETTINGS = web.AppKey("settings", Settings)
+API_KEYS = web.AppKey("api_keys", list[str])
+STORE = web.AppKey("store", JobStore)
+MODELS = web.AppKey("models", ModelRegistry)
+EVENTS = web.AppKey("events", EventHub)
+UPLOADS = web.AppKey("uploads", UploadDir)
+INTAKE = web.AppKey("intake", Intake)
+WORKER = web.AppKey("worker", Worker)

@@ -1,0 +1,111 @@
+"""The one configuration model. Precedence: CLI flags > SONA_* environment >
+config file (SONA_CONFIG_FILE, TOML) > defaults."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
+
+
+class TomlFileSource(PydanticBaseSettingsSource):
+    """Reads the TOML file named by SONA_CONFIG_FILE, lowest priority above defaults."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = os.environ.get("SONA_CONFIG_FILE")
+        self._data: dict[str, Any] = tomllib.loads(Path(path).read_text()) if path else {}
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SONA_", extra="ignore")
+
+    # Network
+    host: str = "127.0.0.1"
+    port: int = Field(default=8765, ge=0, le=65535)
+    socket: Path | None = None
+    insecure: bool = False
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    api_key_file: Path | None = None
+    pidfile: Path | None = None
+
+    # Storage
+    data_dir: Path = Path("./data")
+    store: str = ""  # "" → sqlite:<data_dir>/sona.db
+    retention_hours: float = 24 * 7
+
+    # Models
+    model: str | None = None  # loaded at start
+    default_model: str | None = "tiny.en"  # used when a job names none
+    model_dir: Path | None = None  # local cache of CTranslate2 model directories
+    allow_download: bool = False  # fetch unknown names from the model hub
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compute_type: str = "default"
+    cpu_threads: int = 0
+    max_loaded_models: int = Field(default=2, ge=1)
+    model_idle_ttl_s: float = 0  # 0: never unload idle models
+
+    # Jobs and limits
+    max_upload_mb: float = Field(default=1024, gt=0)
+    max_audio_seconds: float = Field(default=4 * 3600, gt=0)
+    max_queue: int = Field(default=10_000, ge=1)
+    max_attempts: int = Field(default=3, ge=1)
+    job_timeout_s: float = Field(default=6 * 3600, gt=0)
+    sync_wait_s: float = Field(default=30, ge=0)
+    drain_timeout_s: float = Field(default=30, ge=0)
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    lease_s: float = Field(default=30, gt=0)
+    upload_idle_timeout_s: float = Field(default=60, gt=0)
+    # Long files get VAD by default so silence is not hallucinated into text (F9).
+    vad_min_seconds: float = 60
+
+    # Logs
+    log_level: str = "info"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlFileSource(settings_cls))
+
+    @property
+    def store_url(self) -> str:
+        return self.store or f"sqlite:{self.data_dir / 'sona.db'}"
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def on_loopback(self) -> bool:
+        return self.socket is not None or self.host in LOOPBACK_HOSTS
+
+    def all_api_keys(self) -> list[str]:
+        keys = [k.get_secret_value() for k in self.api_keys]
+        if self.api_key_file:
+            keys += [ln.strip() for ln in self.api_key_file.read_text().splitlines() if ln.strip()]
+        return keys
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings for `sona config`, secrets masked."""
+        out = self.model_dump(mode="json")
+        out["api_keys"] = ["***" for _ in self.api_keys]
+        out["store"] = self.store_url.split("@")[-1] if "@" in self.store_url else self.store_url
+        return out

@@ -1,0 +1,111 @@
+"""The job store: where jobs, their segments and their state live.
+
+``JobStore`` is the contract both back-ends keep; ``open_store(url)`` picks one.
+Every status change is a guarded UPDATE built from ``jobs.TRANSITIONS``; every
+write a worker makes is fenced by the lease token it got at claim time, so a
+stale worker's late writes change nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from service.jobs import Job, NewJob, Segment, Status
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job a worker now owns, with the token that fences its writes."""
+
+    job: Job
+    token: str
+
+
+@dataclass(frozen=True)
+class Recovery:
+    requeued: list[str]
+    failed: list[str]
+
+
+class JobStore(Protocol):
+    async def create(self, new: NewJob) -> tuple[Job, bool]:
+        """Insert ``new``; for a known job id or idempotency key with the same file
+        hash return ``(existing, False)``, with a different file raise
+        ``IdempotencyConflict``."""
+        ...
+
+    async def get(self, job_id: str) -> Job:
+        """The job, or ``NotFound``."""
+        ...
+
+    async def list(
+        self, *, status: Status | None, limit: int, before: str | None
+    ) -> tuple[list[Job], bool]:
+        """Newest first; ``before`` is a job id cursor. Returns (jobs, has_more)."""
+        ...
+
+    async def segments(self, job_id: str, *, after: int = -1) -> list[Segment]: ...
+
+    async def queue_size(self) -> int: ...
+
+    async def claim(
+        self, *, worker_id: str, prefer_models: list[str], lease_s: float
+    ) -> Claim | None:
+        """Atomically take the best queued job: priority, then loaded model, then age.
+        Counts the attempt and clears any segments of an earlier attempt."""
+        ...
+
+    async def heartbeat(self, claim: Claim, lease_s: float) -> bool:
+        """Extend the lease; False once the job is no longer ours."""
+        ...
+
+    async def set_info(self, claim: Claim, *, duration: float, language: str | None) -> None: ...
+
+    async def add_segments(
+        self, claim: Claim, segments: list[Segment], processed_seconds: float
+    ) -> bool:
+        """Store finished segments with progress. Returns True when cancellation was
+        requested (or the job is no longer ours), so the worker should stop."""
+        ...
+
+    async def finish(
+        self,
+        claim: Claim,
+        status: Status,
+        *,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> Job:
+        """Move a processing job to ``status`` (completed/failed/cancelled/queued)."""
+        ...
+
+    async def cancel(self, job_id: str) -> Job:
+        """Queued → cancelled at once; processing → cancel requested (the worker
+        finishes it); cancelled → unchanged; completed/failed → InvalidTransition."""
+        ...
+
+    async def recover(self, *, is_dead: DeadOwner) -> Recovery:
+        """Requeue processing jobs whose lease expired or whose owner is dead; those
+        out of attempts become failed (worker_crashed)."""
+        ...
+
+    async def finished_before(self, ts: float) -> list[Job]: ...
+
+    async def delete(self, job_id: str) -> None: ...
+
+    async def file_paths(self) -> set[str]: ...
+
+    async def close(self) -> None: ...
+
+
+class DeadOwner(Protocol):
+    def __call__(self, worker_id: str) -> bool: ...
+
+
+async def open_store(url: str) -> JobStore:
+    """``sqlite:PATH`` (the default) or ``postgres://…`` (not built yet)."""
+    if url.startswith("sqlite:"):
+        from service.store.sqlite import SqliteStore
+
+        return await SqliteStore.open(url.removeprefix("sqlite:"))
+    raise ValueError(f"unsupported store URL {url.split(':', 1)[0]!r}: use sqlite:PATH")

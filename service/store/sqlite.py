@@ -1,0 +1,458 @@
+"""SQLite job store (aiosqlite, WAL). The embedded default.
+
+One connection, one lock: aiosqlite runs statements on its own thread in
+order, but a transaction spanning several awaits would otherwise interleave
+with other coroutines' statements on the same connection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from service.errors import IdempotencyConflict, InvalidTransition, NotFound
+from service.jobs import (
+    FINISHED,
+    Job,
+    NewJob,
+    Segment,
+    Status,
+    TranscribeOptions,
+    Word,
+    sources_of,
+)
+from service.store import Claim, DeadOwner, Recovery
+
+SCHEMA = [
+    """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        priority INTEGER NOT NULL DEFAULT 0,
+        model TEXT,
+        options TEXT NOT NULL,
+        file_path TEXT NOT NULL,
+        file_name TEXT NOT NULL,
+        file_sha256 TEXT NOT NULL,
+        file_size INTEGER NOT NULL,
+        idempotency_key TEXT UNIQUE,
+        callback_url TEXT,
+        metadata TEXT,
+        duration REAL,
+        processed_seconds REAL NOT NULL DEFAULT 0,
+        segments_done INTEGER NOT NULL DEFAULT 0,
+        text TEXT NOT NULL DEFAULT '',
+        language TEXT,
+        error_code TEXT,
+        error_message TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        max_attempts INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        lease_token TEXT,
+        lease_expires_at REAL,
+        worker_id TEXT
+    )""",
+    "CREATE INDEX jobs_queue ON jobs (status, priority DESC, created_at)",
+    """
+    CREATE TABLE segments (
+        job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        start REAL NOT NULL,
+        "end" REAL NOT NULL,
+        text TEXT NOT NULL,
+        speaker TEXT,
+        data TEXT NOT NULL,
+        PRIMARY KEY (job_id, idx)
+    )""",
+]
+
+_FENCE = "id = ? AND lease_token = ? AND status = 'processing'"
+
+
+def _job(row: aiosqlite.Row) -> Job:
+    return Job(
+        id=row["id"],
+        status=Status(row["status"]),
+        options=TranscribeOptions.model_validate_json(row["options"]),
+        model=row["model"],
+        priority=row["priority"],
+        file_path=row["file_path"],
+        file_name=row["file_name"],
+        file_sha256=row["file_sha256"],
+        file_size=row["file_size"],
+        created_at=row["created_at"],
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        idempotency_key=row["idempotency_key"],
+        callback_url=row["callback_url"],
+        metadata=json.loads(row["metadata"]) if row["metadata"] else None,
+        duration=row["duration"],
+        processed_seconds=row["processed_seconds"],
+        segments_done=row["segments_done"],
+        text=row["text"],
+        language=row["language"],
+        error_code=row["error_code"],
+        error_message=row["error_message"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        cancel_requested=bool(row["cancel_requested"]),
+        lease_token=row["lease_token"],
+    )
+
+
+def _segment(row: aiosqlite.Row) -> Segment:
+    data = json.loads(row["data"])
+    words = [Word(**w) for w in data.pop("words", [])]
+    return Segment(
+        index=row["idx"],
+        start=row["start"],
+        end=row["end"],
+        text=row["text"],
+        speaker=row["speaker"],
+        words=words,
+        **data,
+    )
+
+
+def _segment_data(seg: Segment) -> str:
+    data = asdict(seg)
+    for key in ("index", "start", "end", "text", "speaker"):
+        data.pop(key)
+    return json.dumps(data)
+
+
+class SqliteStore:
+    """``JobStore`` on one SQLite file."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: str) -> SqliteStore:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        db.row_factory = aiosqlite.Row
+        await db.execute("PRAGMA journal_mode=WAL")
+        # FULL: the commit that acknowledges a job must survive power loss, which
+        # NORMAL does not promise in WAL mode.
+        await db.execute("PRAGMA synchronous=FULL")
+        await db.execute("PRAGMA foreign_keys=ON")
+        await db.execute("PRAGMA busy_timeout=10000")
+        store = cls(db)
+        await store._migrate()
+        return store
+
+    async def _migrate(self) -> None:
+        async with self._tx():
+            version = (await self._one("PRAGMA user_version"))[0]
+            if version < 1:
+                for stmt in SCHEMA:
+                    await self._db.execute(stmt)
+                await self._db.execute("PRAGMA user_version = 1")
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._db, self._lock)
+
+    async def _one(self, sql: str, *args: Any) -> Any:
+        async with self._db.execute(sql, args) as cur:
+            return await cur.fetchone()
+
+    async def _all(self, sql: str, *args: Any) -> list[Any]:
+        async with self._db.execute(sql, args) as cur:
+            return list(await cur.fetchall())
+
+    async def _get(self, job_id: str) -> Job:
+        row = await self._one("SELECT * FROM jobs WHERE id = ?", job_id)
+        if row is None:
+            raise NotFound(f"no job with id {job_id!r}", param="job_id")
+        return _job(row)
+
+    async def create(self, new: NewJob) -> tuple[Job, bool]:
+        async with self._tx():
+            for col, value in (("id", new.id), ("idempotency_key", new.idempotency_key)):
+                if value is None:
+                    continue
+                row = await self._one(f"SELECT * FROM jobs WHERE {col} = ?", value)
+                if row is None:
+                    continue
+                if row["file_sha256"] != new.file_sha256:
+                    raise IdempotencyConflict(
+                        f"{col} {value!r} already names a job with a different file", param=col
+                    )
+                return _job(row), False
+            await self._db.execute(
+                """INSERT INTO jobs (id, status, priority, model, options, file_path,
+                   file_name, file_sha256, file_size, idempotency_key, callback_url,
+                   metadata, duration, max_attempts, created_at)
+                   VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    new.id,
+                    new.priority,
+                    new.model,
+                    new.options.model_dump_json(),
+                    new.file_path,
+                    new.file_name,
+                    new.file_sha256,
+                    new.file_size,
+                    new.idempotency_key,
+                    new.callback_url,
+                    json.dumps(new.metadata) if new.metadata is not None else None,
+                    new.duration,
+                    new.max_attempts,
+                    time.time(),
+                ),
+            )
+            return await self._get(new.id), True
+
+    async def get(self, job_id: str) -> Job:
+        async with self._lock:
+            return await self._get(job_id)
+
+    async def list(
+        self, *, status: Status | None, limit: int, before: str | None
+    ) -> tuple[list[Job], bool]:
+        where, args = ["1=1"], []
+        if status is not None:
+            where.append("status = ?")
+            args.append(status.value)
+        if before is not None:
+            where.append("rowid < (SELECT rowid FROM jobs WHERE id = ?)")
+            args.append(before)
+        sql = f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY rowid DESC LIMIT ?"
+        async with self._lock:
+            rows = await self._all(sql, *args, limit + 1)
+        return [_job(r) for r in rows[:limit]], len(rows) > limit
+
+    async def segments(self, job_id: str, *, after: int = -1) -> list[Segment]:
+        async with self._lock:
+            rows = await self._all(
+                "SELECT * FROM segments WHERE job_id = ? AND idx > ? ORDER BY idx", job_id, after
+            )
+        return [_segment(r) for r in rows]
+
+    async def queue_size(self) -> int:
+        async with self._lock:
+            return (await self._one("SELECT count(*) FROM jobs WHERE status = 'queued'"))[0]
+
+    async def claim(
+        self, *, worker_id: str, prefer_models: list[str], lease_s: float
+    ) -> Claim | None:
+        token = uuid.uuid4().hex
+        marks = ",".join("?" * len(prefer_models)) or "NULL"
+        now = time.time()
+        async with self._tx():
+            row = await self._one(
+                f"""SELECT id FROM jobs WHERE status = 'queued'
+                    ORDER BY priority DESC, (model IN ({marks})) DESC, created_at, rowid
+                    LIMIT 1""",
+                *prefer_models,
+            )
+            if row is None:
+                return None
+            job_id = row["id"]
+            await self._db.execute("DELETE FROM segments WHERE job_id = ?", (job_id,))
+            await self._db.execute(
+                """UPDATE jobs SET status = 'processing', attempts = attempts + 1,
+                   lease_token = ?, lease_expires_at = ?, worker_id = ?, started_at = ?,
+                   text = '', segments_done = 0, processed_seconds = 0,
+                   error_code = NULL, error_message = NULL
+                   WHERE id = ? AND status = 'queued'""",
+                (token, now + lease_s, worker_id, now, job_id),
+            )
+            return Claim(await self._get(job_id), token)
+
+    async def heartbeat(self, claim: Claim, lease_s: float) -> bool:
+        async with self._tx():
+            cur = await self._db.execute(
+                f"UPDATE jobs SET lease_expires_at = ? WHERE {_FENCE}",
+                (time.time() + lease_s, claim.job.id, claim.token),
+            )
+            return cur.rowcount == 1
+
+    async def set_info(self, claim: Claim, *, duration: float, language: str | None) -> None:
+        async with self._tx():
+            await self._db.execute(
+                f"UPDATE jobs SET duration = ?, language = ? WHERE {_FENCE}",
+                (duration, language, claim.job.id, claim.token),
+            )
+
+    async def add_segments(
+        self, claim: Claim, segments: list[Segment], processed_seconds: float
+    ) -> bool:
+        async with self._tx():
+            row = await self._one(
+                f"SELECT cancel_requested FROM jobs WHERE {_FENCE}", claim.job.id, claim.token
+            )
+            if row is None:  # lease lost: another worker owns the job now
+                return True
+            await self._db.executemany(
+                """INSERT OR REPLACE INTO segments (job_id, idx, start, "end", text, speaker, data)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
+                [
+                    (claim.job.id, s.index, s.start, s.end, s.text, s.speaker, _segment_data(s))
+                    for s in segments
+                ],
+            )
+            pieces = " ".join(s.text.strip() for s in segments if s.text.strip())
+            await self._db.execute(
+                f"""UPDATE jobs SET processed_seconds = max(processed_seconds, ?),
+                    segments_done = (SELECT count(*) FROM segments WHERE job_id = jobs.id),
+                    text = CASE WHEN text = '' THEN ? WHEN ? = '' THEN text
+                                ELSE text || ' ' || ? END
+                    WHERE {_FENCE}""",
+                (processed_seconds, pieces, pieces, pieces, claim.job.id, claim.token),
+            )
+            return bool(row["cancel_requested"])
+
+    async def finish(
+        self,
+        claim: Claim,
+        status: Status,
+        *,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> Job:
+        async with self._tx():
+            text_sql = (
+                # Channel diarization produces segments per channel; the final text
+                # reads in time order.
+                """(SELECT coalesce(group_concat(t, ' '), '') FROM (SELECT trim(text) AS t
+                    FROM segments WHERE job_id = jobs.id AND trim(text) != ''
+                    ORDER BY start, idx))"""
+            )
+            finished_at = time.time() if status in FINISHED else None
+            cur = await self._db.execute(
+                f"""UPDATE jobs SET status = ?, error_code = ?, error_message = ?,
+                    finished_at = ?, lease_token = NULL, lease_expires_at = NULL,
+                    cancel_requested = 0, text = {text_sql},
+                    -- a drain requeue is no failed attempt
+                    attempts = attempts - (? = 'queued'),
+                    started_at = CASE WHEN ? = 'queued' THEN NULL ELSE started_at END,
+                    processed_seconds = CASE WHEN ? = 'completed'
+                        THEN coalesce(duration, processed_seconds) ELSE processed_seconds END
+                    WHERE {_FENCE}""",
+                (
+                    status.value,
+                    error_code,
+                    error_message,
+                    finished_at,
+                    status.value,
+                    status.value,
+                    status.value,
+                    claim.job.id,
+                    claim.token,
+                ),
+            )
+            if cur.rowcount != 1:
+                raise InvalidTransition(f"job {claim.job.id} is no longer held by this worker")
+            return await self._get(claim.job.id)
+
+    async def cancel(self, job_id: str) -> Job:
+        async with self._tx():
+            job = await self._get(job_id)
+            if job.status == Status.CANCELLED:
+                return job
+            if job.status == Status.QUEUED:
+                await self._guarded(job_id, Status.CANCELLED, "finished_at = ?", time.time())
+            elif job.status == Status.PROCESSING:
+                await self._db.execute(
+                    "UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND status = 'processing'",
+                    (job_id,),
+                )
+            else:
+                raise InvalidTransition(f"job {job_id} is already {job.status}")
+            return await self._get(job_id)
+
+    async def _guarded(self, job_id: str, target: Status, sets: str, *args: Any) -> None:
+        sources = sources_of(target)
+        marks = ",".join("?" * len(sources))
+        cur = await self._db.execute(
+            f"UPDATE jobs SET status = ?, {sets} WHERE id = ? AND status IN ({marks})",
+            (target.value, *args, job_id, *[s.value for s in sources]),
+        )
+        if cur.rowcount != 1:
+            raise InvalidTransition(f"job {job_id} cannot become {target}")
+
+    async def recover(self, *, is_dead: DeadOwner) -> Recovery:
+        requeued: list[str] = []
+        failed: list[str] = []
+        now = time.time()
+        async with self._tx():
+            rows = await self._all(
+                "SELECT id, attempts, max_attempts, lease_expires_at, worker_id "
+                "FROM jobs WHERE status = 'processing'"
+            )
+            for r in rows:
+                if not ((r["lease_expires_at"] or 0) < now or is_dead(r["worker_id"] or "")):
+                    continue
+                clear = "lease_token = NULL, lease_expires_at = NULL, cancel_requested = 0"
+                if r["attempts"] >= r["max_attempts"]:
+                    await self._guarded(
+                        r["id"],
+                        Status.FAILED,
+                        f"{clear}, finished_at = ?, error_code = 'worker_crashed', "
+                        "error_message = ?",
+                        now,
+                        f"the worker died while running this job {r['attempts']} times; "
+                        "the file may crash the engine",
+                    )
+                    failed.append(r["id"])
+                else:
+                    await self._guarded(r["id"], Status.QUEUED, f"{clear}, started_at = NULL")
+                    requeued.append(r["id"])
+        return Recovery(requeued, failed)
+
+    async def finished_before(self, ts: float) -> list[Job]:
+        async with self._lock:
+            rows = await self._all(
+                "SELECT * FROM jobs WHERE status IN ('completed','failed','cancelled') "
+                "AND finished_at < ?",
+                ts,
+            )
+        return [_job(r) for r in rows]
+
+    async def delete(self, job_id: str) -> None:
+        async with self._tx():
+            await self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    async def file_paths(self) -> set[str]:
+        async with self._lock:
+            rows = await self._all("SELECT file_path FROM jobs")
+        return {r[0] for r in rows}
+
+    async def close(self) -> None:
+        await self._db.close()
+
+
+class _Transaction:
+    """``async with``: take the store lock, BEGIN IMMEDIATE, COMMIT or ROLLBACK.
+
+    IMMEDIATE takes the write lock up front, so two processes sharing the file
+    never deadlock upgrading a read transaction."""
+
+    def __init__(self, db: aiosqlite.Connection, lock: asyncio.Lock) -> None:
+        self._db, self._lock = db, lock
+
+    async def __aenter__(self) -> None:
+        await self._lock.acquire()
+        try:
+            await self._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._lock.release()
+            raise
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            await self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self._lock.release()

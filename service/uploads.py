@@ -1,0 +1,113 @@
+"""Uploads: stream a body to ``<data>/uploads/<generated>``, hashing and
+size-limiting while it streams, so memory never grows with the file. Nothing
+the client sends becomes part of a path (F7)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.audio import SNIFF_BYTES, sniff
+from service.errors import EmptyFile, PayloadTooLarge, StorageFull, UnsupportedMedia
+
+CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class StoredUpload:
+    path: Path
+    name: str  # the client's file name, for display only, never a path
+    size: int
+    sha256: str
+    container: str
+
+
+def display_name(raw: str | None) -> str:
+    """A client file name fit for showing: last path component, printable, short."""
+    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable() and ch != "\x00").strip()
+    return name[:255] or "audio"
+
+
+class UploadDir:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def new_path(self) -> Path:
+        return self.root / uuid.uuid4().hex
+
+    async def save(
+        self,
+        chunks: AsyncIterator[bytes],
+        *,
+        name: str | None,
+        max_bytes: int,
+        idle_timeout_s: float,
+    ) -> StoredUpload:
+        """Stream ``chunks`` to a new file. Refuses non-audio after the first bytes,
+        over-size as soon as the count passes the limit, and a disk-full; in each
+        case the partial file is removed."""
+        final = self.new_path()
+        part = final.with_suffix(".part")
+        digest = hashlib.sha256()
+        size = 0
+        head = b""
+        try:
+            with part.open("wb") as out:
+                while True:
+                    chunk = await asyncio.wait_for(anext(chunks, b""), idle_timeout_s)
+                    if not chunk:
+                        break
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise PayloadTooLarge(
+                            f"file is larger than the limit of {max_bytes} bytes", param="file"
+                        )
+                    if len(head) < SNIFF_BYTES:
+                        head += chunk[: SNIFF_BYTES - len(head)]
+                        if len(head) >= SNIFF_BYTES:
+                            _require_audio(head)
+                    digest.update(chunk)
+                    out.write(chunk)
+            if size == 0:
+                raise EmptyFile("the uploaded file is empty", param="file")
+            container = _require_audio(head)
+            part.rename(final)
+        except OSError as exc:
+            part.unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise StorageFull("not enough disk space to store the upload") from exc
+            raise
+        except BaseException:
+            part.unlink(missing_ok=True)
+            raise
+        return StoredUpload(final, display_name(name), size, digest.hexdigest(), container)
+
+    def sweep(self, keep: set[str]) -> list[Path]:
+        """Remove files no job refers to: partial uploads and orphans of a crash
+        between storing a file and committing its job."""
+        removed = []
+        for path in self.root.iterdir():
+            if str(path) not in keep and path.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                removed.append(path)
+        return removed
+
+
+def _require_audio(head: bytes) -> str:
+    container = sniff(head)
+    if container is None:
+        raise UnsupportedMedia(
+            "the file is not a recognised audio format (wav, flac, mp3, ogg/opus, m4a/mp4, "
+            "webm, aiff)",
+            param="file",
+        )
+    return container

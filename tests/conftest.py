@@ -1,0 +1,118 @@
+"""Shared fixtures. Everything is real: SQLite on tmp_path, the bundled tiny.en
+model, audio rendered by scripts/make_test_audio.sh and committed in tests/audio."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.settings import Settings
+from tests.audio_factory import concat_wav, load_manifest
+
+AUDIO = Path(__file__).parent / "audio"
+REPO = Path(__file__).parent.parent
+
+
+@pytest.fixture(scope="session")
+def manifest() -> dict[str, Any]:
+    return load_manifest()
+
+
+@pytest.fixture(scope="session")
+def fox_wav() -> Path:
+    return AUDIO / "fox.wav"
+
+
+@pytest.fixture(scope="session")
+def long_wav(tmp_path_factory: pytest.TempPathFactory, manifest: dict[str, Any]) -> Path:
+    """About 100 s of speech: several decoding windows, so progress is visible."""
+    out = tmp_path_factory.mktemp("long") / "long.wav"
+    sentences = [AUDIO / name for name in manifest if name != "stereo.wav"]
+    concat_wav(sentences, out, gap_s=0.6, repeat=4)
+    return out
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path) -> Any:
+    def make(**overrides: Any) -> Settings:
+        base: dict[str, Any] = {
+            "data_dir": tmp_path / "data",
+            "model": "tiny.en",
+            "poll_interval_s": 0.2,
+            "drain_timeout_s": 5,
+        }
+        base.update(overrides)
+        return Settings(**base)
+
+    return make
+
+
+@dataclass
+class Daemon:
+    """A `sona serve` subprocess."""
+
+    proc: subprocess.Popen[str]
+    data_dir: Path
+    port: int
+    ready: dict[str, Any]
+    stderr_path: Path
+    extra_stdout: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+
+def start_daemon(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> Daemon:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    stderr_path = data_dir.parent / f"stderr-{time.monotonic_ns()}.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "serve", "--port", "0", "--data-dir", str(data_dir),
+         *args],
+        stdout=subprocess.PIPE,
+        stderr=stderr_path.open("w"),
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "SONA_POLL_INTERVAL_S": "0.2", **(env or {})},
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait(10)
+        raise AssertionError(f"daemon exited before ready: {stderr_path.read_text()[-3000:]}")
+    ready = json.loads(line)
+    return Daemon(proc, data_dir, ready.get("port", 0), ready, stderr_path)
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path) -> Iterator[Any]:
+    started: list[Daemon] = []
+
+    def factory(*args: str, data_dir: Path | None = None, env: dict[str, str] | None = None) -> Daemon:
+        d = start_daemon(data_dir or tmp_path / "data", *args, env=env)
+        started.append(d)
+        return d
+
+    yield factory
+    for d in started:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.wait(10)
