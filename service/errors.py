@@ -22,6 +22,7 @@ SonaError                      base; ``code`` is the stable machine-readable nam
 │   └── QueueFull              queue at its depth limit                (queue_full)
 ├── NoModel                    nothing loaded and no default model     (no_model)
 ├── StorageFull                disk full while writing                 (insufficient_storage)
+├── UploadTimeout              client stopped sending mid-upload       (upload_timeout)
 └── Cancelled                  the job was cancelled while running     (cancelled)
 """
 
@@ -125,6 +126,10 @@ class NoModel(SonaError):
 
 class StorageFull(SonaError):
     code = "insufficient_storage"
+
+
+class UploadTimeout(SonaError):
+    code = "upload_timeout"
 
 
 class Cancelled(SonaError):

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.audio import SNIFF_BYTES, sniff
-from service.errors import EmptyFile, PayloadTooLarge, StorageFull, UnsupportedMedia
+from service.errors import (
+    EmptyFile,
+    PayloadTooLarge,
+    StorageFull,
+    UnsupportedMedia,
+    UploadTimeout,
+)
 
 CHUNK = 256 * 1024
 
@@ -62,7 +68,12 @@ class UploadDir:
         try:
             with part.open("wb") as out:
                 while True:
-                    chunk = await asyncio.wait_for(anext(chunks, b""), idle_timeout_s)
+                    try:
+                        chunk = await asyncio.wait_for(anext(chunks, b""), idle_timeout_s)
+                    except TimeoutError:
+                        raise UploadTimeout(
+                            f"no data for {idle_timeout_s:.0f} s; upload abandoned", param="file"
+                        ) from None
                     if not chunk:
                         break
                     size += len(chunk)

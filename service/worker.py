@@ -92,8 +92,8 @@ class Worker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._run: _Run | None = None
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._free = asyncio.Event()
+        self._free.set()
 
     @property
     def busy(self) -> bool:
@@ -120,13 +120,20 @@ class Worker:
         try:
             await self.recover()
             while not self._stopping:
-                claim = await self.store.claim(
-                    worker_id=self.worker_id,
-                    prefer_models=[e.id for e in self.models.entries()],
-                    lease_s=self.config.lease_s,
-                )
-                if claim is not None:
-                    await self._execute(claim)
+                try:
+                    claim = await self.store.claim(
+                        worker_id=self.worker_id,
+                        prefer_models=[e.id for e in self.models.entries()],
+                        lease_s=self.config.lease_s,
+                    )
+                    if claim is not None:
+                        await self._execute(claim)
+                        continue
+                except Exception:
+                    # A store hiccup (disk full, locked file) must not end the
+                    # worker: the job keeps its lease and is recovered later.
+                    log.exception("worker.error")
+                    await asyncio.sleep(self.config.poll_interval_s)
                     continue
                 if burst:
                     return
@@ -148,11 +155,11 @@ class Worker:
         self._stopping = True
         self.wake()
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            await asyncio.wait_for(self._free.wait(), timeout_s)
         except TimeoutError:
             if self._run is not None:
                 self._run.halt("drain")
-            await self._idle.wait()
+            await self._free.wait()
 
     async def _execute(self, claim: Claim) -> None:
         job = claim.job
@@ -160,7 +167,7 @@ class Worker:
         bound.info("job.claimed")
         self.events.publish(job.id, "status", {"status": "processing"})
         run = self._run = _Run(claim)
-        self._idle.clear()
+        self._free.clear()
         try:
             outcome = await self._transcribe(run, bound)
             final = await asyncio.shield(self._finish(run, *outcome))
@@ -173,7 +180,7 @@ class Worker:
                 )
         finally:
             self._run = None
-            self._idle.set()
+            self._free.set()
 
     async def _transcribe(self, run: _Run, bound: Any) -> tuple[Status, str | None, str | None]:
         """Run the engine; returns (status, error_code, error_message)."""

@@ -35,10 +35,10 @@ def fox_wav() -> Path:
 
 @pytest.fixture(scope="session")
 def long_wav(tmp_path_factory: pytest.TempPathFactory, manifest: dict[str, Any]) -> Path:
-    """About 100 s of speech: several decoding windows, so progress is visible."""
+    """About 65 s of speech: three decoding windows, so progress is visible."""
     out = tmp_path_factory.mktemp("long") / "long.wav"
     sentences = [AUDIO / name for name in manifest if name != "stereo.wav"]
-    concat_wav(sentences, out, gap_s=0.6, repeat=4)
+    concat_wav(sentences, out, gap_s=1.0, repeat=2)
     return out
 
 
@@ -84,15 +84,25 @@ class Daemon:
 def start_daemon(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> Daemon:
     data_dir.mkdir(parents=True, exist_ok=True)
     stderr_path = data_dir.parent / f"stderr-{time.monotonic_ns()}.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve", "--port", "0", "--data-dir", str(data_dir),
-         *args],
-        stdout=subprocess.PIPE,
-        stderr=stderr_path.open("w"),
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "SONA_POLL_INTERVAL_S": "0.2", **(env or {})},
-    )
+    with stderr_path.open("w") as err:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "service",
+                "serve",
+                "--port",
+                "0",
+                "--data-dir",
+                str(data_dir),
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            cwd=REPO,
+            env={**os.environ, "SONA_POLL_INTERVAL_S": "0.2", **(env or {})},
+        )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:
@@ -106,7 +116,9 @@ def start_daemon(data_dir: Path, *args: str, env: dict[str, str] | None = None) 
 def daemon_factory(tmp_path: Path) -> Iterator[Any]:
     started: list[Daemon] = []
 
-    def factory(*args: str, data_dir: Path | None = None, env: dict[str, str] | None = None) -> Daemon:
+    def factory(
+        *args: str, data_dir: Path | None = None, env: dict[str, str] | None = None
+    ) -> Daemon:
         d = start_daemon(data_dir or tmp_path / "data", *args, env=env)
         started.append(d)
         return d
@@ -116,3 +128,5 @@ def daemon_factory(tmp_path: Path) -> Iterator[Any]:
         if d.proc.poll() is None:
             d.proc.kill()
             d.proc.wait(10)
+        if d.proc.stdout:
+            d.proc.stdout.close()

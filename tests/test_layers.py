@@ -11,12 +11,28 @@ ROOT = Path(__file__).parent.parent / "service"
 
 # Lower number = lower layer. A module may import only its own layer or below.
 LAYER = {
-    "errors": 0, "settings": 0, "jobs": 0,
-    "store": 1, "engine": 1, "uploads": 1, "audio": 1, "formats": 1, "metrics": 1,
-    "logs": 1, "events": 1, "pipeline": 1,
-    "worker": 2, "webhooks": 2, "intake": 2, "local": 2,
-    "keys": 3, "api": 3, "client": 3,
-    "app": 4, "cli": 4, "__main__": 4,
+    "errors": 0,
+    "settings": 0,
+    "jobs": 0,
+    "store": 1,
+    "engine": 1,
+    "uploads": 1,
+    "audio": 1,
+    "formats": 1,
+    "metrics": 1,
+    "logs": 1,
+    "events": 1,
+    "pipeline": 1,
+    "worker": 2,
+    "webhooks": 2,
+    "intake": 2,
+    "local": 2,
+    "keys": 3,
+    "api": 3,
+    "client": 3,
+    "app": 4,
+    "cli": 4,
+    "__main__": 4,
 }
 
 

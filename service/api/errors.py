@@ -34,6 +34,7 @@ STATUS: list[tuple[type[e.SonaError], int]] = [
     (e.AudioTooLong, 422),
     (e.NoModel, 503),
     (e.StorageFull, 507),
+    (e.UploadTimeout, 408),
 ]
 NO_RETRY = (e.NoModel, e.StorageFull)
 

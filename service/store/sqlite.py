@@ -19,6 +19,7 @@ import aiosqlite
 from service.errors import IdempotencyConflict, InvalidTransition, NotFound
 from service.jobs import (
     FINISHED,
+    TRANSITIONS,
     Job,
     NewJob,
     Segment,
@@ -322,6 +323,8 @@ class SqliteStore:
         error_code: str | None = None,
         error_message: str | None = None,
     ) -> Job:
+        if status not in TRANSITIONS[Status.PROCESSING]:
+            raise InvalidTransition(f"a processing job cannot become {status}")
         async with self._tx():
             text_sql = (
                 # Channel diarization produces segments per channel; the final text

@@ -1,0 +1,190 @@
+"""Transcript output formats: ``render(job, segments, fmt)`` gives the body and
+its content type. The JSON shapes are OpenAI's (``json``, ``verbose_json``) so
+OpenAI clients parse them unchanged; ``srt``, ``vtt`` and ``tsv`` follow what
+Whisper's own writers produce. Pure functions, no I/O."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from service.errors import InvalidRequest
+from service.jobs import Job, Segment, Word
+
+
+def full_text(segments: Iterable[Segment]) -> str:
+    """The transcript as one string: every place that shows the whole text
+    (job records, ``text``/``json`` output) uses this, so they always agree."""
+    return " ".join(t for t in (s.text.strip() for s in segments) if t)
+
+
+def render(job: Job, segments: list[Segment], fmt: str) -> tuple[str, str]:
+    """``(body, content_type)`` for ``segments`` of ``job`` in format ``fmt``."""
+    try:
+        writer, content_type = _WRITERS[fmt]
+    except KeyError:
+        raise InvalidRequest(
+            f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}", param="format"
+        ) from None
+    return writer(job, segments), content_type
+
+
+def _text(job: Job, segments: list[Segment]) -> str:
+    return full_text(segments) + "\n"
+
+
+def _json(job: Job, segments: list[Segment]) -> str:
+    return _dumps({"text": full_text(segments)})
+
+
+def _verbose_json(job: Job, segments: list[Segment]) -> str:
+    duration = (
+        job.duration if job.duration is not None else max((s.end for s in segments), default=0.0)
+    )
+    body: dict[str, Any] = {
+        "task": job.options.task,
+        "language": job.language or job.options.language,
+        "duration": _seconds(duration),
+        "text": full_text(segments),
+        "segments": [_openai_segment(s) for s in segments],
+    }
+    # OpenAI sends "words" only when word timestamps were asked for; an empty
+    # list would tell a client they were asked for and none were found.
+    if any(s.words for s in segments):
+        body["words"] = [_word(w) for s in segments for w in s.words]
+    return _dumps(body)
+
+
+def _openai_segment(s: Segment) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": s.index,
+        "seek": s.seek,
+        "start": _seconds(s.start),
+        "end": _seconds(s.end),
+        "text": s.text,
+        "tokens": list(s.tokens),
+        "temperature": _finite(s.temperature),
+        "avg_logprob": _finite(s.avg_logprob),
+        "compression_ratio": _finite(s.compression_ratio),
+        "no_speech_prob": _finite(s.no_speech_prob),
+    }
+    if s.speaker is not None:
+        out["speaker"] = s.speaker
+    return out
+
+
+def _jsonl(job: Job, segments: list[Segment]) -> str:
+    lines = []
+    for s in segments:
+        obj: dict[str, Any] = {
+            "id": s.index,
+            "start": _seconds(s.start),
+            "end": _seconds(s.end),
+            # As stored, like verbose_json's segments: joining these with
+            # full_text() gives the same transcript as every other format.
+            "text": s.text,
+        }
+        if s.speaker is not None:
+            obj["speaker"] = s.speaker
+        if s.words:
+            obj["words"] = [_word(w) for w in s.words]
+        lines.append(_dumps(obj) + "\n")
+    return "".join(lines)
+
+
+def _srt(job: Job, segments: list[Segment]) -> str:
+    cues = _cues(segments)
+    return "".join(
+        f"{n}\n{_clock(start, ',')} --> {_clock(end, ',')}\n{text}\n\n"
+        for n, (start, end, text) in enumerate(cues, 1)
+    )
+
+
+def _vtt(job: Job, segments: list[Segment]) -> str:
+    # Cue text is markup in WebVTT: a bare '<' or '&' would start a tag or an entity.
+    cues = (
+        (start, end, text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
+        for start, end, text in _cues(segments)
+    )
+    return "WEBVTT\n\n" + "".join(
+        f"{_clock(start, '.')} --> {_clock(end, '.')}\n{text}\n\n" for start, end, text in cues
+    )
+
+
+def _tsv(job: Job, segments: list[Segment]) -> str:
+    # Integer milliseconds and one line per segment, as Whisper's tsv writer:
+    # tabs and newlines inside the text would split a row.
+    rows = ["start\tend\ttext\n"]
+    for s in segments:
+        text = " ".join(_speaker_prefix(s, s.text).split())
+        rows.append(f"{_millis(s.start)}\t{_millis(s.end)}\t{text}\n")
+    return "".join(rows)
+
+
+def _cues(segments: list[Segment]) -> list[tuple[float, float, str]]:
+    """(start, end, text) for subtitle cues. A blank line ends a cue in SRT and
+    WebVTT, so blank lines inside a segment are dropped, and so are segments
+    with no text at all: an empty cue reads as a malformed file. '-->' is the
+    timing-line marker in both and WebVTT forbids it in cue text."""
+    cues = []
+    for s in segments:
+        lines = [line.strip() for line in s.text.splitlines() if line.strip()]
+        if lines:
+            text = _speaker_prefix(s, "\n".join(lines)).replace("-->", "->")
+            cues.append((s.start, s.end, text))
+    return cues
+
+
+def _speaker_prefix(s: Segment, text: str) -> str:
+    return f"[{s.speaker}] {text.strip()}" if s.speaker is not None else text.strip()
+
+
+def _word(w: Word) -> dict[str, Any]:
+    # faster-whisper keeps each word's leading space; OpenAI's words have none.
+    return {"word": w.word.strip(), "start": _seconds(w.start), "end": _seconds(w.end)}
+
+
+def _clock(seconds: float, decimal_marker: str) -> str:
+    """HH:MM:SS,mmm (SRT) or HH:MM:SS.mmm (WebVTT); hours grow past 99 if needed."""
+    ms = _millis(seconds)
+    hours, ms = divmod(ms, 3_600_000)
+    minutes, ms = divmod(ms, 60_000)
+    secs, ms = divmod(ms, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal_marker}{ms:03d}"
+
+
+def _millis(seconds: float) -> int:
+    return max(0, round(seconds * 1000))
+
+
+def _seconds(value: float) -> float:
+    # Times are stored to the millisecond; float noise from arithmetic on them
+    # should not show up as 1.2000000000000002 in the output.
+    return round(float(value), 3)
+
+
+def _finite(value: float) -> float | None:
+    # json.dumps writes inf/nan as bare Infinity/NaN, which strict JSON
+    # parsers (and OpenAI clients) reject.
+    return float(value) if math.isfinite(value) else None
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, allow_nan=False)
+
+
+_Writer = Callable[[Job, list[Segment]], str]
+
+_WRITERS: dict[str, tuple[_Writer, str]] = {
+    "text": (_text, "text/plain; charset=utf-8"),
+    "json": (_json, "application/json"),
+    "verbose_json": (_verbose_json, "application/json"),
+    "srt": (_srt, "application/x-subrip"),
+    "vtt": (_vtt, "text/vtt"),
+    "tsv": (_tsv, "text/tab-separated-values"),
+    "jsonl": (_jsonl, "application/x-ndjson"),
+}
+
+FORMATS: tuple[str, ...] = tuple(_WRITERS)

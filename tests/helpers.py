@@ -1,0 +1,49 @@
+"""Small async helpers the API tests share."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp.test_utils import TestClient
+
+
+def audio_form(
+    path: Path | None = None, *, data: bytes | None = None, filename: str = "a.wav", **fields: str
+) -> aiohttp.FormData:
+    form = aiohttp.FormData()
+    body = data if data is not None else Path(path).read_bytes()  # type: ignore[arg-type]
+    # A BytesIO, not raw bytes: aiohttp warns on large raw bodies.
+    form.add_field("file", io.BytesIO(body), filename=filename, content_type="audio/wav")
+    for key, value in fields.items():
+        form.add_field(key, value)
+    return form
+
+
+async def submit(client: TestClient, path: Path, **fields: str) -> dict[str, Any]:
+    resp = await client.post("/v1/jobs", data=audio_form(path, filename=path.name, **fields))
+    assert resp.status == 202, await resp.text()
+    return await resp.json()
+
+
+async def poll(
+    client: TestClient, job_id: str, until: Callable[[dict[str, Any]], bool], timeout: float = 120
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        job = await (await client.get(f"/v1/jobs/{job_id}")).json()
+        if until(job):
+            return job
+        assert time.monotonic() < deadline, f"timed out waiting; last state {job}"
+        await asyncio.sleep(0.05)
+
+
+async def wait_done(client: TestClient, job_id: str, timeout: float = 120) -> dict[str, Any]:
+    return await poll(
+        client, job_id, lambda j: j["status"] in ("completed", "failed", "cancelled"), timeout
+    )

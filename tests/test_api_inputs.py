@@ -1,0 +1,175 @@
+"""Bad input gets a clear error and loses nothing (F6, F7, RELIABILITY 10–15)."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from service.app import create_app
+from tests.audio_factory import corrupt_audio, silence_wav, truncated_copy
+from tests.helpers import audio_form, submit, wait_done
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, make_settings: Any) -> Any:
+    return await aiohttp_client(create_app(make_settings(max_upload_mb=1, max_audio_seconds=600)))
+
+
+def uploads_dir(make_settings: Any) -> Path:
+    return make_settings().data_dir / "uploads"
+
+
+def _zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("a.wav", b"RIFF")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    "payload,status,code",
+    [
+        (b"", 400, "empty_file"),
+        (b"<!doctype html><html><body>hi</body></html>" * 4, 415, "unsupported_media"),
+        (_zip(), 415, "unsupported_media"),
+        (b"#EXTM3U\n#EXTINF:1,x\n/etc/passwd\n" * 4, 415, "unsupported_media"),
+        (b"just some text that claims to be audio" * 10, 415, "unsupported_media"),
+    ],
+    ids=["empty", "html", "zip", "playlist", "text"],
+)
+async def test_non_audio_is_refused_and_nothing_kept(
+    client: Any, make_settings: Any, payload: bytes, status: int, code: str
+) -> None:
+    resp = await client.post("/v1/jobs", data=audio_form(data=payload))
+    body = await resp.json()
+    assert resp.status == status, body
+    assert body["error"]["code"] == code and body["error"]["message"]
+    assert list(uploads_dir(make_settings).iterdir()) == []
+
+
+async def test_oversize_upload_is_413_and_removed(client: Any, make_settings: Any) -> None:
+    big = b"RIFF\x00\x00\x00\x00WAVE" + b"\x00" * (3 * 1024 * 1024)  # declared: refused early
+    resp = await client.post("/v1/jobs", data=audio_form(data=big))
+    assert resp.status == 413 and (await resp.json())["error"]["code"] == "file_too_large"
+    assert list(uploads_dir(make_settings).iterdir()) == []
+
+
+async def test_oversize_chunked_upload_without_length(client: Any, make_settings: Any) -> None:
+    async def body():  # type: ignore[no-untyped-def]
+        yield b"RIFF\x00\x00\x00\x00WAVE"
+        for _ in range(40):
+            yield b"\x00" * 65536
+
+    form = aiohttp.FormData()
+    form.add_field("file", body(), filename="big.wav", content_type="audio/wav")
+    resp = await client.post("/v1/jobs", data=form)
+    assert resp.status == 413
+    assert list(uploads_dir(make_settings).iterdir()) == []
+
+
+async def test_corrupt_audio_is_refused_or_fails_cleanly(
+    client: Any, tmp_path: Path, fox_wav: Path
+) -> None:
+    bad = corrupt_audio(tmp_path / "bad.wav")
+    resp = await client.post("/v1/jobs", data=audio_form(bad))
+    body = await resp.json()
+    if resp.status == 202:
+        body = await wait_done(client, body["id"])
+        assert body["status"] == "failed" and body["error"]["code"] == "invalid_audio"
+        assert body["attempts"] == 1  # not retried
+    else:
+        assert resp.status == 400 and body["error"]["code"] == "invalid_audio"
+    # The worker is alive.
+    ok = await wait_done(client, (await submit(client, fox_wav))["id"])
+    assert ok["status"] == "completed"
+
+
+async def test_truncated_audio_never_kills_the_worker(
+    client: Any, tmp_path: Path, fox_wav: Path
+) -> None:
+    cut = truncated_copy(fox_wav, tmp_path / "cut.wav")
+    resp = await client.post("/v1/jobs", data=audio_form(cut))
+    body = await resp.json()
+    if resp.status == 202:
+        body = await wait_done(client, body["id"])
+        assert body["status"] in ("completed", "failed")
+        if body["status"] == "failed":
+            assert body["error"]["code"] == "invalid_audio"
+    else:
+        assert resp.status == 400
+    assert (await wait_done(client, (await submit(client, fox_wav))["id"]))["status"] == "completed"
+
+
+async def test_too_long_audio_is_422(client: Any, tmp_path: Path) -> None:
+    long = silence_wav(tmp_path / "long.wav", 700)  # limit is 600 s here
+    resp = await client.post("/v1/jobs", data=audio_form(long))
+    # 700 s of 16 kHz WAV is ~22 MB: the 1 MB upload limit answers first.
+    assert resp.status in (413, 422)
+
+
+async def test_duration_limit_from_header(
+    aiohttp_client: Any, make_settings: Any, tmp_path: Path
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(max_audio_seconds=5)))
+    wav = silence_wav(tmp_path / "s.wav", 8)
+    resp = await client.post("/v1/jobs", data=audio_form(wav))
+    body = await resp.json()
+    assert resp.status == 422 and body["error"]["code"] == "audio_too_long"
+
+
+# NUL in a name is covered in test_uploads: aiohttp's client refuses to send it.
+@pytest.mark.parametrize("name", ["../../etc/passwd", "..\\..\\x.wav", "x" * 4096])
+async def test_hostile_file_names_stay_inside_the_data_dir(
+    client: Any, make_settings: Any, fox_wav: Path, name: str
+) -> None:
+    resp = await client.post("/v1/jobs", data=audio_form(fox_wav, filename=name))
+    assert resp.status == 202, await resp.text()
+    job = await resp.json()
+    assert "/" not in job["file_name"] and "\\" not in job["file_name"]
+    assert "\x00" not in job["file_name"] and len(job["file_name"]) <= 255
+    stored = list(uploads_dir(make_settings).iterdir())
+    assert len(stored) == 1 and stored[0].name.isalnum()
+
+
+@pytest.mark.parametrize(
+    "fields,param",
+    [
+        ({"job_id": "../x"}, "job_id"),
+        ({"job_id": "a" * 65}, "job_id"),
+        ({"language": "english!"}, "language"),
+        ({"task": "summarise"}, "task"),
+        ({"metadata": "[1,2]"}, "metadata"),
+        ({"metadata": "{not json"}, "metadata"),
+        ({"metadata": '{"x": "' + "y" * 5000 + '"}'}, "metadata"),
+        ({"priority": "high"}, "priority"),
+        ({"bogus": "1"}, "bogus"),
+        ({"model": "no-such-model"}, "model"),
+    ],
+)
+async def test_bad_fields_are_400_naming_the_field(
+    client: Any, make_settings: Any, fox_wav: Path, fields: dict[str, str], param: str
+) -> None:
+    resp = await client.post("/v1/jobs", data=audio_form(fox_wav, **fields))
+    body = await resp.json()
+    assert resp.status in (400, 404), body
+    assert body["error"]["param"] == param, body
+    assert list(uploads_dir(make_settings).iterdir()) == []
+
+
+async def test_missing_file_and_wrong_content_type(client: Any) -> None:
+    form = aiohttp.FormData()
+    form.add_field("model", "tiny.en")
+    form.add_field("other", b"x", filename="x.bin")
+    resp = await client.post("/v1/jobs", data=form)
+    assert resp.status == 400 and (await resp.json())["error"]["param"] == "file"
+    resp = await client.post("/v1/jobs", data=b"raw", headers={"Content-Type": "audio/wav"})
+    assert resp.status == 400
+    resp = await client.post(
+        "/v1/jobs", data=b"--x\r\ngarbage", headers={"Content-Type": "multipart/form-data"}
+    )
+    assert resp.status == 400
