@@ -23,7 +23,8 @@ SonaError                      base; ``code`` is the stable machine-readable nam
 ├── NoModel                    nothing loaded and no default model     (no_model)
 ├── StorageFull                disk full while writing                 (insufficient_storage)
 ├── UploadTimeout              client stopped sending mid-upload       (upload_timeout)
-└── Cancelled                  the job was cancelled while running     (cancelled)
+├── Cancelled                  the job was cancelled while running     (cancelled)
+└── EngineError                the engine failed on a job              (engine_error)
 """
 
 from __future__ import annotations
@@ -134,3 +135,21 @@ class UploadTimeout(SonaError):
 
 class Cancelled(SonaError):
     code = "cancelled"
+
+
+class EngineError(SonaError):
+    """The engine failed on this job for a reason no retry will fix."""
+
+    code = "engine_error"
+
+
+def from_code(code: str, message: str) -> SonaError:
+    """Rebuild the error a job failed with (its stored ``error_code``), so a
+    synchronous request answers with the same status a submit would have."""
+    stack: list[type[SonaError]] = [SonaError]
+    while stack:
+        cls = stack.pop()
+        if cls.code == code and cls not in (Busy, JobNotFinished):
+            return cls(message)
+        stack.extend(cls.__subclasses__())
+    return EngineError(message)

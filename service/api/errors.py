@@ -36,7 +36,7 @@ STATUS: list[tuple[type[e.SonaError], int]] = [
     (e.StorageFull, 507),
     (e.UploadTimeout, 408),
 ]
-NO_RETRY = (e.NoModel, e.StorageFull)
+NO_RETRY = (e.NoModel, e.StorageFull, e.EngineError)
 
 
 def status_for(exc: e.SonaError) -> int:
