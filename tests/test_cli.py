@@ -1,0 +1,73 @@
+"""The `sona` command: local transcription and the client commands (I1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).parent.parent
+
+
+def sona(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
+
+
+def test_transcribe_locally_to_srt(fox_wav: Path, tmp_path: Path, manifest: dict[str, Any]) -> None:
+    out = tmp_path / "fox.srt"
+    r = sona("transcribe", str(fox_wav), "--format", "srt", "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    srt = out.read_text()
+    assert srt.startswith("1\n00:00:00,000 --> ")
+    assert all(k in srt.lower() for k in manifest["fox.wav"]["keywords"])
+    assert "100.0%" in r.stderr  # the progress bar reached the end
+
+
+def test_transcribe_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    r = sona("transcribe", str(tmp_path / "nope.wav"))
+    assert r.returncode == 2 and "no such file" in r.stderr
+
+
+def test_client_commands_against_a_daemon(daemon_factory: Any, fox_wav: Path) -> None:
+    d = daemon_factory("--model", "tiny.en")
+    env = {"SONA_URL": d.url}
+    r = sona("submit", str(fox_wav), "--wait", "--format", "vtt", env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("WEBVTT") and "fox" in r.stdout.lower()
+    submitted = json.loads(sona("submit", str(fox_wav), env=env).stdout)
+    status = sona("status", submitted["id"], env=env)
+    assert status.returncode == 0 and json.loads(status.stdout)["id"] == submitted["id"]
+    missing = sona("status", "nope", env=env)
+    assert missing.returncode == 1 and "nope" in missing.stderr
+    unreachable = sona("status", "x", "--url", "http://127.0.0.1:9")
+    assert unreachable.returncode == 1 and "sona serve" in unreachable.stderr
+
+
+def test_config_prints_effective_settings_masked(tmp_path: Path) -> None:
+    cfg = tmp_path / "sona.toml"
+    cfg.write_text("port = 9999\nmax_attempts = 7\n")
+    r = sona(
+        "config",
+        env={"SONA_CONFIG_FILE": str(cfg), "SONA_PORT": "7777", "SONA_API_KEYS": '["secret-key"]'},
+    )
+    data = json.loads(r.stdout)
+    assert data["port"] == 7777  # env beats file
+    assert data["max_attempts"] == 7  # file beats default
+    assert data["api_keys"] == ["***"] and "secret-key" not in r.stdout
+
+
+def test_non_loopback_bind_without_key_is_refused(tmp_path: Path) -> None:
+    r = sona("serve", "--host", "0.0.0.0", "--port", "0", "--data-dir", str(tmp_path))
+    assert r.returncode == 2 and "API key" in r.stderr
