@@ -103,6 +103,6 @@ def _valid_frames(container: av.container.InputContainer) -> Iterator[av.AudioFr
     a file with a damaged stretch still yields what can be heard."""
     for packet in container.demux(audio=0):
         try:
-            yield from packet.decode()  # type: ignore[misc]
+            yield from packet.decode()
         except av.InvalidDataError:
             continue

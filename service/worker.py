@@ -213,7 +213,10 @@ class Worker:
         inbox: asyncio.Queue[tuple[str, tuple[Any, ...]]] = asyncio.Queue()
 
         def post(kind: str) -> Callable[..., None]:
-            return lambda *a: loop.call_soon_threadsafe(inbox.put_nowait, (kind, a))
+            def send(*args: Any) -> None:
+                loop.call_soon_threadsafe(inbox.put_nowait, (kind, args))
+
+            return send
 
         job = run.claim.job
         engine = loop.run_in_executor(

@@ -180,9 +180,9 @@ async def test_transition_table_is_enforced(
 async def test_list_is_newest_first_with_cursor(store: SqliteStore) -> None:
     for i in range(5):
         await store.create(new_job(id=f"l{i}"))
-    page, more = await store.list(status=None, limit=2, before=None)
+    page, more = await store.list_jobs(status=None, limit=2, before=None)
     assert [j.id for j in page] == ["l4", "l3"] and more
-    page, more = await store.list(status=None, limit=10, before="l3")
+    page, more = await store.list_jobs(status=None, limit=10, before="l3")
     assert [j.id for j in page] == ["l2", "l1", "l0"] and not more
-    page, _ = await store.list(status=Status.COMPLETED, limit=10, before=None)
+    page, _ = await store.list_jobs(status=Status.COMPLETED, limit=10, before=None)
     assert page == []

@@ -92,7 +92,7 @@ async def list_jobs(request: web.Request) -> web.Response:
     if not 1 <= limit <= 200:
         raise InvalidRequest("limit must be between 1 and 200", param="limit")
     before = validate_job_id(q["before"]) if q.get("before") else None
-    jobs, has_more = await request.app[STORE].list(status=status, limit=limit, before=before)
+    jobs, has_more = await request.app[STORE].list_jobs(status=status, limit=limit, before=before)
     page = JobList(
         data=[job_out(j) for j in jobs],  # type: ignore[misc]
         has_more=has_more,

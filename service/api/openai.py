@@ -53,7 +53,7 @@ class OpenAIForm(BaseModel):
     temperature: float | None = Field(default=None, ge=0.0, le=1.0)
     response_format: Literal["json", "text", "srt", "verbose_json", "vtt"] = "json"
     timestamp_granularities: list[Literal["word", "segment"]] = Field(
-        default_factory=lambda: ["segment"], alias="timestamp_granularities[]"
+        default=["segment"], alias="timestamp_granularities[]"
     )
     stream: bool = False
     beam_size: int | None = Field(default=None, ge=1, le=10)

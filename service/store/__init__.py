@@ -38,7 +38,7 @@ class JobStore(Protocol):
         """The job, or ``NotFound``."""
         ...
 
-    async def list(
+    async def list_jobs(
         self, *, status: Status | None, limit: int, before: str | None
     ) -> tuple[list[Job], bool]:
         """Newest first; ``before`` is a job id cursor. Returns (jobs, has_more)."""

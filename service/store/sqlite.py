@@ -219,7 +219,7 @@ class SqliteStore:
         async with self._lock:
             return await self._get(job_id)
 
-    async def list(
+    async def list_jobs(
         self, *, status: Status | None, limit: int, before: str | None
     ) -> tuple[list[Job], bool]:
         where, args = ["1=1"], []
