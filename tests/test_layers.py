@@ -30,6 +30,7 @@ LAYER = {
     "keys": 3,
     "api": 3,
     "client": 3,
+    "sidecar": 3,
     "app": 4,
     "cli": 4,
     "__main__": 4,
