@@ -1,0 +1,1 @@
+"""MCP tools that drive a running Sona daemon over HTTP (``sona mcp``)."""
