@@ -183,3 +183,26 @@ async def test_list_filters_and_paginates(
     none = await (await client.get("/v1/jobs?status=cancelled")).json()
     assert none["data"] == []
     assert (await client.get("/v1/jobs?status=bogus")).status == 400
+
+
+async def test_seed_compatible_routes(
+    aiohttp_client: Any, make_settings: Any, fox_wav: Path, long_wav: Path
+) -> None:
+    client = await start(aiohttp_client, make_settings)
+    resp = await client.post("/transcribe", data=audio_form(fox_wav))
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["status"] == "queued" and set(body) == {"job_id", "status"}
+    busy = await (await client.post("/transcribe", data=audio_form(long_wav))).json()
+    early = await client.get(f"/download/{busy['job_id']}")
+    assert early.status == 404  # the seed contract: 404 until ready
+    await wait_done(client, body["job_id"])
+    status = await (await client.get(f"/status/{body['job_id']}")).json()
+    assert set(status) == {"job_id", "status", "progress", "transcript", "error"}
+    assert status["status"] == "completed" and status["progress"] == 1.0
+    assert "fox" in status["transcript"].lower() and status["error"] is None
+    text = await client.get(f"/download/{body['job_id']}")
+    assert text.status == 200 and text.content_type == "text/plain"
+    assert (await text.text()).strip() == status["transcript"]
+    assert (await client.get("/status/unknown")).status == 404
+    await client.delete(f"/v1/jobs/{busy['job_id']}")
