@@ -13,7 +13,8 @@ from service.errors import Forbidden, Unauthorized
 from service.keys import API_KEYS, SETTINGS
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]", "localhost."}
-OPEN_PATHS = {"/health", "/ready"}  # probes need no key
+# Probes and the API description hold no data; a browser cannot send a key for them.
+OPEN_PATHS = {"/health", "/ready", "/openapi.json", "/docs", "/docs/docs.js", "/docs/docs.css"}
 
 
 @web.middleware

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.api import jobs, models, openai, ops, seed
+from service.api import job_events, jobs, models, openai, openapi, ops, seed
 
 
 def setup(app: web.Application) -> None:
-    for table in (ops.routes, jobs.routes, seed.routes, models.routes, openai.routes):
+    for table in (
+        ops.routes,
+        jobs.routes,
+        job_events.routes,
+        seed.routes,
+        models.routes,
+        openai.routes,
+        openapi.routes,
+    ):
         app.add_routes(table)

@@ -1,0 +1,370 @@
+"""``GET /openapi.json`` and ``GET /docs`` (C6).
+
+The schemas come from the pydantic models that validate requests and shape
+responses (``api/schemas.py``, ``OpenAIForm``); the operations are a table
+written by hand, because aiohttp routes carry no types. ``tests/test_openapi.py``
+fails when a registered route is missing here, and checks real responses
+against the schemas, so neither side can drift silently.
+
+Some handlers build their JSON by hand; the ``*Out`` models below describe
+those bodies for the spec only."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from service.api.middleware import OPEN_PATHS
+from service.api.openai import OpenAIForm
+from service.api.schemas import ErrorBody, JobForm, JobList, JobOut, ModelLoad
+from service.errors import NotFound
+
+routes = web.RouteTableDef()
+
+REF = "#/components/schemas/{model}"
+STATIC = Path(__file__).resolve().parent.parent / "static"
+# Served by name from this table only: nothing from the URL reaches a path (F7).
+ASSETS = {"docs.js": "text/javascript", "docs.css": "text/css"}
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+    model_loaded: bool
+    queue_size: int
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready", "not_ready"]
+    models: list[str]
+    worker_running: bool
+
+
+class ModelOut(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+    path: str
+    load_seconds: float
+    in_use: bool
+
+
+class ModelListOut(BaseModel):
+    object: Literal["list"]
+    data: list[ModelOut]
+
+
+class ModelDeletedOut(BaseModel):
+    id: str
+    object: Literal["model"]
+    deleted: bool
+
+
+class ModelsDeletedOut(BaseModel):
+    object: Literal["list"]
+    deleted: list[str]
+
+
+class SeedJobOut(BaseModel):
+    job_id: str
+    status: str
+
+
+class SeedStatusOut(BaseModel):
+    job_id: str
+    status: str
+    progress: float
+    transcript: str | None
+    error: str | None
+
+
+class TranscriptionOut(BaseModel):
+    """OpenAI's ``json`` response."""
+
+    text: str
+
+
+class SegmentOut(BaseModel):
+    """A verbose_json segment; also the data of an SSE ``segment`` event."""
+
+    id: int
+    seek: int
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    temperature: float | None
+    avg_logprob: float | None
+    compression_ratio: float | None
+    no_speech_prob: float | None
+    speaker: str | None = None
+
+
+class WordOut(BaseModel):
+    word: str
+    start: float
+    end: float
+
+
+class VerboseTranscriptionOut(BaseModel):
+    """OpenAI's ``verbose_json`` response; ``words`` only when asked for."""
+
+    task: Literal["transcribe", "translate"]
+    language: str | None
+    duration: float
+    text: str
+    segments: list[SegmentOut] | None = None
+    words: list[WordOut] | None = None
+
+
+SCHEMA_MODELS: tuple[type[BaseModel], ...] = (
+    JobForm, JobOut, JobList, ErrorBody, ModelLoad, OpenAIForm, HealthOut, ReadyOut,
+    ModelOut, ModelListOut, ModelDeletedOut, ModelsDeletedOut, SeedJobOut, SeedStatusOut,
+    TranscriptionOut, VerboseTranscriptionOut,
+)  # fmt: skip
+FORMS = {"JobForm", "OpenAIForm"}  # multipart: the schema gains the file part
+
+
+def ref(name: str) -> dict[str, Any]:
+    return {"$ref": REF.format(model=name)}
+
+
+def schemas() -> dict[str, Any]:
+    """Component schemas: every model in ``SCHEMA_MODELS`` and its ``$defs``."""
+    out: dict[str, Any] = {}
+    for model in SCHEMA_MODELS:
+        mode: Literal["validation", "serialization"] = (
+            "validation" if model in (JobForm, ModelLoad, OpenAIForm) else "serialization"
+        )
+        schema = model.model_json_schema(ref_template=REF, mode=mode)
+        out.update(schema.pop("$defs", {}))
+        if model.__name__ in FORMS:
+            schema["properties"] = {
+                "file": {"type": "string", "format": "binary", "description": "the audio"},
+                **schema["properties"],
+            }
+            schema["required"] = ["file", *schema.get("required", [])]
+        out[model.__name__] = schema
+    return out
+
+
+# Content helpers for the table: media type → schema.
+def json_of(name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": ref(name)}}
+
+
+TEXT = {"text/plain": {"schema": {"type": "string"}}}
+SSE = {"text/event-stream": {"schema": {"type": "string"}}}
+
+
+@dataclass(frozen=True)
+class Op:
+    """One operation: ``responses`` maps a status to its content (media type →
+    media object); ``errors`` lists the statuses answered with an ``ErrorBody``;
+    ``query`` and ``headers`` are (name, schema, description)."""
+
+    method: str
+    path: str
+    tag: str
+    summary: str
+    responses: dict[int, dict[str, Any]]
+    errors: tuple[int, ...] = ()
+    body: dict[str, Any] | None = None
+    query: tuple[tuple[str, dict[str, Any], str], ...] = ()
+    headers: tuple[tuple[str, dict[str, Any], str], ...] = ()
+    description: str = ""
+
+
+def multipart(name: str) -> dict[str, Any]:
+    # metadata is a JSON object sent as one text part.
+    enc = {"metadata": {"contentType": "application/json"}} if name == "JobForm" else {}
+    return {"multipart/form-data": {"schema": ref(name), "encoding": enc}}
+
+
+OPENAI_RESPONSES: dict[int, dict[str, Any]] = {
+    200: {
+        "application/json": {
+            "schema": {"oneOf": [ref("TranscriptionOut"), ref("VerboseTranscriptionOut")]}
+        },
+        **TEXT,
+        "text/vtt": {"schema": {"type": "string"}},
+        **SSE,
+        "application/x-ndjson": {"schema": {"type": "string"}},
+    }
+}
+OPENAI_DOC = (
+    "OpenAI-compatible (C1). response_format json → {text}; verbose_json → segments "
+    "(and words with timestamp_granularities[]=word); text, srt, vtt → plain text. "
+    "stream=true answers text/event-stream (transcript.text.delta / .segment / .done, "
+    "then [DONE]), or NDJSON with Accept: application/x-ndjson. Extras beyond OpenAI: "
+    "beam_size, vad_filter, hotwords, diarize."
+)
+EVENTS_DOC = (
+    "Server-Sent Events (A5): `status` (the job; on connect and on each change), "
+    "`progress` ({progress, processed_seconds, duration, segments_done}), `segment` "
+    "(a verbose_json segment, id = index + 1), then `completed` | `failed` | "
+    "`cancelled` with the job, and the stream ends. Send `Last-Event-ID: N` to resume "
+    "after segment N; `: ping` comments keep idle connections open."
+)
+FMT = {"type": "string", "enum": ["text", "json", "verbose_json", "srt", "vtt", "tsv", "jsonl"]}
+STATUS_Q = {"type": "string", "enum": ["queued", "processing", "completed", "failed", "cancelled"]}
+
+OPERATIONS: tuple[Op, ...] = (
+    Op("GET", "/health", "operations", "Liveness", {200: json_of("HealthOut")}),
+    Op("GET", "/ready", "operations", "Readiness: a model loaded and the worker running",
+       {200: json_of("ReadyOut"), 503: json_of("ReadyOut")}),
+    Op("POST", "/v1/jobs", "jobs", "Submit a job", {202: json_of("JobOut"),
+       200: json_of("JobOut")}, (400, 404, 408, 409, 413, 415, 422, 503, 507),
+       body=multipart("JobForm"), description="200 answers an idempotent repeat."),
+    Op("GET", "/v1/jobs", "jobs", "List jobs, newest first", {200: json_of("JobList")}, (400,),
+       query=(("status", STATUS_Q, "only jobs in this status"),
+              ("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "page size"),
+              ("before", {"type": "string"}, "cursor: next_before of the previous page"))),
+    Op("GET", "/v1/jobs/{job_id}", "jobs", "Job status", {200: json_of("JobOut")}, (400, 404)),
+    Op("DELETE", "/v1/jobs/{job_id}", "jobs", "Cancel a job",
+       {200: json_of("JobOut"), 202: json_of("JobOut")}, (400, 404, 409),
+       description="202 while a processing job has not stopped yet."),
+    Op("GET", "/v1/jobs/{job_id}/transcript", "jobs", "Download the transcript",
+       {200: {**TEXT, "application/json": {"schema": {}}}}, (400, 404, 409),
+       query=(("format", FMT, "output format (default text)"),)),
+    Op("GET", "/v1/jobs/{job_id}/events", "jobs", "Follow a job (Server-Sent Events)",
+       {200: SSE}, (400, 404), description=EVENTS_DOC,
+       headers=(("Last-Event-ID", {"type": "integer", "minimum": 0},
+                 "resume after this segment id"),)),
+    Op("POST", "/v1/audio/transcriptions", "openai", "Transcribe (OpenAI-compatible)",
+       OPENAI_RESPONSES, (400, 404, 408, 409, 413, 415, 422, 429, 500, 503, 507),
+       body=multipart("OpenAIForm"), description=OPENAI_DOC),
+    Op("POST", "/v1/audio/translations", "openai", "Translate to English (OpenAI-compatible)",
+       OPENAI_RESPONSES, (400, 404, 408, 409, 413, 415, 422, 429, 500, 503, 507),
+       body=multipart("OpenAIForm"), description=OPENAI_DOC),
+    Op("GET", "/v1/models", "models", "Loaded models", {200: json_of("ModelListOut")}),
+    Op("POST", "/v1/models/load", "models", "Load a model", {200: json_of("ModelOut")},
+       (400, 404, 503), body=json_of("ModelLoad")),
+    Op("DELETE", "/v1/models/{model_id}", "models", "Unload a model",
+       {200: json_of("ModelDeletedOut")}),
+    Op("DELETE", "/v1/models", "models", "Unload all models",
+       {200: json_of("ModelsDeletedOut")}),
+    Op("POST", "/transcribe", "seed", "Submit (seed-compatible)", {200: json_of("SeedJobOut")},
+       (400, 404, 408, 409, 413, 415, 422, 503, 507), body=multipart("JobForm")),
+    Op("GET", "/status/{job_id}", "seed", "Status (seed-compatible)",
+       {200: json_of("SeedStatusOut")}, (400, 404)),
+    Op("GET", "/download/{job_id}", "seed", "Transcript text (seed-compatible)",
+       {200: TEXT}, (400, 404), description="404 until the transcript is ready."),
+    Op("GET", "/openapi.json", "meta", "This document", {200: {"application/json": {}}}),
+    Op("GET", "/docs", "meta", "Interactive API page", {200: {"text/html": {}}}),
+    Op("GET", "/docs/{asset}", "meta", "Assets of the API page",
+       {200: {"text/javascript": {}, "text/css": {}}}, (404,)),
+)  # fmt: skip
+
+
+def _operation(op: Op) -> dict[str, Any]:
+    params = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in _path_params(op.path)
+    ]
+    params += [
+        {"name": name, "in": where, "required": False, "schema": schema, "description": doc}
+        for where, table in (("query", op.query), ("header", op.headers))
+        for name, schema, doc in table
+    ]
+    responses: dict[str, Any] = {}
+    for status, content in op.responses.items():
+        responses[str(status)] = _response(status, content)
+    errors = op.errors if op.path in OPEN_PATHS else (*op.errors, 401)
+    for status in sorted(set(errors)):
+        responses[str(status)] = _response(status, json_of("ErrorBody"))
+    out: dict[str, Any] = {
+        "tags": [op.tag],
+        "summary": op.summary,
+        "operationId": f"{op.method.lower()}{_camel(op.path)}",
+        "responses": responses,
+    }
+    if op.description:
+        out["description"] = op.description
+    if params:
+        out["parameters"] = params
+    if op.body is not None:
+        out["requestBody"] = {"required": True, "content": op.body}
+    if op.path in OPEN_PATHS:
+        out["security"] = []
+    return out
+
+
+def _response(status: int, content: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": HTTPStatus(status).phrase}
+    if content:
+        out["content"] = copy.deepcopy(content)
+    return out
+
+
+def _path_params(path: str) -> list[str]:
+    return [part[1:-1] for part in path.split("/") if part.startswith("{")]
+
+
+def _camel(path: str) -> str:
+    words = path.replace("{", "by_").replace("}", "").replace(".", "_").replace("/", "_")
+    return "".join(w.capitalize() for w in words.split("_") if w)
+
+
+def build_spec() -> dict[str, Any]:
+    """The OpenAPI 3.1 document for every operation in ``OPERATIONS``."""
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Sona",
+            "version": _version(),
+            "description": "Self-hosted transcription daemon: a durable job queue and "
+            "an OpenAI-compatible speech-to-text API. Errors use OpenAI's shape.",
+        },
+        "tags": [{"name": t} for t in dict.fromkeys(op.tag for op in OPERATIONS)],
+        "paths": paths,
+        "components": {
+            "schemas": schemas(),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        # The empty requirement: keys are optional, only needed when configured (F4).
+        "security": [{}, {"bearer": []}],
+    }
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sona")
+    except PackageNotFoundError:
+        return "0"
+
+
+@routes.get("/openapi.json")
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(build_spec())
+
+
+# The page runs only our own script and style; the policy keeps it that way.
+CSP = "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'"
+
+
+@routes.get("/docs")
+async def docs(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(
+        STATIC / "docs.html",
+        headers={"Content-Type": "text/html; charset=utf-8", "Content-Security-Policy": CSP},
+    )
+
+
+@routes.get("/docs/{asset}")
+async def docs_asset(request: web.Request) -> web.FileResponse:
+    name = request.match_info["asset"]
+    if name not in ASSETS:
+        raise NotFound(f"no asset {name!r}", param="asset")
+    return web.FileResponse(STATIC / name, headers={"Content-Type": ASSETS[name]})
