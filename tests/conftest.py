@@ -35,10 +35,11 @@ def fox_wav() -> Path:
 
 @pytest.fixture(scope="session")
 def long_wav(tmp_path_factory: pytest.TempPathFactory, manifest: dict[str, Any]) -> Path:
-    """About 65 s of speech: three decoding windows, so progress is visible."""
+    """About 130 s of speech: several decoding windows, so progress is visible and
+    "mid-job" is really mid-job even on an idle machine (~5 s of work there)."""
     out = tmp_path_factory.mktemp("long") / "long.wav"
     sentences = [AUDIO / name for name in manifest if name != "stereo.wav"]
-    concat_wav(sentences, out, gap_s=1.0, repeat=2)
+    concat_wav(sentences, out, gap_s=1.0, repeat=4)
     return out
 
 

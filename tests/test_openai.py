@@ -22,7 +22,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         tmp_path_factory.mktemp("oa") / "data",
         "--model",
         "tiny.en",
-        env={"SONA_SYNC_WAIT_S": "3"},
+        env={"SONA_SYNC_WAIT_S": "1"},
     )
     yield d
     d.stop()

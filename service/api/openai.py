@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from typing import Any, Literal
 
 from aiohttp import web
@@ -20,9 +21,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.errors import error_body, status_for
 from service.api.forms import read_form
+from service.api.job_events import JobUpdate, follow, progress_out, segment_out
 from service.api.schemas import parse
 from service.errors import Busy, InvalidRequest, SonaError, from_code
-from service.events import TERMINAL, JobEvent
+from service.events import TERMINAL
 from service.formats import render
 from service.intake import SYNC_PRIORITY, Submission
 from service.jobs import Job, Status, TranscribeOptions
@@ -38,7 +40,7 @@ UNSUPPORTED = {
     "known_speaker_names[]",
     "known_speaker_references[]",
 }
-POLL_S = 0.5
+POLL_S = 0.5  # how soon a vanished client is noticed while nothing else happens
 
 
 class OpenAIForm(BaseModel):
@@ -106,16 +108,18 @@ async def _handle(
         raise
     sub = Submission(options=req.options(task), priority=SYNC_PRIORITY)
     job, _ = await app[INTAKE].admit(form.upload, sub)
-    # Subscribe before the worker can start, so no event is missed.
-    with app[EVENTS].subscribe(job.id) as inbox:
-        app[WORKER].wake()
-        try:
-            await _await_claim(request, job, inbox)
+    app[WORKER].wake()
+    updates = follow(app[STORE], app[EVENTS], job.id, poll_s=POLL_S)
+    try:
+        async with aclosing(updates), aclosing(_claimed(request, updates)) as claimed:
             if req.stream:
-                return await _stream(request, job, inbox, req)
-            return await _respond(request, await _await_end(request, job, inbox), req)
-        finally:
-            await asyncio.shield(_abandon(request, job.id))
+                return await _stream(request, claimed, req)
+            async for update in claimed:
+                if update.type in TERMINAL:
+                    return await _respond(request, update.job, req)
+            raise AssertionError("follow() ends with a terminal update")
+    finally:
+        await asyncio.shield(_abandon(request, job.id))
 
 
 async def _abandon(request: web.Request, job_id: str) -> None:
@@ -126,48 +130,23 @@ async def _abandon(request: web.Request, job_id: str) -> None:
         request.app[WORKER].request_cancel(job_id)
 
 
-def _gone(request: web.Request) -> bool:
-    transport = request.transport
-    return transport is None or transport.is_closing()
-
-
-async def _next(request: web.Request, inbox: asyncio.Queue[JobEvent]) -> JobEvent | None:
-    """The next event, or None after a quiet poll interval. Raises
-    ConnectionResetError once the client has gone."""
-    if _gone(request):
-        raise ConnectionResetError("client disconnected")
-    try:
-        return await asyncio.wait_for(inbox.get(), POLL_S)
-    except TimeoutError:
-        return None
-
-
-async def _await_claim(request: web.Request, job: Job, inbox: asyncio.Queue[JobEvent]) -> None:
-    """Wait for the worker to take the job; 429 if that takes longer than the
-    configured bound (C4). Events that arrive meanwhile are put back."""
-    deadline = asyncio.get_running_loop().time() + request.app[SETTINGS].sync_wait_s
-    seen: list[JobEvent] = []
-    try:
-        while asyncio.get_running_loop().time() < deadline:
-            if (event := await _next(request, inbox)) is not None:
-                seen.append(event)
-                return
-            if (await request.app[STORE].get(job.id)).status != Status.QUEUED:
-                return
-        raise Busy("the server is busy; try again shortly", retry_after=5)
-    finally:
-        for event in seen:
-            inbox.put_nowait(event)
-
-
-async def _await_end(request: web.Request, job: Job, inbox: asyncio.Queue[JobEvent]) -> Job:
-    store = request.app[STORE]
-    while True:
-        event = await _next(request, inbox)
-        if event is None or event.type in TERMINAL:
-            current = await store.get(job.id)
-            if current.status.finished:
-                return current
+async def _claimed(
+    request: web.Request, updates: AsyncIterator[JobUpdate]
+) -> AsyncGenerator[JobUpdate, None]:
+    """The job's updates from the moment the worker takes it. Raises Busy (429)
+    when that takes longer than ``sync_wait_s`` (C4), and ConnectionResetError
+    once the client has gone (checked at least every poll interval)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + request.app[SETTINGS].sync_wait_s
+    async for update in updates:
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("client disconnected")
+        if update.job.status == Status.QUEUED:
+            if loop.time() >= deadline:
+                raise Busy("the server is busy; try again shortly", retry_after=5)
+        elif update.type != "idle":
+            yield update
 
 
 def _job_error(job: Job) -> SonaError:
@@ -176,21 +155,27 @@ def _job_error(job: Job) -> SonaError:
     return from_code(job.error_code or "engine_error", job.error_message or "transcription failed")
 
 
+async def _verbose(request: web.Request, job: Job) -> dict[str, Any]:
+    body, _ = render(job, await request.app[STORE].segments(job.id), "verbose_json")
+    data: dict[str, Any] = json.loads(body)
+    return data
+
+
 async def _respond(request: web.Request, job: Job, req: OpenAIForm) -> web.Response:
     if job.status != Status.COMPLETED:
         raise _job_error(job)
-    segments = await request.app[STORE].segments(job.id)
-    body, content_type = render(job, segments, req.response_format)
     if req.response_format == "verbose_json" and "segment" not in req.timestamp_granularities:
-        data = json.loads(body)
+        data = await _verbose(request, job)
         data.pop("segments", None)  # OpenAI sends only what was asked for
-        body = json.dumps(data)
+        return web.json_response(data)
+    body, content_type = render(job, await request.app[STORE].segments(job.id), req.response_format)
     return web.Response(text=body, content_type=content_type.split(";")[0], charset="utf-8")
 
 
 async def _stream(
-    request: web.Request, job: Job, inbox: asyncio.Queue[JobEvent], req: OpenAIForm
+    request: web.Request, claimed: AsyncIterator[JobUpdate], req: OpenAIForm
 ) -> web.StreamResponse:
+    first = await anext(claimed)  # Busy is raised here, while a 429 can still be sent
     ndjson = "application/x-ndjson" in request.headers.get("Accept", "")
     resp = web.StreamResponse(
         headers={
@@ -199,10 +184,13 @@ async def _stream(
         }
     )
     await resp.prepare(request)
-    write = _ndjson_writer(resp) if ndjson else _sse_writer(resp)
+    send = _ndjson_sender(resp) if ndjson else _sse_sender(resp)
     try:
-        async for kind, data in _stream_events(request, job, inbox, req):
-            await write(kind, data)
+        update: JobUpdate | None = first
+        while update is not None:
+            for kind, data in await _stream_items(request, update):
+                await send(kind, data)
+            update = await anext(claimed, None)
     except ConnectionResetError:
         return resp  # the finally in _handle cancels the job
     with contextlib.suppress(ConnectionResetError):
@@ -210,45 +198,36 @@ async def _stream(
     return resp
 
 
-async def _stream_events(
-    request: web.Request, job: Job, inbox: asyncio.Queue[JobEvent], req: OpenAIForm
-) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-    """(kind, data): progress, segment, then result or error."""
-    store = request.app[STORE]
-    while True:
-        event = await _next(request, inbox)
-        if event is not None and event.type == "segment":
-            yield "segment", event.data
-        elif event is not None and event.type == "progress":
-            yield "progress", event.data
-        elif event is None or event.type in TERMINAL:
-            final = await store.get(job.id)
-            if not final.status.finished:
-                continue
-            if final.status != Status.COMPLETED:
-                err = _job_error(final)
-                yield "error", error_body(err.message, status_for(err), err.code, err.param)
-                return
-            body, _ = render(final, await store.segments(job.id), "verbose_json")
-            yield "result", json.loads(body)
-            return
+async def _stream_items(
+    request: web.Request, update: JobUpdate
+) -> list[tuple[str, dict[str, Any]]]:
+    """What one update means on the wire: progress, segment, then result or error."""
+    job = update.job
+    if update.segment is not None:
+        return [("segment", segment_out(job, update.segment))]
+    if update.type in ("progress", "status"):
+        return [("progress", progress_out(job))]
+    if update.type == "completed":
+        return [("result", await _verbose(request, job))]
+    err = _job_error(job)
+    return [("error", error_body(err.message, status_for(err), err.code, err.param))]
 
 
-def _sse_writer(resp: web.StreamResponse) -> Any:
+def _sse_sender(resp: web.StreamResponse) -> Any:
     """The SDK's transcription stream: text deltas, segments, done, [DONE]."""
 
-    async def send(obj: dict[str, Any] | str) -> None:
+    async def send_data(obj: dict[str, Any] | str) -> None:
         payload = obj if isinstance(obj, str) else json.dumps(obj)
         await resp.write(f"data: {payload}\n\n".encode())
 
-    async def write(kind: str, data: dict[str, Any]) -> None:
+    async def send(kind: str, data: dict[str, Any]) -> None:
         if kind == "segment":
-            await send({"type": "transcript.text.delta", "delta": data["text"]})
+            await send_data({"type": "transcript.text.delta", "delta": data["text"]})
             # The SDK's event requires a speaker; without diarization it is unknown.
-            await send(
+            await send_data(
                 {
                     "type": "transcript.text.segment",
-                    "id": str(data["index"]),
+                    "id": str(data["id"]),
                     "start": data["start"],
                     "end": data["end"],
                     "text": data["text"],
@@ -256,18 +235,18 @@ def _sse_writer(resp: web.StreamResponse) -> Any:
                 }
             )
         elif kind == "result":
-            await send({"type": "transcript.text.done", "text": data["text"]})
-            await send("[DONE]")
+            await send_data({"type": "transcript.text.done", "text": data["text"]})
+            await send_data("[DONE]")
         elif kind == "error":
-            await send({"type": "error", **data})
+            await send_data({"type": "error", **data})
 
-    return write
+    return send
 
 
-def _ndjson_writer(resp: web.StreamResponse) -> Any:
+def _ndjson_sender(resp: web.StreamResponse) -> Any:
     """The Sona sidecar stream: one JSON object per line."""
 
-    async def write(kind: str, data: dict[str, Any]) -> None:
+    async def send(kind: str, data: dict[str, Any]) -> None:
         await resp.write((json.dumps({"type": kind, **data}) + "\n").encode())
 
-    return write
+    return send
