@@ -123,17 +123,26 @@ async def _drain(app: web.Application) -> None:
     await app[WORKER].drain(app[SETTINGS].drain_timeout_s)
 
 
+async def _sweep_expired(app: web.Application) -> None:
+    cutoff = time.time() - app[SETTINGS].retention_hours * 3600
+    for job in await app[STORE].finished_before(cutoff):
+        await asyncio.to_thread(Path(job.file_path).unlink, missing_ok=True)
+        await app[STORE].delete(job.id)
+
+
 async def _retention_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Delete finished jobs and their files after the retention period (A9)."""
+    """Delete finished jobs and their files after the retention period (A9):
+    once before serving, then every RETENTION_SWEEP_S."""
 
     async def sweep_forever() -> None:
         while True:
-            cutoff = time.time() - app[SETTINGS].retention_hours * 3600
-            for job in await app[STORE].finished_before(cutoff):
-                await asyncio.to_thread(Path(job.file_path).unlink, missing_ok=True)
-                await app[STORE].delete(job.id)
             await asyncio.sleep(RETENTION_SWEEP_S)
+            try:
+                await _sweep_expired(app)
+            except Exception:  # a failed sweep is retried next time, never fatal
+                log.exception("retention.sweep_failed")
 
+    await _sweep_expired(app)
     task = asyncio.create_task(sweep_forever(), name="sona-retention")
     yield
     task.cancel()

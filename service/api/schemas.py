@@ -30,7 +30,6 @@ class JobForm(TranscribeOptions):
     priority: int = Field(default=0, ge=-1000, le=1000)
     metadata: dict[str, Any] | None = None
     callback_url: str | None = None
-    cache: bool = False
 
     @field_validator("metadata", mode="before")
     @classmethod
