@@ -1,5 +1,5 @@
 """The MCP tools as an agent's host sees them (D1–D4): the SDK's own client
-spawns ``python -m mcp_tools`` over stdio and talks to a real daemon running
+spawns ``sona mcp`` over stdio and talks to a real daemon running
 the tiny.en model."""
 
 from __future__ import annotations
@@ -22,6 +22,11 @@ from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult
 
 from mcp_tools.files import safe_stem, sniff_audio
+
+# The installed console script when there is one (pip install -e puts it next to
+# the interpreter), else the same entry point through the module.
+_SCRIPT = Path(sys.executable).with_name("sona")
+SONA = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "service"]
 
 TOOLS = {
     "transcribe_wav",
@@ -64,7 +69,7 @@ def server_env(url: str) -> dict[str, str]:
 @asynccontextmanager
 async def mcp_client(url: str, cwd: Path) -> AsyncIterator[Client]:
     params = StdioServerParameters(
-        command=sys.executable, args=["-m", "mcp_tools"], env=server_env(url), cwd=cwd
+        command=SONA[0], args=[*SONA[1:], "mcp"], env=server_env(url), cwd=cwd
     )
     async with Client(params, read_timeout_seconds=90) as client:
         yield client
@@ -257,7 +262,7 @@ HANDSHAKE_AND_CALL = [
 
 def test_stdout_carries_only_json_rpc(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mcp_tools"],
+        [*SONA, "mcp"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -294,10 +299,10 @@ def free_port() -> int:
 
 @pytest.fixture
 def http_server(tmp_path: Path) -> Iterator[str]:
-    """``python -m mcp_tools --http PORT``, as ``sona mcp --http PORT`` runs it."""
+    """``sona mcp --http PORT``: the streamable HTTP transport."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mcp_tools", "--http", str(port)],
+        [*SONA, "mcp", "--http", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=tmp_path,
