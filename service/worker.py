@@ -26,7 +26,6 @@ from service.errors import (
     Cancelled,
     InvalidAudio,
     InvalidTransition,
-    ModelNotFound,
     SonaError,
 )
 from service.events import EventHub
@@ -187,8 +186,11 @@ class Worker:
         job = run.claim.job
         try:
             entry = await self.models.acquire(job.model or "")
-        except ModelNotFound as exc:
+        except SonaError as exc:
             return Status.FAILED, exc.code, exc.message
+        except Exception as exc:  # a broken model directory fails the job, not the worker
+            bound.exception("model.load_failed")
+            return Status.FAILED, "model_load_failed", f"{type(exc).__name__}: {exc}"
         try:
             await self._pump(run, entry.model, bound)
         except Cancelled:

@@ -206,3 +206,23 @@ async def test_seed_compatible_routes(
     assert (await text.text()).strip() == status["transcript"]
     assert (await client.get("/status/unknown")).status == 404
     await client.delete(f"/v1/jobs/{busy['job_id']}")
+
+
+async def test_broken_model_fails_the_job_not_the_worker(
+    aiohttp_client: Any, make_settings: Any, fox_wav: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "model.bin").write_bytes(b"not a model")
+    (broken / "config.json").write_text("{}")
+    client = await start(aiohttp_client, make_settings)
+    bad = await submit(client, fox_wav, model=str(broken))
+    failed = await wait_done(client, bad["id"])
+    assert failed["status"] == "failed" and failed["error"]["code"] == "model_load_failed"
+    assert failed["attempts"] == 1
+    good = await wait_done(client, (await submit(client, fox_wav))["id"])
+    assert good["status"] == "completed"
+    long_key = await client.post(
+        "/v1/jobs", data=audio_form(fox_wav), headers={"Idempotency-Key": "k" * 300}
+    )
+    assert long_key.status == 400

@@ -99,3 +99,13 @@ async def test_resolution_paths_cache_bundled_and_refusal(setup: Any, tmp_path: 
     with pytest.raises(ModelNotFound):
         await reg.locate(str(tmp_path))  # a directory without model.bin
     assert await reg.unload("never-loaded") is False
+
+
+async def test_relative_directory_path_resolves(
+    setup: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    reg, _, _ = setup
+    model_dir(tmp_path / "here", "rel-model")
+    monkeypatch.chdir(tmp_path / "here")
+    assert reg.canonical("rel-model") == str((tmp_path / "here" / "rel-model").resolve())
+    assert (await reg.locate(reg.canonical("rel-model"))).name == "rel-model"

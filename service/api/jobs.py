@@ -27,10 +27,15 @@ async def submit(request: web.Request) -> tuple[Job, bool, JobForm]:
         if form.upload is None:
             raise InvalidRequest("the 'file' part is required", param="file")
         fields = parse(JobForm, form.first())
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not 1 <= len(key) <= 255:
+            raise InvalidRequest(
+                "Idempotency-Key must be 1-255 characters", param="Idempotency-Key"
+            )
         sub = Submission(
             options=fields.options(),
             job_id=fields.job_id,
-            idempotency_key=request.headers.get("Idempotency-Key"),
+            idempotency_key=key,
             priority=fields.priority,
             metadata=fields.metadata,
             callback_url=fields.callback_url,

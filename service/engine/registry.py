@@ -73,7 +73,8 @@ class ModelRegistry:
         if not name:
             raise ModelNotFound("model name is empty", param="model")
         candidate = Path(name).expanduser()
-        if candidate.is_absolute() or name.startswith("."):
+        # A path, absolute or relative to the working directory, names a directory.
+        if candidate.is_absolute() or name.startswith(".") or _is_model_dir(candidate):
             return str(candidate.resolve())
         return name
 
