@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.audio import probe
+from service.crashpoints import crash_point
 from service.engine.registry import OPENAI_ALIASES, ModelRegistry
 from service.errors import AudioTooLong, MetadataTooLarge, NoModel, QueueFull
 from service.jobs import METADATA_MAX_BYTES, Job, NewJob, TranscribeOptions, validate_job_id
@@ -93,6 +94,7 @@ class Intake:
                 f"{self.config.max_audio_seconds:.0f} s",
                 param="file",
             )
+        crash_point("before_commit")  # the file is stored, the row not yet
         if await self.store.queue_size() >= self.config.max_queue:
             raise QueueFull("the queue is full; try again later", retry_after=30)
         return await self.store.create(

@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from service.crashpoints import crash_point
 from service.engine.registry import ModelRegistry
 from service.errors import (
     AudioTooLong,
@@ -284,6 +285,7 @@ class Worker:
         processed = max(p for _, p in batch)
         if await self.store.add_segments(run.claim, [s for s, _ in batch], processed):
             run.halt("cancel")
+        crash_point("mid_job")  # a poison file: the engine dies with segments stored
         for seg, _ in batch:
             self.events.publish(job.id, "segment", asdict(seg))
         self.events.publish(job.id, "progress", {"processed_seconds": processed})

@@ -14,6 +14,7 @@ LAYER = {
     "errors": 0,
     "settings": 0,
     "jobs": 0,
+    "crashpoints": 0,
     "store": 1,
     "engine": 1,
     "uploads": 1,

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from service.api.forms import read_form
 from service.api.schemas import JobForm, JobList, job_out, parse
+from service.crashpoints import crash_point
 from service.errors import InvalidRequest, JobNotFinished
 from service.formats import render
 from service.intake import Submission
@@ -57,6 +58,7 @@ async def create_job(request: web.Request) -> web.Response:
             param="url",
         )
     job, created, _ = await submit(request)
+    crash_point("after_commit")  # the row is committed, the client not yet told
     return web.json_response(job_out(job), status=202 if created else 200)
 
 
