@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,9 @@ class Worker:
         self._run: _Run | None = None
         self._free = asyncio.Event()
         self._free.set()
+        # One engine thread for the worker's life: CTranslate2 keeps per-thread
+        # OpenMP teams, and a pool hopping between threads would multiply them.
+        self._engine_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sona-engine")
 
     @property
     def busy(self) -> bool:
@@ -140,6 +144,7 @@ class Worker:
                 await self._idle()
         finally:
             self.running = False
+            self._engine_thread.shutdown(wait=False)
 
     async def _idle(self) -> None:
         self._wake.clear()
@@ -223,7 +228,7 @@ class Worker:
 
         job = run.claim.job
         engine = loop.run_in_executor(
-            None,
+            self._engine_thread,
             lambda: transcribe_file(
                 model,
                 Path(job.file_path),
@@ -267,8 +272,11 @@ class Worker:
     async def _on_quiet(self, run: _Run, deadline: float, bound: Any) -> None:
         """Nothing came from the engine for a while: stuck, timed out, or just slow."""
         if run.stop.is_set():
-            # A decoder hang: threads cannot be killed, so stop waiting for it.
+            # A decoder hang: threads cannot be killed, so leave this one behind
+            # and give the next job a fresh engine thread.
             bound.error("job.engine_stuck", reason=run.reason)
+            self._engine_thread.shutdown(wait=False)
+            self._engine_thread = ThreadPoolExecutor(1, thread_name_prefix="sona-engine")
             raise Cancelled("the engine did not stop")
         if time.monotonic() >= deadline:
             run.halt("timeout")
