@@ -82,28 +82,35 @@ class Daemon:
         return self.stderr_path.read_text()
 
 
+def spawn_daemon(
+    data_dir: Path, *args: str, env: dict[str, str] | None = None, stdout: Any, stderr: Any
+) -> subprocess.Popen[str]:
+    """`sona serve --port 0` over ``data_dir``, as a parent application starts it."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "serve",
+            "--port",
+            "0",
+            "--data-dir",
+            str(data_dir),
+            *args,
+        ],
+        stdout=stdout,
+        stderr=stderr,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "SONA_POLL_INTERVAL_S": "0.2", **(env or {})},
+    )
+
+
 def start_daemon(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> Daemon:
     data_dir.mkdir(parents=True, exist_ok=True)
     stderr_path = data_dir.parent / f"stderr-{time.monotonic_ns()}.log"
     with stderr_path.open("w") as err:  # the child keeps its own descriptor
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "service",
-                "serve",
-                "--port",
-                "0",
-                "--data-dir",
-                str(data_dir),
-                *args,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=err,
-            text=True,
-            cwd=REPO,
-            env={**os.environ, "SONA_POLL_INTERVAL_S": "0.2", **(env or {})},
-        )
+        proc = spawn_daemon(data_dir, *args, env=env, stdout=subprocess.PIPE, stderr=err)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:

@@ -4,42 +4,26 @@ daemons, killed by the env-gated crash points in service/crashpoints.py."""
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.conftest import REPO, Daemon
+from tests.conftest import Daemon, spawn_daemon
 from tests.test_daemon import finished, upload, wait_for
 
 
 def run_until_death(data_dir: Path, crash_at: str, *, timeout: float = 120) -> int:
     """Run a daemon over ``data_dir`` until the crash point ``crash_at`` kills it."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "serve",
-            "--port",
-            "0",
-            "--data-dir",
-            str(data_dir),
-            "--model",
-            "tiny.en",
-        ],
+    env = {"SONA_TEST_CRASH_AT": crash_at, "SONA_MAX_ATTEMPTS": "2"}
+    proc = spawn_daemon(
+        data_dir,
+        "--model",
+        "tiny.en",
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        cwd=REPO,
-        env={
-            **os.environ,
-            "SONA_TEST_CRASH_AT": crash_at,
-            "SONA_MAX_ATTEMPTS": "2",
-            "SONA_POLL_INTERVAL_S": "0.2",
-        },
     )
     return proc.wait(timeout)
 

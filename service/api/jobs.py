@@ -8,9 +8,11 @@ import contextlib
 from aiohttp import web
 
 from service.api.forms import read_form
+from service.api.job_events import follow
 from service.api.schemas import JobForm, JobList, job_out, parse
 from service.crashpoints import crash_point
 from service.errors import InvalidRequest, JobNotFinished
+from service.events import TERMINAL
 from service.formats import render
 from service.intake import Submission
 from service.jobs import Job, Status, validate_job_id
@@ -108,28 +110,30 @@ async def list_jobs(request: web.Request) -> web.Response:
     return web.json_response(page.model_dump(mode="json"))
 
 
-async def wait_finished(request: web.Request, job_id: str, timeout_s: float) -> Job:
-    """The job once it is finished, or as it is after ``timeout_s``."""
-    store = request.app[STORE]
-    with request.app[EVENTS].subscribe(job_id) as events:
-        job = await store.get(job_id)
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while not job.status.finished:
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                break
-            # Events wake us early; the poll covers a worker in another process.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(events.get(), min(left, 0.5))
-            job = await store.get(job_id)
+async def cancel(app: web.Application, job_id: str) -> Job:
+    """Cancel through the store, and tell this process's worker at once in case the
+    job is running here (the store flag reaches a worker anywhere, a little later)."""
+    job = await app[STORE].cancel(job_id)
+    if job.status == Status.PROCESSING:
+        app[WORKER].request_cancel(job_id)
     return job
+
+
+async def wait_finished(app: web.Application, job: Job, timeout_s: float) -> Job:
+    """``job`` once it has finished, or as it is after ``timeout_s``."""
+    # Segments already stored are skipped: only the status matters here.
+    updates = follow(app[STORE], app[EVENTS], job.id, after=job.segments_done - 1)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s), contextlib.aclosing(updates):
+            async for update in updates:
+                if update.type in TERMINAL:
+                    return update.job
+    return await app[STORE].get(job.id)
 
 
 @routes.delete("/v1/jobs/{job_id}")
 async def cancel_job(request: web.Request) -> web.Response:
-    job_id = validate_job_id(request.match_info["job_id"])
-    job = await request.app[STORE].cancel(job_id)
+    job = await cancel(request.app, validate_job_id(request.match_info["job_id"]))
     if job.status == Status.PROCESSING:
-        request.app[WORKER].request_cancel(job_id)
-        job = await wait_finished(request, job_id, CANCEL_WAIT_S)
+        job = await wait_finished(request.app, job, CANCEL_WAIT_S)
     return web.json_response(job_out(job), status=200 if job.status.finished else 202)

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.api.errors import error_body, status_for
 from service.api.forms import read_form
 from service.api.job_events import JobUpdate, follow, progress_out, segment_out
+from service.api.jobs import cancel
 from service.api.schemas import parse
 from service.errors import Busy, InvalidRequest, SonaError, from_code
 from service.events import TERMINAL
@@ -124,10 +125,8 @@ async def _handle(
 
 async def _abandon(request: web.Request, job_id: str) -> None:
     """Cancel the job unless it finished: the client went away or we failed."""
-    job = await request.app[STORE].get(job_id)
-    if not job.status.finished:
-        await request.app[STORE].cancel(job_id)
-        request.app[WORKER].request_cancel(job_id)
+    if not (await request.app[STORE].get(job_id)).status.finished:
+        await cancel(request.app, job_id)
 
 
 async def _claimed(
