@@ -4,7 +4,8 @@ too many parts and oversized fields are refused with bounded work."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from aiohttp import BodyPartReader, web
@@ -30,6 +31,18 @@ class Form:
     def discard(self) -> None:
         if self.upload:
             self.upload.path.unlink(missing_ok=True)
+
+    @contextmanager
+    def required_upload(self) -> Iterator[StoredUpload]:
+        """The uploaded file, which must be there; if the block raises (a bad
+        field, say) the file is deleted, so a refused request keeps nothing."""
+        try:
+            if self.upload is None:
+                raise InvalidRequest("the 'file' part is required", param="file")
+            yield self.upload
+        except BaseException:
+            self.discard()
+            raise
 
 
 def check_declared_length(request: web.Request, settings: Settings) -> None:

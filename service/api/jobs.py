@@ -26,9 +26,7 @@ async def submit(request: web.Request) -> tuple[Job, bool, JobForm]:
     """Read a multipart submission and admit it; shared with the seed route."""
     app = request.app
     form = await read_form(request, app[UPLOADS], app[SETTINGS])
-    try:
-        if form.upload is None:
-            raise InvalidRequest("the 'file' part is required", param="file")
+    with form.required_upload() as upload:
         fields = parse(JobForm, form.first())
         key = request.headers.get("Idempotency-Key")
         if key is not None and not 1 <= len(key) <= 255:
@@ -43,10 +41,7 @@ async def submit(request: web.Request) -> tuple[Job, bool, JobForm]:
             metadata=fields.metadata,
             callback_url=fields.callback_url,
         )
-    except BaseException:
-        form.discard()
-        raise
-    job, created = await app[INTAKE].admit(form.upload, sub)
+    job, created = await app[INTAKE].admit(upload, sub)
     if created:
         app[WORKER].wake()
     return job, created, fields

@@ -94,9 +94,7 @@ async def _handle(
 ) -> web.StreamResponse:
     app = request.app
     form = await read_form(request, app[UPLOADS], app[SETTINGS])
-    try:
-        if form.upload is None:
-            raise InvalidRequest("the 'file' part is required", param="file")
+    with form.required_upload() as upload:
         if bad := UNSUPPORTED & form.fields.keys():
             name = sorted(bad)[0]
             raise InvalidRequest(f"{name} is not supported by this server", param=name)
@@ -104,11 +102,8 @@ async def _handle(
         if grans := form.fields.get("timestamp_granularities[]"):
             fields["timestamp_granularities[]"] = grans
         req = parse(OpenAIForm, fields)
-    except BaseException:
-        form.discard()
-        raise
     sub = Submission(options=req.options(task), priority=SYNC_PRIORITY)
-    job, _ = await app[INTAKE].admit(form.upload, sub)
+    job, _ = await app[INTAKE].admit(upload, sub)
     app[WORKER].wake()
     updates = follow(app[STORE], app[EVENTS], job.id, poll_s=POLL_S)
     try:
