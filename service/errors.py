@@ -17,6 +17,7 @@ SonaError                      base; ``code`` is the stable machine-readable nam
 ├── UnsupportedMedia           content is not audio                    (unsupported_media)
 ├── EmptyFile                  zero-byte upload                        (empty_file)
 ├── AudioTooLong               over the duration limit                 (audio_too_long)
+├── UrlRefused                 a fetch URL refused or failing          (url_refused)
 ├── InvalidAudio               audio that cannot be decoded            (invalid_audio)
 ├── Busy                       wait too long / too many clients; retry_after (busy)
 │   └── QueueFull              queue at its depth limit                (queue_full)
@@ -103,6 +104,10 @@ class EmptyFile(SonaError):
 
 class AudioTooLong(SonaError):
     code = "audio_too_long"
+
+
+class UrlRefused(SonaError):
+    code = "url_refused"
 
 
 class InvalidAudio(SonaError):

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     poll_interval_s: float = Field(default=1.0, gt=0)
     lease_s: float = Field(default=30, gt=0)
     upload_idle_timeout_s: float = Field(default=60, gt=0)
+    # Fetch and callback URLs to private/loopback addresses; None: only while
+    # Sona itself listens on loopback (E3).
+    allow_private_urls: bool | None = None
     # Long files get VAD by default so silence is not hallucinated into text (F9).
     vad_min_seconds: float = 60
 
@@ -96,6 +99,12 @@ class Settings(BaseSettings):
     @property
     def on_loopback(self) -> bool:
         return self.socket is not None or self.host in LOOPBACK_HOSTS
+
+    @property
+    def private_urls_allowed(self) -> bool:
+        if self.allow_private_urls is None:
+            return self.on_loopback
+        return self.allow_private_urls
 
     def all_api_keys(self) -> list[str]:
         keys = [k.get_secret_value() for k in self.api_keys]

@@ -24,6 +24,7 @@ LAYER = {
     "logs": 1,
     "events": 1,
     "pipeline": 1,
+    "fetch": 1,
     "worker": 2,
     "webhooks": 2,
     "intake": 2,

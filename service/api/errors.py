@@ -32,6 +32,7 @@ STATUS: list[tuple[type[e.SonaError], int]] = [
     (e.PayloadTooLarge, 413),
     (e.UnsupportedMedia, 415),
     (e.AudioTooLong, 422),
+    (e.UrlRefused, 422),
     (e.NoModel, 503),
     (e.StorageFull, 507),
     (e.UploadTimeout, 408),

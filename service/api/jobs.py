@@ -9,52 +9,78 @@ from aiohttp import web
 
 from service.api.forms import read_form
 from service.api.job_events import follow
-from service.api.schemas import JobForm, JobList, job_out, parse
+from service.api.schemas import JobForm, JobList, JobUrl, job_out, parse
 from service.crashpoints import crash_point
 from service.errors import InvalidRequest, JobNotFinished
 from service.events import TERMINAL
+from service.fetch import fetch
 from service.formats import render
 from service.intake import Submission
 from service.jobs import Job, Status, validate_job_id
 from service.keys import EVENTS, INTAKE, SETTINGS, STORE, UPLOADS, WORKER
+from service.uploads import StoredUpload
 
 routes = web.RouteTableDef()
 CANCEL_WAIT_S = 10.0
 
 
-async def submit(request: web.Request) -> tuple[Job, bool, JobForm]:
+def _submission(request: web.Request, fields: JobForm) -> Submission:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 255:
+        raise InvalidRequest("Idempotency-Key must be 1-255 characters", param="Idempotency-Key")
+    return Submission(
+        options=fields.options(),
+        job_id=fields.job_id,
+        idempotency_key=key,
+        priority=fields.priority,
+        metadata=fields.metadata,
+        callback_url=fields.callback_url,
+    )
+
+
+async def _admit(request: web.Request, upload: StoredUpload, sub: Submission) -> tuple[Job, bool]:
+    job, created = await request.app[INTAKE].admit(upload, sub)
+    if created:
+        request.app[WORKER].wake()
+    return job, created
+
+
+async def submit(request: web.Request) -> tuple[Job, bool]:
     """Read a multipart submission and admit it; shared with the seed route."""
     app = request.app
     form = await read_form(request, app[UPLOADS], app[SETTINGS])
     with form.required_upload() as upload:
-        fields = parse(JobForm, form.first())
-        key = request.headers.get("Idempotency-Key")
-        if key is not None and not 1 <= len(key) <= 255:
-            raise InvalidRequest(
-                "Idempotency-Key must be 1-255 characters", param="Idempotency-Key"
-            )
-        sub = Submission(
-            options=fields.options(),
-            job_id=fields.job_id,
-            idempotency_key=key,
-            priority=fields.priority,
-            metadata=fields.metadata,
-            callback_url=fields.callback_url,
-        )
-    job, created = await app[INTAKE].admit(upload, sub)
-    if created:
-        app[WORKER].wake()
-    return job, created, fields
+        sub = _submission(request, parse(JobForm, form.first()))
+    return await _admit(request, upload, sub)
+
+
+async def submit_url(request: web.Request) -> tuple[Job, bool]:
+    """``{"url": ..., options...}``: Sona fetches the audio itself (A1, E3 rules)."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise InvalidRequest('send JSON: {"url": "https://...", ...options}') from None
+    if not isinstance(body, dict):
+        raise InvalidRequest('send a JSON object: {"url": "https://...", ...options}')
+    fields = parse(JobUrl, body)
+    sub = _submission(request, fields)
+    settings = request.app[SETTINGS]
+    upload = await fetch(
+        fields.url,
+        request.app[UPLOADS],
+        allow_private=settings.private_urls_allowed,
+        max_bytes=settings.max_upload_bytes,
+        timeout_s=settings.upload_idle_timeout_s,
+    )
+    return await _admit(request, upload, sub)
 
 
 @routes.post("/v1/jobs")
 async def create_job(request: web.Request) -> web.Response:
     if request.content_type == "application/json":
-        raise InvalidRequest(
-            "submitting by URL is not supported yet; upload the file as multipart 'file'",
-            param="url",
-        )
-    job, created, _ = await submit(request)
+        job, created = await submit_url(request)
+    else:
+        job, created = await submit(request)
     crash_point("after_commit")  # the row is committed, the client not yet told
     return web.json_response(job_out(job), status=202 if created else 200)
 

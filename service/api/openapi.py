@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from service.api.middleware import OPEN_PATHS
 from service.api.openai import OpenAIForm
-from service.api.schemas import ErrorBody, JobForm, JobList, JobOut, ModelLoad
+from service.api.schemas import ErrorBody, JobForm, JobList, JobOut, JobUrl, ModelLoad
 from service.errors import NotFound
 
 routes = web.RouteTableDef()
@@ -124,7 +124,7 @@ class VerboseTranscriptionOut(BaseModel):
 
 
 SCHEMA_MODELS: tuple[type[BaseModel], ...] = (
-    JobForm, JobOut, JobList, ErrorBody, ModelLoad, OpenAIForm, HealthOut, ReadyOut,
+    JobForm, JobUrl, JobOut, JobList, ErrorBody, ModelLoad, OpenAIForm, HealthOut, ReadyOut,
     ModelOut, ModelListOut, ModelDeletedOut, ModelsDeletedOut, SeedJobOut, SeedStatusOut,
     TranscriptionOut, VerboseTranscriptionOut,
 )  # fmt: skip
@@ -140,7 +140,7 @@ def schemas() -> dict[str, Any]:
     out: dict[str, Any] = {}
     for model in SCHEMA_MODELS:
         mode: Literal["validation", "serialization"] = (
-            "validation" if model in (JobForm, ModelLoad, OpenAIForm) else "serialization"
+            "validation" if model in (JobForm, JobUrl, ModelLoad, OpenAIForm) else "serialization"
         )
         schema = model.model_json_schema(ref_template=REF, mode=mode)
         out.update(schema.pop("$defs", {}))
@@ -221,7 +221,9 @@ OPERATIONS: tuple[Op, ...] = (
        {200: json_of("ReadyOut"), 503: json_of("ReadyOut")}),
     Op("POST", "/v1/jobs", "jobs", "Submit a job", {202: json_of("JobOut"),
        200: json_of("JobOut")}, (400, 404, 408, 409, 413, 415, 422, 503, 507),
-       body=multipart("JobForm"), description="200 answers an idempotent repeat."),
+       body={**multipart("JobForm"), "application/json": {"schema": ref("JobUrl")}},
+       description="Multipart upload, or JSON {url, ...} for Sona to fetch the audio. "
+       "200 answers an idempotent repeat."),
     Op("GET", "/v1/jobs", "jobs", "List jobs, newest first", {200: json_of("JobList")}, (400,),
        query=(("status", STATUS_Q, "only jobs in this status"),
               ("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "page size"),

@@ -49,6 +49,12 @@ class JobForm(TranscribeOptions):
         )
 
 
+class JobUrl(JobForm):
+    """JSON body of POST /v1/jobs when Sona should fetch the audio itself (A1)."""
+
+    url: str
+
+
 class ModelLoad(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str | None = None

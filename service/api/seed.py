@@ -13,7 +13,7 @@ routes = web.RouteTableDef()
 
 @routes.post("/transcribe")
 async def transcribe(request: web.Request) -> web.Response:
-    job, _, _ = await submit(request)
+    job, _ = await submit(request)
     return web.json_response({"job_id": job.id, "status": job.status.value})
 
 
