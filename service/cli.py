@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("submit", "download"):
             c.add_argument("--format", default="text")
 
+    ms = sub.add_parser("models", help="list, load or unload models in the daemon")
+    ms.add_argument("action", choices=["list", "load", "unload"], nargs="?", default="list")
+    ms.add_argument("name", nargs="?", help="model name or directory (unload: all if omitted)")
+    ms.add_argument("--url", help="daemon URL (default $SONA_URL or http://127.0.0.1:8765)")
+
     m = sub.add_parser("mcp", help="run the MCP tool server (stdio)")
     m.add_argument("--http", type=int, metavar="PORT", help="serve streamable HTTP instead")
     sub.add_parser("config", help="print the effective configuration (secrets masked)")
@@ -126,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         "status": _client_cmd,
         "download": _client_cmd,
         "cancel": _client_cmd,
+        "models": _client_cmd,
     }
     try:
         return handlers[args.command](args)
@@ -220,9 +226,23 @@ async def _cancel(client: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _models(client: Any, args: argparse.Namespace) -> int:
+    if args.action == "load":
+        if not args.name:
+            return _fail("usage: sona models load NAME_OR_PATH")
+        result = await client.load_model(args.name)
+    elif args.action == "unload":
+        result = await client.unload_model(args.name)
+    else:
+        result = await client.models()
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 _CLIENT_ACTIONS: dict[str, Callable[[Any, argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "submit": _submit,
     "status": _status,
     "download": _download,
     "cancel": _cancel,
+    "models": _models,
 }

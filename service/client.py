@@ -255,6 +255,18 @@ class SonaClient:
     async def health(self) -> dict[str, Any]:
         return await self._json("GET", "/health")
 
+    async def models(self) -> dict[str, Any]:
+        """The loaded models (OpenAI list shape)."""
+        return await self._json("GET", "/v1/models")
+
+    async def load_model(self, name_or_path: str) -> dict[str, Any]:
+        return await self._json("POST", "/v1/models/load", json={"model": name_or_path})
+
+    async def unload_model(self, model_id: str | None = None) -> dict[str, Any]:
+        """Unload one model, or every model when ``model_id`` is None."""
+        path = "/v1/models" if model_id is None else f"/v1/models/{quote(model_id, safe='/')}"
+        return await self._json("DELETE", path)
+
     async def wait(
         self,
         job_id: str,

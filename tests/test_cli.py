@@ -51,6 +51,10 @@ def test_client_commands_against_a_daemon(daemon_factory: Any, fox_wav: Path) ->
     assert status.returncode == 0 and json.loads(status.stdout)["id"] == submitted["id"]
     missing = sona("status", "nope", env=env)
     assert missing.returncode == 1 and "nope" in missing.stderr
+    loaded = json.loads(sona("models", env=env).stdout)
+    assert [m["id"] for m in loaded["data"]] == ["tiny.en"]
+    assert json.loads(sona("models", "unload", env=env).stdout)["deleted"] == ["tiny.en"]
+    assert json.loads(sona("models", "load", "tiny.en", env=env).stdout)["id"] == "tiny.en"
     unreachable = sona("status", "x", "--url", "http://127.0.0.1:9")
     assert unreachable.returncode == 1 and "sona serve" in unreachable.stderr
 
