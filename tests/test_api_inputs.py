@@ -173,3 +173,73 @@ async def test_missing_file_and_wrong_content_type(client: Any) -> None:
         "/v1/jobs", data=b"--x\r\ngarbage", headers={"Content-Type": "multipart/form-data"}
     )
     assert resp.status == 400
+
+
+def _multipart(boundary: str, parts: list[tuple[str, bytes]], preamble: bytes = b"") -> bytes:
+    out = preamble
+    for headers, body in parts:
+        out += f"--{boundary}\r\n{headers}\r\n\r\n".encode() + body + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode()
+
+
+@pytest.mark.parametrize(
+    "body,codes",
+    [
+        # 10k tiny parts: refused at the part limit, long before the end.
+        (_multipart("b", [('Content-Disposition: form-data; name="x"', b"1")] * 10_000), {400}),
+        # A preamble that never reaches a boundary.
+        (b"x" * 200_000, {400}),
+        # A part header line of 200 KB.
+        (
+            _multipart(
+                "b", [('Content-Disposition: form-data; name="' + "n" * 200_000 + '"', b"")]
+            ),
+            {400, 413},
+        ),
+    ],
+    ids=["10k-parts", "endless-preamble", "huge-part-header"],
+)
+async def test_malformed_multipart_is_refused_quickly(
+    client: Any, make_settings: Any, body: bytes, codes: set[int]
+) -> None:
+    resp = await client.post(
+        "/v1/jobs", data=body, headers={"Content-Type": "multipart/form-data; boundary=b"}
+    )
+    assert resp.status in codes, await resp.text()
+    assert (await resp.json())["error"]["code"]
+    assert list(uploads_dir(make_settings).iterdir()) == []
+    assert (await client.get("/health")).status == 200  # others still served
+
+
+async def test_disconnect_mid_upload_leaves_no_partial_file(
+    client: Any, make_settings: Any
+) -> None:
+    import asyncio
+
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    head = (
+        (b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n')
+        + b"RIFF\x00\x00\x00\x00WAVE"
+        + b"\x00" * 100_000
+    )
+    writer.write(
+        b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: multipart/form-data; boundary=b\r\n"
+        + f"Content-Length: {len(head) + 500_000}\r\n\r\n".encode()
+        + head
+    )
+    await writer.drain()
+    uploads = uploads_dir(make_settings)
+    for _ in range(100):  # the partial file exists while the upload streams
+        if any(uploads.iterdir()):
+            break
+        await asyncio.sleep(0.02)
+    assert any(uploads.iterdir())
+    writer.close()  # the client goes away mid-upload
+    await writer.wait_closed()
+    for _ in range(100):
+        if not any(uploads.iterdir()):
+            break
+        await asyncio.sleep(0.05)
+    assert list(uploads.iterdir()) == []
+    del reader

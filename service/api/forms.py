@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from service.errors import InvalidRequest, PayloadTooLarge
 from service.settings import Settings
@@ -76,8 +77,10 @@ async def read_form(request: web.Request, uploads: UploadDir, settings: Settings
             await _read_part(part, form, uploads, settings)
     except BaseException as exc:
         form.discard()
-        if isinstance(exc, (ValueError, AssertionError)) and not isinstance(exc, InvalidRequest):
-            raise InvalidRequest(f"malformed multipart body: {exc}") from None
+        # aiohttp's parser reports a bad body as ValueError, AssertionError or an
+        # HttpProcessingError (a header line too long, say): all the client's fault.
+        if isinstance(exc, (ValueError, AssertionError, HttpProcessingError)):
+            raise InvalidRequest(f"malformed multipart body: {str(exc)[:200]}") from None
         raise
     return form
 
