@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Side-by-side timings; every claim is a ratio measured in one run.
 
+G5 responsiveness: GET /v1/jobs/{id} latency from 50 concurrent connections
+while the worker transcribes (inference never blocks the event loop).
+
 G1 service overhead: the same file through a running daemon (upload → queue →
 worker → completed, polled over HTTP) against the same faster-whisper call made
 in this process with the same settings. Runs alternate, median reported.
@@ -70,6 +73,41 @@ def through_service(url: str, path: Path) -> tuple[float, str]:
     return time.perf_counter() - started, j["text"]
 
 
+async def responsiveness(url: str, path: Path, *, clients: int = 50, seconds: float = 4.0) -> dict:
+    """G5: status requests from ``clients`` concurrent connections while the
+    worker transcribes; latency percentiles in ms."""
+    import asyncio
+
+    async with httpx.AsyncClient(
+        timeout=10, limits=httpx.Limits(max_connections=clients)
+    ) as client:
+        with path.open("rb") as f:
+            job = (await client.post(f"{url}/v1/jobs", files={"file": (path.name, f)})).json()
+        for _ in range(500):  # until the worker has taken it (a poll, at most 10 s)
+            if (await client.get(f"{url}/v1/jobs/{job['id']}")).json()["status"] == "processing":
+                break
+            await asyncio.sleep(0.02)
+        latencies: list[float] = []
+        deadline = time.perf_counter() + seconds
+
+        async def hammer() -> None:
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                (await client.get(f"{url}/v1/jobs/{job['id']}")).raise_for_status()
+                latencies.append((time.perf_counter() - started) * 1000)
+
+        await asyncio.gather(*(hammer() for _ in range(clients)))
+        still = (await client.get(f"{url}/v1/jobs/{job['id']}")).json()["status"]
+        await client.delete(f"{url}/v1/jobs/{job['id']}")
+    latencies.sort()
+    return {
+        "requests": len(latencies),
+        "p50_ms": round(latencies[len(latencies) // 2], 1),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99)], 1),
+        "job_still_processing": still == "processing",
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--audio-dir", type=Path, default=REPO.parent / "shared" / "audio")
@@ -99,6 +137,9 @@ def main() -> int:
         assert proc.stdout is not None
         url = f"http://127.0.0.1:{json.loads(proc.stdout.readline())['port']}"
         try:
+            import asyncio
+
+            g5 = asyncio.run(responsiveness(url, wav))
             d_times, s_times = [], []
             for _ in range(args.runs):
                 d, d_text = direct(wav)
@@ -117,6 +158,7 @@ def main() -> int:
                 "service_s": [round(t, 2) for t in s_times],
                 "G1_ratio_service_over_direct": round(ratio, 3),
                 "same_words": d_text.split() == s_text.split(),
+                "G5_status_latency_while_transcribing": g5,
             },
             indent=2,
         )
