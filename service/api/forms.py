@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from service.api.schemas import M, parse
 from service.errors import InvalidRequest, PayloadTooLarge
 from service.settings import Settings
 from service.uploads import CHUNK, StoredUpload, UploadDir
@@ -56,6 +57,18 @@ def check_declared_length(request: web.Request, settings: Settings) -> None:
             f"{settings.max_upload_bytes} bytes",
             param="file",
         )
+
+
+async def read_json(request: web.Request, model: type[M], shape: str) -> M:
+    """A JSON object body validated by ``model``; ``shape`` shows the client what
+    to send when the body is not JSON or not an object."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise InvalidRequest(f"send a JSON object: {shape}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest(f"send a JSON object: {shape}")
+    return parse(model, body)
 
 
 async def read_form(request: web.Request, uploads: UploadDir, settings: Settings) -> Form:

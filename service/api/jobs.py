@@ -7,7 +7,7 @@ import contextlib
 
 from aiohttp import web
 
-from service.api.forms import read_form
+from service.api.forms import read_form, read_json
 from service.api.job_events import follow
 from service.api.schemas import JobForm, JobList, JobUrl, job_out, parse
 from service.crashpoints import crash_point
@@ -38,7 +38,8 @@ def _submission(request: web.Request, fields: JobForm) -> Submission:
     )
 
 
-async def _admit(request: web.Request, upload: StoredUpload, sub: Submission) -> tuple[Job, bool]:
+async def admit(request: web.Request, upload: StoredUpload, sub: Submission) -> tuple[Job, bool]:
+    """Queue the job and wake the worker; every submitting route goes through here."""
     job, created = await request.app[INTAKE].admit(upload, sub)
     if created:
         request.app[WORKER].wake()
@@ -51,18 +52,12 @@ async def submit(request: web.Request) -> tuple[Job, bool]:
     form = await read_form(request, app[UPLOADS], app[SETTINGS])
     with form.required_upload() as upload:
         sub = _submission(request, parse(JobForm, form.first()))
-    return await _admit(request, upload, sub)
+    return await admit(request, upload, sub)
 
 
 async def submit_url(request: web.Request) -> tuple[Job, bool]:
     """``{"url": ..., options...}``: Sona fetches the audio itself (A1, E3 rules)."""
-    try:
-        body = await request.json()
-    except ValueError:
-        raise InvalidRequest('send JSON: {"url": "https://...", ...options}') from None
-    if not isinstance(body, dict):
-        raise InvalidRequest('send a JSON object: {"url": "https://...", ...options}')
-    fields = parse(JobUrl, body)
+    fields = await read_json(request, JobUrl, '{"url": "https://...", ...options}')
     sub = _submission(request, fields)
     settings = request.app[SETTINGS]
     upload = await fetch(
@@ -72,7 +67,7 @@ async def submit_url(request: web.Request) -> tuple[Job, bool]:
         max_bytes=settings.max_upload_bytes,
         timeout_s=settings.upload_idle_timeout_s,
     )
-    return await _admit(request, upload, sub)
+    return await admit(request, upload, sub)
 
 
 @routes.post("/v1/jobs")

@@ -6,7 +6,8 @@ from typing import Any
 
 from aiohttp import web
 
-from service.api.schemas import ModelLoad, parse
+from service.api.forms import read_json
+from service.api.schemas import ModelLoad
 from service.engine.registry import ModelEntry
 from service.errors import InvalidRequest
 from service.keys import MODELS
@@ -34,13 +35,7 @@ async def list_models(request: web.Request) -> web.Response:
 
 @routes.post("/v1/models/load")
 async def load_model(request: web.Request) -> web.Response:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise InvalidRequest('send JSON: {"model": NAME} or {"path": DIR}') from None
-    if not isinstance(body, dict):
-        raise InvalidRequest('send JSON: {"model": NAME} or {"path": DIR}')
-    req = parse(ModelLoad, body)
+    req = await read_json(request, ModelLoad, '{"model": NAME} or {"path": DIR}')
     name = req.path or req.model
     if not name:
         raise InvalidRequest('give "model" (a name) or "path" (a directory)', param="model")

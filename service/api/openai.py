@@ -22,14 +22,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.api.errors import error_body, status_for
 from service.api.forms import read_form
 from service.api.job_events import JobUpdate, follow, progress_out, segment_out
-from service.api.jobs import cancel
+from service.api.jobs import admit, cancel
 from service.api.schemas import parse
 from service.errors import Busy, InvalidRequest, SonaError, from_code
 from service.events import TERMINAL
 from service.formats import render
 from service.intake import SYNC_PRIORITY, Submission
 from service.jobs import Job, Status, TranscribeOptions
-from service.keys import EVENTS, INTAKE, SETTINGS, STORE, UPLOADS, WORKER
+from service.keys import EVENTS, SETTINGS, STORE, UPLOADS
 
 routes = web.RouteTableDef()
 
@@ -103,8 +103,7 @@ async def _handle(
             fields["timestamp_granularities[]"] = grans
         req = parse(OpenAIForm, fields)
     sub = Submission(options=req.options(task), priority=SYNC_PRIORITY)
-    job, _ = await app[INTAKE].admit(upload, sub)
-    app[WORKER].wake()
+    job, _ = await admit(request, upload, sub)
     updates = follow(app[STORE], app[EVENTS], job.id, poll_s=POLL_S)
     try:
         async with aclosing(updates), aclosing(_claimed(request, updates)) as claimed:
