@@ -25,6 +25,7 @@ class JobEvent:
 class EventHub:
     def __init__(self) -> None:
         self._subs: dict[str, set[asyncio.Queue[JobEvent]]] = defaultdict(set)
+        self._all: set[asyncio.Queue[JobEvent]] = set()
 
     @contextmanager
     def subscribe(self, job_id: str) -> Iterator[asyncio.Queue[JobEvent]]:
@@ -37,7 +38,18 @@ class EventHub:
             if not self._subs[job_id]:
                 del self._subs[job_id]
 
+    @contextmanager
+    def subscribe_all(self) -> Iterator[asyncio.Queue[JobEvent]]:
+        """Every job's events, for views of the whole queue (the dashboard feed).
+        Subscribers drain their queue on each wake-up, so it stays short."""
+        queue: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self._all.add(queue)
+        try:
+            yield queue
+        finally:
+            self._all.discard(queue)
+
     def publish(self, job_id: str, type_: str, data: dict[str, Any]) -> None:
         event = JobEvent(job_id, type_, data)
-        for queue in self._subs.get(job_id, ()):
+        for queue in (*self._subs.get(job_id, ()), *self._all):
             queue.put_nowait(event)

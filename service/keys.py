@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from service.engine.registry import ModelRegistry
@@ -20,3 +22,5 @@ EVENTS = web.AppKey("events", EventHub)
 UPLOADS = web.AppKey("uploads", UploadDir)
 INTAKE = web.AppKey("intake", Intake)
 WORKER = web.AppKey("worker", Worker)
+# Set on shutdown: the never-ending all-jobs feeds (api/feed.py) end at once.
+FEEDS_STOP = web.AppKey("feeds_stop", asyncio.Event)

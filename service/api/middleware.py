@@ -13,8 +13,19 @@ from service.errors import Forbidden, Unauthorized
 from service.keys import API_KEYS, SETTINGS
 
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]", "localhost."}
-# Probes and the API description hold no data; a browser cannot send a key for them.
-OPEN_PATHS = {"/health", "/ready", "/openapi.json", "/docs", "/docs/docs.js", "/docs/docs.css"}
+# Probes, the API description and the dashboard's page hold no data; a browser
+# cannot send a key for them (the dashboard asks for one and sends it itself).
+OPEN_PATHS = {
+    "/health",
+    "/ready",
+    "/openapi.json",
+    "/docs",
+    "/docs/docs.js",
+    "/docs/docs.css",
+    "/",
+    "/dashboard/dashboard.js",
+    "/dashboard/dashboard.css",
+}
 
 
 @web.middleware

@@ -123,10 +123,27 @@ class VerboseTranscriptionOut(BaseModel):
     words: list[WordOut] | None = None
 
 
+class FeedStateOut(BaseModel):
+    """The data of a ``state`` event of ``GET /v1/events``."""
+
+    models: list[ModelOut]
+    queue_size: int
+    processing: int
+    worker_running: bool
+
+
+class FeedSnapshotOut(BaseModel):
+    """The data of a ``snapshot`` event of ``GET /v1/events``."""
+
+    jobs: list[JobOut]
+    state: FeedStateOut
+    last_event_id: str | None
+
+
 SCHEMA_MODELS: tuple[type[BaseModel], ...] = (
     JobForm, JobUrl, JobOut, JobList, ErrorBody, ModelLoad, OpenAIForm, HealthOut, ReadyOut,
     ModelOut, ModelListOut, ModelDeletedOut, ModelsDeletedOut, SeedJobOut, SeedStatusOut,
-    TranscriptionOut, VerboseTranscriptionOut,
+    TranscriptionOut, VerboseTranscriptionOut, FeedStateOut, FeedSnapshotOut,
 )  # fmt: skip
 FORMS = {"JobForm", "OpenAIForm"}  # multipart: the schema gains the file part
 
@@ -161,6 +178,7 @@ def json_of(name: str) -> dict[str, Any]:
 
 TEXT = {"text/plain": {"schema": {"type": "string"}}}
 SSE = {"text/event-stream": {"schema": {"type": "string"}}}
+AUDIO = {"audio/*": {"schema": {"type": "string", "format": "binary"}}}
 
 
 @dataclass(frozen=True)
@@ -212,6 +230,14 @@ EVENTS_DOC = (
     "`cancelled` with the job, and the stream ends. Send `Last-Event-ID: N` to resume "
     "after segment N; `: ping` comments keep idle connections open."
 )
+FEED_DOC = (
+    "Server-Sent Events for the whole queue (I2; the dashboard's feed): `snapshot` "
+    "(FeedSnapshotOut: the newest 50 jobs and every queued or processing one, and the "
+    "state) first on every connection, then `job` (a job object, when one in view is "
+    "new or changed), `removed` ({id}, deleted by retention) and `state` (FeedStateOut, "
+    "when it changes). Frames carry ids; a client reconnecting with `Last-Event-ID` gets "
+    "a fresh snapshot (the id echoed as last_event_id), so it misses nothing."
+)
 FMT = {"type": "string", "enum": ["text", "json", "verbose_json", "srt", "vtt", "tsv", "jsonl"]}
 STATUS_Q = {"type": "string", "enum": ["queued", "processing", "completed", "failed", "cancelled"]}
 
@@ -239,6 +265,13 @@ OPERATIONS: tuple[Op, ...] = (
        {200: SSE}, (400, 404), description=EVENTS_DOC,
        headers=(("Last-Event-ID", {"type": "integer", "minimum": 0},
                  "resume after this segment id"),)),
+    Op("GET", "/v1/events", "jobs", "Follow every job (Server-Sent Events)", {200: SSE},
+       description=FEED_DOC, headers=(("Last-Event-ID", {"type": "string"},
+                                       "any id this stream sent: answered with a snapshot"),)),
+    Op("GET", "/v1/jobs/{job_id}/audio", "jobs", "The retained upload, for playback",
+       {200: AUDIO, 206: AUDIO}, (400, 404),
+       headers=(("Range", {"type": "string"}, "bytes=START-END: answered 206"),),
+       description="The file as uploaded, while retention keeps it (404 after)."),
     Op("POST", "/v1/audio/transcriptions", "openai", "Transcribe (OpenAI-compatible)",
        OPENAI_RESPONSES, (400, 404, 408, 409, 413, 415, 422, 429, 500, 503, 507),
        body=multipart("OpenAIForm"), description=OPENAI_DOC),
@@ -261,6 +294,10 @@ OPERATIONS: tuple[Op, ...] = (
     Op("GET", "/openapi.json", "meta", "This document", {200: {"application/json": {}}}),
     Op("GET", "/docs", "meta", "Interactive API page", {200: {"text/html": {}}}),
     Op("GET", "/docs/{asset}", "meta", "Assets of the API page",
+       {200: {"text/javascript": {}, "text/css": {}}}, (404,)),
+    Op("GET", "/", "meta", "The dashboard page (asks for an API key when keys are on)",
+       {200: {"text/html": {}}}),
+    Op("GET", "/dashboard/{asset}", "meta", "Assets of the dashboard page",
        {200: {"text/javascript": {}, "text/css": {}}}, (404,)),
 )  # fmt: skip
 

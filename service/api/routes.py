@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.api import job_events, jobs, models, openai, openapi, ops, seed
+from service.api import dashboard, feed, job_events, jobs, models, openai, openapi, ops, seed
 
 
 def setup(app: web.Application) -> None:
@@ -16,5 +16,8 @@ def setup(app: web.Application) -> None:
         models.routes,
         openai.routes,
         openapi.routes,
+        feed.routes,
+        dashboard.routes,
     ):
         app.add_routes(table)
+    feed.setup(app)

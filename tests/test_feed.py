@@ -1,0 +1,191 @@
+"""The all-jobs feed (``GET /v1/events``, api/feed.py) and the dashboard's plain
+HTTP side (api/dashboard.py): page, assets, retained audio with Range.
+
+The worker is stopped and the tests change jobs through the store, as a worker
+in another process would (publishing nothing here): the feed must still see it."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from jsonschema import Draft202012Validator
+from pydantic import SecretStr
+
+from service.app import create_app
+from service.jobs import Segment, Status
+from service.keys import STORE, WORKER
+from tests.helpers import submit
+from tests.test_job_events import Event, claim, sse
+
+STEP_S = 10  # generous: the store is polled every second
+
+
+async def idle_app(
+    aiohttp_client: Any, make_settings: Any, **overrides: Any
+) -> TestClient[web.Request, web.Application]:
+    client = await aiohttp_client(create_app(make_settings(model=None, **overrides)))
+    await client.app[WORKER].drain(0)
+    return client
+
+
+async def next_event(events: AsyncIterator[Event], skip: tuple[str, ...] = ()) -> Event:
+    async with asyncio.timeout(STEP_S):
+        while True:
+            event = await anext(events)
+            if event.event not in skip:
+                return event
+
+
+def conforms(spec: dict[str, Any], schema: str, body: Any) -> None:
+    root = {"$ref": f"#/components/schemas/{schema}", "components": spec["components"]}
+    Draft202012Validator(root).validate(body)
+
+
+async def test_feed_snapshot_then_changes_made_by_another_process(
+    aiohttp_client: Any, make_settings: Any, fox_wav: Path
+) -> None:
+    client = await idle_app(aiohttp_client, make_settings)
+    spec = await (await client.get("/openapi.json")).json()
+    old = await submit(client, fox_wav)
+    resp = await client.get("/v1/events")
+    assert resp.status == 200 and resp.content_type == "text/event-stream"
+    assert (await resp.content.readline()) == b"retry: 2000\n"
+    events = sse(resp)
+    snap = await next_event(events)
+    assert snap.event == "snapshot" and snap.id is not None
+    conforms(spec, "FeedSnapshotOut", snap.data)
+    assert [j["id"] for j in snap.data["jobs"]] == [old["id"]]
+    assert snap.data["state"]["queue_size"] == 1 and snap.data["last_event_id"] is None
+    assert snap.data["state"]["worker_running"] is False
+
+    # A new job appears, and the queue depth follows.
+    new = await submit(client, fox_wav)
+    got = await next_event(events)
+    assert (got.event, got.data["id"], got.data["status"]) == ("job", new["id"], "queued")
+    conforms(spec, "JobOut", got.data)
+    state = await next_event(events)
+    assert state.event == "state" and state.data["queue_size"] == 2
+    conforms(spec, "FeedStateOut", state.data)
+
+    # Progress written straight into the store (no hub event) still arrives.
+    store = client.app[STORE]
+    c = await claim(store)
+    assert c.job.id == old["id"]
+    await store.set_info(c, duration=8.0, language="en")
+    await store.add_segments(c, [Segment(0, 0.0, 2.0, " The quick brown fox")], 4.0)
+    seen = await next_event(events, skip=("state",))
+    while seen.data["processed_seconds"] < 4.0:
+        seen = await next_event(events, skip=("state",))
+    assert seen.event == "job" and seen.data["status"] == "processing"
+    assert seen.data["progress"] == 0.5 and "quick brown fox" in seen.data["text"]
+    await store.finish(c, Status.COMPLETED)
+    done = await next_event(events, skip=("state",))
+    assert (done.data["id"], done.data["status"]) == (old["id"], "completed")
+    ids = [int(e.id or 0) for e in (snap, got, state, seen, done)]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+    # Retention deletes a job: the feed says so.
+    await store.delete(old["id"])
+    removed = await next_event(events, skip=("state",))
+    assert (removed.event, removed.data) == ("removed", {"id": old["id"]})
+    resp.close()
+
+
+async def test_reconnect_with_last_event_id_gets_a_fresh_snapshot(
+    aiohttp_client: Any, make_settings: Any, fox_wav: Path
+) -> None:
+    client = await idle_app(aiohttp_client, make_settings)
+    first = await client.get("/v1/events")
+    snap = await next_event(sse(first))
+    first.close()
+    job = await submit(client, fox_wav)  # while the client was away
+    again = await client.get("/v1/events", headers={"Last-Event-ID": snap.id or ""})
+    resumed = await next_event(sse(again))
+    again.close()
+    assert resumed.event == "snapshot" and resumed.data["last_event_id"] == snap.id
+    assert [j["id"] for j in resumed.data["jobs"]] == [job["id"]]
+    assert int(resumed.id or 0) > int(snap.id or 0)
+
+
+async def test_feed_shows_every_active_job_beyond_the_newest(
+    aiohttp_client: Any, make_settings: Any, fox_wav: Path
+) -> None:
+    from service.api import feed
+
+    client = await idle_app(aiohttp_client, make_settings)
+    jobs = [await submit(client, fox_wav) for _ in range(4)]
+    for job in jobs[1:]:
+        await client.delete(f"/v1/jobs/{job['id']}")
+    in_view = await feed.jobs_in_view(client.app[STORE], window=2)
+    # The two newest (cancelled) and the oldest, still queued.
+    assert [j.id for j in in_view] == [jobs[3]["id"], jobs[2]["id"], jobs[0]["id"]]
+
+
+async def test_dashboard_page_and_assets_are_packaged_and_open(
+    aiohttp_client: Any, make_settings: Any
+) -> None:
+    client = await idle_app(aiohttp_client, make_settings, api_keys=[SecretStr("k")])
+    page = await client.get("/")
+    assert page.status == 200 and page.content_type == "text/html"
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    html = await page.text()
+    links = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert not [x for x in links if re.match(r"^([a-z]+:)?//", x)], links
+    assert {"dashboard/dashboard.js", "dashboard/dashboard.css"} <= set(links)
+    for name, ctype in (("dashboard.js", "text/javascript"), ("dashboard.css", "text/css")):
+        resp = await client.get(f"/dashboard/{name}")
+        assert resp.status == 200 and resp.content_type == ctype
+        assert not re.search(r"https?://", await resp.text()), f"{name} reaches out"
+    auth = {"Authorization": "Bearer k"}
+    for path in ("/dashboard/secret.txt", "/dashboard/..%2Fapp.py"):
+        assert (await client.get(path)).status == 401  # only the named assets are open
+        assert (await client.get(path, headers=auth)).status == 404
+    # The data is not open: the page asks for the key and sends it.
+    assert (await client.get("/v1/events")).status == 401
+    feed = await client.get("/v1/events", headers=auth)
+    assert feed.status == 200
+    feed.close()
+    # The loopback Host check covers the page too.
+    evil = await client.get("/", headers={"Host": "evil.example"})
+    assert evil.status == 403
+
+
+async def test_audio_of_a_job_plays_with_range_while_retained(
+    aiohttp_client: Any, make_settings: Any, fox_wav: Path
+) -> None:
+    client = await idle_app(aiohttp_client, make_settings)
+    job = await submit(client, fox_wav)
+    whole = await client.get(f"/v1/jobs/{job['id']}/audio")
+    body = await whole.read()
+    assert whole.status == 200 and whole.content_type == "audio/wav"
+    assert body == await asyncio.to_thread(fox_wav.read_bytes)
+    part = await client.get(f"/v1/jobs/{job['id']}/audio", headers={"Range": "bytes=100-199"})
+    assert part.status == 206 and await part.read() == body[100:200]
+    assert part.headers["Content-Range"] == f"bytes 100-199/{len(body)}"
+    assert (await client.get("/v1/jobs/nope/audio")).status == 404
+    stored = (await client.app[STORE].get(job["id"])).file_path
+    await asyncio.to_thread(Path(stored).unlink)
+    gone = await client.get(f"/v1/jobs/{job['id']}/audio")
+    assert gone.status == 404 and "no longer retained" in (await gone.json())["error"]["message"]
+
+
+async def test_feed_ends_cleanly_when_the_daemon_shuts_down(
+    aiohttp_client: Any, make_settings: Any
+) -> None:
+    """The feed never ends by itself; at shutdown it must, or the daemon's exit
+    would wait for aiohttp's shutdown timeout and then cut it."""
+    client = await idle_app(aiohttp_client, make_settings)
+    resp = await client.get("/v1/events")
+    events = sse(resp)
+    assert (await next_event(events)).event == "snapshot"
+    closing = asyncio.create_task(client.server.close())
+    async with asyncio.timeout(5):
+        rest = [e async for e in events]  # a cut stream would raise here
+        await closing
+    assert all(e.event in ("job", "state") for e in rest), rest
