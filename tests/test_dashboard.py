@@ -1,0 +1,358 @@
+"""The dashboard at ``/`` (I2), driven in a real headless Chromium through
+Playwright against a real ``sona serve`` subprocess (tiny.en, audio from
+tests/audio): upload, live progress, transcript with playback, downloads,
+cancel, models, the API-key prompt, a daemon restart, a narrow screen.
+
+Screenshots go to the test's tmp_path and, when ``SONA_TEST_ARTIFACTS`` is set,
+to ``$SONA_TEST_ARTIFACTS/dashboard/``. Debian's ``chromium`` is used
+(Playwright's own browser download does not work everywhere); the tests skip
+only when /usr/bin/chromium is absent."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.audio_factory import concat_wav
+from tests.conftest import AUDIO, Daemon
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium); "
+    "it could not be installed here",
+)
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+JOB_S = 180_000  # ms; a long file on two shared cores
+STEP = 20_000  # ms; anything the feed should show within a few poll intervals
+
+EXTENSIONS = {"text": "txt", "json": "json", "verbose_json": "verbose.json", "srt": "srt",
+              "vtt": "vtt", "tsv": "tsv", "jsonl": "jsonl"}  # fmt: skip
+Page = Any  # playwright.sync_api.Page; imported lazily so a skip needs no playwright
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def open_page(browser: Any) -> Iterator[Callable[..., Page]]:
+    """Pages that fail the test on an uncaught script error."""
+    contexts: list[Any] = []
+    errors: list[str] = []
+
+    def open_(url: str, *, width: int = 1280, height: int = 900) -> Page:
+        context = browser.new_context(
+            viewport={"width": width, "height": height}, accept_downloads=True
+        )
+        contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(url)
+        return page
+
+    yield open_
+    for context in contexts:
+        context.close()
+    assert errors == [], f"script errors in the page: {errors}"
+
+
+@pytest.fixture
+def shot(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[..., Path]:
+    """Save a screenshot as a test artifact."""
+    artifacts = os.environ.get("SONA_TEST_ARTIFACTS")
+
+    def take(page: Page, name: str, *, full_page: bool = True) -> Path:
+        path = tmp_path / "screenshots" / f"{request.node.name}-{name}.png"
+        path.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(path), full_page=full_page)
+        if artifacts:
+            dest = Path(artifacts) / "dashboard"
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, dest / path.name)
+        return path
+
+    return take
+
+
+@pytest.fixture(scope="module")
+def longer_wav(tmp_path_factory: pytest.TempPathFactory, manifest: dict[str, Any]) -> Path:
+    """About 260 s of speech: still running when the test gets to click Cancel."""
+    out = tmp_path_factory.mktemp("longer") / "longer.wav"
+    sentences = [AUDIO / name for name in manifest if name != "stereo.wav"]
+    return concat_wav(sentences, out, gap_s=1.0, repeat=8)
+
+
+def api(daemon: Daemon, path: str, *, key: str | None = None) -> Any:
+    req = urllib.request.Request(daemon.url + path)
+    if key:
+        req.add_header("Authorization", f"Bearer {key}")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        body = resp.read()
+    return json.loads(body) if body[:1] in (b"{", b"[") else body.decode()
+
+
+def card(page: Page, job_id: str) -> Any:
+    return page.locator(f'.job[data-id="{job_id}"]')
+
+
+def wait_live(page: Page, connects: int = 1) -> None:
+    page.wait_for_selector('#conn[data-state="live"]', timeout=STEP)
+    page.wait_for_function(
+        "n => Number(document.body.dataset.connects) >= n", arg=connects, timeout=STEP
+    )
+
+
+def upload(page: Page, *files: Path) -> list[str]:
+    """Upload through the form; the new jobs' ids, in file order."""
+    before = set(page.locator(".job").evaluate_all("cs => cs.map(c => c.dataset.id)"))
+    page.set_input_files("#files", [str(f) for f in files])
+    page.click("#upload-button")
+    page.wait_for_function(
+        "n => document.querySelectorAll('.job').length >= n",
+        arg=len(before) + len(files),
+        timeout=STEP,
+    )
+    ids = page.locator(".job").evaluate_all("cs => cs.map(c => c.dataset.id)")
+    new = [i for i in reversed(ids) if i not in before]  # newest first on the page
+    assert len(new) == len(files)
+    return new
+
+
+def no_horizontal_scroll(page: Page) -> None:
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= page.viewport_size["width"], f"page is {width}px wide"
+
+
+RECORD_BARS = """() => {
+  window.barLog = [];
+  new MutationObserver((records) => {
+    for (const r of records) {
+      const job = r.target.closest('.job');
+      if (!job || !r.target.matches('progress.bar')) continue;
+      window.barLog.push({id: job.dataset.id, value: Number(r.target.value),
+        status: job.dataset.status, text: job.querySelector('.text').textContent});
+    }
+  }).observe(document.getElementById('jobs'),
+             {subtree: true, attributes: true, attributeFilter: ['value']});
+}"""
+
+
+def test_upload_watch_progress_read_play_and_download(
+    daemon_factory: Any,
+    open_page: Callable[..., Page],
+    shot: Callable[..., Path],
+    long_wav: Path,
+    fox_wav: Path,
+    manifest: dict[str, Any],
+) -> None:
+    d = daemon_factory("--model", "tiny.en")
+    page = open_page(d.url + "/")
+    wait_live(page)
+    assert page.locator('#models .model[data-id="tiny.en"]').count() == 1
+    assert page.inner_text("#worker") == "running"
+    page.evaluate(RECORD_BARS)
+    media: list[tuple[str, int]] = []
+    page.on("response", lambda r: media.append((r.url, r.status)) if "/audio" in r.url else None)
+
+    page.check("#opt-words")
+    talk_id, fox_id = upload(page, long_wav, fox_wav)
+    page.wait_for_selector(f'.job[data-id="{talk_id}"][data-status="processing"]', timeout=STEP)
+    shot(page, "processing")
+    page.wait_for_selector(f'.job[data-id="{talk_id}"][data-status="completed"]', timeout=JOB_S)
+    page.wait_for_selector(f'.job[data-id="{fox_id}"][data-status="completed"]', timeout=JOB_S)
+
+    # The bar moved: values strictly between 0 and 1 while processing, with the
+    # partial text showing, never going back, ending full.
+    log = [e for e in page.evaluate("() => window.barLog") if e["id"] == talk_id]
+    values = [e["value"] for e in log]
+    mid = [e for e in log if 0 < e["value"] < 1 and e["status"] == "processing"]
+    assert len({e["value"] for e in mid}) >= 2, log
+    assert any(e["text"] for e in mid), "no partial text while processing"
+    assert values == sorted(values) and values[-1] == 1.0, values
+    talk_card = card(page, talk_id)
+    assert talk_card.locator(".pct").inner_text() == "100%"
+    assert "RTF " in talk_card.locator(".meta").inner_text()
+    assert talk_card.locator(".cancel").is_hidden()
+    shot(page, "completed")
+
+    # The options went through: word timestamps were asked for.
+    verbose = api(d, f"/v1/jobs/{fox_id}/transcript?format=verbose_json")
+    assert verbose["words"], "word_timestamps was not sent"
+
+    # The transcript, with timestamps.
+    card(page, fox_id).locator(".open").click()
+    page.wait_for_selector("#t-segments .segment", timeout=STEP)
+    text = page.inner_text("#t-segments").lower()
+    for word in manifest["fox.wav"]["keywords"]:
+        assert word in text, text
+    assert "0:00.0 →" in page.inner_text("#t-segments .segment .time >> nth=0")
+
+    # Every format downloads, named after the upload.
+    for fmt, ext in EXTENSIONS.items():
+        with page.expect_download(timeout=STEP) as info:
+            page.click(f'#t-downloads [data-format="{fmt}"]')
+        download = info.value
+        assert download.suggested_filename == f"fox.{ext}"
+        body = Path(download.path()).read_text()
+        assert "fox" in body.lower(), (fmt, body[:200])
+        if fmt == "srt":
+            assert "00:00:00,000 -->" in body
+        if fmt == "vtt":
+            assert body.startswith("WEBVTT")
+    page.click("#t-close")
+
+    # Click a segment of the long job: the player jumps there and plays it.
+    talk_card.locator(".open").click()
+    segments = page.locator("#t-segments .segment")
+    segments.nth(2).wait_for(timeout=STEP)
+    assert segments.count() >= 5
+    start = float(segments.nth(2).get_attribute("data-start") or "0")
+    assert start > 0
+    shot(page, "transcript", full_page=False)
+    page.wait_for_function("() => document.getElementById('t-audio').readyState >= 1", timeout=STEP)
+    segments.nth(2).click()
+    page.wait_for_function(
+        "s => { const a = document.getElementById('t-audio');"
+        " return a.currentTime > s + 0.2 || document.querySelector('.segment.playing'); }",
+        arg=start,
+        timeout=STEP,
+    )
+    assert page.evaluate("() => document.getElementById('t-audio').currentTime") >= start
+    assert any(status == 206 for _, status in media), f"no ranged audio response: {media}"
+    page.click("#t-close")
+
+    # Models: unload, then load again, from the page.
+    page.click('#models .model[data-id="tiny.en"] button')
+    page.wait_for_selector('#models .model[data-id="tiny.en"]', state="detached", timeout=STEP)
+    assert api(d, "/v1/models")["data"] == []
+    page.fill("#load-name", "tiny.en")
+    page.click("#load-button")
+    page.wait_for_selector('#models .model[data-id="tiny.en"]', timeout=STEP * 3)
+    assert "Loaded tiny.en" in page.inner_text("#models-msg")
+    assert [m["id"] for m in api(d, "/v1/models")["data"]] == ["tiny.en"]
+
+    # A narrow screen: nothing sticks out sideways; the transcript still opens.
+    page.set_viewport_size({"width": 390, "height": 844})
+    no_horizontal_scroll(page)
+    shot(page, "narrow")
+    card(page, fox_id).locator(".open").click()
+    page.wait_for_selector("#t-segments .segment", timeout=STEP)
+    no_horizontal_scroll(page)
+    shot(page, "narrow-transcript", full_page=False)
+
+
+def test_cancel_a_running_and_a_queued_job(
+    daemon_factory: Any,
+    open_page: Callable[..., Page],
+    shot: Callable[..., Path],
+    longer_wav: Path,
+    tmp_path: Path,
+) -> None:
+    d = daemon_factory("--model", "tiny.en")
+    page = open_page(d.url + "/")
+    wait_live(page)
+    second = shutil.copy(longer_wav, tmp_path / "second.wav")
+    running, queued = upload(page, longer_wav, Path(second))
+    page.wait_for_selector(f'.job[data-id="{running}"][data-status="processing"]', timeout=STEP)
+    assert card(page, queued).get_attribute("data-status") == "queued"
+    card(page, running).locator(".cancel").click()
+    page.wait_for_selector(f'.job[data-id="{running}"][data-status="cancelled"]', timeout=STEP)
+    card(page, queued).locator(".cancel").click()
+    page.wait_for_selector(f'.job[data-id="{queued}"][data-status="cancelled"]', timeout=STEP)
+    shot(page, "cancelled")
+    for job_id in (running, queued):
+        assert api(d, f"/v1/jobs/{job_id}")["status"] == "cancelled"
+        assert card(page, job_id).locator(".cancel").is_hidden()
+    assert page.inner_text("#queue-size") == "0"
+
+
+def test_api_key_prompt_kept_in_session_storage(
+    daemon_factory: Any, open_page: Callable[..., Page], shot: Callable[..., Path], fox_wav: Path
+) -> None:
+    key = "dash-board-key"
+    d = daemon_factory("--model", "tiny.en", env={"SONA_API_KEYS": json.dumps([key])})
+    page = open_page(d.url + "/")
+    page.wait_for_selector("#key-dialog[open]", timeout=STEP)
+    assert page.get_attribute("#conn", "data-state") == "locked"
+    assert page.locator(".job").count() == 0
+    shot(page, "key-prompt", full_page=False)
+
+    page.fill("#key-input", "wrong")
+    page.click("#key-save")
+    page.wait_for_selector("#key-dialog[open]", timeout=STEP)
+    assert "refused" in page.inner_text("#key-reason")
+    page.fill("#key-input", key)
+    page.click("#key-save")
+    wait_live(page)
+    assert page.evaluate("() => sessionStorage.getItem('sona.apiKey')") == key
+
+    # The upload, the feed and the audio all carry the key.
+    (fox_id,) = upload(page, fox_wav)
+    page.wait_for_selector(f'.job[data-id="{fox_id}"][data-status="completed"]', timeout=JOB_S)
+    assert api(d, f"/v1/jobs/{fox_id}", key=key)["status"] == "completed"
+    card(page, fox_id).locator(".open").click()
+    page.wait_for_selector("#t-segments .segment", timeout=STEP)
+    page.wait_for_function(
+        "() => document.getElementById('t-audio').src.startsWith('blob:')", timeout=STEP
+    )
+    page.click("#t-close")
+
+    # A reload in the same tab asks nothing: the key is in session storage.
+    page.reload()
+    wait_live(page)
+    assert not page.locator("#key-dialog").is_visible()
+    assert card(page, fox_id).get_attribute("data-status") == "completed"
+
+
+def test_keeps_working_across_a_daemon_restart(
+    daemon_factory: Any,
+    open_page: Callable[..., Page],
+    shot: Callable[..., Path],
+    fox_wav: Path,
+    tmp_path: Path,
+) -> None:
+    first = daemon_factory("--model", "tiny.en")
+    page = open_page(first.url + "/")
+    wait_live(page)
+    (fox_id,) = upload(page, fox_wav)
+    page.wait_for_selector(f'.job[data-id="{fox_id}"][data-status="completed"]', timeout=JOB_S)
+
+    assert first.stop() == 0
+    page.wait_for_selector('#conn[data-state="reconnecting"]', timeout=STEP)
+    assert card(page, fox_id).get_attribute("data-status") == "completed"
+    shot(page, "reconnecting", full_page=False)
+
+    second = daemon_factory(
+        "--port", str(first.port), "--model", "tiny.en", data_dir=first.data_dir
+    )
+    assert second.port == first.port
+    wait_live(page, connects=2)
+    # It reconnected with Last-Event-ID, and the snapshot replaced its state.
+    assert page.evaluate("() => document.body.dataset.resumedFrom") != ""
+    assert card(page, fox_id).get_attribute("data-status") == "completed"
+    (again,) = upload(page, fox_wav)
+    page.wait_for_selector(f'.job[data-id="{again}"][data-status="completed"]', timeout=JOB_S)
+    shot(page, "after-restart")
