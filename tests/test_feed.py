@@ -127,6 +127,32 @@ async def test_feed_shows_every_active_job_beyond_the_newest(
     assert [j.id for j in in_view] == [jobs[3]["id"], jobs[2]["id"], jobs[0]["id"]]
 
 
+async def test_a_job_finishing_beyond_the_window_is_still_reported(
+    aiohttp_client: Any, make_settings: Any, fox_wav: Path
+) -> None:
+    from contextlib import aclosing
+
+    from service.api import feed
+    from service.keys import EVENTS
+
+    client = await idle_app(aiohttp_client, make_settings)
+    old, new = await submit(client, fox_wav), await submit(client, fox_wav)
+
+    async def no_state() -> dict[str, Any]:
+        return {}
+
+    updates = feed.watch(client.app[STORE], client.app[EVENTS], no_state, window=1)
+    async with aclosing(updates), asyncio.timeout(STEP_S):
+        snap = await anext(updates)
+        # The old job is in view only while it is queued (active).
+        assert [j["id"] for j in snap.data["jobs"]] == [new["id"], old["id"]]
+        await client.delete(f"/v1/jobs/{old['id']}")
+        update = await anext(updates)
+        while update.type != "job":
+            update = await anext(updates)
+        assert (update.data["id"], update.data["status"]) == (old["id"], "cancelled")
+
+
 async def test_dashboard_page_and_assets_are_packaged_and_open(
     aiohttp_client: Any, make_settings: Any
 ) -> None:

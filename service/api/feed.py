@@ -12,7 +12,8 @@ Wire format:
 
 * ``snapshot``  ``{"jobs": [job, ...], "state": {...}, "last_event_id"}``: first
   on every connection; it replaces whatever the client held
-* ``job``       a job object, when a job in view is new or changed
+* ``job``       a job object, when a job in view is new or changed (also its
+  last change as it leaves the view: finished beyond the newest, or pushed out)
 * ``removed``   ``{"id"}``, when a job in view was deleted (retention)
 * ``state``     ``{"models", "queue_size", "processing", "worker_running"}``
   when it changes
@@ -91,16 +92,31 @@ async def _wait_wake(inbox: asyncio.Queue[JobEvent], timeout_s: float) -> None:
         inbox.get_nowait()
 
 
-async def _gone_ids(store: JobStore, ids: set[str]) -> list[str]:
-    """Of jobs that left the view, those deleted; the others left only because
-    newer jobs pushed them out (finished jobs never change again)."""
-    gone = []
-    for job_id in sorted(ids):
+async def _departed(store: JobStore, sent: dict[str, dict[str, Any]]) -> list[FeedUpdate]:
+    """Updates for jobs that left the view: ``removed`` for those deleted, and
+    the last change of the others, which left because newer jobs pushed them out
+    or because they finished beyond the window. Finished jobs never change
+    again, so they need no more watching."""
+    updates = []
+    for job_id, before in sent.items():
         try:
-            await store.get(job_id)
+            out = job_out(await store.get(job_id))
         except NotFound:
-            gone.append(job_id)
-    return gone
+            updates.append(FeedUpdate("removed", {"id": job_id}))
+            continue
+        if out != before:
+            updates.append(FeedUpdate("job", out))
+    return updates
+
+
+async def _read(
+    store: JobStore, read_state: StateReader, window: int
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """The job objects in view by id (newest first) and the state."""
+    jobs = await jobs_in_view(store, window)
+    state = await read_state()
+    state["processing"] = sum(job.status == Status.PROCESSING for job in jobs)
+    return {job.id: job_out(job) for job in jobs}, state
 
 
 async def watch(
@@ -110,6 +126,7 @@ async def watch(
     *,
     last_event_id: str | None = None,
     poll_s: float = POLL_S,
+    window: int = WINDOW,
 ) -> AsyncGenerator[FeedUpdate, None]:
     """Follow the whole queue forever: a ``snapshot`` first, then ``job``,
     ``removed`` and ``state`` updates as the store changes, and ``idle`` after
@@ -117,26 +134,23 @@ async def watch(
     every ``poll_s``). Use it inside ``contextlib.aclosing``."""
     # Subscribe before the first read, so no write falls between the two.
     with hub.subscribe_all() as inbox:
-        jobs = await jobs_in_view(store)
-        sent = {job.id: job_out(job) for job in jobs}
-        state = await read_state()
+        sent, state = await _read(store, read_state, window)
         snapshot = {"jobs": list(sent.values()), "state": state, "last_event_id": last_event_id}
         yield FeedUpdate("snapshot", snapshot)
         while True:
             await _wait_wake(inbox, poll_s)
             changed = False
-            jobs = await jobs_in_view(store)
-            current = {job.id: job_out(job) for job in jobs}
-            for job_id in await _gone_ids(store, set(sent) - set(current)):
+            current, new_state = await _read(store, read_state, window)
+            gone = {job_id: out for job_id, out in sent.items() if job_id not in current}
+            for update in await _departed(store, gone):
                 changed = True
-                yield FeedUpdate("removed", {"id": job_id})
+                yield update
             # Oldest first, so a client that appends shows new jobs in order.
             for job_id, out in reversed(current.items()):
                 if sent.get(job_id) != out:
                     changed = True
                     yield FeedUpdate("job", out)
             sent = current
-            new_state = await read_state()
             if new_state != state:
                 changed = True
                 state = new_state
@@ -146,17 +160,13 @@ async def watch(
 
 
 def app_state(app: web.Application) -> StateReader:
-    """The ``state`` object: what this daemon has loaded and is doing."""
+    """What this daemon has loaded and is doing, for the ``state`` object
+    (``watch`` adds the count of processing jobs from its own read)."""
 
     async def read() -> dict[str, Any]:
-        store = app[STORE]
-        processing, _ = await store.list_jobs(
-            status=Status.PROCESSING, limit=ACTIVE_MAX, before=None
-        )
         return {
             "models": [model_out(e) for e in app[MODELS].entries()],
-            "queue_size": await store.queue_size(),
-            "processing": len(processing),
+            "queue_size": await app[STORE].queue_size(),
             "worker_running": app[WORKER].running,
         }
 
