@@ -140,7 +140,9 @@
       const connects = Number(document.body.dataset.connects || 0) + 1;
       document.body.dataset.connects = String(connects);
       document.body.dataset.resumedFrom = data.last_event_id || "";
-      for (const id of [...jobs.keys()]) removeJob(id);
+      // The snapshot replaces what we held (jobs deleted while we were away go).
+      const fresh = new Set(data.jobs.map((job) => job.id));
+      for (const id of [...jobs.keys()]) if (!fresh.has(id)) removeJob(id);
       data.jobs.forEach(upsertJob);
       renderState(data.state);
       setConn("live", "● live");
