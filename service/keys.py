@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from service.engine import EngineHost
 from service.engine.registry import ModelRegistry
 from service.events import EventHub
 from service.intake import Intake
+from service.runtime import Runtime
 from service.settings import Settings
 from service.store import JobStore
 from service.uploads import UploadDir
@@ -20,3 +22,5 @@ EVENTS = web.AppKey("events", EventHub)
 UPLOADS = web.AppKey("uploads", UploadDir)
 INTAKE = web.AppKey("intake", Intake)
 WORKER = web.AppKey("worker", Worker)
+ENGINE = web.AppKey("engine", EngineHost)
+RUNTIME = web.AppKey("runtime", Runtime)

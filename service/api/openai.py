@@ -21,11 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.errors import error_body, status_for
 from service.api.forms import read_form
-from service.api.job_events import JobUpdate, follow, progress_out, segment_out
+from service.api.job_events import progress_out, segment_out
 from service.api.jobs import admit, cancel
 from service.api.schemas import parse
 from service.errors import Busy, InvalidRequest, SonaError, from_code
-from service.events import TERMINAL
+from service.events import TERMINAL, JobUpdate, follow
 from service.formats import render
 from service.intake import SYNC_PRIORITY, Submission
 from service.jobs import Job, Status, TranscribeOptions

@@ -1,0 +1,73 @@
+"""Which chunks form the next batch (A10, C4). Pure: no I/O, no clock.
+
+Every chunk cut from every job in flight waits in one ``Pool``. The next batch
+starts from the most urgent chunk — highest priority, then the oldest job,
+then the job's own order — and takes more chunks in that same order from
+jobs whose options can share a forward pass with it (``batch_key``). A job's
+chunks always leave in their own order, so its segments are stored in order."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+from service.engine import ChunkInfo
+from service.jobs import TranscribeOptions
+
+
+def batch_key(model_id: str, options: TranscribeOptions, language: str) -> Hashable:
+    """Chunks with equal keys may share a batch: one model, one prompt, one
+    tokenizer (task and language), one decoding setup."""
+    return (
+        model_id,
+        options.task,
+        language,
+        options.prompt,
+        options.hotwords,
+        options.word_timestamps,
+        options.beam_size,
+        options.temperature,
+    )
+
+
+@dataclass(frozen=True)
+class Pending:
+    chunk: ChunkInfo
+    key: Hashable
+    priority: int
+    age: float  # the job's creation time: older goes first
+
+    @property
+    def order(self) -> tuple[int, float, str, int]:
+        return (-self.priority, self.age, self.chunk.job_id, self.chunk.no)
+
+
+class Pool:
+    """The chunks waiting for a batch, from every job in flight."""
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[str, int], Pending] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, item: Pending) -> None:
+        self._items[(item.chunk.job_id, item.chunk.no)] = item
+
+    def drop_job(self, job_id: str) -> None:
+        for key in [k for k in self._items if k[0] == job_id]:
+            del self._items[key]
+
+    def top_priority(self) -> int | None:
+        return max((p.priority for p in self._items.values()), default=None)
+
+    def take_batch(self, size: int) -> list[Pending]:
+        """Remove and return the next batch (empty when the pool is)."""
+        ordered = sorted(self._items.values(), key=lambda p: p.order)
+        if not ordered:
+            return []
+        head = ordered[0]
+        batch = [p for p in ordered if p.key == head.key][:size]
+        for p in batch:
+            del self._items[(p.chunk.job_id, p.chunk.no)]
+        return batch

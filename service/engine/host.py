@@ -1,0 +1,196 @@
+"""Runs the engine in a child process (one per device) and talks to it over a
+pipe: the ``EngineHost`` the worker and the model registry use.
+
+A reader thread turns the child's messages into replies (futures) and events
+(``events`` queue) on the event loop. When the child dies — a segfault, the
+OOM killer, our own ``kill()`` — every pending request fails with
+``EngineCrashed``, a ``Crashed`` event tells the worker, and a fresh child is
+started with the same models loaded, so the daemon keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import multiprocessing
+import signal
+import threading
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from service.engine import ChunkInfo, Crashed, EngineConfig, EngineEvent, JobSpec
+from service.engine.child import Close, Load, Open, Reply, Step, Unload, main
+from service.errors import EngineCrashed, from_code
+from service.jobs import Segment
+
+log = structlog.get_logger("sona.engine")
+STOP_GRACE_S = 3.0
+
+
+class ProcessEngineHost:
+    """``EngineHost`` over a ``multiprocessing`` child (spawned, never forked:
+    the daemon has threads and an event loop a fork would copy half-alive)."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.events: asyncio.Queue[EngineEvent] = asyncio.Queue()
+        self._models: dict[str, Path] = {}  # what a restarted child must load again
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._ids = itertools.count()
+        self._proc: BaseProcess | None = None
+        self._conn: Connection | None = None
+        self._generation = 0
+        self._restarts = 0
+        self._killing = False  # the next death is ours, not a crash
+        self._stopped = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reader: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def restarts(self) -> int:
+        return self._restarts
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self._spawn)
+
+    def _spawn(self) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        ours, theirs = ctx.Pipe()
+        proc = ctx.Process(target=main, args=(theirs, self.config), name="sona-engine", daemon=True)
+        proc.start()
+        theirs.close()
+        self._generation += 1
+        self._proc, self._conn = proc, ours
+        self._reader = threading.Thread(
+            target=self._read,
+            args=(ours, proc, self._generation),
+            name="sona-engine-reader",
+            daemon=True,
+        )
+        self._reader.start()
+        for req_model, path in self._models.items():
+            self._post(Load(-1, req_model, path))  # the child runs these before anything else
+        log.info("engine.started", pid=proc.pid, generation=self._generation)
+
+    def _read(self, conn: Connection, proc: BaseProcess, generation: int) -> None:
+        """Reader thread: forward every message, then report the child's death."""
+        assert self._loop is not None
+        while True:
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                break
+            try:
+                self._loop.call_soon_threadsafe(self._on_message, generation, msg)
+            except RuntimeError:  # the loop closed: Sona is exiting
+                break
+        proc.join()
+        conn.close()
+        with contextlib.suppress(RuntimeError):  # the loop closed: Sona is exiting
+            self._loop.call_soon_threadsafe(self._on_exit, generation, proc.exitcode)
+
+    def _on_message(self, generation: int, msg: Any) -> None:
+        if generation != self._generation:
+            return
+        if isinstance(msg, Reply):
+            fut = self._pending.pop(msg.req, None)
+            if fut is None or fut.done():
+                if msg.error:  # a model reload after a restart failed
+                    log.error("engine.reload_failed", code=msg.error[0], message=msg.error[1])
+                return
+            if msg.error:
+                fut.set_exception(from_code(*msg.error))
+            else:
+                fut.set_result(msg.value)
+        else:
+            self.events.put_nowait(msg)
+
+    def _on_exit(self, generation: int, exitcode: int | None) -> None:
+        if generation != self._generation or self._stopped:
+            return
+        reason = _describe(exitcode)
+        deliberate, self._killing = self._killing, False
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(EngineCrashed(f"the engine process died ({reason})"))
+        self._pending.clear()
+        self._restarts += 1
+        (log.info if deliberate else log.error)("engine.exited", reason=reason)
+        self.events.put_nowait(Crashed(reason, deliberate=deliberate))
+        self._spawn()
+
+    def _post(self, msg: object) -> None:
+        assert self._conn is not None
+        with contextlib.suppress(OSError):  # a dying child: _on_exit fails the waiters
+            self._conn.send(msg)
+
+    async def _call(self, make: Any) -> Any:
+        req = next(self._ids)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[req] = fut
+        self._post(make(req))
+        return await fut
+
+    async def load(self, model_id: str, path: Path) -> None:
+        await self._call(lambda req: Load(req, model_id, path))
+        self._models[model_id] = path
+
+    async def unload(self, model_id: str) -> None:
+        self._models.pop(model_id, None)
+        await self._call(lambda req: Unload(req, model_id))
+
+    def open(self, spec: JobSpec) -> None:
+        self._post(Open(spec))
+
+    def close(self, job_id: str) -> None:
+        self._post(Close(job_id))
+
+    async def step(self, model_id: str, items: list[ChunkInfo]) -> list[list[Segment]]:
+        result: list[list[Segment]] = await self._call(lambda req: Step(req, model_id, items))
+        return result
+
+    async def kill(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            self._killing = True
+            self._proc.kill()
+
+    async def stop(self) -> None:
+        self._stopped = True
+        proc = self._proc
+        if proc is None:
+            return
+        self._post(None)
+        await asyncio.to_thread(proc.join, STOP_GRACE_S)
+        if proc.is_alive():
+            proc.kill()
+            await asyncio.to_thread(proc.join)
+        if self._reader is not None:
+            await asyncio.to_thread(self._reader.join)
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(EngineCrashed("the engine was stopped"))
+        log.info("engine.stopped", pid=proc.pid)
+
+
+def _describe(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "unknown"
+    if exitcode < 0:
+        try:
+            return f"signal {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"signal {-exitcode}"
+    return f"exit code {exitcode}"

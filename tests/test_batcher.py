@@ -1,0 +1,64 @@
+"""Which chunks form the next batch: priority, then age, then each job's own
+order, and only options that can share a forward pass (A10, C4)."""
+
+from __future__ import annotations
+
+from service.engine import ChunkInfo
+from service.engine.batcher import Pending, Pool, batch_key
+from service.jobs import TranscribeOptions
+
+
+def pending(job: str, no: int, *, priority: int = 0, age: float = 0.0, **opts: object) -> Pending:
+    options = TranscribeOptions(**opts)  # type: ignore[arg-type]
+    chunk = ChunkInfo(job, no, 0, no * 30.0, no * 30.0 + 30)
+    return Pending(chunk, batch_key("tiny.en", options, "en"), priority, age)
+
+
+def taken(batch: list[Pending]) -> list[tuple[str, int]]:
+    return [(p.chunk.job_id, p.chunk.no) for p in batch]
+
+
+def test_oldest_job_first_in_its_own_order_then_the_next_job() -> None:
+    pool = Pool()
+    for no in (2, 0, 1):
+        pool.add(pending("old", no, age=1.0))
+    pool.add(pending("new", 0, age=2.0))
+    assert taken(pool.take_batch(3)) == [("old", 0), ("old", 1), ("old", 2)]
+    assert taken(pool.take_batch(3)) == [("new", 0)]
+    assert pool.take_batch(3) == [] and len(pool) == 0
+
+
+def test_chunks_of_several_jobs_share_a_batch() -> None:
+    pool = Pool()
+    for job, age in (("a", 1.0), ("b", 2.0), ("c", 3.0)):
+        pool.add(pending(job, 0, age=age))
+    assert taken(pool.take_batch(8)) == [("a", 0), ("b", 0), ("c", 0)]
+
+
+def test_interactive_chunks_go_to_the_front_of_the_next_batch() -> None:
+    pool = Pool()
+    for no in range(10):
+        pool.add(pending("long", no, age=1.0))
+    pool.add(pending("sync", 0, priority=1_000_000, age=9.0))
+    assert taken(pool.take_batch(4)) == [("sync", 0), ("long", 0), ("long", 1), ("long", 2)]
+    assert pool.top_priority() == 0
+
+
+def test_incompatible_options_never_share_a_batch() -> None:
+    pool = Pool()
+    pool.add(pending("plain", 0, age=1.0))
+    pool.add(pending("words", 0, age=2.0, word_timestamps=True))
+    pool.add(pending("prompted", 0, age=3.0, prompt="Sona"))
+    pool.add(pending("plain2", 0, age=4.0))
+    assert taken(pool.take_batch(8)) == [("plain", 0), ("plain2", 0)]
+    assert taken(pool.take_batch(8)) == [("words", 0)]
+    assert taken(pool.take_batch(8)) == [("prompted", 0)]
+
+
+def test_dropping_a_job_removes_only_its_chunks() -> None:
+    pool = Pool()
+    for no in range(3):
+        pool.add(pending("gone", no))
+        pool.add(pending("kept", no, age=1.0))
+    pool.drop_job("gone")
+    assert taken(pool.take_batch(8)) == [("kept", 0), ("kept", 1), ("kept", 2)]
