@@ -312,6 +312,7 @@ class Worker:
             job = await self.store.engine_crashed(flight.claim)
             log.warning("job.engine_crashed", job_id=job.id, status=job.status, crashes=job.crashes)
             self._publish_end(job)
+        self._settle()
         self.wake()
 
     # -- step ----------------------------------------------------------------
@@ -389,6 +390,7 @@ class Worker:
         self.events.publish(flight.job.id, "progress", {"processed_seconds": processed})
         if lease is Lease.LOST:
             self._forget(flight)
+            self._settle()
         elif lease is Lease.CANCEL_REQUESTED:
             await self._end(flight, Status.CANCELLED)
         else:
@@ -412,6 +414,7 @@ class Worker:
             if lease is Lease.LOST:
                 log.warning("job.lease_lost", job_id=flight.job.id)
                 self._forget(flight)
+                self._settle()
             elif lease is Lease.CANCEL_REQUESTED:
                 await self._end(flight, Status.CANCELLED)
 
@@ -443,10 +446,14 @@ class Worker:
         self.models.release(flight.entry)
         if not self.flights:
             self._solo = False
-            self._landed.set()
         self._ended.set()
         self._work.set()
         self.wake()
+
+    def _settle(self) -> None:
+        """After a job's last write: a drain waiting for the worker may go on."""
+        if not self.flights:
+            self._landed.set()
 
     async def _end(
         self, flight: Flight, status: Status, code: str | None = None, message: str | None = None
@@ -454,7 +461,10 @@ class Worker:
         if flight.job.id not in self.flights:
             return  # ended already
         self._forget(flight)
-        await self._finish(flight.claim, status, code, message)
+        try:
+            await self._finish(flight.claim, status, code, message)
+        finally:
+            self._settle()
 
     async def _finish(
         self, claim: Claim, status: Status, code: str | None, message: str | None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from aiohttp import web
 
 from service.keys import ENGINE, MODELS, STORE, WORKER
@@ -35,6 +37,7 @@ async def ready(request: web.Request) -> web.Response:
             "worker_running": running,
             "engine": {"pid": engine.pid, "restarts": engine.restarts},
             "jobs_in_flight": len(app[WORKER].flights),
+            "batches": asdict(app[WORKER].stats),
         },
         status=200 if ok else 503,
     )

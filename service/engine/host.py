@@ -5,7 +5,12 @@ A reader thread turns the child's messages into replies (futures) and events
 (``events`` queue) on the event loop. When the child dies — a segfault, the
 OOM killer, our own ``kill()`` — every pending request fails with
 ``EngineCrashed``, a ``Crashed`` event tells the worker, and a fresh child is
-started with the same models loaded, so the daemon keeps serving."""
+started with the same models loaded, so the daemon keeps serving. A child
+that keeps dying young is restarted with growing pauses; what is sent
+meanwhile waits for it.
+
+The child starts on first use: a daemon that never transcribes never pays
+for one."""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import itertools
 import multiprocessing
 import signal
 import threading
+import time
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -29,6 +35,8 @@ from service.jobs import Segment
 
 log = structlog.get_logger("sona.engine")
 STOP_GRACE_S = 3.0
+YOUNG_S = 10.0  # a child that dies younger than this is restarted after a pause
+MAX_PAUSE_S = 30.0
 
 
 class ProcessEngineHost:
@@ -42,8 +50,11 @@ class ProcessEngineHost:
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count()
         self._proc: BaseProcess | None = None
-        self._conn: Connection | None = None
-        self._generation = 0
+        self._conn: Connection | None = None  # None: no live child (yet, or for now)
+        self._backlog: list[object] = []  # sent while no child was up
+        self._generation = 1  # of the child that runs, or will run next
+        self._started_at = 0.0
+        self._pause_s = 0.0
         self._restarts = 0
         self._killing = False  # the next death is ours, not a crash
         self._stopped = False
@@ -64,16 +75,17 @@ class ProcessEngineHost:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        await asyncio.to_thread(self._spawn)
 
     def _spawn(self) -> None:
+        if self._stopped:
+            return
         ctx = multiprocessing.get_context("spawn")
         ours, theirs = ctx.Pipe()
         proc = ctx.Process(target=main, args=(theirs, self.config), name="sona-engine", daemon=True)
         proc.start()
         theirs.close()
-        self._generation += 1
         self._proc, self._conn = proc, ours
+        self._started_at = time.monotonic()
         self._reader = threading.Thread(
             target=self._read,
             args=(ours, proc, self._generation),
@@ -81,8 +93,10 @@ class ProcessEngineHost:
             daemon=True,
         )
         self._reader.start()
-        for req_model, path in self._models.items():
-            self._post(Load(-1, req_model, path))  # the child runs these before anything else
+        # The child runs these first: later commands find their models loaded.
+        backlog, self._backlog = self._backlog, []
+        for msg in [*(Load(-1, m, p) for m, p in self._models.items()), *backlog]:
+            self._post(msg)
         log.info("engine.started", pid=proc.pid, generation=self._generation)
 
     def _read(self, conn: Connection, proc: BaseProcess, generation: int) -> None:
@@ -123,17 +137,28 @@ class ProcessEngineHost:
             return
         reason = _describe(exitcode)
         deliberate, self._killing = self._killing, False
+        self._generation += 1  # what is opened from now on goes to the next child
+        self._conn = None
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(EngineCrashed(f"the engine process died ({reason})"))
         self._pending.clear()
         self._restarts += 1
-        (log.info if deliberate else log.error)("engine.exited", reason=reason)
+        young = time.monotonic() - self._started_at < YOUNG_S and not deliberate
+        self._pause_s = min(max(0.5, self._pause_s * 2), MAX_PAUSE_S) if young else 0.0
+        (log.info if deliberate else log.error)(
+            "engine.exited", reason=reason, restart_in_s=self._pause_s
+        )
         self.events.put_nowait(Crashed(reason, deliberate=deliberate))
-        self._spawn()
+        assert self._loop is not None
+        self._loop.call_later(self._pause_s, self._spawn)
 
     def _post(self, msg: object) -> None:
-        assert self._conn is not None
+        if self._proc is None:
+            self._spawn()  # first use
+        if self._conn is None:
+            self._backlog.append(msg)  # between two children
+            return
         with contextlib.suppress(OSError):  # a dying child: _on_exit fails the waiters
             self._conn.send(msg)
 
@@ -172,7 +197,9 @@ class ProcessEngineHost:
         proc = self._proc
         if proc is None:
             return
-        self._post(None)
+        if self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._conn.send(None)
         await asyncio.to_thread(proc.join, STOP_GRACE_S)
         if proc.is_alive():
             proc.kill()
