@@ -73,6 +73,9 @@ class TranscribeOptions(BaseModel):
     diarize: Literal["none", "channels"] = "none"
     temperature: float | None = Field(default=None, ge=0.0, le=1.0)
     beam_size: int | None = Field(default=None, ge=1, le=10)
+    # Sequential decoding, each 30 s window conditioned on the text before it
+    # (faster-whisper's default mode): never batched, so slower.
+    condition_on_previous_text: bool = False
 
     @field_validator("language")
     @classmethod

@@ -256,7 +256,10 @@ class Worker:
 
     async def _spec(self, job: Job, entry: ModelEntry) -> JobSpec:
         options = job.options
-        beam = options.beam_size or self.config.beam_size
+        # Sequential decoding keeps faster-whisper's own default beam.
+        beam = options.beam_size or (
+            5 if options.condition_on_previous_text else self.config.beam_size
+        )
         channels = 1
         if options.diarize == "channels":
             channels = 2 if (await asyncio.to_thread(probe, Path(job.file_path)))[1] >= 2 else 1
@@ -288,7 +291,9 @@ class Worker:
                 flight.language = language
                 for chunk in chunks:
                     flight.chunks[chunk.no] = chunk
-                    key = batch_key(flight.spec.model_id, flight.spec.options, language)
+                    key = batch_key(
+                        flight.spec.model_id, flight.spec.options, language, chunk.job_id
+                    )
                     self.pool.add(Pending(chunk, key, flight.job.priority, flight.job.created_at))
                 self._work.set()
             case Prepared(_, duration, total):
@@ -369,11 +374,14 @@ class Worker:
         index = flight.job.segments_done
         segments = []
         for no in nos:
-            for seg in flight.decoded.pop(no):
+            decoded = flight.decoded.pop(no)
+            for seg in decoded:
                 segments.append(replace(seg, index=index))
                 index += 1
             chunk = flight.chunks.pop(no)
-            flight.channel_end[chunk.channel] = chunk.end
+            # A sequential job's "chunk" is one segment, timed only once decoded.
+            ends = [chunk.end, *(s.end for s in decoded)]
+            flight.channel_end[chunk.channel] = max(flight.channel_end[chunk.channel], *ends)
         processed = sum(flight.channel_end[: flight.spec.channels]) / flight.spec.channels
         lease = await self.store.add_chunks(
             flight.claim,

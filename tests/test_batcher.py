@@ -11,7 +11,7 @@ from service.jobs import TranscribeOptions
 def pending(job: str, no: int, *, priority: int = 0, age: float = 0.0, **opts: object) -> Pending:
     options = TranscribeOptions(**opts)  # type: ignore[arg-type]
     chunk = ChunkInfo(job, no, 0, no * 30.0, no * 30.0 + 30)
-    return Pending(chunk, batch_key("tiny.en", options, "en"), priority, age)
+    return Pending(chunk, batch_key("tiny.en", options, "en", job), priority, age)
 
 
 def taken(batch: list[Pending]) -> list[tuple[str, int]]:
@@ -53,6 +53,18 @@ def test_incompatible_options_never_share_a_batch() -> None:
     assert taken(pool.take_batch(8)) == [("plain", 0), ("plain2", 0)]
     assert taken(pool.take_batch(8)) == [("words", 0)]
     assert taken(pool.take_batch(8)) == [("prompted", 0)]
+
+
+def test_a_sequential_job_is_batched_with_nobody() -> None:
+    pool = Pool()
+    pool.add(pending("seq", 0, age=1.0, condition_on_previous_text=True))
+    pool.add(pending("seq2", 0, age=2.0, condition_on_previous_text=True))
+    pool.add(pending("plain", 0, age=3.0))
+    assert [taken(pool.take_batch(8)) for _ in range(3)] == [
+        [("seq", 0)],
+        [("seq2", 0)],
+        [("plain", 0)],
+    ]
 
 
 def test_dropping_a_job_removes_only_its_chunks() -> None:

@@ -182,3 +182,28 @@ async def test_a_killed_engine_is_restarted_with_its_models(
     chunks = chunks_of((await prepared(host, "after"))["after"])
     assert "fox" in full_text(s for segs in await decode(host, chunks) for s in segs).lower()
     assert host.pid != first_pid
+
+
+async def test_sequential_decoding_pulls_one_segment_a_step(
+    host: ProcessEngineHost, manifest: dict[str, Any], tmp_path: Path
+) -> None:
+    """condition_on_previous_text: faster-whisper's sequential decoder, one
+    segment per step, each announced as the job's next "chunk"."""
+    sentences = [AUDIO / n for n in manifest if n != "stereo.wav"]
+    audio = concat_wav(sentences, tmp_path / "seq.wav", gap_s=1.0)
+    host.open(spec("seq", audio, condition_on_previous_text=True))
+    segments: list[Segment] = []
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            event = await host.events.get()
+            if isinstance(event, Prepared):
+                break
+            assert isinstance(event, ChunksReady), event
+            (chunk,) = event.chunks
+            assert chunk.no == len(segments)
+            got = await host.step("tiny.en", [chunk])
+            assert len(got) == 1 and len(got[0]) <= 1
+            segments += got[0]
+    assert event.total == len(segments) + 1  # the last step found the end
+    assert len(segments) >= 2 and "conference" in full_text(segments).lower()
+    assert [s.start for s in segments] == sorted(s.start for s in segments)

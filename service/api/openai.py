@@ -63,6 +63,7 @@ class OpenAIForm(BaseModel):
     vad_filter: bool | None = None
     hotwords: str | None = None
     diarize: Literal["none", "channels"] = "none"
+    condition_on_previous_text: bool = False
 
     def options(self, task: Literal["transcribe", "translate"]) -> TranscribeOptions:
         return TranscribeOptions(
@@ -75,6 +76,7 @@ class OpenAIForm(BaseModel):
             vad_filter=self.vad_filter,
             hotwords=self.hotwords,
             diarize=self.diarize,
+            condition_on_previous_text=self.condition_on_previous_text,
             word_timestamps="word" in self.timestamp_granularities,
         )
 

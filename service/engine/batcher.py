@@ -15,10 +15,12 @@ from service.engine import ChunkInfo
 from service.jobs import TranscribeOptions
 
 
-def batch_key(model_id: str, options: TranscribeOptions, language: str) -> Hashable:
+def batch_key(model_id: str, options: TranscribeOptions, language: str, job_id: str) -> Hashable:
     """Chunks with equal keys may share a batch: one model, one prompt, one
-    tokenizer (task and language), one decoding setup."""
+    tokenizer (task and language), one decoding setup. A job decoded
+    sequentially shares with nobody."""
     return (
+        job_id if options.condition_on_previous_text else None,
         model_id,
         options.task,
         language,

@@ -14,12 +14,16 @@ Messages out (replies and events) go through one lock-guarded pipe."""
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from service.audio import decode_blocks
 from service.crashpoints import crash_point
@@ -82,6 +86,9 @@ class _Job:
         self.spec = spec
         self.language: str | None = None
         self.cut = 0  # chunks cut so far, skipped ones included
+        self.duration = 0.0
+        # Sequential decoding: the generator a "chunk" (one segment) is pulled from.
+        self.segments: Iterator[tuple[int, Segment]] | None = None
         self.closed = threading.Event()
         self._ready: dict[int, RawChunk] = {}
         self._cond = threading.Condition()
@@ -163,6 +170,9 @@ class EngineProcess:
     def _step(self, step: Step) -> list[list[Segment]]:
         """Segments per item; an item whose job was closed meanwhile gets []."""
         results: list[list[Segment]] = [[] for _ in step.items]
+        first = self.jobs.get(step.items[0].job_id)
+        if first is not None and first.segments is not None:
+            return [self._next_segment(first, step.items[0])]  # batched with nobody
         live = []
         for n, item in enumerate(step.items):
             job = self.jobs.get(item.job_id)
@@ -185,6 +195,9 @@ class EngineProcess:
         spec = job.spec
         crash_point("engine_open", spec.job_id, segfault=True)
         try:
+            if spec.options.condition_on_previous_text:
+                self._open_sequential(job)
+                return
             detect = detect_speech if spec.vad else None
             chunkers = [Chunker(detect, max_s=CHUNK_S) for _ in range(spec.channels)]
             samples = 0
@@ -216,6 +229,46 @@ class EngineProcess:
             job.put(no, chunk, self.config.ahead)
             info = ChunkInfo(spec.job_id, no, channel, chunk.start, chunk.end)
             self.send(ChunksReady(spec.job_id, [info], job.language))
+
+    def _open_sequential(self, job: _Job) -> None:
+        """The whole file goes to faster-whisper's sequential decoder (its memory
+        grows with the file, as faster-whisper's own does); each step pulls one
+        segment, as chunk number ``n`` of the job."""
+        spec = job.spec
+        blocks = list(
+            decode_blocks(spec.path, max_seconds=spec.max_seconds, channels=spec.channels)
+        )
+        rows = np.concatenate(blocks, axis=-1)
+        channels = list(rows) if spec.channels == 2 else [rows]
+        job.duration = channels[0].size / SAMPLE_RATE
+        streams = []
+        for ch, samples in enumerate(channels):
+            language, segments = self.backend.sequential(
+                spec.model_id, spec.options, samples, spec.vad
+            )
+            job.language = job.language or language
+            streams.append((ch, seg) for seg in segments)
+        job.segments = itertools.chain(*streams)
+        for _ in range(spec.skip_chunks):  # stored by an earlier attempt
+            next(job.segments, None)
+        job.cut = spec.skip_chunks
+        self._announce_next(job)
+
+    def _announce_next(self, job: _Job) -> None:
+        info = ChunkInfo(job.spec.job_id, job.cut, 0, 0.0, 0.0)
+        self.send(ChunksReady(job.spec.job_id, [info], job.language or "en"))
+
+    def _next_segment(self, job: _Job, item: ChunkInfo) -> list[Segment]:
+        """One step of a sequential job: its next segment, or the end of it."""
+        got = next(job.segments, None) if job.segments is not None else None
+        if got is None:
+            self.send(Prepared(job.spec.job_id, job.duration, item.no + 1))
+            return []
+        channel, segment = got
+        job.cut = item.no + 1
+        self._announce_next(job)
+        speaker = SPEAKERS[channel] if job.spec.channels == 2 else None
+        return [replace(segment, speaker=speaker)]
 
 
 def main(conn: Connection, config: EngineConfig) -> None:

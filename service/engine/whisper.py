@@ -8,6 +8,7 @@ faster-whisper's own batched forward pass, so a batch gives exactly what
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from service.engine.chunker import SAMPLE_RATE, RawChunk, Spans
 from service.errors import ModelLoadFailed, ModelNotFound
 from service.jobs import Segment, TranscribeOptions, Word
 
+# faster-whisper's fallback schedule, for sequential decoding without a fixed temperature.
+_FALLBACK = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 CHUNK_S = 30.0  # Whisper's window: a chunk never holds more speech than this
 # What BatchedInferencePipeline uses to cut speech into chunks.
 VAD = VadOptions(max_speech_duration_s=CHUNK_S, min_silence_duration_ms=160)
@@ -116,6 +119,26 @@ class WhisperBackend:
             for out, chunk in zip(outputs, chunks, strict=True)
         ]
 
+    def sequential(
+        self, model_id: str, options: TranscribeOptions, audio: np.ndarray, vad: bool
+    ) -> tuple[str, Iterator[Segment]]:
+        """faster-whisper's own sequential decode, each window conditioned on the
+        text before it: (language, segments as the generator yields them)."""
+        model, _ = self._model(model_id)
+        segments, info = model.transcribe(
+            audio,
+            language=options.language,
+            task=options.task,
+            initial_prompt=options.prompt,
+            hotwords=options.hotwords,
+            word_timestamps=options.word_timestamps,
+            vad_filter=vad,
+            beam_size=options.beam_size or 5,
+            temperature=_FALLBACK if options.temperature is None else options.temperature,
+            condition_on_previous_text=True,
+        )
+        return info.language, (_sequential_segment(seg, options) for seg in segments)
+
     def _model(self, model_id: str) -> tuple[WhisperModel, BatchedInferencePipeline]:
         try:
             return self._models[model_id]
@@ -179,4 +202,22 @@ def _segment(raw: dict[str, Any], chunk: RawChunk, n: int, o: TranscribeOptions)
         compression_ratio=raw["compression_ratio"],
         no_speech_prob=raw["no_speech_prob"],
         seek=raw["seek"],
+    )
+
+
+def _sequential_segment(seg: Any, o: TranscribeOptions) -> Segment:
+    return Segment(
+        index=0,
+        start=round(seg.start, 3),
+        end=round(seg.end, 3),
+        text=seg.text,
+        words=[
+            Word(w.word, round(w.start, 3), round(w.end, 3), w.probability) for w in seg.words or []
+        ],
+        tokens=list(seg.tokens),
+        temperature=seg.temperature or 0.0,
+        avg_logprob=seg.avg_logprob,
+        compression_ratio=seg.compression_ratio,
+        no_speech_prob=seg.no_speech_prob,
+        seek=seg.seek,
     )
