@@ -4,6 +4,7 @@ daemons, killed by the env-gated crash points in service/crashpoints.py."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 from pathlib import Path
@@ -123,3 +124,20 @@ def test_daemon_death_mid_job_does_not_count_toward_worker_crashed(
     verbose = httpx.get(f"{d2.url}/v1/jobs/{job['id']}/transcript?format=verbose_json").json()
     ids = [s["id"] for s in verbose["segments"]]
     assert sorted(ids) == list(range(len(ids))), "segments duplicated or missing"
+
+
+def test_engine_killed_mid_job_requeues_it_and_the_daemon_keeps_serving(
+    daemon_factory: Any, long_wav: Path, fox_wav: Path
+) -> None:
+    d = daemon_factory("--model", "tiny.en", env={"SONA_BATCH_SIZE": "1"})
+    job = upload(d, long_wav)
+    wait_for(d, job["id"], lambda j: j["segments_done"] >= 1)
+    engine = httpx.get(f"{d.url}/ready").json()["engine"]["pid"]
+    os.kill(engine, signal.SIGKILL)
+    assert httpx.get(f"{d.url}/health").json()["status"] == "ok"
+    done = wait_for(d, job["id"], finished)
+    assert done["status"] == "completed" and (done["attempts"], done["crashes"]) == (2, 1)
+    ready = httpx.get(f"{d.url}/ready").json()
+    assert ready["engine"]["restarts"] == 1 and ready["engine"]["pid"] != engine
+    later = upload(d, fox_wav)
+    assert wait_for(d, later["id"], finished)["status"] == "completed"

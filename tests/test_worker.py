@@ -5,6 +5,7 @@ failing store (A3, A6, A8, A10, I3)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,12 @@ from service.engine.host import ProcessEngineHost
 from service.engine.registry import ModelRegistry
 from service.events import EventHub
 from service.jobs import NewJob, Status, TranscribeOptions
-from service.keys import WORKER
+from service.keys import ENGINE, WORKER
 from service.store import open_store
 from service.store.sqlite import SqliteStore
 from service.worker import Worker, WorkerConfig
-from tests.helpers import poll, submit, wait_done
+from tests.audio_factory import flac_bomb
+from tests.helpers import audio_form, poll, submit, wait_done
 
 AUDIO = Path(__file__).parent / "audio"
 SHORT = ["fox.wav", "report.wav", "weather.wav", "numbers.wav", "meeting.wav"]
@@ -108,6 +110,36 @@ async def test_stereo_reads_the_same_in_every_format(
     assert srt.index("[left]") < srt.index("[right]")
 
 
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+async def test_lying_header_flac_bombs_leave_memory_where_it_was(
+    aiohttp_client: Any, make_settings: Any, tmp_path: Path
+) -> None:
+    """An hour of silence whose header says 5 s: decoded as a stream and stopped
+    by the sample counter at the limit, so neither process keeps what it read."""
+    client = await start(aiohttp_client, make_settings, max_audio_seconds=600)
+    bomb = flac_bomb(tmp_path / "bomb.flac", 3600, claims_s=5)
+
+    async def explode() -> None:
+        job = await wait_done(client, (await submit(client, bomb))["id"])
+        assert job["status"] == "failed" and job["error"]["code"] == "audio_too_long", job
+
+    await explode()  # warm: models, VAD, allocator pools
+    engine = client.app[ENGINE].pid
+    assert engine is not None
+    before = rss_mb(engine), rss_mb(os.getpid())
+    for _ in range(10):
+        await explode()
+    after = rss_mb(engine), rss_mb(os.getpid())
+    # Each bomb decodes 600 s (38 MB of samples); ten kept would be 380 MB.
+    assert after[0] - before[0] < 40 and after[1] - before[1] < 40, (before, after)
+
+
 class FlakyStore:
     """A real store whose claims fail ``failures`` times, as a full disk would."""
 
@@ -166,3 +198,15 @@ async def test_the_worker_outlives_store_errors_and_resumes(tmp_path: Path, fox_
         await asyncio.gather(task, return_exceptions=True)
         await engine.stop()
         await store.close()
+
+
+async def test_a_timed_out_request_is_a_504_timeout_not_an_engine_error(
+    aiohttp_client: Any, make_settings: Any, long_wav: Path
+) -> None:
+    client = await start(aiohttp_client, make_settings, job_timeout_s=1, lease_s=0.9)
+    resp = await client.post("/v1/audio/transcriptions", data=audio_form(long_wav))
+    body = await resp.json()
+    assert resp.status == 504 and body["error"]["code"] == "timeout", body
+    assert resp.headers["x-should-retry"] == "false"
+    jobs = (await (await client.get("/v1/jobs")).json())["data"]
+    assert jobs[0]["status"] == "failed" and jobs[0]["error"]["code"] == "timeout"
