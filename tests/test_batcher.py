@@ -35,13 +35,14 @@ def test_chunks_of_several_jobs_share_a_batch() -> None:
     assert taken(pool.take_batch(8)) == [("a", 0), ("b", 0), ("c", 0)]
 
 
-def test_interactive_chunks_go_to_the_front_of_the_next_batch() -> None:
+def test_interactive_chunks_go_first_in_a_batch_of_their_own_priority() -> None:
     pool = Pool()
     for no in range(10):
         pool.add(pending("long", no, age=1.0))
     pool.add(pending("sync", 0, priority=1_000_000, age=9.0))
-    assert taken(pool.take_batch(4)) == [("sync", 0), ("long", 0), ("long", 1), ("long", 2)]
-    assert pool.top_priority() == 0
+    pool.add(pending("sync2", 0, priority=1_000_000, age=10.0))
+    assert taken(pool.take_batch(4)) == [("sync", 0), ("sync2", 0)]
+    assert taken(pool.take_batch(4)) == [("long", 0), ("long", 1), ("long", 2), ("long", 3)]
 
 
 def test_incompatible_options_never_share_a_batch() -> None:

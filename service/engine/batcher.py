@@ -3,8 +3,11 @@
 Every chunk cut from every job in flight waits in one ``Pool``. The next batch
 starts from the most urgent chunk — highest priority, then the oldest job,
 then the job's own order — and takes more chunks in that same order from
-jobs whose options can share a forward pass with it (``batch_key``). A job's
-chunks always leave in their own order, so its segments are stored in order."""
+jobs of the same priority whose options can share a forward pass with it
+(``batch_key``). Same priority only: on a CPU a batch costs about what its
+chunks cost one by one, so an interactive request padded with a long job's
+chunks would wait for all of them. A job's chunks always leave in their own
+order, so its segments are stored in order."""
 
 from __future__ import annotations
 
@@ -60,16 +63,13 @@ class Pool:
         for key in [k for k in self._items if k[0] == job_id]:
             del self._items[key]
 
-    def top_priority(self) -> int | None:
-        return max((p.priority for p in self._items.values()), default=None)
-
     def take_batch(self, size: int) -> list[Pending]:
         """Remove and return the next batch (empty when the pool is)."""
         ordered = sorted(self._items.values(), key=lambda p: p.order)
         if not ordered:
             return []
         head = ordered[0]
-        batch = [p for p in ordered if p.key == head.key][:size]
+        batch = [p for p in ordered if p.key == head.key and p.priority == head.priority][:size]
         for p in batch:
             del self._items[(p.chunk.job_id, p.chunk.no)]
         return batch
