@@ -65,6 +65,7 @@ async def start_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 device=settings.device,
                 compute_type=settings.compute_type,
                 cpu_threads=settings.cpu_threads,
+                chunk_s=settings.chunk_s,
             )
         )
         await engine.start()
@@ -109,6 +110,7 @@ def _worker_config(settings: Settings) -> WorkerConfig:
     return WorkerConfig(
         max_audio_seconds=settings.max_audio_seconds,
         batch_size=settings.batch_size,
+        chunk_s=settings.chunk_s,
         beam_size=settings.beam_size,
         max_jobs=settings.max_jobs_in_flight,
         lease_s=settings.lease_s,

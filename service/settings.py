@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     cpu_threads: int = 0
 
     # Execution (A10): chunks of every job in flight share batches.
+    chunk_s: float = Field(default=20, ge=5, le=30)  # most speech in one chunk
     batch_size: int = Field(default=8, ge=1, le=64)
     beam_size: int = Field(default=1, ge=1, le=10)  # when a request does not say
     max_jobs_in_flight: int = Field(default=16, ge=1)

@@ -59,7 +59,8 @@ BACKOFF_MAX_S = 30.0
 @dataclass(frozen=True)
 class WorkerConfig:
     max_audio_seconds: float
-    batch_size: int = 8
+    batch_size: int = 8  # windows of speech per engine step
+    chunk_s: float = 20.0  # most speech in one window (EngineConfig.chunk_s)
     beam_size: int = 1  # when a job does not say
     max_jobs: int = 16  # jobs in flight at once, their chunks sharing batches
     lease_s: float = 30.0
@@ -323,7 +324,8 @@ class Worker:
     # -- step ----------------------------------------------------------------
 
     async def _step_once(self, burst: bool) -> None:
-        batch = [p.chunk for p in self.pool.take_batch(self.config.batch_size)]
+        taken = self.pool.take_batch(self.config.batch_size, self.config.chunk_s)
+        batch = [p.chunk for p in taken]
         batch = [c for c in batch if c.job_id in self.flights]
         if not batch:
             if burst and not self.flights and await self.store.queue_size() == 0:

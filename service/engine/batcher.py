@@ -11,7 +11,7 @@ order, so its segments are stored in order."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 from service.engine import ChunkInfo
@@ -33,6 +33,26 @@ def batch_key(model_id: str, options: TranscribeOptions, language: str, job_id: 
         options.beam_size,
         options.temperature,
     )
+
+
+PACK_GAP_S = 1.0  # silence between chunks that share a window
+
+
+def pack(seconds: Sequence[float], window_s: float) -> list[list[int]]:
+    """Windows for chunks of ``seconds`` of speech, in order: a chunk joins the
+    window before it while their speech, a gap of silence apart, fits
+    ``window_s``. The encoder's cost is per window, so short chunks (a few
+    seconds of a short job each) are cheaper together."""
+    rows: list[list[int]] = []
+    used = 0.0
+    for n, length in enumerate(seconds):
+        if rows and used + PACK_GAP_S + length <= window_s:
+            rows[-1].append(n)
+            used += PACK_GAP_S + length
+        else:
+            rows.append([n])
+            used = length
+    return rows
 
 
 @dataclass(frozen=True)
@@ -63,13 +83,21 @@ class Pool:
         for key in [k for k in self._items if k[0] == job_id]:
             del self._items[key]
 
-    def take_batch(self, size: int) -> list[Pending]:
-        """Remove and return the next batch (empty when the pool is)."""
+    def take_batch(self, size: int, window_s: float) -> list[Pending]:
+        """Remove and return the next batch: as many chunks as ``pack`` fits in
+        ``size`` windows (empty when the pool is)."""
         ordered = sorted(self._items.values(), key=lambda p: p.order)
         if not ordered:
             return []
         head = ordered[0]
-        batch = [p for p in ordered if p.key == head.key and p.priority == head.priority][:size]
+        batch: list[Pending] = []
+        for p in ordered:
+            if p.key != head.key or p.priority != head.priority:
+                continue
+            seconds = [q.chunk.seconds for q in batch] + [p.chunk.seconds]
+            if len(pack(seconds, window_s)) > size:
+                break
+            batch.append(p)
         for p in batch:
             del self._items[(p.chunk.job_id, p.chunk.no)]
         return batch

@@ -36,8 +36,9 @@ from service.engine import (
     Prepared,
     PrepareFailed,
 )
+from service.engine.batcher import pack
 from service.engine.chunker import SAMPLE_RATE, Chunker, RawChunk
-from service.engine.whisper import CHUNK_S, WhisperBackend, detect_speech
+from service.engine.whisper import WhisperBackend, speech_detector
 from service.errors import SonaError
 from service.jobs import Segment
 
@@ -183,12 +184,20 @@ class EngineProcess:
             return results
         crash_point("engine_step", *(i.job_id for i in step.items), segfault=True)
         first = live[0][2]
+        rows = [
+            [live[i] for i in row]
+            for row in pack([c.audio.size / SAMPLE_RATE for *_, c in live], self.config.chunk_s)
+        ]
         decoded = self.backend.decode(
-            step.model_id, first.spec.options, first.language or "en", [c for *_, c in live]
+            step.model_id,
+            first.spec.options,
+            first.language or "en",
+            [[chunk for *_, chunk in row] for row in rows],
         )
-        for (n, item, job, _), segments in zip(live, decoded, strict=True):
-            speaker = SPEAKERS[item.channel] if job.spec.channels == 2 else None
-            results[n] = [replace(s, speaker=speaker) for s in segments]
+        for row, row_segments in zip(rows, decoded, strict=True):
+            for (n, item, job, _), segments in zip(row, row_segments, strict=True):
+                speaker = SPEAKERS[item.channel] if job.spec.channels == 2 else None
+                results[n] = [replace(s, speaker=speaker) for s in segments]
         return results
 
     def _produce(self, job: _Job) -> None:
@@ -198,8 +207,8 @@ class EngineProcess:
             if spec.options.condition_on_previous_text:
                 self._open_sequential(job)
                 return
-            detect = detect_speech if spec.vad else None
-            chunkers = [Chunker(detect, max_s=CHUNK_S) for _ in range(spec.channels)]
+            detect = speech_detector(self.config.chunk_s) if spec.vad else None
+            chunkers = [Chunker(detect, max_s=self.config.chunk_s) for _ in range(spec.channels)]
             samples = 0
             blocks = decode_blocks(spec.path, max_seconds=spec.max_seconds, channels=spec.channels)
             for block in blocks:
@@ -227,7 +236,8 @@ class EngineProcess:
             if job.language is None:
                 job.language = self.backend.language(spec.model_id, spec.options, chunk.audio)
             job.put(no, chunk, self.config.ahead)
-            info = ChunkInfo(spec.job_id, no, channel, chunk.start, chunk.end)
+            seconds = chunk.audio.size / SAMPLE_RATE
+            info = ChunkInfo(spec.job_id, no, channel, chunk.start, chunk.end, seconds)
             self.send(ChunksReady(spec.job_id, [info], job.language))
 
     def _open_sequential(self, job: _Job) -> None:

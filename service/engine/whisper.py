@@ -7,8 +7,9 @@ faster-whisper's own batched forward pass, so a batch gives exactly what
 
 from __future__ import annotations
 
+import bisect
 import gc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +18,21 @@ import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
 from faster_whisper.audio import pad_or_trim
 from faster_whisper.tokenizer import Tokenizer
-from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
+from faster_whisper.transcribe import (
+    TranscriptionOptions,
+    get_compression_ratio,
+    get_suppressed_tokens,
+)
 from faster_whisper.utils import download_model
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
+from service.engine.batcher import PACK_GAP_S
 from service.engine.chunker import SAMPLE_RATE, RawChunk, Spans
 from service.errors import ModelLoadFailed, ModelNotFound
 from service.jobs import Segment, TranscribeOptions, Word
 
 # faster-whisper's fallback schedule, for sequential decoding without a fixed temperature.
 _FALLBACK = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-CHUNK_S = 30.0  # Whisper's window: a chunk never holds more speech than this
-# What BatchedInferencePipeline uses to cut speech into chunks.
-VAD = VadOptions(max_speech_duration_s=CHUNK_S, min_silence_duration_ms=160)
 
 
 def resolve_device(device: str) -> str:
@@ -54,9 +57,15 @@ def download(name: str, cache_dir: Path) -> Path:
         raise ModelNotFound(f"model {name!r} could not be downloaded: {exc}") from exc
 
 
-def detect_speech(samples: np.ndarray) -> Spans:
-    """Speech spans of a 16 kHz mono signal, in samples."""
-    return [(s["start"], s["end"]) for s in get_speech_timestamps(samples, VAD)]
+def speech_detector(chunk_s: float) -> Callable[[np.ndarray], Spans]:
+    """Speech spans of a 16 kHz mono signal, in samples, none longer than
+    ``chunk_s`` (VAD settings as BatchedInferencePipeline's)."""
+    vad = VadOptions(max_speech_duration_s=chunk_s, min_silence_duration_ms=160)
+
+    def detect(samples: np.ndarray) -> Spans:
+        return [(s["start"], s["end"]) for s in get_speech_timestamps(samples, vad)]
+
+    return detect
 
 
 class WhisperBackend:
@@ -100,24 +109,33 @@ class WhisperBackend:
         return str(language)
 
     def decode(
-        self, model_id: str, options: TranscribeOptions, language: str, chunks: list[RawChunk]
-    ) -> list[list[Segment]]:
-        """One batch: the segments of each chunk (numbered from 0 within it),
-        timed on the recording."""
+        self,
+        model_id: str,
+        options: TranscribeOptions,
+        language: str,
+        rows: list[list[RawChunk]],
+    ) -> list[list[list[Segment]]]:
+        """One batch: each row is one window, one chunk or several short ones a
+        gap of silence apart (``batcher.pack``). Returns, per row and chunk, the
+        chunk's segments, timed on its recording."""
         model, pipeline = self._model(model_id)
         tokenizer = Tokenizer(
             model.hf_tokenizer, model.model.is_multilingual, task=options.task, language=language
         )
-        features = np.stack(
-            [pad_or_trim(model.feature_extractor(c.audio)[..., :-1]) for c in chunks]
-        )
-        meta = [{"offset": 0.0, "duration": c.audio.size / SAMPLE_RATE} for c in chunks]
+        windows = [_window(row) for row in rows]
+        features = np.stack([pad_or_trim(model.feature_extractor(w)[..., :-1]) for w in windows])
+        meta = [{"offset": 0.0, "duration": w.size / SAMPLE_RATE} for w in windows]
+        # A shared window is split back by word times.
+        words = options.word_timestamps or any(len(row) > 1 for row in rows)
         pipeline.last_speech_timestamp = 0.0  # chunks of other jobs came before
-        outputs = pipeline.forward(features, tokenizer, meta, _options(options, tokenizer))
-        return [
-            [_segment(raw, chunk, n, options) for n, raw in enumerate(out)]
-            for out, chunk in zip(outputs, chunks, strict=True)
-        ]
+        outputs = pipeline.forward(features, tokenizer, meta, _options(options, tokenizer, words))
+        out: list[list[list[Segment]]] = []
+        for row, raws in zip(rows, outputs, strict=True):
+            if len(row) == 1:
+                out.append([[_segment(raw, row[0], n, options) for n, raw in enumerate(raws)]])
+            else:
+                out.append(_split(row, raws, tokenizer, options))
+        return out
 
     def sequential(
         self, model_id: str, options: TranscribeOptions, audio: np.ndarray, vad: bool
@@ -146,7 +164,57 @@ class WhisperBackend:
             raise ModelLoadFailed(f"model {model_id} is not loaded in the engine") from None
 
 
-def _options(o: TranscribeOptions, tokenizer: Tokenizer) -> TranscriptionOptions:
+def _window(row: list[RawChunk]) -> np.ndarray:
+    gap = np.zeros(int(PACK_GAP_S * SAMPLE_RATE), np.float32)
+    parts = [part for chunk in row for part in (gap, chunk.audio)][1:]
+    return np.concatenate(parts)
+
+
+def _split(
+    row: list[RawChunk], raws: list[dict[str, Any]], tokenizer: Tokenizer, o: TranscribeOptions
+) -> list[list[Segment]]:
+    """A shared window's words, handed back to the chunk each was spoken in:
+    one segment per chunk, timed on its own recording."""
+    starts, at = [], 0.0
+    for chunk in row:
+        starts.append(at)
+        at += chunk.audio.size / SAMPLE_RATE + PACK_GAP_S
+    mine: list[list[tuple[dict[str, Any], dict[str, Any]]]] = [[] for _ in row]
+    for raw in raws:
+        for w in raw.get("words") or []:
+            middle = (w["start"] + w["end"]) / 2
+            n = max(0, bisect.bisect_right(starts, middle + PACK_GAP_S / 2) - 1)
+            mine[n].append((raw, w))
+    out: list[list[Segment]] = []
+    for chunk, start, pairs in zip(row, starts, mine, strict=True):
+        if not pairs:
+            out.append([])
+            continue
+        words = []
+        for _, w in pairs:
+            span = chunk.span_at((w["start"] + w["end"]) / 2 - start)
+            t0, t1 = (chunk.original_time(w[k] - start, span) for k in ("start", "end"))
+            words.append(Word(w["word"], t0, t1, w["probability"]))
+        text = "".join(w.word for w in words)
+        raw = pairs[0][0]
+        segment = Segment(
+            index=0,
+            start=words[0].start,
+            end=words[-1].end,
+            text=text,
+            words=words if o.word_timestamps else [],
+            tokens=tokenizer.encode(text),
+            temperature=o.temperature or 0.0,
+            avg_logprob=raw["avg_logprob"],
+            compression_ratio=get_compression_ratio(text),
+            no_speech_prob=raw["no_speech_prob"],
+            seek=raw["seek"],
+        )
+        out.append([segment])
+    return out
+
+
+def _options(o: TranscribeOptions, tokenizer: Tokenizer, words: bool) -> TranscriptionOptions:
     """BatchedInferencePipeline.transcribe's options for one batch."""
     return TranscriptionOptions(
         beam_size=o.beam_size or 1,
@@ -167,7 +235,7 @@ def _options(o: TranscribeOptions, tokenizer: Tokenizer) -> TranscriptionOptions
         append_punctuations="\"'.。,，!！?？:：”)]}、",
         max_new_tokens=None,
         hotwords=o.hotwords,
-        word_timestamps=o.word_timestamps,
+        word_timestamps=words,
         hallucination_silence_threshold=None,
         condition_on_previous_text=False,
         clip_timestamps=[],
