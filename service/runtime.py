@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from service.engine import EngineConfig
-from service.engine.host import ProcessEngineHost
+from service.engine.host import ProcessEngineHost, on_cuda
 from service.engine.registry import ModelRegistry
 from service.events import EventHub
 from service.intake import Intake, IntakeConfig
@@ -66,6 +66,7 @@ async def start_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 compute_type=settings.compute_type,
                 cpu_threads=settings.cpu_threads,
                 chunk_s=settings.chunk_s,
+                nice=settings.engine_nice,
             )
         )
         await engine.start()
@@ -109,7 +110,7 @@ def _intake_config(settings: Settings) -> IntakeConfig:
 def _worker_config(settings: Settings) -> WorkerConfig:
     return WorkerConfig(
         max_audio_seconds=settings.max_audio_seconds,
-        batch_size=settings.batch_size,
+        batch_size=settings.batch_size or (8 if on_cuda(settings.device) else 4),
         chunk_s=settings.chunk_s,
         beam_size=settings.beam_size,
         max_jobs=settings.max_jobs_in_flight,

@@ -37,6 +37,7 @@ class EngineConfig:
     # a window early when it is nearly full of speech (WER 0.4 against 0.045 at
     # 20 s on the bench's long file, at the same speed: docs/performance.md).
     chunk_s: float = 20.0
+    nice: int = 5  # added to the engine process's niceness: the API comes first
     # Chunks a job may have cut and waiting for a batch: bounds memory per job.
     ahead: int = 16
 

@@ -15,6 +15,7 @@ Messages out (replies and events) go through one lock-guarded pipe."""
 from __future__ import annotations
 
 import itertools
+import os
 import queue
 import threading
 from collections.abc import Iterator
@@ -283,4 +284,5 @@ class EngineProcess:
 
 def main(conn: Connection, config: EngineConfig) -> None:
     """The engine process's entry point."""
+    os.nice(config.nice)  # on a shared CPU, requests to the daemon go first
     EngineProcess(conn, config).serve()

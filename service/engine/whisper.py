@@ -122,19 +122,22 @@ class WhisperBackend:
         tokenizer = Tokenizer(
             model.hf_tokenizer, model.model.is_multilingual, task=options.task, language=language
         )
-        windows = [_window(row) for row in rows]
-        features = np.stack([pad_or_trim(model.feature_extractor(w)[..., :-1]) for w in windows])
-        meta = [{"offset": 0.0, "duration": w.size / SAMPLE_RATE} for w in windows]
-        # A shared window is split back by word times.
-        words = options.word_timestamps or any(len(row) > 1 for row in rows)
-        pipeline.last_speech_timestamp = 0.0  # chunks of other jobs came before
-        outputs = pipeline.forward(features, tokenizer, meta, _options(options, tokenizer, words))
-        out: list[list[list[Segment]]] = []
-        for row, raws in zip(rows, outputs, strict=True):
-            if len(row) == 1:
-                out.append([[_segment(raw, row[0], n, options) for n, raw in enumerate(raws)]])
-            else:
-                out.append(_split(row, raws, tokenizer, options))
+        # Windows holding one chunk are decoded as faster-whisper would; shared
+        # ones also align words, to hand each its own back (alignment costs).
+        out: list[list[list[Segment]]] = [[] for _ in rows]
+        alone = [n for n, row in enumerate(rows) if len(row) == 1]
+        shared = [n for n, row in enumerate(rows) if len(row) > 1]
+        for group, words in ((alone, options.word_timestamps), (shared, True)):
+            if not group:
+                continue
+            opts = _options(options, tokenizer, words)
+            raws = _forward(model, pipeline, tokenizer, opts, [_window(rows[n]) for n in group])
+            for n, row_raws in zip(group, raws, strict=True):
+                row = rows[n]
+                if len(row) == 1:
+                    out[n] = [[_segment(r, row[0], i, options) for i, r in enumerate(row_raws)]]
+                else:
+                    out[n] = _split(row, row_raws, tokenizer, options)
         return out
 
     def sequential(
@@ -162,6 +165,21 @@ class WhisperBackend:
             return self._models[model_id]
         except KeyError:
             raise ModelLoadFailed(f"model {model_id} is not loaded in the engine") from None
+
+
+def _forward(
+    model: WhisperModel,
+    pipeline: BatchedInferencePipeline,
+    tokenizer: Tokenizer,
+    options: TranscriptionOptions,
+    windows: list[np.ndarray],
+) -> list[list[dict[str, Any]]]:
+    """faster-whisper's batched forward pass over ``windows``: raw segments each."""
+    features = np.stack([pad_or_trim(model.feature_extractor(w)[..., :-1]) for w in windows])
+    meta = [{"offset": 0.0, "duration": w.size / SAMPLE_RATE} for w in windows]
+    pipeline.last_speech_timestamp = 0.0  # chunks of other jobs came before
+    raws: list[list[dict[str, Any]]] = pipeline.forward(features, tokenizer, meta, options)
+    return raws
 
 
 def _window(row: list[RawChunk]) -> np.ndarray:
