@@ -93,10 +93,12 @@ class StepStats:
     chunks: int = 0
     most_jobs_in_a_step: int = 0
     last_step_s: float = 0.0
+    busy_s: float = 0.0  # time the engine spent in steps, all told
 
     def record(self, batch: list[ChunkInfo], seconds: float) -> None:
         self.steps += 1
         self.chunks += len(batch)
+        self.busy_s += seconds
         jobs = len({c.job_id for c in batch})
         self.most_jobs_in_a_step = max(self.most_jobs_in_a_step, jobs)
         self.last_step_s = seconds
