@@ -1,3 +1,5 @@
 from service.cli import main
 
-raise SystemExit(main())
+# Guarded: the engine process is spawned, and a spawned child imports __main__.
+if __name__ == "__main__":
+    raise SystemExit(main())

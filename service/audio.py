@@ -6,6 +6,7 @@ Blocking functions (``probe``, ``decode``) must run off the event loop."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,34 +69,55 @@ def probe(path: Path) -> tuple[float | None, int]:
         raise InvalidAudio(f"the file could not be read as audio: {exc}") from exc
 
 
-def decode(path: Path, *, max_seconds: float, split_channels: bool = False) -> np.ndarray:
-    """Decode to 16 kHz float32: shape (n,) mono, or (channels, n) when
-    ``split_channels``. Stops with AudioTooLong once more than ``max_seconds``
-    of samples came out, whatever the header claimed."""
+def decode_blocks(
+    path: Path, *, max_seconds: float, channels: int = 1, block_s: float = 30.0
+) -> Iterator[np.ndarray]:
+    """Decode to 16 kHz float32 as a stream of blocks of about ``block_s``
+    seconds: shape (n,) when ``channels`` is 1, (2, n) when 2 (left, right).
+    Memory holds one block at a time, whatever the file's length or what its
+    header claims; past ``max_seconds`` of samples it stops with AudioTooLong."""
     limit = int(max_seconds * SAMPLE_RATE)
+    block = int(block_s * SAMPLE_RATE) * channels
     # s16 like faster-whisper's own decode_audio, so results match it exactly.
     resampler = av.AudioResampler(
-        format="s16", layout="stereo" if split_channels else "mono", rate=SAMPLE_RATE
+        format="s16", layout="stereo" if channels == 2 else "mono", rate=SAMPLE_RATE
     )
-    chunks: list[np.ndarray] = []
-    total = 0
+    pending: list[np.ndarray] = []
+    size = total = 0
+
+    def flush() -> np.ndarray:
+        nonlocal pending, size
+        samples = np.concatenate(pending).astype(np.float32) / 32768.0
+        pending, size = [], 0
+        return np.stack([samples[0::2], samples[1::2]]) if channels == 2 else samples
+
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise InvalidAudio("the file has no audio stream")
-            for frame in _valid_frames(container):
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
-                    total += chunks[-1].size
-                    if total > limit * (2 if split_channels else 1):
-                        raise AudioTooLong(f"audio is longer than the limit of {max_seconds:.0f} s")
-            chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
+            # None at the end flushes the resampler's last samples.
+            frames = itertools.chain(_valid_frames(container), [None])
+            for out in (o for f in frames for o in resampler.resample(f)):
+                data = out.to_ndarray().reshape(-1)
+                pending.append(data)
+                size += data.size
+                total += data.size
+                if total > limit * channels:
+                    raise AudioTooLong(f"audio is longer than the limit of {max_seconds:.0f} s")
+                if size >= block:
+                    yield flush()
     except av.FFmpegError as exc:
         raise InvalidAudio(f"the audio could not be decoded: {exc}") from exc
-    if not chunks or total == 0:
+    if total == 0:
         raise InvalidAudio("the file holds no decodable audio samples")
-    audio = np.concatenate(chunks).astype(np.float32) / 32768.0
-    return np.stack([audio[0::2], audio[1::2]]) if split_channels else audio
+    if size:
+        yield flush()
+
+
+def decode(path: Path, *, max_seconds: float) -> np.ndarray:
+    """The whole file as one 16 kHz mono float32 array (for short files and the
+    bench; the worker streams with ``decode_blocks``)."""
+    return np.concatenate(list(decode_blocks(path, max_seconds=max_seconds)))
 
 
 def _valid_frames(container: av.container.InputContainer) -> Iterator[av.AudioFrame]:

@@ -173,7 +173,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 
     if not args.file.is_file():
         return _fail(f"no such file: {args.file}")
-    return transcribe_local(args)
+    return transcribe_local(args, Settings())
 
 
 def _client_cmd(args: argparse.Namespace) -> int:

@@ -25,7 +25,11 @@ SonaError                      base; ``code`` is the stable machine-readable nam
 ├── StorageFull                disk full while writing                 (insufficient_storage)
 ├── UploadTimeout              client stopped sending mid-upload       (upload_timeout)
 ├── Cancelled                  the job was cancelled while running     (cancelled)
-└── EngineError                the engine failed on a job              (engine_error)
+├── JobTimeout                 the job ran past its wall-time limit    (timeout)
+├── ModelLoadFailed            a model directory that will not load    (model_load_failed)
+├── WorkerCrashed              the engine died on this job max_attempts times (worker_crashed)
+├── EngineError                the engine failed on a job              (engine_error)
+└── EngineCrashed              the engine child process died (internal; jobs are requeued)
 """
 
 from __future__ import annotations
@@ -142,10 +146,28 @@ class Cancelled(SonaError):
     code = "cancelled"
 
 
+class JobTimeout(SonaError):
+    code = "timeout"
+
+
+class ModelLoadFailed(SonaError):
+    code = "model_load_failed"
+
+
+class WorkerCrashed(SonaError):
+    code = "worker_crashed"
+
+
 class EngineError(SonaError):
     """The engine failed on this job for a reason no retry will fix."""
 
     code = "engine_error"
+
+
+class EngineCrashed(SonaError):
+    """The engine child process died; whatever it had in flight is lost."""
+
+    code = "engine_crashed"
 
 
 def from_code(code: str, message: str) -> SonaError:

@@ -1,16 +1,24 @@
-"""In-process publish/subscribe of job events, so streaming responses and SSE
-wake the moment the worker stores something. The database stays the source of
-truth: a subscriber that reconnects replays from the store, not from here."""
+"""Job events: the in-process hub the worker publishes to, and ``follow``,
+which turns a job's stored state into a stream of updates.
+
+The hub only makes followers prompt: they wake the moment the worker stores
+something. The database stays the source of truth, so a follower that
+connects late or reconnects replays from the store, and one whose worker runs
+in another process still sees everything, a poll interval later."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from service.jobs import Job, Segment
+from service.store import JobStore
+
+POLL_S = 1.0
 # Event types: status, progress, segment, completed, failed, cancelled.
 TERMINAL = frozenset({"completed", "failed", "cancelled"})
 
@@ -53,3 +61,71 @@ class EventHub:
         event = JobEvent(job_id, type_, data)
         for queue in (*self._subs.get(job_id, ()), *self._all):
             queue.put_nowait(event)
+
+
+@dataclass(frozen=True)
+class JobUpdate:
+    """One step of a followed job.
+
+    ``type`` is ``status`` | ``progress`` | ``segment`` | ``idle`` | ``completed`` |
+    ``failed`` | ``cancelled``. ``job`` is the job as last read from the store;
+    ``segment`` is set for ``segment`` updates only. ``idle`` means a poll interval
+    passed with no wake-up: consumers may ignore it, or use it to send keep-alives
+    and to notice that their client has gone."""
+
+    type: str
+    job: Job
+    segment: Segment | None = None
+
+
+def _progress_key(job: Job) -> tuple[float, float | None, int]:
+    return (job.processed_seconds, job.duration, job.segments_done)
+
+
+async def _wait_wake(inbox: asyncio.Queue[JobEvent], timeout_s: float) -> bool:
+    """True when the hub posted something within ``timeout_s``. The events are
+    only wake-ups: everything is read back from the store, so they are dropped."""
+    try:
+        await asyncio.wait_for(inbox.get(), timeout_s)
+    except TimeoutError:
+        return False
+    while not inbox.empty():
+        inbox.get_nowait()
+    return True
+
+
+async def follow(
+    store: JobStore, hub: EventHub, job_id: str, *, after: int = -1, poll_s: float = POLL_S
+) -> AsyncGenerator[JobUpdate, None]:
+    """Follow ``job_id`` until it finishes.
+
+    Yields ``status`` (the job as it is now) first, then every stored segment with
+    index > ``after`` in order, each exactly once, interleaved with ``status`` on a
+    status change, ``progress`` when processed seconds, duration or segment count
+    change, and ``idle`` after each quiet poll interval; last the terminal update
+    (``completed``/``failed``/``cancelled``), after all segments, and then stops.
+    Raises ``NotFound`` on the first step for an unknown job. Use it inside
+    ``contextlib.aclosing`` so the hub subscription ends when the consumer stops."""
+    # Subscribe before the first read: a write between the read and the
+    # subscription would otherwise go unnoticed until the next poll.
+    with hub.subscribe(job_id) as inbox:
+        job = await store.get(job_id)
+        yield JobUpdate("status", job)
+        status, progress = job.status, _progress_key(job)
+        while True:
+            # The job is read before its segments: once it reads finished, every
+            # segment is already stored, so the terminal update comes last.
+            for seg in await store.segments(job_id, after=after):
+                after = seg.index
+                yield JobUpdate("segment", job, seg)
+            if job.status.finished:
+                yield JobUpdate(job.status.value, job)
+                return
+            if job.status != status:
+                yield JobUpdate("status", job)
+            elif _progress_key(job) != progress:
+                yield JobUpdate("progress", job)
+            status, progress = job.status, _progress_key(job)
+            if not await _wait_wake(inbox, poll_s):
+                yield JobUpdate("idle", job)
+            job = await store.get(job_id)

@@ -14,10 +14,17 @@ from service.errors import InvalidRequest
 from service.jobs import Job, Segment, Word
 
 
+def in_order(segments: Iterable[Segment]) -> list[Segment]:
+    """The transcript's one order: by time, then as stored. Segments are stored
+    as they are decoded (two channels interleave); everything that shows a
+    transcript — the job's text, every format — reads them through here."""
+    return sorted(segments, key=lambda s: (s.start, s.index))
+
+
 def full_text(segments: Iterable[Segment]) -> str:
-    """The transcript as one string: every place that shows the whole text
-    (job records, ``text``/``json`` output) uses this, so they always agree."""
-    return " ".join(t for t in (s.text.strip() for s in segments) if t)
+    """The transcript as one string: the job record's ``text`` and the
+    ``text``/``json`` formats both come from here, so they always agree."""
+    return " ".join(t for t in (s.text.strip() for s in in_order(segments)) if t)
 
 
 def render(job: Job, segments: list[Segment], fmt: str) -> tuple[str, str]:
@@ -28,7 +35,7 @@ def render(job: Job, segments: list[Segment], fmt: str) -> tuple[str, str]:
         raise InvalidRequest(
             f"unknown format {fmt!r}; use one of: {', '.join(FORMATS)}", param="format"
         ) from None
-    return writer(job, segments), content_type
+    return writer(job, in_order(segments)), content_type
 
 
 def _text(job: Job, segments: list[Segment]) -> str:

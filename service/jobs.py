@@ -69,10 +69,13 @@ class TranscribeOptions(BaseModel):
     hotwords: str | None = None
     task: Literal["transcribe", "translate"] = "transcribe"
     word_timestamps: bool = False
-    vad_filter: bool | None = None  # None: on for long audio (F9)
+    vad_filter: bool | None = None  # None: on (F9); off cuts plain 30 s windows
     diarize: Literal["none", "channels"] = "none"
     temperature: float | None = Field(default=None, ge=0.0, le=1.0)
     beam_size: int | None = Field(default=None, ge=1, le=10)
+    # Sequential decoding, each 30 s window conditioned on the text before it
+    # (faster-whisper's default mode): never batched, so slower.
+    condition_on_previous_text: bool = False
 
     @field_validator("language")
     @classmethod
@@ -124,8 +127,10 @@ class Job:
     file_sha256: str
     file_size: int
     created_at: float
-    attempts: int = 0
+    attempts: int = 0  # every run, whatever ended it
     max_attempts: int = 3
+    crashes: int = 0  # runs that the engine process died in; max_attempts bounds these
+    chunks_done: int = 0  # chunks whose segments are stored: a re-run resumes after them
     idempotency_key: str | None = None
     callback_url: str | None = None
     metadata: dict[str, Any] | None = None

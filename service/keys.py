@@ -6,9 +6,11 @@ import asyncio
 
 from aiohttp import web
 
+from service.engine import EngineHost
 from service.engine.registry import ModelRegistry
 from service.events import EventHub
 from service.intake import Intake
+from service.runtime import Runtime
 from service.settings import Settings
 from service.store import JobStore
 from service.uploads import UploadDir
@@ -22,5 +24,7 @@ EVENTS = web.AppKey("events", EventHub)
 UPLOADS = web.AppKey("uploads", UploadDir)
 INTAKE = web.AppKey("intake", Intake)
 WORKER = web.AppKey("worker", Worker)
+ENGINE = web.AppKey("engine", EngineHost)
+RUNTIME = web.AppKey("runtime", Runtime)
 # Set on shutdown: the never-ending all-jobs feeds (api/feed.py) end at once.
 FEEDS_STOP = web.AppKey("feeds_stop", asyncio.Event)

@@ -1,24 +1,31 @@
-"""``sona transcribe``: one file, in this process, with a progress bar. The same
-pipeline the worker runs, without the queue."""
+"""``sona transcribe``: one file, no daemon, with a progress bar. It runs the
+daemon's own runtime (engine process, batches, store) over a temporary data
+directory, so a file transcribes the same way here as through the API."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from pathlib import Path
 
-from service.engine.registry import ModelRegistry
-from service.engine.whisper import WhisperEngine
+from service.events import TERMINAL, follow
 from service.formats import render
-from service.jobs import Job, Segment, Status, TranscribeOptions
-from service.pipeline import Limits, transcribe_file
+from service.intake import Submission
+from service.jobs import Job, Status, TranscribeOptions
+from service.runtime import start_runtime
 from service.settings import Settings
 
 BAR = 30
 
 
-def _bar(done: float, total: float) -> None:
+def _bar(job: Job) -> None:
+    total = job.duration or 0.0
+    done = job.duration or 0.0 if job.status == Status.COMPLETED else job.processed_seconds
     frac = min(1.0, done / total) if total else 0.0
     fill = int(frac * BAR)
     print(
@@ -29,63 +36,48 @@ def _bar(done: float, total: float) -> None:
     )
 
 
-def transcribe_local(args: argparse.Namespace) -> int:
-    import asyncio
+async def _read(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb") as src:
+        while chunk := await asyncio.to_thread(src.read, 1 << 20):
+            yield chunk
 
-    settings = Settings()
-    registry = ModelRegistry(
-        WhisperEngine(device=settings.device, compute_type=settings.compute_type),
-        model_dir=settings.model_dir or settings.data_dir / "models",
-        allow_download=settings.allow_download,
-        max_loaded=1,
-    )
-    name = args.model or settings.default_model or "tiny.en"
-    entry = asyncio.run(registry.load(name))
+
+async def _transcribe(args: argparse.Namespace, settings: Settings) -> tuple[Job, str]:
     options = TranscribeOptions(
-        model=entry.id,
+        model=args.model,
         language=args.language,
         word_timestamps=args.word_timestamps,
         diarize=args.diarize,
     )
-    segments: list[Segment] = []
-    total = 0.0
+    with tempfile.TemporaryDirectory(prefix="sona-") as tmp:
+        local = settings.model_copy(update={"data_dir": Path(tmp), "store": "", "model": None})
+        async with start_runtime(local) as rt:
+            upload = await rt.uploads.save(
+                _read(args.file),
+                name=args.file.name,
+                max_bytes=settings.max_upload_bytes,
+                idle_timeout_s=settings.upload_idle_timeout_s,
+            )
+            job, _ = await rt.intake.admit(upload, Submission(options=options))
+            rt.worker.wake()
+            async with aclosing(follow(rt.store, rt.events, job.id)) as updates:
+                async for update in updates:
+                    job = update.job
+                    _bar(job)
+                    if update.type in TERMINAL:
+                        break
+            body, _ = render(job, await rt.store.segments(job.id), args.format)
+            return job, body
 
-    def on_duration(d: float) -> None:
-        nonlocal total
-        total = d
 
-    def on_segment(seg: Segment, processed: float) -> None:
-        segments.append(seg)
-        _bar(processed, total)
-
+def transcribe_local(args: argparse.Namespace, settings: Settings) -> int:
     started = time.time()
-    info = transcribe_file(
-        entry.model,
-        args.file,
-        options,
-        Limits(settings.max_audio_seconds, settings.vad_min_seconds),
-        on_duration=on_duration,
-        on_segment=on_segment,
-        should_stop=lambda: False,
-    )
-    _bar(total, total)
-    print(f"\n{info.duration:.1f} s of audio in {time.time() - started:.1f} s", file=sys.stderr)
-    segments.sort(key=lambda s: (s.start, s.index))
-    job = Job(
-        id="local",
-        status=Status.COMPLETED,
-        options=options,
-        model=entry.id,
-        priority=0,
-        file_path=str(args.file),
-        file_name=Path(args.file).name,
-        file_sha256="",
-        file_size=0,
-        created_at=started,
-        duration=info.duration,
-        language=info.language,
-    )
-    body, _ = render(job, segments, args.format)
+    job, body = asyncio.run(_transcribe(args, settings))
+    print(file=sys.stderr)
+    if job.status != Status.COMPLETED:
+        print(f"sona: {job.error_code or job.status}: {job.error_message}", file=sys.stderr)
+        return 1
+    print(f"{job.duration or 0:.1f} s of audio in {time.time() - started:.1f} s", file=sys.stderr)
     if args.output:
         args.output.write_text(body, encoding="utf-8")
     else:

@@ -52,8 +52,18 @@ class Settings(BaseSettings):
     model_dir: Path | None = None  # local cache of CTranslate2 model directories
     allow_download: bool = False  # fetch unknown names from the model hub
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    compute_type: str = "default"
+    compute_type: str = "auto"  # int8 on a CPU, float16 on CUDA
     cpu_threads: int = 0
+
+    # Execution (A10): chunks of every job in flight share batches.
+    chunk_s: float = Field(default=20, ge=5, le=30)  # most speech in one chunk
+    # Windows per engine step; None: 4 on a CPU (as fast as 8 there, with half
+    # the wait for whoever is next), 8 on CUDA.
+    batch_size: int | None = Field(default=None, ge=1, le=64)
+    engine_nice: int = Field(default=5, ge=0, le=19)  # the API stays responsive
+    beam_size: int = Field(default=1, ge=1, le=10)  # when a request does not say
+    max_jobs_in_flight: int = Field(default=16, ge=1)
+    step_timeout_s: float = Field(default=300, gt=0)  # a batch past this: the engine hung
     max_loaded_models: int = Field(default=2, ge=1)
     model_idle_ttl_s: float = 0  # 0: never unload idle models
 
@@ -71,8 +81,6 @@ class Settings(BaseSettings):
     # Fetch and callback URLs to private/loopback addresses; None: only while
     # Sona itself listens on loopback (E3).
     allow_private_urls: bool | None = None
-    # Long files get VAD by default so silence is not hallucinated into text (F9).
-    vad_min_seconds: float = 60
 
     # Logs
     log_level: str = "info"

@@ -1,53 +1,72 @@
-"""The worker: recover → claim → run → stream segments → finish.
+"""The worker: claim jobs, feed their chunks to the engine's batches, store
+each job's segments as they come (A3), finish. One worker per device (A10).
 
-One worker per device. The engine runs in a thread; segments cross back to
-the loop through a queue and are written to the store as they come (A3). The
-stop flag is checked by the engine between segments, so a cancel, a drain or a
-timeout lands within one decoding window."""
+Four small loops share the jobs in flight (``Flight``), each restarted with
+backoff if it ever fails, so the worker cannot die quietly:
+
+* claim: take queued jobs while the pool of chunks runs low, or when a more
+  urgent job waits (an interactive request), and open them in the engine;
+* engine events: cut chunks go to the pool; a prepared, failed or crashed
+  engine ends what it must;
+* step: the next batch from the pool (``engine/batcher.py``) goes to the
+  engine; each job's segments are stored in chunk order; a job whose last
+  chunk is stored completes;
+* leases: every job's lease is renewed on a timer, whatever the engine is
+  doing; a cancel asked in another process and the wall-time limit are
+  noticed there too.
+
+Stop means stop: ending a job closes it in the engine, which stops cutting
+it at once and drops its chunks, so the batch in flight is the last work
+spent on it."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import socket
-import threading
 import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import structlog
 
+from service.audio import probe
 from service.crashpoints import crash_point
-from service.engine.registry import ModelRegistry
-from service.errors import (
-    AudioTooLong,
-    Cancelled,
-    InvalidAudio,
-    InvalidTransition,
-    SonaError,
+from service.engine import (
+    ChunkInfo,
+    ChunksReady,
+    Crashed,
+    EngineEvent,
+    EngineHost,
+    JobSpec,
+    Prepared,
+    PrepareFailed,
 )
+from service.engine.batcher import Pending, Pool, batch_key
+from service.engine.registry import ModelEntry, ModelRegistry
+from service.errors import EngineCrashed, InvalidTransition, ModelLoadFailed, SonaError
 from service.events import EventHub
-from service.jobs import Job, Status
-from service.pipeline import Limits, transcribe_file
-from service.store import Claim, JobStore
+from service.jobs import Job, Segment, Status
+from service.store import Claim, JobStore, Lease
 
 log = structlog.get_logger("sona.worker")
 HOST = socket.gethostname()
+BACKOFF_MAX_S = 30.0
 
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    limits: Limits
+    max_audio_seconds: float
+    batch_size: int = 8  # windows of speech per engine step
+    chunk_s: float = 20.0  # most speech in one window (EngineConfig.chunk_s)
+    beam_size: int = 1  # when a job does not say
+    max_jobs: int = 16  # jobs in flight at once, their chunks sharing batches
     lease_s: float = 30.0
     poll_interval_s: float = 1.0
     job_timeout_s: float = 6 * 3600
-    # How long a timed-out or drained engine thread gets to notice the stop flag
-    # before the worker stops waiting for it.
-    stop_grace_s: float = 10.0
+    step_timeout_s: float = 300.0  # a batch past this is a hung engine: kill it
 
 
 def owner_is_dead(worker_id: str) -> bool:
@@ -66,248 +85,436 @@ def owner_is_dead(worker_id: str) -> bool:
     return False
 
 
-class _Run:
-    """The state of the job in flight."""
+@dataclass
+class StepStats:
+    """What the batches have been like, for operators and the tests."""
 
-    def __init__(self, claim: Claim) -> None:
-        self.claim = claim
-        self.stop = threading.Event()
-        self.reason: str | None = None  # cancel | drain | timeout | lost
+    steps: int = 0
+    chunks: int = 0
+    most_jobs_in_a_step: int = 0
+    last_step_s: float = 0.0
+    busy_s: float = 0.0  # time the engine spent in steps, all told
 
-    def halt(self, reason: str) -> None:
-        if self.reason is None:
-            self.reason = reason
-        self.stop.set()
+    def record(self, batch: list[ChunkInfo], seconds: float) -> None:
+        self.steps += 1
+        self.chunks += len(batch)
+        self.busy_s += seconds
+        jobs = len({c.job_id for c in batch})
+        self.most_jobs_in_a_step = max(self.most_jobs_in_a_step, jobs)
+        self.last_step_s = seconds
+
+
+@dataclass
+class Flight:
+    """A job in flight: claimed, opened in the engine, its chunks on the way."""
+
+    claim: Claim
+    spec: JobSpec
+    entry: ModelEntry
+    deadline: float
+    generation: int = -1  # the engine process it was opened in; -1: not yet
+    total: int | None = None  # chunks in all, once the engine has cut them all
+    language: str | None = None
+    chunks: dict[int, ChunkInfo] = field(default_factory=dict)
+    decoded: dict[int, list[Segment]] = field(default_factory=dict)
+    channel_end: list[float] = field(default_factory=lambda: [0.0, 0.0])
+
+    @property
+    def job(self) -> Job:
+        return self.claim.job
 
 
 class Worker:
     def __init__(
-        self, store: JobStore, models: ModelRegistry, events: EventHub, config: WorkerConfig
+        self,
+        store: JobStore,
+        models: ModelRegistry,
+        engine: EngineHost,
+        events: EventHub,
+        config: WorkerConfig,
     ) -> None:
         self.store = store
         self.models = models
+        self.engine = engine
         self.events = events
         self.config = config
         self.worker_id = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.running = False
-        self._wake = asyncio.Event()
+        self.flights: dict[str, Flight] = {}
+        self.pool = Pool()
+        self.stats = StepStats()
+        self._wake = asyncio.Event()  # claim: a new job, or room for one
+        self._work = asyncio.Event()  # step: chunks in the pool, or a job ended
+        self._landed = asyncio.Event()  # no job in flight
+        self._landed.set()
+        self._ended = asyncio.Event()  # a job left this worker
         self._stopping = False
-        self._run: _Run | None = None
-        self._free = asyncio.Event()
-        self._free.set()
-        # One engine thread for the worker's life: CTranslate2 keeps per-thread
-        # OpenMP teams, and a pool hopping between threads would multiply them.
-        self._engine_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sona-engine")
+        self._solo = False  # a job that crashed the engine before runs alone
 
     @property
     def busy(self) -> bool:
-        return self._run is not None
+        return bool(self.flights)
 
     def wake(self) -> None:
         self._wake.set()
 
-    def request_cancel(self, job_id: str) -> None:
-        """Fast path for a cancel in this process; the store flag covers the rest."""
-        if self._run and self._run.claim.job.id == job_id:
-            self._run.halt("cancel")
-
-    async def recover(self) -> None:
-        rec = await self.store.recover(is_dead=owner_is_dead)
-        if rec.requeued or rec.failed:
-            log.info("jobs.recovered", requeued=rec.requeued, failed=rec.failed)
-        for job_id in rec.failed:
-            self.events.publish(job_id, "failed", {"status": "failed"})
-
     async def run(self, *, burst: bool = False) -> None:
-        """Work until stopped; with ``burst`` return once the queue is empty."""
+        """Work until cancelled; with ``burst`` return once nothing is left to do."""
         self.running = True
+        helpers = [
+            asyncio.create_task(self._forever("claim", self._claim_once)),
+            asyncio.create_task(self._forever("engine", self._engine_once)),
+            asyncio.create_task(self._forever("leases", self._lease_once)),
+        ]
         try:
-            await self.recover()
-            while not self._stopping:
-                try:
-                    claim = await self.store.claim(
-                        worker_id=self.worker_id,
-                        prefer_models=[e.id for e in self.models.entries()],
-                        lease_s=self.config.lease_s,
-                    )
-                    if claim is not None:
-                        await self._execute(claim)
-                        continue
-                except Exception:
-                    # A store hiccup (disk full, locked file) must not end the
-                    # worker: the job keeps its lease and is recovered later.
-                    log.exception("worker.error")
-                    await asyncio.sleep(self.config.poll_interval_s)
-                    continue
-                if burst:
-                    return
-                await self._idle()
+            await self._recover()
+            await self._forever("step", lambda: self._step_once(burst))
+        except _BurstDone:
+            pass
         finally:
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
             self.running = False
-            self._engine_thread.shutdown(wait=False)
 
-    async def _idle(self) -> None:
+    async def _forever(self, name: str, once: Callable[[], Awaitable[None]]) -> None:
+        """Run ``once`` over and over; an error (a full disk, a locked database) is
+        logged and retried with backoff, never the end of the worker (A8)."""
+        delay = self.config.poll_interval_s
+        while True:
+            try:
+                await once()
+                delay = self.config.poll_interval_s
+            except (asyncio.CancelledError, _BurstDone):
+                raise
+            except Exception:
+                log.exception("worker.loop_failed", loop=name, retry_s=round(delay, 2))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX_S)
+
+    async def _recover(self) -> None:
+        rec = await self.store.recover(is_dead=owner_is_dead)
+        if rec.requeued:
+            log.info("jobs.recovered", requeued=rec.requeued)
+            self.wake()
+
+    # -- claim ---------------------------------------------------------------
+
+    async def _claim_once(self) -> None:
+        claim = None
+        # Past max_jobs only more urgent jobs get in, up to twice as many.
+        if not self._stopping and not self._solo and len(self.flights) < 2 * self.config.max_jobs:
+            claim = await self.store.claim(
+                worker_id=self.worker_id,
+                prefer_models=[e.id for e in self.models.entries()],
+                lease_s=self.config.lease_s,
+                min_priority=self._min_priority(),
+            )
+        if claim is not None:
+            await self._open(claim)
+            return
         self._wake.clear()
-        try:
-            await asyncio.wait_for(self._wake.wait(), self.config.poll_interval_s)
-        except TimeoutError:
-            await self.recover()  # leases of other processes may have expired
+        if not await _wait(self._wake, self.config.poll_interval_s) and not self._stopping:
+            await self._recover()  # leases of other processes may have expired
             await self.models.unload_idle()
 
-    async def drain(self, timeout_s: float) -> None:
-        """Stop claiming; give the running job ``timeout_s`` to finish, then abort
-        it back to the queue."""
-        self._stopping = True
-        self.wake()
-        try:
-            await asyncio.wait_for(self._free.wait(), timeout_s)
-        except TimeoutError:
-            if self._run is not None:
-                self._run.halt("drain")
-            await self._free.wait()
+    def _min_priority(self) -> int | None:
+        """While the pool holds enough work or max_jobs are in flight, only a more
+        urgent job (an interactive request, C4) jumps in."""
+        hungry = len(self.pool) < 2 * self.config.batch_size
+        if hungry and len(self.flights) < self.config.max_jobs:
+            return None
+        return max(f.job.priority for f in self.flights.values()) + 1
 
-    async def _execute(self, claim: Claim) -> None:
+    async def _open(self, claim: Claim) -> None:
         job = claim.job
         bound = log.bind(job_id=job.id, model=job.model, attempt=job.attempts)
-        bound.info("job.claimed")
-        self.events.publish(job.id, "status", {"status": "processing"})
-        run = self._run = _Run(claim)
-        self._free.clear()
-        try:
-            outcome = await self._transcribe(run, bound)
-            final = await asyncio.shield(self._finish(run, *outcome))
-            if final is not None:
-                bound.info(
-                    "job.finished",
-                    status=final.status,
-                    error=final.error_code,
-                    seconds=round(time.time() - (final.started_at or time.time()), 3),
-                )
-        finally:
-            self._run = None
-            self._free.set()
-
-    async def _transcribe(self, run: _Run, bound: Any) -> tuple[Status, str | None, str | None]:
-        """Run the engine; returns (status, error_code, error_message)."""
-        job = run.claim.job
         try:
             entry = await self.models.acquire(job.model or "")
         except SonaError as exc:
-            return Status.FAILED, exc.code, exc.message
+            await self._finish(claim, Status.FAILED, exc.code, exc.message)
+            return
         except Exception as exc:  # a broken model directory fails the job, not the worker
             bound.exception("model.load_failed")
-            return Status.FAILED, "model_load_failed", f"{type(exc).__name__}: {exc}"
-        try:
-            await self._pump(run, entry.model, bound)
-        except Cancelled:
-            status = {"cancel": Status.CANCELLED, "drain": Status.QUEUED}.get(run.reason or "")
-            if run.reason == "timeout":
-                return Status.FAILED, "timeout", "the job ran past the wall-time limit"
-            return status or Status.CANCELLED, None, None
-        except (InvalidAudio, AudioTooLong) as exc:
-            return Status.FAILED, exc.code, exc.message
-        except SonaError as exc:
-            return Status.FAILED, exc.code, exc.message
-        except Exception as exc:  # an engine fault fails this job, never the worker
-            bound.exception("job.engine_error")
-            return Status.FAILED, "engine_error", f"{type(exc).__name__}: {exc}"
-        finally:
-            self.models.release(entry)
-        return Status.COMPLETED, None, None
-
-    async def _pump(self, run: _Run, model: Any, bound: Any) -> None:
-        """Start the engine thread and store what it yields until it ends."""
-        loop = asyncio.get_running_loop()
-        inbox: asyncio.Queue[tuple[str, tuple[Any, ...]]] = asyncio.Queue()
-
-        def post(kind: str) -> Callable[..., None]:
-            def send(*args: Any) -> None:
-                loop.call_soon_threadsafe(inbox.put_nowait, (kind, args))
-
-            return send
-
-        job = run.claim.job
-        engine = loop.run_in_executor(
-            self._engine_thread,
-            lambda: transcribe_file(
-                model,
-                Path(job.file_path),
-                job.options,
-                self.config.limits,
-                on_duration=post("duration"),
-                on_segment=post("segment"),
-                should_stop=run.stop.is_set,
-            ),
+            err = ModelLoadFailed(f"{type(exc).__name__}: {exc}")
+            await self._finish(claim, Status.FAILED, err.code, err.message)
+            return
+        flight = self.flights[job.id] = Flight(
+            claim, await self._spec(job, entry), entry, time.monotonic() + self.config.job_timeout_s
         )
-        engine.add_done_callback(lambda f: inbox.put_nowait(("done", (f,))))
-        deadline = time.monotonic() + self.config.job_timeout_s
-        while True:
-            try:
-                first = await asyncio.wait_for(inbox.get(), self._wait_s(run, deadline))
-            except TimeoutError:
-                await self._on_quiet(run, deadline, bound)
-                continue
-            items = [first]
-            while not inbox.empty():  # everything already waiting: few, larger commits
-                items.append(inbox.get_nowait())
-            segments = [args for kind, args in items if kind == "segment"]
-            for kind, args in items:
-                if kind == "duration":
-                    await self._store_duration(run, args[0])
-            if segments:
-                await self._store_segments(run, segments)
-            for kind, args in items:
-                if kind == "done":
-                    info = args[0].result()  # re-raises the engine's exception
-                    await self.store.set_info(
-                        run.claim, duration=info.duration, language=info.language
+        self._landed.clear()
+        self.events.publish(job.id, "status", {"status": "processing"})
+        bound.info("job.claimed", resume_after_chunks=job.chunks_done, crashes=job.crashes)
+        if job.crashes:
+            # It may be what crashed the engine: run it alone, so that if it
+            # does again, no other job shares the blame.
+            self._solo = True
+            while len(self.flights) > 1:
+                self._ended.clear()
+                await _wait(self._ended, self.config.poll_interval_s)
+            if job.id not in self.flights:
+                return
+        flight.generation = self.engine.generation
+        self.engine.open(flight.spec)
+
+    async def _spec(self, job: Job, entry: ModelEntry) -> JobSpec:
+        options = job.options
+        # Sequential decoding keeps faster-whisper's own default beam.
+        beam = options.beam_size or (
+            5 if options.condition_on_previous_text else self.config.beam_size
+        )
+        channels = 1
+        if options.diarize == "channels":
+            channels = 2 if (await asyncio.to_thread(probe, Path(job.file_path)))[1] >= 2 else 1
+        return JobSpec(
+            job_id=job.id,
+            path=Path(job.file_path),
+            options=options.model_copy(update={"beam_size": beam}),
+            model_id=entry.id,
+            max_seconds=self.config.max_audio_seconds,
+            # VAD cuts the chunks at silences and keeps Whisper from inventing text
+            # over them (F9); without it, chunks are plain 30 s slices.
+            vad=options.vad_filter is not False,
+            channels=channels,
+            skip_chunks=job.chunks_done,
+        )
+
+    # -- engine events -------------------------------------------------------
+
+    async def _engine_once(self) -> None:
+        event: EngineEvent = await self.engine.events.get()
+        if isinstance(event, Crashed):
+            await self._on_crash(event)
+            return
+        flight = self.flights.get(event.job_id)
+        if flight is None:
+            return  # ended meanwhile
+        match event:
+            case ChunksReady(_, chunks, language):
+                flight.language = language
+                for chunk in chunks:
+                    flight.chunks[chunk.no] = chunk
+                    key = batch_key(
+                        flight.spec.model_id, flight.spec.options, language, chunk.job_id
                     )
-                    return
+                    self.pool.add(Pending(chunk, key, flight.job.priority, flight.job.created_at))
+                self._work.set()
+            case Prepared(_, duration, total):
+                flight.total = total
+                lang = flight.language or flight.spec.options.language
+                await self.store.set_info(flight.claim, duration=duration, language=lang)
+                self.events.publish(flight.job.id, "progress", {"duration": duration})
+                await self._complete_if_done(flight)
+            case PrepareFailed(_, code, message):
+                await self._end(flight, Status.FAILED, code, message)
 
-    def _wait_s(self, run: _Run, deadline: float) -> float:
-        if run.stop.is_set():
-            return self.config.stop_grace_s
-        return max(0.01, min(self.config.lease_s / 3, deadline - time.monotonic()))
+    async def _on_crash(self, event: Crashed) -> None:
+        """The engine died: every job it held is requeued, its crash counted
+        unless Sona killed the engine itself; crashes past max_attempts fail."""
+        hit = [f for f in self.flights.values() if f.generation < self.engine.generation]
+        for flight in hit:
+            self._forget(flight)
+            if event.deliberate or flight.generation < 0:
+                await self._finish(flight.claim, Status.QUEUED, None, None)
+                continue
+            job = await self.store.engine_crashed(flight.claim)
+            log.warning("job.engine_crashed", job_id=job.id, status=job.status, crashes=job.crashes)
+            self._publish_end(job)
+        self._settle()
+        self.wake()
 
-    async def _on_quiet(self, run: _Run, deadline: float, bound: Any) -> None:
-        """Nothing came from the engine for a while: stuck, timed out, or just slow."""
-        if run.stop.is_set():
-            # A decoder hang: threads cannot be killed, so leave this one behind
-            # and give the next job a fresh engine thread.
-            bound.error("job.engine_stuck", reason=run.reason)
-            self._engine_thread.shutdown(wait=False)
-            self._engine_thread = ThreadPoolExecutor(1, thread_name_prefix="sona-engine")
-            raise Cancelled("the engine did not stop")
-        if time.monotonic() >= deadline:
-            run.halt("timeout")
-        elif not await self.store.heartbeat(run.claim, self.config.lease_s):
-            run.halt("cancel")
+    # -- step ----------------------------------------------------------------
 
-    async def _store_duration(self, run: _Run, duration: float) -> None:
-        job = run.claim.job
-        await self.store.set_info(run.claim, duration=duration, language=job.options.language)
-        self.events.publish(job.id, "progress", {"duration": duration, "progress": 0.0})
+    async def _step_once(self, burst: bool) -> None:
+        taken = self.pool.take_batch(self.config.batch_size, self.config.chunk_s)
+        batch = [p.chunk for p in taken]
+        batch = [c for c in batch if c.job_id in self.flights]
+        if not batch:
+            if burst and not self.flights and await self.store.queue_size() == 0:
+                raise _BurstDone
+            self._work.clear()
+            await _wait(self._work, self.config.poll_interval_s)
+            return
+        self.wake()  # the pool shrank: maybe room for another job
+        model_id = self.flights[batch[0].job_id].spec.model_id
+        started = time.monotonic()
+        try:
+            results = await asyncio.wait_for(
+                self.engine.step(model_id, batch), self.config.step_timeout_s
+            )
+        except TimeoutError:
+            await self._on_hung_step(batch)
+            return
+        except EngineCrashed:
+            return  # the engine loop requeues or fails what was in flight
+        except SonaError as exc:
+            for flight in self._flights_of(batch):
+                await self._end(flight, Status.FAILED, exc.code, exc.message)
+            return
+        self.stats.record(batch, time.monotonic() - started)
+        for chunk, segments in zip(batch, results, strict=True):
+            if chunk.job_id in self.flights:
+                self.flights[chunk.job_id].decoded[chunk.no] = segments
+        for flight in self._flights_of(batch):
+            await self._store_decoded(flight)
 
-    async def _store_segments(self, run: _Run, batch: list[tuple[Any, ...]]) -> None:
-        job = run.claim.job
-        processed = max(p for _, p in batch)
-        if await self.store.add_segments(run.claim, [s for s, _ in batch], processed):
-            run.halt("cancel")
-        crash_point("mid_job")  # a poison file: the engine dies with segments stored
-        for seg, _ in batch:
-            self.events.publish(job.id, "segment", asdict(seg))
-        self.events.publish(job.id, "progress", {"processed_seconds": processed})
+    def _flights_of(self, batch: list[ChunkInfo]) -> list[Flight]:
+        ids = dict.fromkeys(c.job_id for c in batch)
+        return [self.flights[i] for i in ids if i in self.flights]
+
+    async def _on_hung_step(self, batch: list[ChunkInfo]) -> None:
+        log.error("engine.step_hung", jobs=[c.job_id for c in batch])
+        for flight in self._flights_of(batch):
+            await self._end(flight, Status.FAILED, "timeout", "the engine hung on this job's audio")
+        await self.engine.kill()  # the others are requeued, their crash not counted
+
+    async def _store_decoded(self, flight: Flight) -> None:
+        """Store the decoded chunks that come next in order, in one transaction."""
+        first, nos = flight.job.chunks_done, list[int]()
+        while first + len(nos) in flight.decoded:
+            nos.append(first + len(nos))
+        if not nos:
+            return
+        index = flight.job.segments_done
+        segments = []
+        for no in nos:
+            decoded = flight.decoded.pop(no)
+            for seg in decoded:
+                segments.append(replace(seg, index=index))
+                index += 1
+            chunk = flight.chunks.pop(no)
+            # A sequential job's "chunk" is one segment, timed only once decoded.
+            ends = [chunk.end, *(s.end for s in decoded)]
+            flight.channel_end[chunk.channel] = max(flight.channel_end[chunk.channel], *ends)
+        processed = sum(flight.channel_end[: flight.spec.channels]) / flight.spec.channels
+        lease = await self.store.add_chunks(
+            flight.claim,
+            first=first,
+            count=len(nos),
+            segments=segments,
+            processed_seconds=processed,
+        )
+        flight.job.chunks_done += len(nos)
+        flight.job.segments_done = index
+        crash_point("mid_job", flight.job.id)  # segments stored, the job not finished
+        for seg in segments:
+            self.events.publish(flight.job.id, "segment", asdict(seg))
+        self.events.publish(flight.job.id, "progress", {"processed_seconds": processed})
+        if lease is Lease.LOST:
+            self._forget(flight)
+            self._settle()
+        elif lease is Lease.CANCEL_REQUESTED:
+            await self._end(flight, Status.CANCELLED)
+        else:
+            await self._complete_if_done(flight)
+
+    async def _complete_if_done(self, flight: Flight) -> None:
+        if flight.total is not None and flight.job.chunks_done >= flight.total:
+            await self._end(flight, Status.COMPLETED)
+
+    # -- leases, cancel, drain -----------------------------------------------
+
+    async def _lease_once(self) -> None:
+        await asyncio.sleep(self.config.lease_s / 3)
+        now = time.monotonic()
+        for flight in list(self.flights.values()):
+            if now >= flight.deadline:
+                limit = f"{self.config.job_timeout_s:.0f} s"
+                await self._end(flight, Status.FAILED, "timeout", f"the job ran past {limit}")
+                continue
+            lease = await self.store.heartbeat(flight.claim, self.config.lease_s)
+            if lease is Lease.LOST:
+                log.warning("job.lease_lost", job_id=flight.job.id)
+                self._forget(flight)
+                self._settle()
+            elif lease is Lease.CANCEL_REQUESTED:
+                await self._end(flight, Status.CANCELLED)
+
+    async def cancel(self, job_id: str) -> None:
+        """Stop a job running here now (the store's flag reaches it anyway, later)."""
+        if flight := self.flights.get(job_id):
+            await self._end(flight, Status.CANCELLED)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Stop claiming; give the jobs in flight ``timeout_s`` to finish, then put
+        them back in the queue (no attempt counted)."""
+        self._stopping = True
+        self.wake()
+        try:
+            await asyncio.wait_for(self._landed.wait(), timeout_s)
+        except TimeoutError:
+            for flight in list(self.flights.values()):
+                await self._end(flight, Status.QUEUED)
+
+    # -- ending a job --------------------------------------------------------
+
+    def _forget(self, flight: Flight) -> None:
+        """Drop a job from this worker: the engine stops on it, its chunks leave
+        the pool. Its row is someone else's business now."""
+        if self.flights.pop(flight.job.id, None) is None:
+            return
+        self.pool.drop_job(flight.job.id)
+        self.engine.close(flight.job.id)
+        self.models.release(flight.entry)
+        if not self.flights:
+            self._solo = False
+        self._ended.set()
+        self._work.set()
+        self.wake()
+
+    def _settle(self) -> None:
+        """After a job's last write: a drain waiting for the worker may go on."""
+        if not self.flights:
+            self._landed.set()
+
+    async def _end(
+        self, flight: Flight, status: Status, code: str | None = None, message: str | None = None
+    ) -> None:
+        if flight.job.id not in self.flights:
+            return  # ended already
+        self._forget(flight)
+        try:
+            await self._finish(flight.claim, status, code, message)
+        finally:
+            self._settle()
 
     async def _finish(
-        self, run: _Run, status: Status, code: str | None, message: str | None
-    ) -> Job | None:
+        self, claim: Claim, status: Status, code: str | None, message: str | None
+    ) -> None:
         try:
-            job = await self.store.finish(run.claim, status, error_code=code, error_message=message)
+            # Shielded: a cancel of the caller must not leave the row half-written.
+            job = await asyncio.shield(
+                self.store.finish(claim, status, error_code=code, error_message=message)
+            )
         except InvalidTransition:
-            log.warning("job.lease_lost", job_id=run.claim.job.id)
-            return None
+            log.warning("job.lease_lost", job_id=claim.job.id)
+            return
+        self._publish_end(job)
+
+    def _publish_end(self, job: Job) -> None:
         kind = job.status.value if job.status.finished else "status"
         self.events.publish(
-            job.id, kind, {"status": job.status.value, "error_code": code, "error_message": message}
+            job.id,
+            kind,
+            {"status": job.status.value, "error_code": job.error_code},
         )
-        return job
+        seconds = time.time() - job.started_at if job.started_at else None
+        log.info(
+            "job.finished",
+            job_id=job.id,
+            status=job.status,
+            error=job.error_code,
+            seconds=round(seconds, 3) if seconds else None,
+        )
+
+
+class _BurstDone(Exception):
+    """Burst mode: nothing is queued or in flight."""
+
+
+async def _wait(event: asyncio.Event, timeout_s: float) -> bool:
+    try:
+        await asyncio.wait_for(event.wait(), timeout_s)
+    except TimeoutError:
+        return False
+    return True

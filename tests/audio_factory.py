@@ -65,6 +65,33 @@ def silence_wav(out: Path, seconds: float, rate: int = RATE) -> Path:
     return out
 
 
+def flac_bomb(out: Path, seconds: int, claims_s: float) -> Path:
+    """A FLAC of ``seconds`` of silence (a few hundred KB per hour) whose header
+    says it lasts ``claims_s``: it passes the submit-time duration check, and
+    only the sample counter while decoding can stop it."""
+    import av  # PyAV encodes FLAC without ffmpeg on the machine
+    import numpy as np
+
+    with av.open(str(out), "w", format="flac") as container:
+        stream = container.add_stream("flac", rate=RATE, layout="mono")
+        minute = np.zeros((1, RATE * 60), np.int16)
+        for n in range(seconds // 60):
+            frame = av.AudioFrame.from_ndarray(minute, format="s16", layout="mono")
+            frame.rate, frame.pts = RATE, n * minute.shape[1]
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    data = bytearray(out.read_bytes())
+    # STREAMINFO at offset 8: after 10 bytes of block/frame sizes, 64 bits of
+    # rate (20) | channels (3) | bits (5) | total samples (36).
+    word = int.from_bytes(data[18:26], "big")
+    word = (word & ~((1 << 36) - 1)) | int(claims_s * RATE)
+    data[18:26] = word.to_bytes(8, "big")
+    out.write_bytes(bytes(data))
+    return out
+
+
 def truncated_copy(src: Path, out: Path) -> Path:
     """``src`` cut off mid-sample a little past half-way, header untouched: the
     header promises twice the data the file holds, as after an interrupted copy."""

@@ -111,7 +111,8 @@ async def test_cancel_processing_job_stops_within_one_window(
 async def test_cancel_queued_job_never_runs(
     aiohttp_client: Any, make_settings: Any, long_wav: Path, fox_wav: Path
 ) -> None:
-    client = await start(aiohttp_client, make_settings)
+    # One job in flight at a time, so the second one really waits in the queue.
+    client = await start(aiohttp_client, make_settings, max_jobs_in_flight=1)
     first = await submit(client, long_wav)
     await poll(client, first["id"], lambda j: j["status"] == "processing")
     queued = await submit(client, fox_wav)

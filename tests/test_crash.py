@@ -4,6 +4,8 @@ daemons, killed by the env-gated crash points in service/crashpoints.py."""
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -11,17 +13,18 @@ from typing import Any
 import httpx
 
 from tests.conftest import Daemon, spawn_daemon
-from tests.test_daemon import finished, upload, wait_for
+from tests.test_daemon import finished, log_events, upload, wait_for
 
 
-def run_until_death(data_dir: Path, crash_at: str, *, timeout: float = 120) -> int:
+def run_until_death(
+    data_dir: Path, crash_at: str, *, env: dict[str, str], timeout: float = 120
+) -> int:
     """Run a daemon over ``data_dir`` until the crash point ``crash_at`` kills it."""
-    env = {"SONA_TEST_CRASH_AT": crash_at, "SONA_MAX_ATTEMPTS": "2"}
     proc = spawn_daemon(
         data_dir,
         "--model",
         "tiny.en",
-        env=env,
+        env={"SONA_TEST_CRASH_AT": crash_at, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -73,22 +76,68 @@ def test_crash_after_commit_retry_gets_the_same_job(
     assert wait_for(d2, retry.json()["id"], finished)["status"] == "completed"
 
 
-def test_poison_pill_fails_after_max_attempts_and_the_queue_moves_on(
-    daemon_factory: Any, fox_wav: Path, tmp_path: Path
+def test_poison_pill_fails_after_max_attempts_and_the_others_complete(
+    daemon_factory: Any, fox_wav: Path, manifest: dict[str, Any]
 ) -> None:
-    data = tmp_path / "data"
+    """A file that crashes the engine process every time (here: a crash point
+    that SIGSEGVs it whenever a batch holds job 'poison') ends failed with
+    worker_crashed; the daemon keeps serving and the job that shared its first
+    batch completes."""
     d = daemon_factory(
         "--model",
         "tiny.en",
-        data_dir=data,
-        env={"SONA_TEST_CRASH_AT": "mid_job", "SONA_MAX_ATTEMPTS": "2"},
+        env={"SONA_TEST_CRASH_AT": "engine_step:poison", "SONA_MAX_ATTEMPTS": "2"},
     )
-    job = upload(d, fox_wav)
-    assert d.proc.wait(60) == 137  # attempt 1 killed the process
-    assert run_until_death(data, "mid_job") == 137  # attempt 2, on restart, too
-    d3 = daemon_factory("--model", "tiny.en", data_dir=data, env={"SONA_MAX_ATTEMPTS": "2"})
-    dead = httpx.get(f"{d3.url}/v1/jobs/{job['id']}").json()
+    poison = upload(d, fox_wav, job_id="poison")
+    other = upload(d, fox_wav.parent / "report.wav")
+    dead = wait_for(d, poison["id"], finished)
     assert dead["status"] == "failed" and dead["error"]["code"] == "worker_crashed"
-    assert dead["attempts"] == 2
-    later = upload(d3, fox_wav)
-    assert wait_for(d3, later["id"], finished)["status"] == "completed"
+    assert dead["crashes"] == 2
+    survivor = wait_for(d, other["id"], finished)
+    assert survivor["status"] == "completed" and survivor["crashes"] <= 1
+    assert all(k in survivor["text"].lower() for k in manifest["report.wav"]["keywords"])
+    ready = httpx.get(f"{d.url}/ready").json()
+    assert ready["engine"]["restarts"] == 2 and ready["worker_running"]
+    later = upload(d, fox_wav)
+    assert wait_for(d, later["id"], finished)["status"] == "completed"
+
+
+def test_daemon_death_mid_job_does_not_count_toward_worker_crashed(
+    daemon_factory: Any, long_wav: Path, tmp_path: Path
+) -> None:
+    """The daemon itself dies mid-job three times (max_attempts is 2): the job is
+    requeued each time, resumes after the chunks already stored, and completes."""
+    data = tmp_path / "data"
+    env = {"SONA_MAX_ATTEMPTS": "2", "SONA_BATCH_SIZE": "1"}
+    d = daemon_factory("--model", "tiny.en", data_dir=data, env=env)
+    job = upload(d, long_wav, job_id="unlucky")
+    d.stop(signal.SIGKILL)
+    for _ in range(3):
+        assert run_until_death(data, "mid_job:unlucky", env=env) == 137
+    d2 = daemon_factory("--model", "tiny.en", data_dir=data, env=env)
+    done = wait_for(d2, job["id"], finished)
+    assert done["status"] == "completed" and done["crashes"] == 0
+    assert done["attempts"] >= 4
+    # Each run stored one more chunk before dying; the last decoded only the rest.
+    claimed = [e for e in log_events(d2) if e["event"] == "job.claimed"]
+    assert claimed[0]["resume_after_chunks"] >= 3
+    verbose = httpx.get(f"{d2.url}/v1/jobs/{job['id']}/transcript?format=verbose_json").json()
+    ids = [s["id"] for s in verbose["segments"]]
+    assert sorted(ids) == list(range(len(ids))), "segments duplicated or missing"
+
+
+def test_engine_killed_mid_job_requeues_it_and_the_daemon_keeps_serving(
+    daemon_factory: Any, long_wav: Path, fox_wav: Path
+) -> None:
+    d = daemon_factory("--model", "tiny.en", env={"SONA_BATCH_SIZE": "1"})
+    job = upload(d, long_wav)
+    wait_for(d, job["id"], lambda j: j["segments_done"] >= 1)
+    engine = httpx.get(f"{d.url}/ready").json()["engine"]["pid"]
+    os.kill(engine, signal.SIGKILL)
+    assert httpx.get(f"{d.url}/health").json()["status"] == "ok"
+    done = wait_for(d, job["id"], finished)
+    assert done["status"] == "completed" and (done["attempts"], done["crashes"]) == (2, 1)
+    ready = httpx.get(f"{d.url}/ready").json()
+    assert ready["engine"]["restarts"] == 1 and ready["engine"]["pid"] != engine
+    later = upload(d, fox_wav)
+    assert wait_for(d, later["id"], finished)["status"] == "completed"

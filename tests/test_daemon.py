@@ -40,6 +40,10 @@ def finished(j: dict[str, Any]) -> bool:
     return j["status"] in ("completed", "failed", "cancelled")
 
 
+def log_events(d: Daemon) -> list[dict[str, Any]]:
+    return [json.loads(ln) for ln in d.stderr().splitlines() if ln.startswith("{")]
+
+
 def test_ready_line_probes_and_clean_exit(daemon_factory: Any, tmp_path: Path) -> None:
     pid = tmp_path / "sona.pid"
     d = daemon_factory("--model", "tiny.en", "--pidfile", str(pid))
@@ -84,17 +88,21 @@ def test_kill_9_mid_job_requeues_and_completes_once(
     daemon_factory: Any, long_wav: Path, tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
-    d = daemon_factory("--model", "tiny.en", data_dir=data)
+    env = {"SONA_BATCH_SIZE": "1"}  # one chunk a step: "mid-job" lasts several steps
+    d = daemon_factory("--model", "tiny.en", data_dir=data, env=env)
     j = upload(d, long_wav)
-    wait_for(d, j["id"], lambda x: x["segments_done"] >= 2)
+    stored = wait_for(d, j["id"], lambda x: x["segments_done"] >= 1)
     d.proc.send_signal(signal.SIGKILL)
     d.proc.wait(10)
-    d2 = daemon_factory("--model", "tiny.en", data_dir=data)
+    d2 = daemon_factory("--model", "tiny.en", data_dir=data, env=env)
     done = wait_for(d2, j["id"], finished)
-    assert done["status"] == "completed" and done["attempts"] == 2
+    assert done["status"] == "completed" and done["attempts"] == 2 and done["crashes"] == 0
+    resumed = [e for e in log_events(d2) if e["event"] == "job.claimed"][0]
+    assert resumed["resume_after_chunks"] >= 1  # attempt 2 decoded only the rest
     verbose = httpx.get(f"{d2.url}/v1/jobs/{j['id']}/transcript?format=verbose_json").json()
     ids = [s["id"] for s in verbose["segments"]]
-    assert ids == list(range(len(ids))), "segments duplicated or missing"
+    assert sorted(ids) == list(range(len(ids))), "segments duplicated or missing"
+    assert stored["text"] and done["text"].startswith(stored["text"])
     # Same transcript as a clean run of the same file.
     clean = upload(d2, long_wav)
     clean_done = wait_for(d2, clean["id"], finished)
@@ -106,8 +114,7 @@ def test_sigterm_drains_the_running_job(daemon_factory: Any, fox_wav: Path) -> N
     j = upload(d, fox_wav)
     wait_for(d, j["id"], lambda x: x["status"] == "processing", timeout=30)
     assert d.stop() == 0
-    events = [json.loads(ln) for ln in d.stderr().splitlines() if ln.startswith("{")]
-    finished_jobs = [e for e in events if e["event"] == "job.finished"]
+    finished_jobs = [e for e in log_events(d) if e["event"] == "job.finished"]
     assert finished_jobs and finished_jobs[0]["status"] == "completed"
 
 

@@ -17,8 +17,9 @@ from typing import Any
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
-from service.api.job_events import PING, JobUpdate, follow, sse_frames
+from service.api.job_events import PING, sse_frames
 from service.app import create_app
+from service.events import JobUpdate, follow
 from service.jobs import Job, Segment, Status, TranscribeOptions
 from service.keys import EVENTS, STORE, WORKER
 from service.store import Claim, JobStore
@@ -132,7 +133,9 @@ async def test_live_updates_from_another_process_and_resume_after_reconnect(
     processing = await next_event(events)
     assert (processing.event, processing.data["status"]) == ("status", "processing")
     await store.set_info(run, duration=8.0, language="en")
-    await store.add_segments(run, [seg(0, " One."), seg(1, " Two.")], 2.0)
+    await store.add_chunks(
+        run, first=0, count=1, segments=[seg(0, " One."), seg(1, " Two.")], processed_seconds=2.0
+    )
     got = [await next_event(events)]
     while got[-1].event != "progress" or got[-1].data["segments_done"] < 2:
         got.append(await next_event(events))
@@ -148,7 +151,9 @@ async def test_live_updates_from_another_process_and_resume_after_reconnect(
     }
     resp.close()  # the client drops; the job goes on
 
-    await store.add_segments(run, [seg(2, " Three.")], 3.0)
+    await store.add_chunks(
+        run, first=1, count=1, segments=[seg(2, " Three.")], processed_seconds=3.0
+    )
     await store.finish(run, Status.COMPLETED)
     again = await read_all(await client.get(url, headers={"Last-Event-ID": "2"}))
     assert [(e.event, e.id) for e in again] == [("status", None), ("segment", "3"),
@@ -220,7 +225,9 @@ async def test_follow_wakes_on_hub_events_without_waiting_for_the_poll(
         # wake-up can bring the next update.
         pending = asyncio.ensure_future(anext(updates))
         await asyncio.sleep(0.2)
-        await app[STORE].add_segments(run, [seg(0, " Hi.")], 1.0)
+        await app[STORE].add_chunks(
+            run, first=0, count=1, segments=[seg(0, " Hi.")], processed_seconds=1.0
+        )
         app[EVENTS].publish(job["id"], "segment", {"index": 0})
         update = await pending
         assert update.type == "segment" and update.segment == seg(0, " Hi.")

@@ -107,7 +107,8 @@ async def test_real_responses_match_their_schemas(
     claim = await store.claim(worker_id="test:1:x", prefer_models=[], lease_s=60)
     assert claim is not None and claim.job.id == job["id"]
     await store.set_info(claim, duration=2.0, language="en")
-    await store.add_segments(claim, [Segment(0, 0.0, 1.5, " Hello.", speaker="left")], 1.5)
+    hello = Segment(0, 0.0, 1.5, " Hello.", speaker="left")
+    await store.add_chunks(claim, first=0, count=1, segments=[hello], processed_seconds=1.5)
     await store.finish(claim, Status.COMPLETED)
     url = f"/v1/jobs/{job['id']}/transcript"
     conforms(spec, "TranscriptionOut", await body("GET", url + "?format=json", 200))

@@ -1,6 +1,6 @@
 """Model residency: resolution, LRU budget, idle TTL, unload (B6). The engine
-here is a stand-in that records loads; loading the real model is covered by
-test_daemon and test_pipeline."""
+here is a stand-in that records loads; loading the real model in the engine
+process is covered by test_daemon and test_engine."""
 
 from __future__ import annotations
 
@@ -15,25 +15,18 @@ from service.errors import ModelNotFound
 
 
 class CountingEngine:
+    """Records what the registry asks the engine process to load and free."""
+
     def __init__(self) -> None:
         self.loaded: list[str] = []
         self.closed: list[str] = []
 
-    def load(self, name: str, path: Path) -> Any:
+    async def load(self, name: str, path: Path) -> None:
+        await asyncio.sleep(0.01)  # concurrent loads overlap here
         self.loaded.append(name)
-        engine = self
 
-        class Model:
-            def __init__(self) -> None:
-                self.name = name
-
-            def close(self) -> None:
-                engine.closed.append(name)
-
-        return Model()
-
-    def download(self, name: str, cache_dir: Path) -> Path:
-        raise ModelNotFound(f"offline: {name}")
+    async def unload(self, name: str) -> None:
+        self.closed.append(name)
 
 
 def model_dir(root: Path, name: str) -> Path:
@@ -51,7 +44,13 @@ def setup(tmp_path: Path) -> tuple[ModelRegistry, CountingEngine, Path]:
         model_dir(cache, n)
     engine = CountingEngine()
     return (
-        ModelRegistry(engine, model_dir=cache, allow_download=False, max_loaded=2, idle_ttl_s=0.1),
+        ModelRegistry(
+            engine,  # type: ignore[arg-type]
+            model_dir=cache,
+            allow_download=False,
+            max_loaded=2,
+            idle_ttl_s=0.1,
+        ),
         engine,
         cache,
     )

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from service.errors import IdempotencyConflict, InvalidTransition, NotFound
+from service.formats import in_order, render
 from service.jobs import TRANSITIONS, NewJob, Segment, Status, TranscribeOptions
+from service.store import Claim, Lease
 from service.store.sqlite import SqliteStore
 
 _ids = itertools.count()
@@ -68,46 +70,88 @@ async def test_claim_order_priority_then_loaded_model_then_age(store: SqliteStor
     assert order == ["urgent", "new_tiny", "old_small"]
 
 
-async def test_claim_counts_attempts_and_clears_old_segments(store: SqliteStore) -> None:
+async def add(
+    store: SqliteStore, claim: Claim, first: int, segments: list[Segment], chunks: int = 1
+) -> Lease:
+    end = max((s.end for s in segments), default=0.0)
+    return await store.add_chunks(
+        claim, first=first, count=chunks, segments=segments, processed_seconds=end
+    )
+
+
+async def claim_of(store: SqliteStore, worker: str = "w") -> Claim:
+    claim = await store.claim(worker_id=worker, prefer_models=[], lease_s=30)
+    assert claim is not None
+    return claim
+
+
+async def test_rerun_keeps_stored_chunks_and_resumes_after_them(store: SqliteStore) -> None:
     await store.create(new_job(id="j"))
-    c1 = await store.claim(worker_id="w", prefer_models=[], lease_s=30)
-    assert c1 and c1.job.attempts == 1
-    await store.add_segments(c1, [seg(0), seg(1)], 2.0)
+    c1 = await claim_of(store)
+    assert c1.job.attempts == 1
+    assert await add(store, c1, 0, [seg(0), seg(1)], chunks=2) is Lease.HELD
     job = await store.get("j")
     assert job.segments_done == 2 and job.text == "word0 word1" and job.progress == 0.2
-    # Crash: recovery requeues, the re-run replaces segments instead of adding to them.
-    rec = await store.recover(is_dead=lambda w: w == "w")
-    assert rec.requeued == ["j"]
-    c2 = await store.claim(worker_id="w2", prefer_models=[], lease_s=30)
-    assert c2 and c2.job.attempts == 2 and c2.job.segments_done == 0
-    await store.add_segments(c2, [seg(0)], 1.0)
-    assert [s.index for s in await store.segments("j")] == [0]
+    # The daemon dies: recovery requeues, and the re-run starts after chunk 1.
+    assert (await store.recover(is_dead=lambda w: w == "w")).requeued == ["j"]
+    c2 = await claim_of(store, "w2")
+    assert (c2.job.attempts, c2.job.chunks_done, c2.job.segments_done) == (2, 2, 2)
+    with pytest.raises(InvalidTransition):  # a chunk is stored once
+        await add(store, c2, 0, [seg(0)])
+    await add(store, c2, 2, [seg(2)])
+    assert [s.index for s in await store.segments("j")] == [0, 1, 2]
+    done = await store.finish(c2, Status.COMPLETED)
+    assert done.text == "word0 word1 word2" and done.crashes == 0
+
+
+async def test_text_reads_in_time_order_whatever_the_storing_order(store: SqliteStore) -> None:
+    await store.create(new_job(id="st"))
+    claim = await claim_of(store)
+    left = Segment(index=0, start=0.2, end=1.9, text=" Left first.", speaker="left")
+    right = Segment(index=1, start=2.4, end=4.1, text=" Right second.", speaker="right")
+    late_left = Segment(index=2, start=1.0, end=2.0, text=" Left again.", speaker="left")
+    await add(store, claim, 0, [left, right])
+    await add(store, claim, 1, [late_left])
+    job = await store.finish(claim, Status.COMPLETED)
+    assert job.text == "Left first. Left again. Right second."
+    segments = await store.segments("st")
+    assert [s.index for s in segments] == [0, 1, 2]  # streams read in stored order
+    assert render(job, segments, "text")[0] == job.text + "\n"
+    assert [s.index for s in in_order(segments)] == [0, 2, 1]
 
 
 async def test_stale_worker_writes_are_fenced(store: SqliteStore) -> None:
     await store.create(new_job(id="j"))
-    stale = await store.claim(worker_id="w1", prefer_models=[], lease_s=30)
-    assert stale
+    stale = await claim_of(store, "w1")
     await store.recover(is_dead=lambda w: w == "w1")
-    fresh = await store.claim(worker_id="w2", prefer_models=[], lease_s=30)
-    assert fresh
-    assert await store.add_segments(stale, [seg(0, "stale")], 5.0) is True  # told to stop
-    assert not await store.heartbeat(stale, 30)
+    fresh = await claim_of(store, "w2")
+    assert await add(store, stale, 0, [seg(0, "stale")]) is Lease.LOST  # told to stop
+    assert await store.heartbeat(stale, 30) is Lease.LOST
     with pytest.raises(InvalidTransition):
         await store.finish(stale, Status.COMPLETED)
-    await store.add_segments(fresh, [seg(0, "fresh")], 1.0)
+    with pytest.raises(InvalidTransition):
+        await store.engine_crashed(stale)
+    await add(store, fresh, 0, [seg(0, "fresh")])
     done = await store.finish(fresh, Status.COMPLETED)
     assert done.status == Status.COMPLETED and done.text == "fresh0" and done.attempts == 2
 
 
-async def test_recover_fails_job_out_of_attempts(store: SqliteStore) -> None:
+async def test_engine_crashes_count_toward_max_attempts(store: SqliteStore) -> None:
     await store.create(new_job(id="poison", max_attempts=2))
-    for _ in range(2):
-        assert await store.claim(worker_id="dead", prefer_models=[], lease_s=30)
-        rec = await store.recover(is_dead=lambda w: True)
-    assert rec.failed == ["poison"]
-    job = await store.get("poison")
+    job = await store.engine_crashed(await claim_of(store))
+    assert (job.status, job.crashes, job.attempts) == (Status.QUEUED, 1, 1)
+    job = await store.engine_crashed(await claim_of(store))
     assert job.status == Status.FAILED and job.error_code == "worker_crashed"
+    assert job.crashes == 2 and job.finished_at is not None
+
+
+async def test_daemon_deaths_never_fail_a_job(store: SqliteStore) -> None:
+    await store.create(new_job(id="unlucky", max_attempts=2))
+    for _ in range(4):
+        await claim_of(store, "dead")
+        assert (await store.recover(is_dead=lambda w: True)).requeued == ["unlucky"]
+    job = await store.get("unlucky")
+    assert (job.status, job.attempts, job.crashes) == (Status.QUEUED, 4, 0)
 
 
 async def test_live_owner_with_valid_lease_is_left_alone(store: SqliteStore) -> None:
@@ -133,7 +177,8 @@ async def test_cancel_transitions(store: SqliteStore) -> None:
     assert claim
     job = await store.cancel("p")
     assert job.status == Status.PROCESSING and job.cancel_requested
-    assert await store.add_segments(claim, [seg(0)], 1.0) is True  # the worker is told
+    assert await add(store, claim, 0, [seg(0)]) is Lease.CANCEL_REQUESTED  # the worker is told
+    assert await store.heartbeat(claim, 30) is Lease.CANCEL_REQUESTED
     await store.finish(claim, Status.CANCELLED)
     await store.create(new_job(id="c"))
     claim = await store.claim(worker_id="w", prefer_models=[], lease_s=30)

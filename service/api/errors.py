@@ -36,8 +36,17 @@ STATUS: list[tuple[type[e.SonaError], int]] = [
     (e.NoModel, 503),
     (e.StorageFull, 507),
     (e.UploadTimeout, 408),
+    (e.JobTimeout, 504),
 ]
-NO_RETRY = (e.NoModel, e.StorageFull, e.EngineError)
+# 5xx that the same request would meet again: the OpenAI SDK must not retry them.
+NO_RETRY = (
+    e.NoModel,
+    e.StorageFull,
+    e.EngineError,
+    e.JobTimeout,
+    e.ModelLoadFailed,
+    e.WorkerCrashed,
+)
 
 
 def status_for(exc: e.SonaError) -> int:

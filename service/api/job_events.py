@@ -23,8 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
@@ -32,86 +31,16 @@ from aiohttp import web
 
 from service.api.schemas import job_out
 from service.errors import InvalidRequest, NotFound
-from service.events import EventHub, JobEvent
+from service.events import JobUpdate, follow
 from service.formats import render
 from service.jobs import Job, Segment, validate_job_id
 from service.keys import EVENTS, STORE
-from service.store import JobStore
 
 log = structlog.get_logger("sona.api")
 routes = web.RouteTableDef()
 
-POLL_S = 1.0
 HEARTBEAT_S = 15.0
 PING = b": ping\n\n"
-
-
-@dataclass(frozen=True)
-class JobUpdate:
-    """One step of a followed job.
-
-    ``type`` is ``status`` | ``progress`` | ``segment`` | ``idle`` | ``completed`` |
-    ``failed`` | ``cancelled``. ``job`` is the job as last read from the store;
-    ``segment`` is set for ``segment`` updates only. ``idle`` means a poll interval
-    passed with no wake-up: consumers may ignore it, or use it to send keep-alives
-    and to notice that their client has gone."""
-
-    type: str
-    job: Job
-    segment: Segment | None = None
-
-
-def _progress_key(job: Job) -> tuple[float, float | None, int]:
-    return (job.processed_seconds, job.duration, job.segments_done)
-
-
-async def _wait_wake(inbox: asyncio.Queue[JobEvent], timeout_s: float) -> bool:
-    """True when the hub posted something within ``timeout_s``. The events are
-    only wake-ups: everything is read back from the store, so they are dropped."""
-    try:
-        await asyncio.wait_for(inbox.get(), timeout_s)
-    except TimeoutError:
-        return False
-    while not inbox.empty():
-        inbox.get_nowait()
-    return True
-
-
-async def follow(
-    store: JobStore, hub: EventHub, job_id: str, *, after: int = -1, poll_s: float = POLL_S
-) -> AsyncGenerator[JobUpdate, None]:
-    """Follow ``job_id`` until it finishes.
-
-    Yields ``status`` (the job as it is now) first, then every stored segment with
-    index > ``after`` in order, each exactly once, interleaved with ``status`` on a
-    status change, ``progress`` when processed seconds, duration or segment count
-    change, and ``idle`` after each quiet poll interval; last the terminal update
-    (``completed``/``failed``/``cancelled``), after all segments, and then stops.
-    Raises ``NotFound`` on the first step for an unknown job. Use it inside
-    ``contextlib.aclosing`` so the hub subscription ends when the consumer stops."""
-    # Subscribe before the first read: a write between the read and the
-    # subscription would otherwise go unnoticed until the next poll.
-    with hub.subscribe(job_id) as inbox:
-        job = await store.get(job_id)
-        yield JobUpdate("status", job)
-        status, progress = job.status, _progress_key(job)
-        while True:
-            # The job is read before its segments: once it reads finished, every
-            # segment is already stored, so the terminal update comes last.
-            for seg in await store.segments(job_id, after=after):
-                after = seg.index
-                yield JobUpdate("segment", job, seg)
-            if job.status.finished:
-                yield JobUpdate(job.status.value, job)
-                return
-            if job.status != status:
-                yield JobUpdate("status", job)
-            elif _progress_key(job) != progress:
-                yield JobUpdate("progress", job)
-            status, progress = job.status, _progress_key(job)
-            if not await _wait_wake(inbox, poll_s):
-                yield JobUpdate("idle", job)
-            job = await store.get(job_id)
 
 
 def segment_out(job: Job, seg: Segment) -> dict[str, Any]:
@@ -217,4 +146,4 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-__all__ = ["JobUpdate", "follow", "frame_for", "routes", "sse_frame", "sse_frames"]
+__all__ = ["frame_for", "routes", "sse_frame", "sse_frames"]

@@ -8,11 +8,10 @@ import contextlib
 from aiohttp import web
 
 from service.api.forms import read_form, read_json
-from service.api.job_events import follow
 from service.api.schemas import JobForm, JobList, JobUrl, job_out, parse
 from service.crashpoints import crash_point
 from service.errors import InvalidRequest, JobNotFinished
-from service.events import TERMINAL
+from service.events import TERMINAL, follow
 from service.fetch import fetch
 from service.formats import render
 from service.intake import Submission
@@ -131,7 +130,8 @@ async def cancel(app: web.Application, job_id: str) -> Job:
     job is running here (the store flag reaches a worker anywhere, a little later)."""
     job = await app[STORE].cancel(job_id)
     if job.status == Status.PROCESSING:
-        app[WORKER].request_cancel(job_id)
+        await app[WORKER].cancel(job_id)
+        job = await app[STORE].get(job_id)
     return job
 
 

@@ -21,11 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.api.errors import error_body, status_for
 from service.api.forms import read_form
-from service.api.job_events import JobUpdate, follow, progress_out, segment_out
+from service.api.job_events import progress_out, segment_out
 from service.api.jobs import admit, cancel
 from service.api.schemas import parse
 from service.errors import Busy, InvalidRequest, SonaError, from_code
-from service.events import TERMINAL
+from service.events import TERMINAL, JobUpdate, follow
 from service.formats import render
 from service.intake import SYNC_PRIORITY, Submission
 from service.jobs import Job, Status, TranscribeOptions
@@ -63,6 +63,7 @@ class OpenAIForm(BaseModel):
     vad_filter: bool | None = None
     hotwords: str | None = None
     diarize: Literal["none", "channels"] = "none"
+    condition_on_previous_text: bool = False
 
     def options(self, task: Literal["transcribe", "translate"]) -> TranscribeOptions:
         return TranscribeOptions(
@@ -75,6 +76,7 @@ class OpenAIForm(BaseModel):
             vad_filter=self.vad_filter,
             hotwords=self.hotwords,
             diarize=self.diarize,
+            condition_on_previous_text=self.condition_on_previous_text,
             word_timestamps="word" in self.timestamp_granularities,
         )
 

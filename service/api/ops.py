@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from aiohttp import web
 
-from service.keys import MODELS, STORE, WORKER
+from service.keys import ENGINE, MODELS, STORE, WORKER
 
 routes = web.RouteTableDef()
 
@@ -27,7 +29,15 @@ async def ready(request: web.Request) -> web.Response:
     models = [e.id for e in app[MODELS].entries()]
     running = app[WORKER].running
     ok = bool(models) and running
+    engine = app[ENGINE]
     return web.json_response(
-        {"status": "ready" if ok else "not_ready", "models": models, "worker_running": running},
+        {
+            "status": "ready" if ok else "not_ready",
+            "models": models,
+            "worker_running": running,
+            "engine": {"pid": engine.pid, "restarts": engine.restarts},
+            "jobs_in_flight": len(app[WORKER].flights),
+            "batches": asdict(app[WORKER].stats),
+        },
         status=200 if ok else 503,
     )

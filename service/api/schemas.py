@@ -91,7 +91,8 @@ class JobOut(BaseModel):
     language: str | None
     model: str | None
     error: JobError | None
-    attempts: int
+    attempts: int  # every run, whatever ended it
+    crashes: int  # runs the engine died in; max_attempts of these fail the job
     priority: int
     file_name: str
     created_at: str
@@ -125,6 +126,7 @@ def job_out(job: Job) -> dict[str, Any]:
         model=job.model,
         error=JobError(**error) if error else None,
         attempts=job.attempts,
+        crashes=job.crashes,
         priority=job.priority,
         file_name=job.file_name,
         created_at=iso(job.created_at) or "",

@@ -1,56 +1,147 @@
 """The engine interface: what the worker needs from a speech-to-text backend.
 
-Only ``engine/whisper.py`` knows faster-whisper. Engines are synchronous and
-run off the event loop; they report segments through a callback and stop early
-when ``should_stop()`` turns true (checked between segments, i.e. within one
-decoding window)."""
+The engine lives in a child process (``engine/host.py`` runs it, one per
+device) so that a crash, a hang or a cancel can be ended by killing it. The
+worker talks to it through ``EngineHost`` and the small messages below:
+
+* ``open(JobSpec)``: decode the file as a stream, cut it into chunks of speech
+  (``engine/chunker.py``) and announce them (``ChunksReady``), then
+  ``Prepared`` with the real duration — or ``PrepareFailed``. The engine keeps
+  only a few chunks per job ahead of the batches, so memory does not grow with
+  the file.
+* ``step(model, items)``: decode one batch of announced chunks, from any jobs
+  whose options share a batch (``engine/batcher.py`` picks them); returns the
+  segments of each chunk, timed on the recording.
+* ``close(job_id)``: forget a job (done or cancelled): its decoding stops.
+
+Only ``engine/whisper.py`` knows faster-whisper."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
-
 from service.jobs import Segment, TranscribeOptions
+
+SPEAKERS = ("left", "right")
 
 
 @dataclass(frozen=True)
-class AudioInfo:
+class EngineConfig:
+    device: str = "auto"
+    compute_type: str = "auto"
+    cpu_threads: int = 0
+    # Most speech in one chunk. Whisper's window holds 30 s, but tiny models end
+    # a window early when it is nearly full of speech (WER 0.4 against 0.045 at
+    # 20 s on the bench's long file, at the same speed: docs/performance.md).
+    chunk_s: float = 20.0
+    nice: int = 5  # added to the engine process's niceness: the API comes first
+    # Chunks a job may have cut and waiting for a batch: bounds memory per job.
+    ahead: int = 16
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What the engine needs to prepare one job's audio."""
+
+    job_id: str
+    path: Path
+    options: TranscribeOptions
+    model_id: str
+    max_seconds: float
+    vad: bool
+    channels: int  # 1, or 2 for diarize=channels (one chunk stream per channel)
+    skip_chunks: int = 0  # already stored by an earlier attempt: cut, not announced
+
+
+@dataclass(frozen=True)
+class ChunkInfo:
+    """A chunk ready for a batch. ``no`` counts a job's chunks from 0 in the
+    order they are cut, the same on every run of the same file and options."""
+
+    job_id: str
+    no: int
+    channel: int
+    start: float
+    end: float
+    seconds: float = 0.0  # of speech: silences VAD cut out are not counted
+
+
+@dataclass(frozen=True)
+class ChunksReady:
+    job_id: str
+    chunks: list[ChunkInfo]
+    language: str
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Every chunk is announced: ``total`` chunks (skipped ones included)."""
+
+    job_id: str
     duration: float
-    language: str | None
-    language_probability: float = 0.0
+    total: int
 
 
-class LoadedModel(Protocol):
-    """A model in memory, ready to transcribe."""
+@dataclass(frozen=True)
+class PrepareFailed:
+    job_id: str
+    code: str  # an error code of service.errors (invalid_audio, audio_too_long, …)
+    message: str
 
-    name: str
 
-    def transcribe(
-        self,
-        audio: np.ndarray,
-        options: TranscribeOptions,
-        on_segment: Callable[[Segment], None],
-        should_stop: Callable[[], bool],
-    ) -> AudioInfo:
-        """Transcribe 16 kHz mono float32 samples, calling ``on_segment`` per
-        finished segment (indices from 0). Raises ``service.errors.Cancelled``
-        as soon as ``should_stop()`` is true between segments."""
+@dataclass(frozen=True)
+class Crashed:
+    """The engine process died (signal or exit code in ``reason``); everything it
+    held is gone. The host restarts it and reloads its models. ``deliberate``:
+    Sona killed it (a hung step), so the jobs in flight are not to blame."""
+
+    reason: str
+    deliberate: bool = False
+
+
+EngineEvent = ChunksReady | Prepared | PrepareFailed | Crashed
+
+
+class EngineHost(Protocol):
+    """The engine as the worker and the model registry see it."""
+
+    events: asyncio.Queue[EngineEvent]
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def restarts(self) -> int: ...
+
+    @property
+    def generation(self) -> int:
+        """Counts engine processes started; a job opened in an older one died with it."""
         ...
 
-    def close(self) -> None:
-        """Free the model's memory."""
+    async def load(self, model_id: str, path: Path) -> None:
+        """Load a model; ``ModelLoadFailed`` if it will not."""
         ...
 
+    async def unload(self, model_id: str) -> None:
+        """Free a model's memory (the engine process's, really)."""
+        ...
 
-class Engine(Protocol):
-    """Loads models. Both methods block: call them off the event loop."""
+    def open(self, spec: JobSpec) -> None: ...
 
-    def load(self, name: str, path: Path) -> LoadedModel: ...
+    def close(self, job_id: str) -> None: ...
 
-    def download(self, name: str, cache_dir: Path) -> Path:
-        """Fetch a model by name from the model hub; ``ModelNotFound`` if impossible."""
+    async def step(self, model_id: str, items: list[ChunkInfo]) -> list[list[Segment]]:
+        """Decode ``items`` (chunks of jobs sharing batch options) as one batch.
+        ``EngineCrashed`` if the engine dies meanwhile."""
+        ...
+
+    async def kill(self) -> None:
+        """Kill the engine now (a hung step, a drain past its timeout); it restarts."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop for good."""
         ...

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.engine import Engine, LoadedModel
+from service.engine import EngineHost
 from service.errors import ModelNotFound
 
 BUNDLED = "tiny.en"
@@ -39,7 +39,6 @@ def _is_model_dir(path: Path) -> bool:
 class ModelEntry:
     id: str
     path: Path
-    model: LoadedModel
     loaded_at: float
     load_seconds: float
     last_used: float = field(default_factory=time.monotonic)
@@ -47,12 +46,12 @@ class ModelEntry:
 
 
 class ModelRegistry:
-    """The models this process holds. All methods run on the event loop; loading
-    and freeing happen in threads."""
+    """The models the engine holds. All methods run on the event loop; loading
+    and freeing happen in the engine process."""
 
     def __init__(
         self,
-        engine: Engine,
+        engine: EngineHost,
         *,
         model_dir: Path,
         allow_download: bool,
@@ -98,7 +97,9 @@ class ModelRegistry:
         if name == BUNDLED and (bundled := bundled_model_path()):
             return bundled
         if self._allow_download:
-            return await asyncio.to_thread(self._engine.download, name, self._model_dir)
+            from service.engine.whisper import download  # faster-whisper: only when asked
+
+            return await asyncio.to_thread(download, name, self._model_dir)
         raise ModelNotFound(
             f"model {name!r} is not available offline: give a CTranslate2 directory path, "
             f"put it under {self._model_dir}/{name}, or enable downloads (SONA_ALLOW_DOWNLOAD=1)",
@@ -124,8 +125,8 @@ class ModelRegistry:
                 return entry
             path = await self.locate(model_id)
             started = time.monotonic()
-            model = await asyncio.to_thread(self._engine.load, model_id, path)
-            entry = ModelEntry(model_id, path, model, time.time(), time.monotonic() - started)
+            await self._engine.load(model_id, path)
+            entry = ModelEntry(model_id, path, time.time(), time.monotonic() - started)
             self._entries[model_id] = entry
         await self._evict(keep=model_id)
         return entry
@@ -135,7 +136,7 @@ class ModelRegistry:
         entry = self._entries.pop(self.canonical(name), None)
         if entry is None:
             return False
-        await asyncio.to_thread(entry.model.close)
+        await self._engine.unload(entry.id)
         return True
 
     async def unload_all(self) -> list[str]:

@@ -1,102 +1,299 @@
-"""The faster-whisper engine: the only module that imports faster_whisper."""
+"""The faster-whisper backend: the only module that imports faster_whisper.
+
+It runs inside the engine process (``engine/child.py``): it loads models,
+finds speech with Silero VAD, and decodes a batch of chunks with
+faster-whisper's own batched forward pass, so a batch gives exactly what
+``BatchedInferencePipeline`` gives for the same chunks."""
 
 from __future__ import annotations
 
+import bisect
 import gc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import ctranslate2
 import numpy as np
-from faster_whisper import WhisperModel
+from faster_whisper import BatchedInferencePipeline, WhisperModel
+from faster_whisper.audio import pad_or_trim
+from faster_whisper.tokenizer import Tokenizer
+from faster_whisper.transcribe import (
+    TranscriptionOptions,
+    get_compression_ratio,
+    get_suppressed_tokens,
+)
 from faster_whisper.utils import download_model
+from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-from service.engine import AudioInfo
-from service.errors import Cancelled, ModelNotFound
+from service.engine.batcher import PACK_GAP_S
+from service.engine.chunker import SAMPLE_RATE, RawChunk, Spans
+from service.errors import ModelLoadFailed, ModelNotFound
 from service.jobs import Segment, TranscribeOptions, Word
 
-# faster-whisper's own fallback schedule, used when the caller fixes no temperature.
-_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+# faster-whisper's fallback schedule, for sequential decoding without a fixed temperature.
+_FALLBACK = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
-class WhisperEngine:
-    """Loads CTranslate2 Whisper models with faster-whisper, never touching the
-    network unless ``download`` is called."""
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    return device
 
-    def __init__(
-        self, *, device: str = "auto", compute_type: str = "default", cpu_threads: int = 0
-    ) -> None:
-        self.device = device
-        self.compute_type = compute_type
+
+def resolve_compute_type(compute_type: str, device: str) -> str:
+    """``auto``: int8 on a CPU, float16 on CUDA. The model's saved float16 would
+    otherwise run as float32 on a CPU, at a third of int8's speed."""
+    if compute_type != "auto":
+        return compute_type
+    return "float16" if resolve_device(device) == "cuda" else "int8"
+
+
+def download(name: str, cache_dir: Path) -> Path:
+    """Fetch a model by name from the model hub; ``ModelNotFound`` if impossible."""
+    try:
+        return Path(download_model(name, cache_dir=str(cache_dir)))
+    except Exception as exc:  # hub errors come in many types; all mean "not here"
+        raise ModelNotFound(f"model {name!r} could not be downloaded: {exc}") from exc
+
+
+def speech_detector(chunk_s: float) -> Callable[[np.ndarray], Spans]:
+    """Speech spans of a 16 kHz mono signal, in samples, none longer than
+    ``chunk_s`` (VAD settings as BatchedInferencePipeline's)."""
+    vad = VadOptions(max_speech_duration_s=chunk_s, min_silence_duration_ms=160)
+
+    def detect(samples: np.ndarray) -> Spans:
+        return [(s["start"], s["end"]) for s in get_speech_timestamps(samples, vad)]
+
+    return detect
+
+
+class WhisperBackend:
+    """The models of one engine process, by id."""
+
+    def __init__(self, *, device: str, compute_type: str, cpu_threads: int) -> None:
+        self.device = resolve_device(device)
+        self.compute_type = resolve_compute_type(compute_type, device)
         self.cpu_threads = cpu_threads
+        self._models: dict[str, tuple[WhisperModel, BatchedInferencePipeline]] = {}
 
-    def load(self, name: str, path: Path) -> WhisperLoaded:
-        model = WhisperModel(
-            str(path),
-            device=self.device,
-            compute_type=self.compute_type,
-            cpu_threads=self.cpu_threads,
-            local_files_only=True,
-        )
-        return WhisperLoaded(name, model)
-
-    def download(self, name: str, cache_dir: Path) -> Path:
+    def load(self, model_id: str, path: Path) -> None:
+        if model_id in self._models:
+            return
         try:
-            return Path(download_model(name, cache_dir=str(cache_dir)))
-        except Exception as exc:  # hub errors come in many types; all mean "not here"
-            raise ModelNotFound(f"model {name!r} could not be downloaded: {exc}") from exc
+            model = WhisperModel(
+                str(path),
+                device=self.device,
+                compute_type=self.compute_type,
+                cpu_threads=self.cpu_threads,
+                local_files_only=True,
+            )
+        except Exception as exc:  # a broken directory fails in many ways
+            raise ModelLoadFailed(f"model {model_id} did not load: {exc}") from exc
+        self._models[model_id] = (model, BatchedInferencePipeline(model))
 
-
-class WhisperLoaded:
-    """One faster-whisper model in memory."""
-
-    def __init__(self, name: str, model: WhisperModel) -> None:
-        self.name = name
-        self._model: WhisperModel | None = model
-
-    def transcribe(
-        self,
-        audio: np.ndarray,
-        options: TranscribeOptions,
-        on_segment: Callable[[Segment], None],
-        should_stop: Callable[[], bool],
-    ) -> AudioInfo:
-        if self._model is None:
-            raise RuntimeError(f"model {self.name} was unloaded")
-        segments, info = self._model.transcribe(audio, **_whisper_kwargs(options))
-        result = AudioInfo(info.duration, info.language, info.language_probability)
-        # The generator decodes one window per step; checking between steps is
-        # what makes cancellation land within one decoding window.
-        for seg in segments:
-            if should_stop():
-                raise Cancelled("transcription stopped")
-            on_segment(_segment(seg))
-        if should_stop():
-            raise Cancelled("transcription stopped")
-        return result
-
-    def close(self) -> None:
+    def unload(self, model_id: str) -> None:
         # CTranslate2 frees the weights when the last reference goes.
-        self._model = None
+        self._models.pop(model_id, None)
         gc.collect()
 
+    def language(self, model_id: str, options: TranscribeOptions, sample: np.ndarray) -> str:
+        """The language a job is decoded in: asked for, else detected on its first
+        chunk; English-only models know one."""
+        model, _ = self._model(model_id)
+        if not model.model.is_multilingual:
+            return "en"
+        if options.language:
+            return options.language
+        language, _, _ = model.detect_language(audio=sample)
+        return str(language)
 
-def _whisper_kwargs(o: TranscribeOptions) -> dict[str, Any]:
-    return {
-        "language": o.language,
-        "task": o.task,
-        "initial_prompt": o.prompt,
-        "hotwords": o.hotwords,
-        "word_timestamps": o.word_timestamps,
-        "vad_filter": bool(o.vad_filter),
-        "beam_size": o.beam_size or 5,
-        "temperature": _TEMPERATURES if o.temperature is None else o.temperature,
-    }
+    def decode(
+        self,
+        model_id: str,
+        options: TranscribeOptions,
+        language: str,
+        rows: list[list[RawChunk]],
+    ) -> list[list[list[Segment]]]:
+        """One batch: each row is one window, one chunk or several short ones a
+        gap of silence apart (``batcher.pack``). Returns, per row and chunk, the
+        chunk's segments, timed on its recording."""
+        model, pipeline = self._model(model_id)
+        tokenizer = Tokenizer(
+            model.hf_tokenizer, model.model.is_multilingual, task=options.task, language=language
+        )
+        # Windows holding one chunk are decoded as faster-whisper would; shared
+        # ones also align words, to hand each its own back (alignment costs).
+        out: list[list[list[Segment]]] = [[] for _ in rows]
+        alone = [n for n, row in enumerate(rows) if len(row) == 1]
+        shared = [n for n, row in enumerate(rows) if len(row) > 1]
+        for group, words in ((alone, options.word_timestamps), (shared, True)):
+            if not group:
+                continue
+            opts = _options(options, tokenizer, words)
+            raws = _forward(model, pipeline, tokenizer, opts, [_window(rows[n]) for n in group])
+            for n, row_raws in zip(group, raws, strict=True):
+                row = rows[n]
+                if len(row) == 1:
+                    out[n] = [[_segment(r, row[0], i, options) for i, r in enumerate(row_raws)]]
+                else:
+                    out[n] = _split(row, row_raws, tokenizer, options)
+        return out
+
+    def sequential(
+        self, model_id: str, options: TranscribeOptions, audio: np.ndarray, vad: bool
+    ) -> tuple[str, Iterator[Segment]]:
+        """faster-whisper's own sequential decode, each window conditioned on the
+        text before it: (language, segments as the generator yields them)."""
+        model, _ = self._model(model_id)
+        segments, info = model.transcribe(
+            audio,
+            language=options.language,
+            task=options.task,
+            initial_prompt=options.prompt,
+            hotwords=options.hotwords,
+            word_timestamps=options.word_timestamps,
+            vad_filter=vad,
+            beam_size=options.beam_size or 5,
+            temperature=_FALLBACK if options.temperature is None else options.temperature,
+            condition_on_previous_text=True,
+        )
+        return info.language, (_sequential_segment(seg, options) for seg in segments)
+
+    def _model(self, model_id: str) -> tuple[WhisperModel, BatchedInferencePipeline]:
+        try:
+            return self._models[model_id]
+        except KeyError:
+            raise ModelLoadFailed(f"model {model_id} is not loaded in the engine") from None
 
 
-def _segment(seg: Any) -> Segment:
+def _forward(
+    model: WhisperModel,
+    pipeline: BatchedInferencePipeline,
+    tokenizer: Tokenizer,
+    options: TranscriptionOptions,
+    windows: list[np.ndarray],
+) -> list[list[dict[str, Any]]]:
+    """faster-whisper's batched forward pass over ``windows``: raw segments each."""
+    features = np.stack([pad_or_trim(model.feature_extractor(w)[..., :-1]) for w in windows])
+    meta = [{"offset": 0.0, "duration": w.size / SAMPLE_RATE} for w in windows]
+    pipeline.last_speech_timestamp = 0.0  # chunks of other jobs came before
+    raws: list[list[dict[str, Any]]] = pipeline.forward(features, tokenizer, meta, options)
+    return raws
+
+
+def _window(row: list[RawChunk]) -> np.ndarray:
+    gap = np.zeros(int(PACK_GAP_S * SAMPLE_RATE), np.float32)
+    parts = [part for chunk in row for part in (gap, chunk.audio)][1:]
+    return np.concatenate(parts)
+
+
+def _split(
+    row: list[RawChunk], raws: list[dict[str, Any]], tokenizer: Tokenizer, o: TranscribeOptions
+) -> list[list[Segment]]:
+    """A shared window's words, handed back to the chunk each was spoken in:
+    one segment per chunk, timed on its own recording."""
+    starts, at = [], 0.0
+    for chunk in row:
+        starts.append(at)
+        at += chunk.audio.size / SAMPLE_RATE + PACK_GAP_S
+    mine: list[list[tuple[dict[str, Any], dict[str, Any]]]] = [[] for _ in row]
+    for raw in raws:
+        for w in raw.get("words") or []:
+            middle = (w["start"] + w["end"]) / 2
+            n = max(0, bisect.bisect_right(starts, middle + PACK_GAP_S / 2) - 1)
+            mine[n].append((raw, w))
+    out: list[list[Segment]] = []
+    for chunk, start, pairs in zip(row, starts, mine, strict=True):
+        if not pairs:
+            out.append([])
+            continue
+        words = []
+        for _, w in pairs:
+            span = chunk.span_at((w["start"] + w["end"]) / 2 - start)
+            t0, t1 = (chunk.original_time(w[k] - start, span) for k in ("start", "end"))
+            words.append(Word(w["word"], t0, t1, w["probability"]))
+        text = "".join(w.word for w in words)
+        raw = pairs[0][0]
+        segment = Segment(
+            index=0,
+            start=words[0].start,
+            end=words[-1].end,
+            text=text,
+            words=words if o.word_timestamps else [],
+            tokens=tokenizer.encode(text),
+            temperature=o.temperature or 0.0,
+            avg_logprob=raw["avg_logprob"],
+            compression_ratio=get_compression_ratio(text),
+            no_speech_prob=raw["no_speech_prob"],
+            seek=raw["seek"],
+        )
+        out.append([segment])
+    return out
+
+
+def _options(o: TranscribeOptions, tokenizer: Tokenizer, words: bool) -> TranscriptionOptions:
+    """BatchedInferencePipeline.transcribe's options for one batch."""
+    return TranscriptionOptions(
+        beam_size=o.beam_size or 1,
+        best_of=5,
+        patience=1,
+        length_penalty=1,
+        repetition_penalty=1,
+        no_repeat_ngram_size=0,
+        log_prob_threshold=-1.0,
+        no_speech_threshold=0.6,
+        compression_ratio_threshold=2.4,
+        temperatures=[o.temperature or 0.0],
+        initial_prompt=o.prompt,
+        prefix=None,
+        suppress_blank=True,
+        suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+        prepend_punctuations="\"'“¿([{-",
+        append_punctuations="\"'.。,，!！?？:：”)]}、",
+        max_new_tokens=None,
+        hotwords=o.hotwords,
+        word_timestamps=words,
+        hallucination_silence_threshold=None,
+        condition_on_previous_text=False,
+        clip_timestamps=[],
+        prompt_reset_on_temperature=0.5,
+        multilingual=False,
+        without_timestamps=True,
+        max_initial_timestamp=0.0,
+    )
+
+
+def _segment(raw: dict[str, Any], chunk: RawChunk, n: int, o: TranscribeOptions) -> Segment:
+    words = []
+    for w in raw.get("words") or []:
+        # Both ends of a word in the span its middle falls in, as faster-whisper.
+        span = chunk.span_at((w["start"] + w["end"]) / 2)
+        start, end = chunk.original_time(w["start"], span), chunk.original_time(w["end"], span)
+        words.append(Word(w["word"], start, end, w["probability"]))
+    if words:
+        start, end = words[0].start, words[-1].end
+    else:
+        start = chunk.original_time(raw["start"], chunk.span_at(raw["start"]))
+        end = chunk.original_time(raw["end"], chunk.span_at(raw["end"], is_end=True))
     return Segment(
-        index=seg.id - 1,  # faster-whisper numbers from 1
+        index=n,
+        start=start,
+        end=end,
+        text=raw["text"],
+        words=words,
+        tokens=list(raw["tokens"]),
+        temperature=o.temperature or 0.0,
+        avg_logprob=raw["avg_logprob"],
+        compression_ratio=raw["compression_ratio"],
+        no_speech_prob=raw["no_speech_prob"],
+        seek=raw["seek"],
+    )
+
+
+def _sequential_segment(seg: Any, o: TranscribeOptions) -> Segment:
+    return Segment(
+        index=0,
         start=round(seg.start, 3),
         end=round(seg.end, 3),
         text=seg.text,

@@ -8,6 +8,7 @@ stale worker's late writes change nothing."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 from service.jobs import Job, NewJob, Segment, Status
@@ -21,10 +22,17 @@ class Claim:
     token: str
 
 
+class Lease(StrEnum):
+    """What a heartbeat found."""
+
+    HELD = "held"
+    CANCEL_REQUESTED = "cancel_requested"
+    LOST = "lost"  # another worker owns the job now, or it ended
+
+
 @dataclass(frozen=True)
 class Recovery:
     requeued: list[str]
-    failed: list[str]
 
 
 class JobStore(Protocol):
@@ -49,23 +57,36 @@ class JobStore(Protocol):
     async def queue_size(self) -> int: ...
 
     async def claim(
-        self, *, worker_id: str, prefer_models: list[str], lease_s: float
+        self,
+        *,
+        worker_id: str,
+        prefer_models: list[str],
+        lease_s: float,
+        min_priority: int | None = None,
     ) -> Claim | None:
-        """Atomically take the best queued job: priority, then loaded model, then age.
-        Counts the attempt and clears any segments of an earlier attempt."""
+        """Atomically take the best queued job (at least ``min_priority``):
+        priority, then loaded model, then age. Counts the attempt; keeps the
+        chunks an earlier attempt stored, so the run resumes after them."""
         ...
 
-    async def heartbeat(self, claim: Claim, lease_s: float) -> bool:
-        """Extend the lease; False once the job is no longer ours."""
+    async def heartbeat(self, claim: Claim, lease_s: float) -> Lease:
+        """Extend the lease, and say whether a cancel was asked for."""
         ...
 
     async def set_info(self, claim: Claim, *, duration: float, language: str | None) -> None: ...
 
-    async def add_segments(
-        self, claim: Claim, segments: list[Segment], processed_seconds: float
-    ) -> bool:
-        """Store finished segments with progress. Returns True when cancellation was
-        requested (or the job is no longer ours), so the worker should stop."""
+    async def add_chunks(
+        self,
+        claim: Claim,
+        *,
+        first: int,
+        count: int,
+        segments: list[Segment],
+        processed_seconds: float,
+    ) -> Lease:
+        """Store the segments of chunks ``first .. first+count-1`` (the next ones:
+        a job's chunks are stored in order, each once) with progress, in one
+        transaction. Says whether to go on."""
         ...
 
     async def finish(
@@ -79,14 +100,19 @@ class JobStore(Protocol):
         """Move a processing job to ``status`` (completed/failed/cancelled/queued)."""
         ...
 
+    async def engine_crashed(self, claim: Claim) -> Job:
+        """The engine died with this job in flight: count the crash, then requeue
+        it, or fail it (``worker_crashed``) once crashes reach ``max_attempts``."""
+        ...
+
     async def cancel(self, job_id: str) -> Job:
         """Queued → cancelled at once; processing → cancel requested (the worker
         finishes it); cancelled → unchanged; completed/failed → InvalidTransition."""
         ...
 
     async def recover(self, *, is_dead: DeadOwner) -> Recovery:
-        """Requeue processing jobs whose lease expired or whose owner is dead; those
-        out of attempts become failed (worker_crashed)."""
+        """Requeue processing jobs whose lease expired or whose owner is dead. The
+        daemon's death is not the job's fault: crashes are not counted here."""
         ...
 
     async def finished_before(self, ts: float) -> list[Job]: ...

@@ -17,6 +17,7 @@ from typing import Any
 import aiosqlite
 
 from service.errors import IdempotencyConflict, InvalidTransition, NotFound
+from service.formats import full_text
 from service.jobs import (
     FINISHED,
     TRANSITIONS,
@@ -28,7 +29,7 @@ from service.jobs import (
     Word,
     sources_of,
 )
-from service.store import Claim, DeadOwner, Recovery
+from service.store import Claim, DeadOwner, Lease, Recovery
 
 SCHEMA = [
     """
@@ -76,7 +77,15 @@ SCHEMA = [
     )""",
 ]
 
+# Version 2: engine crashes counted apart from runs; stored chunks for resume.
+MIGRATION_2 = [
+    "ALTER TABLE jobs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE jobs ADD COLUMN chunks_done INTEGER NOT NULL DEFAULT 0",
+]
+
 _FENCE = "id = ? AND lease_token = ? AND status = 'processing'"
+# Stream order: as stored. The transcript's order is formats.in_order's.
+_SEGMENTS = "SELECT * FROM segments WHERE job_id = ? AND idx > ? ORDER BY idx"
 
 
 def _job(row: aiosqlite.Row) -> Job:
@@ -93,6 +102,8 @@ def _job(row: aiosqlite.Row) -> Job:
         created_at=row["created_at"],
         attempts=row["attempts"],
         max_attempts=row["max_attempts"],
+        crashes=row["crashes"],
+        chunks_done=row["chunks_done"],
         idempotency_key=row["idempotency_key"],
         callback_url=row["callback_url"],
         metadata=json.loads(row["metadata"]) if row["metadata"] else None,
@@ -159,7 +170,10 @@ class SqliteStore:
             if version < 1:
                 for stmt in SCHEMA:
                     await self._db.execute(stmt)
-                await self._db.execute("PRAGMA user_version = 1")
+            if version < 2:
+                for stmt in MIGRATION_2:
+                    await self._db.execute(stmt)
+                await self._db.execute("PRAGMA user_version = 2")
 
     def _tx(self) -> _Transaction:
         return _Transaction(self._db, self._lock)
@@ -236,9 +250,7 @@ class SqliteStore:
 
     async def segments(self, job_id: str, *, after: int = -1) -> list[Segment]:
         async with self._lock:
-            rows = await self._all(
-                "SELECT * FROM segments WHERE job_id = ? AND idx > ? ORDER BY idx", job_id, after
-            )
+            rows = await self._all(_SEGMENTS, job_id, after)
         return [_segment(r) for r in rows]
 
     async def queue_size(self) -> int:
@@ -246,39 +258,53 @@ class SqliteStore:
             return (await self._one("SELECT count(*) FROM jobs WHERE status = 'queued'"))[0]
 
     async def claim(
-        self, *, worker_id: str, prefer_models: list[str], lease_s: float
+        self,
+        *,
+        worker_id: str,
+        prefer_models: list[str],
+        lease_s: float,
+        min_priority: int | None = None,
     ) -> Claim | None:
         token = uuid.uuid4().hex
         marks = ",".join("?" * len(prefer_models)) or "NULL"
         now = time.time()
+        floor = -(2**62) if min_priority is None else min_priority
         async with self._tx():
             row = await self._one(
-                f"""SELECT id FROM jobs WHERE status = 'queued'
+                f"""SELECT id FROM jobs WHERE status = 'queued' AND priority >= ?
                     ORDER BY priority DESC, (model IN ({marks})) DESC, created_at, rowid
                     LIMIT 1""",
+                floor,
                 *prefer_models,
             )
             if row is None:
                 return None
             job_id = row["id"]
-            await self._db.execute("DELETE FROM segments WHERE job_id = ?", (job_id,))
+            # Segments, chunks_done and progress stay: the run resumes after them.
             await self._db.execute(
                 """UPDATE jobs SET status = 'processing', attempts = attempts + 1,
                    lease_token = ?, lease_expires_at = ?, worker_id = ?, started_at = ?,
-                   text = '', segments_done = 0, processed_seconds = 0,
                    error_code = NULL, error_message = NULL
                    WHERE id = ? AND status = 'queued'""",
                 (token, now + lease_s, worker_id, now, job_id),
             )
             return Claim(await self._get(job_id), token)
 
-    async def heartbeat(self, claim: Claim, lease_s: float) -> bool:
+    async def _lease(self, claim: Claim) -> Lease:
+        row = await self._one(
+            f"SELECT cancel_requested FROM jobs WHERE {_FENCE}", claim.job.id, claim.token
+        )
+        if row is None:
+            return Lease.LOST
+        return Lease.CANCEL_REQUESTED if row["cancel_requested"] else Lease.HELD
+
+    async def heartbeat(self, claim: Claim, lease_s: float) -> Lease:
         async with self._tx():
-            cur = await self._db.execute(
+            await self._db.execute(
                 f"UPDATE jobs SET lease_expires_at = ? WHERE {_FENCE}",
                 (time.time() + lease_s, claim.job.id, claim.token),
             )
-            return cur.rowcount == 1
+            return await self._lease(claim)
 
     async def set_info(self, claim: Claim, *, duration: float, language: str | None) -> None:
         async with self._tx():
@@ -287,15 +313,27 @@ class SqliteStore:
                 (duration, language, claim.job.id, claim.token),
             )
 
-    async def add_segments(
-        self, claim: Claim, segments: list[Segment], processed_seconds: float
-    ) -> bool:
+    async def add_chunks(
+        self,
+        claim: Claim,
+        *,
+        first: int,
+        count: int,
+        segments: list[Segment],
+        processed_seconds: float,
+    ) -> Lease:
         async with self._tx():
-            row = await self._one(
-                f"SELECT cancel_requested FROM jobs WHERE {_FENCE}", claim.job.id, claim.token
+            lease = await self._lease(claim)
+            if lease is Lease.LOST:
+                return lease
+            cur = await self._db.execute(
+                f"""UPDATE jobs SET chunks_done = chunks_done + ?,
+                    processed_seconds = max(processed_seconds, ?)
+                    WHERE {_FENCE} AND chunks_done = ?""",
+                (count, processed_seconds, claim.job.id, claim.token, first),
             )
-            if row is None:  # lease lost: another worker owns the job now
-                return True
+            if cur.rowcount != 1:
+                raise InvalidTransition(f"job {claim.job.id}: chunk {first} is not the next one")
             await self._db.executemany(
                 """INSERT OR REPLACE INTO segments (job_id, idx, start, "end", text, speaker, data)
                    VALUES (?, ?, ?, ?, ?, ?, ?)""",
@@ -304,16 +342,12 @@ class SqliteStore:
                     for s in segments
                 ],
             )
-            pieces = " ".join(s.text.strip() for s in segments if s.text.strip())
+            stored = [_segment(r) for r in await self._all(_SEGMENTS, claim.job.id, -1)]
             await self._db.execute(
-                f"""UPDATE jobs SET processed_seconds = max(processed_seconds, ?),
-                    segments_done = (SELECT count(*) FROM segments WHERE job_id = jobs.id),
-                    text = CASE WHEN text = '' THEN ? WHEN ? = '' THEN text
-                                ELSE text || ' ' || ? END
-                    WHERE {_FENCE}""",
-                (processed_seconds, pieces, pieces, pieces, claim.job.id, claim.token),
+                "UPDATE jobs SET segments_done = ?, text = ? WHERE id = ?",
+                (len(stored), full_text(stored), claim.job.id),
             )
-            return bool(row["cancel_requested"])
+            return lease
 
     async def finish(
         self,
@@ -326,18 +360,11 @@ class SqliteStore:
         if status not in TRANSITIONS[Status.PROCESSING]:
             raise InvalidTransition(f"a processing job cannot become {status}")
         async with self._tx():
-            text_sql = (
-                # Channel diarization produces segments per channel; the final text
-                # reads in time order.
-                """(SELECT coalesce(group_concat(t, ' '), '') FROM (SELECT trim(text) AS t
-                    FROM segments WHERE job_id = jobs.id AND trim(text) != ''
-                    ORDER BY start, idx))"""
-            )
             finished_at = time.time() if status in FINISHED else None
             cur = await self._db.execute(
                 f"""UPDATE jobs SET status = ?, error_code = ?, error_message = ?,
                     finished_at = ?, lease_token = NULL, lease_expires_at = NULL,
-                    cancel_requested = 0, text = {text_sql},
+                    cancel_requested = 0,
                     -- a drain requeue is no failed attempt
                     attempts = attempts - (? = 'queued'),
                     started_at = CASE WHEN ? = 'queued' THEN NULL ELSE started_at END,
@@ -386,34 +413,43 @@ class SqliteStore:
         if cur.rowcount != 1:
             raise InvalidTransition(f"job {job_id} cannot become {target}")
 
+    async def engine_crashed(self, claim: Claim) -> Job:
+        async with self._tx():
+            cur = await self._db.execute(
+                f"""UPDATE jobs SET crashes = crashes + 1, lease_token = NULL,
+                    lease_expires_at = NULL, cancel_requested = 0,
+                    status = CASE WHEN crashes + 1 >= max_attempts THEN 'failed' ELSE 'queued' END,
+                    error_code = CASE WHEN crashes + 1 >= max_attempts
+                        THEN 'worker_crashed' END,
+                    error_message = CASE WHEN crashes + 1 >= max_attempts
+                        THEN 'the engine process died while running this job '
+                             || (crashes + 1) || ' times; the file may crash the decoder' END,
+                    finished_at = CASE WHEN crashes + 1 >= max_attempts THEN ? END,
+                    started_at = CASE WHEN crashes + 1 >= max_attempts THEN started_at END
+                    WHERE {_FENCE}""",
+                (time.time(), claim.job.id, claim.token),
+            )
+            if cur.rowcount != 1:
+                raise InvalidTransition(f"job {claim.job.id} is no longer held by this worker")
+            return await self._get(claim.job.id)
+
     async def recover(self, *, is_dead: DeadOwner) -> Recovery:
         requeued: list[str] = []
-        failed: list[str] = []
         now = time.time()
         async with self._tx():
             rows = await self._all(
-                "SELECT id, attempts, max_attempts, lease_expires_at, worker_id "
-                "FROM jobs WHERE status = 'processing'"
+                "SELECT id, lease_expires_at, worker_id FROM jobs WHERE status = 'processing'"
             )
             for r in rows:
-                if not ((r["lease_expires_at"] or 0) < now or is_dead(r["worker_id"] or "")):
-                    continue
-                clear = "lease_token = NULL, lease_expires_at = NULL, cancel_requested = 0"
-                if r["attempts"] >= r["max_attempts"]:
+                if (r["lease_expires_at"] or 0) < now or is_dead(r["worker_id"] or ""):
                     await self._guarded(
                         r["id"],
-                        Status.FAILED,
-                        f"{clear}, finished_at = ?, error_code = 'worker_crashed', "
-                        "error_message = ?",
-                        now,
-                        f"the worker died while running this job {r['attempts']} times; "
-                        "the file may crash the engine",
+                        Status.QUEUED,
+                        "lease_token = NULL, lease_expires_at = NULL, cancel_requested = 0, "
+                        "started_at = NULL",
                     )
-                    failed.append(r["id"])
-                else:
-                    await self._guarded(r["id"], Status.QUEUED, f"{clear}, started_at = NULL")
                     requeued.append(r["id"])
-        return Recovery(requeued, failed)
+        return Recovery(requeued)
 
     async def finished_before(self, ts: float) -> list[Job]:
         async with self._lock:

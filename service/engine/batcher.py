@@ -1,0 +1,103 @@
+"""Which chunks form the next batch (A10, C4). Pure: no I/O, no clock.
+
+Every chunk cut from every job in flight waits in one ``Pool``. The next batch
+starts from the most urgent chunk — highest priority, then the oldest job,
+then the job's own order — and takes more chunks in that same order from
+jobs of the same priority whose options can share a forward pass with it
+(``batch_key``). Same priority only: on a CPU a batch costs about what its
+chunks cost one by one, so an interactive request padded with a long job's
+chunks would wait for all of them. A job's chunks always leave in their own
+order, so its segments are stored in order."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+from service.engine import ChunkInfo
+from service.jobs import TranscribeOptions
+
+
+def batch_key(model_id: str, options: TranscribeOptions, language: str, job_id: str) -> Hashable:
+    """Chunks with equal keys may share a batch: one model, one prompt, one
+    tokenizer (task and language), one decoding setup. A job decoded
+    sequentially shares with nobody."""
+    return (
+        job_id if options.condition_on_previous_text else None,
+        model_id,
+        options.task,
+        language,
+        options.prompt,
+        options.hotwords,
+        options.word_timestamps,
+        options.beam_size,
+        options.temperature,
+    )
+
+
+PACK_GAP_S = 1.0  # silence between chunks that share a window
+
+
+def pack(seconds: Sequence[float], window_s: float) -> list[list[int]]:
+    """Windows for chunks of ``seconds`` of speech, in order: a chunk joins the
+    window before it while their speech, a gap of silence apart, fits
+    ``window_s``. The encoder's cost is per window, so short chunks (a few
+    seconds of a short job each) are cheaper together."""
+    rows: list[list[int]] = []
+    used = 0.0
+    for n, length in enumerate(seconds):
+        if rows and used + PACK_GAP_S + length <= window_s:
+            rows[-1].append(n)
+            used += PACK_GAP_S + length
+        else:
+            rows.append([n])
+            used = length
+    return rows
+
+
+@dataclass(frozen=True)
+class Pending:
+    chunk: ChunkInfo
+    key: Hashable
+    priority: int
+    age: float  # the job's creation time: older goes first
+
+    @property
+    def order(self) -> tuple[int, float, str, int]:
+        return (-self.priority, self.age, self.chunk.job_id, self.chunk.no)
+
+
+class Pool:
+    """The chunks waiting for a batch, from every job in flight."""
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[str, int], Pending] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, item: Pending) -> None:
+        self._items[(item.chunk.job_id, item.chunk.no)] = item
+
+    def drop_job(self, job_id: str) -> None:
+        for key in [k for k in self._items if k[0] == job_id]:
+            del self._items[key]
+
+    def take_batch(self, size: int, window_s: float) -> list[Pending]:
+        """Remove and return the next batch: as many chunks as ``pack`` fits in
+        ``size`` windows (empty when the pool is)."""
+        ordered = sorted(self._items.values(), key=lambda p: p.order)
+        if not ordered:
+            return []
+        head = ordered[0]
+        batch: list[Pending] = []
+        for p in ordered:
+            if p.key != head.key or p.priority != head.priority:
+                continue
+            seconds = [q.chunk.seconds for q in batch] + [p.chunk.seconds]
+            if len(pack(seconds, window_s)) > size:
+                break
+            batch.append(p)
+        for p in batch:
+            del self._items[(p.chunk.job_id, p.chunk.no)]
+        return batch

@@ -1,0 +1,288 @@
+"""The engine process: what runs on the far side of ``engine/host.py``'s pipe.
+
+Three kinds of thread, so that no job waits on another's slow part:
+
+* the main thread reads commands; loading and unloading models happen right
+  there, so every later command finds the model it names;
+* one producer thread per open job decodes its file as a stream and cuts it
+  into chunks, staying at most ``EngineConfig.ahead`` chunks ahead of the
+  batches (memory does not grow with the file); a close stops it at the next
+  block;
+* one inference thread decodes batches, one ``Step`` at a time.
+
+Messages out (replies and events) go through one lock-guarded pipe."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from service.audio import decode_blocks
+from service.crashpoints import crash_point
+from service.engine import (
+    SPEAKERS,
+    ChunkInfo,
+    ChunksReady,
+    EngineConfig,
+    JobSpec,
+    Prepared,
+    PrepareFailed,
+)
+from service.engine.batcher import pack
+from service.engine.chunker import SAMPLE_RATE, Chunker, RawChunk
+from service.engine.whisper import WhisperBackend, speech_detector
+from service.errors import SonaError
+from service.jobs import Segment
+
+
+@dataclass(frozen=True)
+class Load:
+    req: int
+    model_id: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Unload:
+    req: int
+    model_id: str
+
+
+@dataclass(frozen=True)
+class Open:
+    spec: JobSpec
+
+
+@dataclass(frozen=True)
+class Close:
+    job_id: str
+
+
+@dataclass(frozen=True)
+class Step:
+    req: int
+    model_id: str
+    items: list[ChunkInfo]
+
+
+@dataclass(frozen=True)
+class Reply:
+    req: int
+    value: Any = None
+    error: tuple[str, str] | None = None  # (code, message) of a SonaError
+
+
+class _Job:
+    """One open job: its cut chunks waiting for a batch."""
+
+    def __init__(self, spec: JobSpec) -> None:
+        self.spec = spec
+        self.language: str | None = None
+        self.cut = 0  # chunks cut so far, skipped ones included
+        self.duration = 0.0
+        # Sequential decoding: the generator a "chunk" (one segment) is pulled from.
+        self.segments: Iterator[tuple[int, Segment]] | None = None
+        self.closed = threading.Event()
+        self._ready: dict[int, RawChunk] = {}
+        self._cond = threading.Condition()
+
+    def put(self, no: int, chunk: RawChunk, ahead: int) -> None:
+        with self._cond:
+            while len(self._ready) >= ahead and not self.closed.is_set():
+                self._cond.wait()
+            self._ready[no] = chunk
+
+    def take(self, no: int) -> RawChunk | None:
+        with self._cond:
+            chunk = self._ready.pop(no, None)
+            self._cond.notify_all()
+            return chunk
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed.set()
+            self._ready.clear()
+            self._cond.notify_all()
+
+
+class EngineProcess:
+    def __init__(self, conn: Connection, config: EngineConfig) -> None:
+        self.conn = conn
+        self.config = config
+        self.backend = WhisperBackend(
+            device=config.device, compute_type=config.compute_type, cpu_threads=config.cpu_threads
+        )
+        self.jobs: dict[str, _Job] = {}
+        self._steps: queue.Queue[Step] = queue.Queue()
+        self._send_lock = threading.Lock()
+
+    def send(self, msg: object) -> None:
+        with self._send_lock:
+            self.conn.send(msg)
+
+    def serve(self) -> None:
+        threading.Thread(target=self._infer, name="sona-infer", daemon=True).start()
+        while True:
+            try:
+                msg = self.conn.recv()
+            except (EOFError, OSError):
+                return  # the daemon is gone: nothing left to work for
+            if msg is None:
+                return
+            self._dispatch(msg)
+
+    def _dispatch(self, msg: object) -> None:
+        match msg:
+            case Load(req, model_id, path):
+                self._reply(req, lambda: self.backend.load(model_id, path))
+            case Unload(req, model_id):
+                self._reply(req, lambda: self.backend.unload(model_id))
+            case Open(spec):
+                job = self.jobs[spec.job_id] = _Job(spec)
+                threading.Thread(target=self._produce, args=(job,), daemon=True).start()
+            case Close(job_id):
+                closing = self.jobs.pop(job_id, None)
+                if closing is not None:
+                    closing.close()
+            case Step():
+                self._steps.put(msg)
+
+    def _reply(self, req: int, work: Any) -> None:
+        try:
+            self.send(Reply(req, work()))
+        except SonaError as exc:
+            self.send(Reply(req, error=(exc.code, exc.message)))
+        except Exception as exc:  # reported to the worker, which fails the batch's jobs
+            self.send(Reply(req, error=("engine_error", f"{type(exc).__name__}: {exc}")))
+
+    def _infer(self) -> None:
+        while True:
+            step = self._steps.get()
+            self._reply(step.req, lambda step=step: self._step(step))
+
+    def _step(self, step: Step) -> list[list[Segment]]:
+        """Segments per item; an item whose job was closed meanwhile gets []."""
+        results: list[list[Segment]] = [[] for _ in step.items]
+        first = self.jobs.get(step.items[0].job_id)
+        if first is not None and first.segments is not None:
+            return [self._next_segment(first, step.items[0])]  # batched with nobody
+        live = []
+        for n, item in enumerate(step.items):
+            job = self.jobs.get(item.job_id)
+            chunk = job.take(item.no) if job else None
+            if job and chunk is not None:
+                live.append((n, item, job, chunk))
+        if not live:
+            return results
+        crash_point("engine_step", *(i.job_id for i in step.items), segfault=True)
+        first = live[0][2]
+        rows = [
+            [live[i] for i in row]
+            for row in pack([c.audio.size / SAMPLE_RATE for *_, c in live], self.config.chunk_s)
+        ]
+        decoded = self.backend.decode(
+            step.model_id,
+            first.spec.options,
+            first.language or "en",
+            [[chunk for *_, chunk in row] for row in rows],
+        )
+        for row, row_segments in zip(rows, decoded, strict=True):
+            for (n, item, job, _), segments in zip(row, row_segments, strict=True):
+                speaker = SPEAKERS[item.channel] if job.spec.channels == 2 else None
+                results[n] = [replace(s, speaker=speaker) for s in segments]
+        return results
+
+    def _produce(self, job: _Job) -> None:
+        spec = job.spec
+        crash_point("engine_open", spec.job_id, segfault=True)
+        try:
+            if spec.options.condition_on_previous_text:
+                self._open_sequential(job)
+                return
+            detect = speech_detector(self.config.chunk_s) if spec.vad else None
+            chunkers = [Chunker(detect, max_s=self.config.chunk_s) for _ in range(spec.channels)]
+            samples = 0
+            blocks = decode_blocks(spec.path, max_seconds=spec.max_seconds, channels=spec.channels)
+            for block in blocks:
+                if job.closed.is_set():
+                    return
+                rows = list(block) if spec.channels == 2 else [block]
+                samples += rows[0].size
+                for ch, row in enumerate(rows):
+                    self._announce(job, ch, chunkers[ch].feed(row))
+            for ch, chunker in enumerate(chunkers):
+                self._announce(job, ch, chunker.finish())
+            if not job.closed.is_set():
+                self.send(Prepared(spec.job_id, samples / SAMPLE_RATE, job.cut))
+        except SonaError as exc:
+            self.send(PrepareFailed(spec.job_id, exc.code, exc.message))
+        except Exception as exc:  # a decoder fault fails this job only
+            self.send(PrepareFailed(spec.job_id, "engine_error", f"{type(exc).__name__}: {exc}"))
+
+    def _announce(self, job: _Job, channel: int, chunks: list[RawChunk]) -> None:
+        spec = job.spec
+        for chunk in chunks:
+            no, job.cut = job.cut, job.cut + 1
+            if no < spec.skip_chunks or job.closed.is_set():
+                continue  # stored by an earlier attempt
+            if job.language is None:
+                job.language = self.backend.language(spec.model_id, spec.options, chunk.audio)
+            job.put(no, chunk, self.config.ahead)
+            seconds = chunk.audio.size / SAMPLE_RATE
+            info = ChunkInfo(spec.job_id, no, channel, chunk.start, chunk.end, seconds)
+            self.send(ChunksReady(spec.job_id, [info], job.language))
+
+    def _open_sequential(self, job: _Job) -> None:
+        """The whole file goes to faster-whisper's sequential decoder (its memory
+        grows with the file, as faster-whisper's own does); each step pulls one
+        segment, as chunk number ``n`` of the job."""
+        spec = job.spec
+        blocks = list(
+            decode_blocks(spec.path, max_seconds=spec.max_seconds, channels=spec.channels)
+        )
+        rows = np.concatenate(blocks, axis=-1)
+        channels = list(rows) if spec.channels == 2 else [rows]
+        job.duration = channels[0].size / SAMPLE_RATE
+        streams = []
+        for ch, samples in enumerate(channels):
+            language, segments = self.backend.sequential(
+                spec.model_id, spec.options, samples, spec.vad
+            )
+            job.language = job.language or language
+            streams.append((ch, seg) for seg in segments)
+        job.segments = itertools.chain(*streams)
+        for _ in range(spec.skip_chunks):  # stored by an earlier attempt
+            next(job.segments, None)
+        job.cut = spec.skip_chunks
+        self._announce_next(job)
+
+    def _announce_next(self, job: _Job) -> None:
+        info = ChunkInfo(job.spec.job_id, job.cut, 0, 0.0, 0.0)
+        self.send(ChunksReady(job.spec.job_id, [info], job.language or "en"))
+
+    def _next_segment(self, job: _Job, item: ChunkInfo) -> list[Segment]:
+        """One step of a sequential job: its next segment, or the end of it."""
+        got = next(job.segments, None) if job.segments is not None else None
+        if got is None:
+            self.send(Prepared(job.spec.job_id, job.duration, item.no + 1))
+            return []
+        channel, segment = got
+        job.cut = item.no + 1
+        self._announce_next(job)
+        speaker = SPEAKERS[channel] if job.spec.channels == 2 else None
+        return [replace(segment, speaker=speaker)]
+
+
+def main(conn: Connection, config: EngineConfig) -> None:
+    """The engine process's entry point."""
+    os.nice(config.nice)  # on a shared CPU, requests to the daemon go first
+    EngineProcess(conn, config).serve()

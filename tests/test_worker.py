@@ -1,0 +1,212 @@
+"""The worker on the real engine process: batches across jobs, cancel inside a
+batch, leases on a timer, one transcript order, and a worker that outlives a
+failing store (A3, A6, A8, A10, I3)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from service.app import create_app
+from service.engine import EngineConfig
+from service.engine.host import ProcessEngineHost
+from service.engine.registry import ModelRegistry
+from service.events import EventHub
+from service.jobs import NewJob, Status, TranscribeOptions
+from service.keys import ENGINE, WORKER
+from service.store import open_store
+from service.store.sqlite import SqliteStore
+from service.worker import Worker, WorkerConfig
+from tests.audio_factory import flac_bomb
+from tests.helpers import audio_form, poll, submit, wait_done
+
+AUDIO = Path(__file__).parent / "audio"
+SHORT = ["fox.wav", "report.wav", "weather.wav", "numbers.wav", "meeting.wav"]
+
+
+async def start(aiohttp_client: Any, make_settings: Any, **overrides: Any) -> TestClient:
+    return await aiohttp_client(create_app(make_settings(**overrides)))
+
+
+async def test_short_jobs_submitted_together_share_batches(
+    aiohttp_client: Any, make_settings: Any, manifest: dict[str, Any]
+) -> None:
+    client = await start(aiohttp_client, make_settings)
+    names = SHORT * 2
+    jobs = await asyncio.gather(*(submit(client, AUDIO / n) for n in names))
+    done = [await wait_done(client, j["id"]) for j in jobs]
+    for name, job in zip(names, done, strict=True):
+        assert job["status"] == "completed", job
+        assert all(k in job["text"].lower() for k in manifest[name]["keywords"]), job
+    stats = client.app[WORKER].stats
+    assert stats.most_jobs_in_a_step >= 2 and stats.steps < len(names)
+
+
+async def test_cancelling_one_job_of_a_batch_lets_the_others_complete(
+    aiohttp_client: Any, make_settings: Any, long_wav: Path
+) -> None:
+    client = await start(aiohttp_client, make_settings, batch_size=3)
+    jobs = [await submit(client, long_wav) for _ in range(3)]
+    for j in jobs:  # all three claimed, their chunks in the pool
+        await poll(client, j["id"], lambda x: x["status"] == "processing")
+    victim = jobs[1]["id"]
+    resp = await client.delete(f"/v1/jobs/{victim}")
+    cancelled = await resp.json()
+    assert resp.status == 200 and cancelled["status"] == "cancelled"
+    others = [await wait_done(client, j["id"]) for j in (jobs[0], jobs[2])]
+    assert [o["status"] for o in others] == ["completed", "completed"]
+    assert others[0]["text"] == others[1]["text"]
+    after = await (await client.get(f"/v1/jobs/{victim}")).json()
+    # Nothing more was stored for it once it was cancelled.
+    assert after["segments_done"] == cancelled["segments_done"] and after["progress"] < 1.0
+
+
+async def test_a_short_lease_survives_a_steady_job_while_another_process_recovers(
+    aiohttp_client: Any, make_settings: Any, long_wav: Path
+) -> None:
+    """Leases are renewed on a timer, not by engine output: another process's
+    recovery, running all along, never takes the live job away."""
+    client = await start(aiohttp_client, make_settings, lease_s=0.9, batch_size=1)
+    job = await submit(client, long_wav)
+    other = await open_store(make_settings().store_url)  # a second process's connection
+    assert isinstance(other, SqliteStore)
+    try:
+        stolen: list[str] = []
+        while (j := await (await client.get(f"/v1/jobs/{job['id']}")).json())["status"] in (
+            "queued",
+            "processing",
+        ):
+            stolen += (await other.recover(is_dead=lambda w: False)).requeued
+            await asyncio.sleep(0.2)
+    finally:
+        await other.close()
+    assert stolen == [] and j["status"] == "completed" and j["attempts"] == 1
+
+
+async def test_stereo_reads_the_same_in_every_format(
+    aiohttp_client: Any, make_settings: Any
+) -> None:
+    client = await start(aiohttp_client, make_settings)
+    job = await wait_done(
+        client, (await submit(client, AUDIO / "stereo.wav", diarize="channels"))["id"]
+    )
+    url = f"/v1/jobs/{job['id']}/transcript?format="
+    text = (await (await client.get(url + "text")).text()).strip()
+    as_json = (await (await client.get(url + "json")).json())["text"]
+    verbose = await (await client.get(url + "verbose_json")).json()
+    assert job["text"] == text == as_json == verbose["text"]
+    assert text.lower().index("morning") < text.lower().index("blue")  # left spoke first
+    starts = [s["start"] for s in verbose["segments"]]
+    assert starts == sorted(starts) and {s["speaker"] for s in verbose["segments"]} == {
+        "left",
+        "right",
+    }
+    srt = await (await client.get(url + "srt")).text()
+    assert srt.index("[left]") < srt.index("[right]")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+async def test_lying_header_flac_bombs_leave_memory_where_it_was(
+    aiohttp_client: Any, make_settings: Any, tmp_path: Path
+) -> None:
+    """An hour of silence whose header says 5 s: decoded as a stream and stopped
+    by the sample counter at the limit, so neither process keeps what it read."""
+    client = await start(aiohttp_client, make_settings, max_audio_seconds=600)
+    bomb = flac_bomb(tmp_path / "bomb.flac", 3600, claims_s=5)
+
+    async def explode() -> None:
+        job = await wait_done(client, (await submit(client, bomb))["id"])
+        assert job["status"] == "failed" and job["error"]["code"] == "audio_too_long", job
+
+    await explode()  # warm: models, VAD, allocator pools
+    engine = client.app[ENGINE].pid
+    assert engine is not None
+    before = rss_mb(engine), rss_mb(os.getpid())
+    for _ in range(10):
+        await explode()
+    after = rss_mb(engine), rss_mb(os.getpid())
+    # Each bomb decodes 600 s (38 MB of samples); ten kept would be 380 MB.
+    assert after[0] - before[0] < 40 and after[1] - before[1] < 40, (before, after)
+
+
+class FlakyStore:
+    """A real store whose claims fail ``failures`` times, as a full disk would."""
+
+    def __init__(self, store: SqliteStore, failures: int) -> None:
+        self._store = store
+        self.failures = failures
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def claim(self, **kw: Any) -> Any:
+        if self.failures > 0:
+            self.failures -= 1
+            raise OSError(28, "No space left on device")
+        return await self._store.claim(**kw)
+
+
+async def test_the_worker_outlives_store_errors_and_resumes(tmp_path: Path, fox_wav: Path) -> None:
+    store = await SqliteStore.open(str(tmp_path / "db.sqlite"))
+    flaky = FlakyStore(store, failures=3)
+    engine = ProcessEngineHost(EngineConfig(device="cpu"))
+    await engine.start()
+    models = ModelRegistry(engine, model_dir=tmp_path, allow_download=False, max_loaded=1)
+    worker = Worker(
+        flaky,  # type: ignore[arg-type]
+        models,
+        engine,
+        EventHub(),
+        WorkerConfig(max_audio_seconds=600, poll_interval_s=0.05),
+    )
+    task = asyncio.create_task(worker.run())
+    try:
+        await store.create(
+            NewJob(
+                id="after-the-disk-fills",
+                options=TranscribeOptions(model="tiny.en"),
+                model="tiny.en",
+                priority=0,
+                file_path=str(fox_wav),
+                file_name="fox.wav",
+                file_sha256="x",
+                file_size=1,
+                duration=7.0,
+                max_attempts=3,
+            )
+        )
+        worker.wake()
+        deadline = time.monotonic() + 120
+        while (job := await store.get("after-the-disk-fills")).status != Status.COMPLETED:
+            assert worker.running and not task.done(), "the worker ended"
+            assert time.monotonic() < deadline, job
+            await asyncio.sleep(0.1)
+        assert flaky.failures == 0 and "fox" in job.text.lower()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await engine.stop()
+        await store.close()
+
+
+async def test_a_timed_out_request_is_a_504_timeout_not_an_engine_error(
+    aiohttp_client: Any, make_settings: Any, long_wav: Path
+) -> None:
+    client = await start(aiohttp_client, make_settings, job_timeout_s=1, lease_s=0.9)
+    resp = await client.post("/v1/audio/transcriptions", data=audio_form(long_wav))
+    body = await resp.json()
+    assert resp.status == 504 and body["error"]["code"] == "timeout", body
+    assert resp.headers["x-should-retry"] == "false"
+    jobs = (await (await client.get("/v1/jobs")).json())["data"]
+    assert jobs[0]["status"] == "failed" and jobs[0]["error"]["code"] == "timeout"
