@@ -159,7 +159,8 @@ class Worker:
         self._wake.set()
 
     async def run(self, *, burst: bool = False) -> None:
-        """Work until cancelled; with ``burst`` return once nothing is left to do."""
+        """Work until drained (or cancelled); with ``burst`` return once nothing is
+        left to do."""
         self.running = True
         helpers = [
             asyncio.create_task(self._forever("claim", self._claim_once)),
@@ -169,7 +170,7 @@ class Worker:
         try:
             await self._recover()
             await self._forever("step", lambda: self._step_once(burst))
-        except _BurstDone:
+        except _Done:
             pass
         finally:
             for task in helpers:
@@ -185,7 +186,7 @@ class Worker:
             try:
                 await once()
                 delay = self.config.poll_interval_s
-            except (asyncio.CancelledError, _BurstDone):
+            except (asyncio.CancelledError, _Done):
                 raise
             except Exception:
                 log.exception("worker.loop_failed", loop=name, retry_s=round(delay, 2))
@@ -330,8 +331,10 @@ class Worker:
         batch = [p.chunk for p in taken]
         batch = [c for c in batch if c.job_id in self.flights]
         if not batch:
-            if burst and not self.flights and await self.store.queue_size() == 0:
-                raise _BurstDone
+            if not self.flights and (
+                self._stopping or (burst and await self.store.queue_size() == 0)
+            ):
+                raise _Done  # drained, or a burst with nothing left
             self._work.clear()
             await _wait(self._work, self.config.poll_interval_s)
             return
@@ -508,8 +511,8 @@ class Worker:
         )
 
 
-class _BurstDone(Exception):
-    """Burst mode: nothing is queued or in flight."""
+class _Done(Exception):
+    """Nothing in flight, and nothing more to take: drained, or a burst is over."""
 
 
 async def _wait(event: asyncio.Event, timeout_s: float) -> bool:
