@@ -168,7 +168,8 @@ def test_upload_watch_progress_read_play_and_download(
     fox_wav: Path,
     manifest: dict[str, Any],
 ) -> None:
-    d = daemon_factory("--model", "tiny.en")
+    # One window a step, so progress moves several times on a two-minute file.
+    d = daemon_factory("--model", "tiny.en", env={"SONA_BATCH_SIZE": "1"})
     page = open_page(d.url + "/")
     wait_live(page)
     assert page.locator('#models .model[data-id="tiny.en"]').count() == 1

@@ -78,7 +78,8 @@ async def test_feed_snapshot_then_changes_made_by_another_process(
     c = await claim(store)
     assert c.job.id == old["id"]
     await store.set_info(c, duration=8.0, language="en")
-    await store.add_segments(c, [Segment(0, 0.0, 2.0, " The quick brown fox")], 4.0)
+    fox = Segment(0, 0.0, 2.0, " The quick brown fox")
+    await store.add_chunks(c, first=0, count=1, segments=[fox], processed_seconds=4.0)
     seen = await next_event(events, skip=("state",))
     while seen.data["processed_seconds"] < 4.0:
         seen = await next_event(events, skip=("state",))
