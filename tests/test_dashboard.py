@@ -272,7 +272,8 @@ def test_cancel_a_running_and_a_queued_job(
     longer_wav: Path,
     tmp_path: Path,
 ) -> None:
-    d = daemon_factory("--model", "tiny.en")
+    # One job in flight at a time, so the second really waits in the queue.
+    d = daemon_factory("--model", "tiny.en", env={"SONA_MAX_JOBS_IN_FLIGHT": "1"})
     page = open_page(d.url + "/")
     wait_live(page)
     second = shutil.copy(longer_wav, tmp_path / "second.wav")
