@@ -225,7 +225,7 @@ class Worker:
         hungry = len(self.pool) < 2 * self.config.batch_size
         if hungry and len(self.flights) < self.config.max_jobs:
             return None
-        return max(f.job.priority for f in self.flights.values()) + 1
+        return max((f.job.priority for f in self.flights.values()), default=0) + 1
 
     async def _open(self, claim: Claim) -> None:
         job = claim.job
@@ -240,9 +240,14 @@ class Worker:
             err = ModelLoadFailed(f"{type(exc).__name__}: {exc}")
             await self._finish(claim, Status.FAILED, err.code, err.message)
             return
-        flight = self.flights[job.id] = Flight(
-            claim, await self._spec(job, entry), entry, time.monotonic() + self.config.job_timeout_s
-        )
+        try:
+            spec = await self._spec(job, entry)
+        except SonaError as exc:  # the upload is gone or unreadable
+            self.models.release(entry)
+            await self._finish(claim, Status.FAILED, exc.code, exc.message)
+            return
+        deadline = time.monotonic() + self.config.job_timeout_s
+        flight = self.flights[job.id] = Flight(claim, spec, entry, deadline)
         self._landed.clear()
         self.events.publish(job.id, "status", {"status": "processing"})
         bound.info("job.claimed", resume_after_chunks=job.chunks_done, crashes=job.crashes)
@@ -318,7 +323,11 @@ class Worker:
             if event.deliberate or flight.generation < 0:
                 await self._finish(flight.claim, Status.QUEUED, None, None)
                 continue
-            job = await self.store.engine_crashed(flight.claim)
+            try:
+                job = await self.store.engine_crashed(flight.claim)
+            except InvalidTransition:
+                log.warning("job.lease_lost", job_id=flight.job.id)
+                continue
             log.warning("job.engine_crashed", job_id=job.id, status=job.status, crashes=job.crashes)
             self._publish_end(job)
         self._settle()

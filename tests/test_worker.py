@@ -18,7 +18,7 @@ from service.engine.host import ProcessEngineHost
 from service.engine.registry import ModelRegistry
 from service.events import EventHub
 from service.jobs import NewJob, Status, TranscribeOptions
-from service.keys import ENGINE, WORKER
+from service.keys import ENGINE, STORE, WORKER
 from service.store import open_store
 from service.store.sqlite import SqliteStore
 from service.worker import Worker, WorkerConfig
@@ -210,3 +210,24 @@ async def test_a_timed_out_request_is_a_504_timeout_not_an_engine_error(
     assert resp.headers["x-should-retry"] == "false"
     jobs = (await (await client.get("/v1/jobs")).json())["data"]
     assert jobs[0]["status"] == "failed" and jobs[0]["error"]["code"] == "timeout"
+
+
+async def test_a_job_whose_upload_vanished_fails_instead_of_sticking(
+    aiohttp_client: Any, make_settings: Any, long_wav: Path
+) -> None:
+    """Both ways a claim reads the file: the header probe (channel split) and the
+    engine's decode. Neither may leave the job processing."""
+    client = await start(aiohttp_client, make_settings, max_jobs_in_flight=1)
+    blocker = await submit(client, long_wav)
+    jobs = [
+        await submit(client, AUDIO / "stereo.wav", diarize="channels"),
+        await submit(client, AUDIO / "report.wav"),
+    ]
+    for job in jobs:  # still queued behind the blocker: take their files away
+        stored = await client.app[STORE].get(job["id"])
+        await asyncio.to_thread(Path(stored.file_path).unlink)
+    assert (await wait_done(client, blocker["id"]))["status"] == "completed"
+    for job in jobs:
+        done = await wait_done(client, job["id"])
+        assert done["status"] == "failed" and done["error"]["code"] == "invalid_audio", done
+    assert client.app[WORKER].running and not client.app[WORKER].flights
