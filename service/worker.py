@@ -168,7 +168,7 @@ class Worker:
             asyncio.create_task(self._forever("leases", self._lease_once)),
         ]
         try:
-            await self._recover()
+            await self._forever("recover", self._recover, until_done=True)
             await self._forever("step", lambda: self._step_once(burst))
         except _Done:
             pass
@@ -178,13 +178,18 @@ class Worker:
             await asyncio.gather(*helpers, return_exceptions=True)
             self.running = False
 
-    async def _forever(self, name: str, once: Callable[[], Awaitable[None]]) -> None:
-        """Run ``once`` over and over; an error (a full disk, a locked database) is
-        logged and retried with backoff, never the end of the worker (A8)."""
+    async def _forever(
+        self, name: str, once: Callable[[], Awaitable[None]], *, until_done: bool = False
+    ) -> None:
+        """Run ``once`` over and over (or, ``until_done``, until it succeeds); an
+        error (a full disk, a locked database) is logged and retried with
+        backoff, never the end of the worker (A8)."""
         delay = self.config.poll_interval_s
         while True:
             try:
                 await once()
+                if until_done:
+                    return
                 delay = self.config.poll_interval_s
             except (asyncio.CancelledError, _Done):
                 raise
@@ -399,13 +404,21 @@ class Worker:
             ends = [chunk.end, *(s.end for s in decoded)]
             flight.channel_end[chunk.channel] = max(flight.channel_end[chunk.channel], *ends)
         processed = sum(flight.channel_end[: flight.spec.channels]) / flight.spec.channels
-        lease = await self.store.add_chunks(
-            flight.claim,
-            first=first,
-            count=len(nos),
-            segments=segments,
-            processed_seconds=processed,
-        )
+        try:
+            lease = await self.store.add_chunks(
+                flight.claim,
+                first=first,
+                count=len(nos),
+                segments=segments,
+                processed_seconds=processed,
+            )
+        except Exception:
+            # A full disk, say. These segments are lost with the write: let the
+            # job go; its lease lapses and a re-run resumes after what is stored.
+            log.exception("job.store_failed", job_id=flight.job.id)
+            self._forget(flight)
+            self._settle()
+            return
         flight.job.chunks_done += len(nos)
         flight.job.segments_done = index
         crash_point("mid_job", flight.job.id)  # segments stored, the job not finished

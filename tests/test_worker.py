@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from service.app import create_app
@@ -141,25 +142,35 @@ async def test_lying_header_flac_bombs_leave_memory_where_it_was(
 
 
 class FlakyStore:
-    """A real store whose claims fail ``failures`` times, as a full disk would."""
+    """A real store whose ``method`` fails ``failures`` times, as on a full disk."""
 
-    def __init__(self, store: SqliteStore, failures: int) -> None:
+    def __init__(self, store: SqliteStore, method: str, failures: int) -> None:
         self._store = store
+        self._method = method
         self.failures = failures
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
+        real = getattr(self._store, name)
+        if name != self._method:
+            return real
 
-    async def claim(self, **kw: Any) -> Any:
-        if self.failures > 0:
-            self.failures -= 1
-            raise OSError(28, "No space left on device")
-        return await self._store.claim(**kw)
+        async def flaky(*args: Any, **kw: Any) -> Any:
+            if self.failures > 0:
+                self.failures -= 1
+                raise OSError(28, "No space left on device")
+            return await real(*args, **kw)
+
+        return flaky
 
 
-async def test_the_worker_outlives_store_errors_and_resumes(tmp_path: Path, fox_wav: Path) -> None:
+@pytest.mark.parametrize("method", ["claim", "recover", "add_chunks"])
+async def test_the_worker_outlives_store_errors_and_resumes(
+    tmp_path: Path, fox_wav: Path, method: str
+) -> None:
+    """Store writes fail (at claim, in the idle loop's recovery, while storing
+    segments); the worker keeps running and the job completes once they work."""
     store = await SqliteStore.open(str(tmp_path / "db.sqlite"))
-    flaky = FlakyStore(store, failures=3)
+    flaky = FlakyStore(store, method, failures=3)
     engine = ProcessEngineHost(EngineConfig(device="cpu"))
     await engine.start()
     models = ModelRegistry(engine, model_dir=tmp_path, allow_download=False, max_loaded=1)
@@ -168,7 +179,8 @@ async def test_the_worker_outlives_store_errors_and_resumes(tmp_path: Path, fox_
         models,
         engine,
         EventHub(),
-        WorkerConfig(max_audio_seconds=600, poll_interval_s=0.05),
+        # A short lease: a job let go after a failed write is recovered soon.
+        WorkerConfig(max_audio_seconds=600, poll_interval_s=0.05, lease_s=1.0),
     )
     task = asyncio.create_task(worker.run())
     try:
@@ -192,7 +204,9 @@ async def test_the_worker_outlives_store_errors_and_resumes(tmp_path: Path, fox_
             assert worker.running and not task.done(), "the worker ended"
             assert time.monotonic() < deadline, job
             await asyncio.sleep(0.1)
-        assert flaky.failures == 0 and "fox" in job.text.lower()
+        assert flaky.failures == 0 and "fox" in job.text.lower() and job.crashes == 0
+        if method == "add_chunks":  # each failed write let the job go to recovery
+            assert job.attempts == 4
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
