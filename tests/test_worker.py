@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
 
+import jiwer
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -34,16 +36,29 @@ async def start(aiohttp_client: Any, make_settings: Any, **overrides: Any) -> Te
     return await aiohttp_client(create_app(make_settings(**overrides)))
 
 
+def word_error(reference: str, hypothesis: str) -> float:
+    def words(text: str) -> str:
+        return " ".join(re.sub(r"[^a-z0-9' ]", " ", text.lower()).split())
+
+    return float(jiwer.wer(words(reference), words(hypothesis)))
+
+
 async def test_short_jobs_submitted_together_share_batches(
     aiohttp_client: Any, make_settings: Any, manifest: dict[str, Any]
 ) -> None:
+    """Short jobs share steps, and windows: each still gets its own words back.
+    Context in a shared window can change a word (tiny.en hears "quick round
+    fox" there), so accuracy is bounded, as the bench's row 2b measures it."""
     client = await start(aiohttp_client, make_settings)
     names = SHORT * 2
     jobs = await asyncio.gather(*(submit(client, AUDIO / n) for n in names))
     done = [await wait_done(client, j["id"]) for j in jobs]
+    errors = []
     for name, job in zip(names, done, strict=True):
         assert job["status"] == "completed", job
-        assert all(k in job["text"].lower() for k in manifest[name]["keywords"]), job
+        errors.append(word_error(manifest[name]["text"], job["text"]))
+        assert errors[-1] <= 0.3, (name, job["text"])
+    assert sum(errors) / len(errors) <= 0.15, errors
     stats = client.app[WORKER].stats
     assert stats.most_jobs_in_a_step >= 2 and stats.steps < len(names)
 
