@@ -37,7 +37,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from service.api.job_events import sse_frame
+from service.api.job_events import open_sse, sse_frame
 from service.api.models import model_out
 from service.api.schemas import job_out
 from service.errors import NotFound
@@ -209,14 +209,7 @@ async def all_events(request: web.Request) -> web.StreamResponse:
     updates = watch(app[STORE], app[EVENTS], app_state(app), last_event_id=last_id)
     async with contextlib.aclosing(updates):
         first = await anext(updates)  # read before answering: a store error stays a 5xx
-        resp = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no",  # nginx would otherwise hold events back
-            }
-        )
-        await resp.prepare(request)
+        resp = await open_sse(request)
         ids = _EventIds()
         loop = asyncio.get_running_loop()
         try:

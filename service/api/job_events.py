@@ -107,6 +107,19 @@ def last_event_id(request: web.Request) -> int:
     return int(raw) - 1
 
 
+async def open_sse(request: web.Request) -> web.StreamResponse:
+    """Start a Server-Sent Events response."""
+    resp = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # nginx would otherwise hold events back
+        }
+    )
+    await resp.prepare(request)
+    return resp
+
+
 def _gone(request: web.Request) -> bool:
     transport = request.transport
     return transport is None or transport.is_closing()
@@ -120,14 +133,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     async with contextlib.aclosing(updates):
         # Take the first update before answering, so an unknown job is a plain 404.
         first = await anext(updates)
-        resp = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no",  # nginx would otherwise hold events back
-            }
-        )
-        await resp.prepare(request)
+        resp = await open_sse(request)
         try:
             await resp.write(frame_for(first))
             async for chunk in sse_frames(updates):
@@ -146,4 +152,4 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-__all__ = ["frame_for", "routes", "sse_frame", "sse_frames"]
+__all__ = ["frame_for", "open_sse", "routes", "sse_frame", "sse_frames"]
