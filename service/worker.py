@@ -141,6 +141,7 @@ class Worker:
         self.worker_id = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.running = False
         self.flights: dict[str, Flight] = {}
+        self._opening: dict[str, Claim] = {}  # claimed, their model still loading
         self.pool = Pool()
         self.stats = StepStats()
         self._wake = asyncio.Event()  # claim: a new job, or room for one
@@ -233,6 +234,14 @@ class Worker:
         return max((f.job.priority for f in self.flights.values()), default=0) + 1
 
     async def _open(self, claim: Claim) -> None:
+        # Its lease is renewed from now on, a slow model load included.
+        self._opening[claim.job.id] = claim
+        try:
+            await self._open_claimed(claim)
+        finally:
+            self._opening.pop(claim.job.id, None)
+
+    async def _open_claimed(self, claim: Claim) -> None:
         job = claim.job
         bound = log.bind(job_id=job.id, model=job.model, attempt=job.attempts)
         try:
@@ -246,11 +255,13 @@ class Worker:
             await self._finish(claim, Status.FAILED, err.code, err.message)
             return
         try:
-            spec = await self._spec(job, entry)
+            spec = await self._spec(claim, entry)
         except SonaError as exc:  # the upload is gone or unreadable
             self.models.release(entry)
             await self._finish(claim, Status.FAILED, exc.code, exc.message)
             return
+        if (stale := self.flights.get(job.id)) is not None:
+            self._forget(stale)  # its lease was lost, and now it is ours again
         deadline = time.monotonic() + self.config.job_timeout_s
         flight = self.flights[job.id] = Flight(claim, spec, entry, deadline)
         self._landed.clear()
@@ -268,7 +279,8 @@ class Worker:
         flight.generation = self.engine.generation
         self.engine.open(flight.spec)
 
-    async def _spec(self, job: Job, entry: ModelEntry) -> JobSpec:
+    async def _spec(self, claim: Claim, entry: ModelEntry) -> JobSpec:
+        job = claim.job
         options = job.options
         # Sequential decoding keeps faster-whisper's own default beam.
         beam = options.beam_size or (
@@ -288,6 +300,7 @@ class Worker:
             vad=options.vad_filter is not False,
             channels=channels,
             skip_chunks=job.chunks_done,
+            token=claim.token,
         )
 
     # -- engine events -------------------------------------------------------
@@ -298,8 +311,8 @@ class Worker:
             await self._on_crash(event)
             return
         flight = self.flights.get(event.job_id)
-        if flight is None:
-            return  # ended meanwhile
+        if flight is None or event.token != flight.claim.token:
+            return  # ended meanwhile, or about an earlier claim of the job
         match event:
             case ChunksReady(_, chunks, language):
                 flight.language = language
@@ -441,6 +454,8 @@ class Worker:
 
     async def _lease_once(self) -> None:
         await asyncio.sleep(self.config.lease_s / 3)
+        for claim in list(self._opening.values()):
+            await self.store.heartbeat(claim, self.config.lease_s)  # a loss shows at open
         now = time.monotonic()
         for flight in list(self.flights.values()):
             if now >= flight.deadline:
@@ -476,8 +491,9 @@ class Worker:
     def _forget(self, flight: Flight) -> None:
         """Drop a job from this worker: the engine stops on it, its chunks leave
         the pool. Its row is someone else's business now."""
-        if self.flights.pop(flight.job.id, None) is None:
-            return
+        if self.flights.get(flight.job.id) is not flight:
+            return  # gone already (or a later claim of the same job runs now)
+        del self.flights[flight.job.id]
         self.pool.drop_job(flight.job.id)
         self.engine.close(flight.job.id)
         self.models.release(flight.entry)
@@ -495,7 +511,7 @@ class Worker:
     async def _end(
         self, flight: Flight, status: Status, code: str | None = None, message: str | None = None
     ) -> None:
-        if flight.job.id not in self.flights:
+        if self.flights.get(flight.job.id) is not flight:
             return  # ended already
         self._forget(flight)
         try:

@@ -54,6 +54,7 @@ class JobSpec:
     vad: bool
     channels: int  # 1, or 2 for diarize=channels (one chunk stream per channel)
     skip_chunks: int = 0  # already stored by an earlier attempt: cut, not announced
+    token: str = ""  # the claim's lease token, echoed in every event about this job
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class ChunksReady:
     job_id: str
     chunks: list[ChunkInfo]
     language: str
+    token: str = ""
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class Prepared:
     job_id: str
     duration: float
     total: int
+    token: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class PrepareFailed:
     job_id: str
     code: str  # an error code of service.errors (invalid_audio, audio_too_long, …)
     message: str
+    token: str = ""
 
 
 @dataclass(frozen=True)

@@ -222,11 +222,12 @@ class EngineProcess:
             for ch, chunker in enumerate(chunkers):
                 self._announce(job, ch, chunker.finish())
             if not job.closed.is_set():
-                self.send(Prepared(spec.job_id, samples / SAMPLE_RATE, job.cut))
+                self.send(Prepared(spec.job_id, samples / SAMPLE_RATE, job.cut, spec.token))
         except SonaError as exc:
-            self.send(PrepareFailed(spec.job_id, exc.code, exc.message))
+            self.send(PrepareFailed(spec.job_id, exc.code, exc.message, spec.token))
         except Exception as exc:  # a decoder fault fails this job only
-            self.send(PrepareFailed(spec.job_id, "engine_error", f"{type(exc).__name__}: {exc}"))
+            message = f"{type(exc).__name__}: {exc}"
+            self.send(PrepareFailed(spec.job_id, "engine_error", message, spec.token))
 
     def _announce(self, job: _Job, channel: int, chunks: list[RawChunk]) -> None:
         spec = job.spec
@@ -239,7 +240,7 @@ class EngineProcess:
             job.put(no, chunk, self.config.ahead)
             seconds = chunk.audio.size / SAMPLE_RATE
             info = ChunkInfo(spec.job_id, no, channel, chunk.start, chunk.end, seconds)
-            self.send(ChunksReady(spec.job_id, [info], job.language))
+            self.send(ChunksReady(spec.job_id, [info], job.language, spec.token))
 
     def _open_sequential(self, job: _Job) -> None:
         """The whole file goes to faster-whisper's sequential decoder (its memory
@@ -267,13 +268,13 @@ class EngineProcess:
 
     def _announce_next(self, job: _Job) -> None:
         info = ChunkInfo(job.spec.job_id, job.cut, 0, 0.0, 0.0)
-        self.send(ChunksReady(job.spec.job_id, [info], job.language or "en"))
+        self.send(ChunksReady(job.spec.job_id, [info], job.language or "en", job.spec.token))
 
     def _next_segment(self, job: _Job, item: ChunkInfo) -> list[Segment]:
         """One step of a sequential job: its next segment, or the end of it."""
         got = next(job.segments, None) if job.segments is not None else None
         if got is None:
-            self.send(Prepared(job.spec.job_id, job.duration, item.no + 1))
+            self.send(Prepared(job.spec.job_id, job.duration, item.no + 1, job.spec.token))
             return []
         channel, segment = got
         job.cut = item.no + 1
