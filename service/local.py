@@ -25,7 +25,7 @@ BAR = 30
 
 def _bar(job: Job) -> None:
     total = job.duration or 0.0
-    done = job.duration or 0.0 if job.status == Status.COMPLETED else job.processed_seconds
+    done = total if job.status == Status.COMPLETED else job.processed_seconds
     frac = min(1.0, done / total) if total else 0.0
     fill = int(frac * BAR)
     print(

@@ -17,8 +17,8 @@ from typing import Any
 
 import structlog
 
-from service.engine import EngineConfig
-from service.engine.host import ProcessEngineHost, on_cuda
+from service.engine import EngineConfig, resolve_device
+from service.engine.host import ProcessEngineHost
 from service.engine.registry import ModelRegistry
 from service.events import EventHub
 from service.intake import Intake, IntakeConfig
@@ -110,7 +110,7 @@ def _intake_config(settings: Settings) -> IntakeConfig:
 def _worker_config(settings: Settings) -> WorkerConfig:
     return WorkerConfig(
         max_audio_seconds=settings.max_audio_seconds,
-        batch_size=settings.batch_size or (8 if on_cuda(settings.device) else 4),
+        batch_size=settings.batch_size or (8 if resolve_device(settings.device) == "cuda" else 4),
         chunk_s=settings.chunk_s,
         beam_size=settings.beam_size,
         max_jobs=settings.max_jobs_in_flight,

@@ -152,10 +152,6 @@ class Worker:
         self._stopping = False
         self._solo = False  # a job that crashed the engine before runs alone
 
-    @property
-    def busy(self) -> bool:
-        return bool(self.flights)
-
     def wake(self) -> None:
         self._wake.set()
 

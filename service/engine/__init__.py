@@ -28,6 +28,16 @@ from service.jobs import Segment, TranscribeOptions
 SPEAKERS = ("left", "right")
 
 
+def resolve_device(device: str) -> str:
+    """``cpu`` or ``cuda``; ``auto`` is CUDA when CTranslate2 sees a GPU. Both the
+    daemon (batch size) and the engine process (loading) decide with this."""
+    if device != "auto":
+        return device
+    import ctranslate2  # the CUDA runtime only, not faster-whisper
+
+    return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     device: str = "auto"

@@ -212,15 +212,6 @@ class ProcessEngineHost:
         log.info("engine.stopped", pid=proc.pid)
 
 
-def on_cuda(device: str) -> bool:
-    """Whether the engine will run on a GPU (``auto``: when CUDA sees one)."""
-    if device != "auto":
-        return device == "cuda"
-    import ctranslate2  # the CUDA runtime, not faster-whisper
-
-    return bool(ctranslate2.get_cuda_device_count() > 0)
-
-
 def _describe(exitcode: int | None) -> str:
     if exitcode is None:
         return "unknown"

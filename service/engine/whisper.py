@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import ctranslate2
 import numpy as np
 from faster_whisper import BatchedInferencePipeline, WhisperModel
 from faster_whisper.audio import pad_or_trim
@@ -26,6 +25,7 @@ from faster_whisper.transcribe import (
 from faster_whisper.utils import download_model
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
+from service.engine import resolve_device
 from service.engine.batcher import PACK_GAP_S
 from service.engine.chunker import SAMPLE_RATE, RawChunk, Spans
 from service.errors import ModelLoadFailed, ModelNotFound
@@ -33,12 +33,6 @@ from service.jobs import Segment, TranscribeOptions, Word
 
 # faster-whisper's fallback schedule, for sequential decoding without a fixed temperature.
 _FALLBACK = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-    return device
 
 
 def resolve_compute_type(compute_type: str, device: str) -> str:
