@@ -10,7 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 from aiohttp.test_utils import TestClient
+
+from service.app import create_app
+from service.keys import WORKER
 
 
 def audio_form(
@@ -47,3 +51,13 @@ async def wait_done(client: TestClient, job_id: str, timeout: float = 120) -> di
     return await poll(
         client, job_id, lambda j: j["status"] in ("completed", "failed", "cancelled"), timeout
     )
+
+
+async def idle_app(
+    aiohttp_client: Any, make_settings: Any, **overrides: Any
+) -> TestClient[web.Request, web.Application]:
+    """An app with no model loaded and its worker drained: jobs stay queued until
+    a test claims them by hand, and nothing needs inference."""
+    client = await aiohttp_client(create_app(make_settings(model=None, **overrides)))
+    await client.app[WORKER].drain(0)
+    return client

@@ -12,26 +12,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from jsonschema import Draft202012Validator
 from pydantic import SecretStr
 
-from service.app import create_app
 from service.jobs import Segment, Status
-from service.keys import STORE, WORKER
-from tests.helpers import submit
+from service.keys import STORE
+from tests.helpers import idle_app, submit
 from tests.test_job_events import Event, claim, sse
 
 STEP_S = 10  # generous: the store is polled every second
-
-
-async def idle_app(
-    aiohttp_client: Any, make_settings: Any, **overrides: Any
-) -> TestClient[web.Request, web.Application]:
-    client = await aiohttp_client(create_app(make_settings(model=None, **overrides)))
-    await client.app[WORKER].drain(0)
-    return client
 
 
 async def next_event(events: AsyncIterator[Event], skip: tuple[str, ...] = ()) -> Event:

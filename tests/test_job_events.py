@@ -14,16 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiohttp import ClientResponse, web
-from aiohttp.test_utils import TestClient
+from aiohttp import ClientResponse
 
 from service.api.job_events import PING, sse_frames
 from service.app import create_app
 from service.events import JobUpdate, follow
 from service.jobs import Job, Segment, Status, TranscribeOptions
-from service.keys import EVENTS, STORE, WORKER
+from service.keys import EVENTS, STORE
 from service.store import Claim, JobStore
-from tests.helpers import submit
+from tests.helpers import idle_app, submit
 
 STEP_S = 10  # generous: the store is polled every second
 
@@ -60,15 +59,6 @@ async def read_all(resp: ClientResponse) -> list[Event]:
 async def next_event(events: AsyncIterator[Event]) -> Event:
     async with asyncio.timeout(STEP_S):
         return await anext(events)
-
-
-async def idle_app(
-    aiohttp_client: Any, make_settings: Any
-) -> TestClient[web.Request, web.Application]:
-    """An app whose worker is stopped: jobs stay queued until the test claims them."""
-    client = await aiohttp_client(create_app(make_settings(model=None)))
-    await client.app[WORKER].drain(0)
-    return client
 
 
 async def claim(store: JobStore) -> Claim:

@@ -12,19 +12,9 @@ from aiohttp.test_utils import TestClient
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
-from service.app import create_app
 from service.jobs import Segment, Status
-from service.keys import STORE, WORKER
-from tests.helpers import audio_form, submit
-
-
-async def idle_app(
-    aiohttp_client: Any, make_settings: Any, **overrides: Any
-) -> TestClient[web.Request, web.Application]:
-    """No model loaded, worker stopped: nothing here needs inference."""
-    client = await aiohttp_client(create_app(make_settings(model=None, **overrides)))
-    await client.app[WORKER].drain(0)
-    return client
+from service.keys import STORE
+from tests.helpers import audio_form, idle_app, submit
 
 
 async def fetch_spec(client: TestClient[web.Request, web.Application]) -> dict[str, Any]:
