@@ -116,6 +116,13 @@ async def transcribe_wav(
     output_dir: OutputDir = "./transcriptions",
     model: Annotated[str | None, Field(description="model name; default: the service's")] = None,
     transcription_service_url: ServiceUrl = None,
+    callback_url: Annotated[
+        str | None,
+        Field(
+            description="http(s) URL the service POSTs a signed JSON event to when the job "
+            "completes, fails or is cancelled (Standard Webhooks)"
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """Start transcribing an audio file (WAV, FLAC, MP3, M4A, Ogg, WebM, ...) and return
     at once with a job_id. Writes <output_dir>/<name>.transcribing.txt as a marker.
@@ -130,7 +137,7 @@ async def transcribe_wav(
         # Written before the upload: an unwritable output_dir fails before any work.
         await asyncio.to_thread(write_status_file, status_file, marker)
         try:
-            job = await client.submit(path, model=model)
+            job = await client.submit(path, model=model, callback_url=callback_url)
         except SonaClientError:
             await asyncio.to_thread(write_files, {}, status_file)
             raise

@@ -18,6 +18,8 @@ SonaError                      base; ``code`` is the stable machine-readable nam
 ├── EmptyFile                  zero-byte upload                        (empty_file)
 ├── AudioTooLong               over the duration limit                 (audio_too_long)
 ├── UrlRefused                 a fetch URL refused or failing          (url_refused)
+├── InvalidCallbackUrl         a callback_url refused at submit (E3)   (invalid_callback_url)
+├── AddressRefused             netguard's refusal (internal: callers translate it) (address_refused)
 ├── InvalidAudio               audio that cannot be decoded            (invalid_audio)
 ├── Busy                       wait too long / too many clients; retry_after (busy)
 │   └── QueueFull              queue at its depth limit                (queue_full)
@@ -112,6 +114,17 @@ class AudioTooLong(SonaError):
 
 class UrlRefused(SonaError):
     code = "url_refused"
+
+
+class InvalidCallbackUrl(SonaError):
+    code = "invalid_callback_url"
+
+
+class AddressRefused(SonaError):
+    """An outbound address the E3 rules refuse; ``fetch`` and the callback check
+    turn it into their own error, the dispatcher into a dead delivery."""
+
+    code = "address_refused"
 
 
 class InvalidAudio(SonaError):

@@ -13,12 +13,21 @@ from typing import Any
 from service.audio import probe
 from service.crashpoints import crash_point
 from service.engine.registry import OPENAI_ALIASES, ModelRegistry
-from service.errors import AudioTooLong, MetadataTooLarge, NoModel, QueueFull
+from service.errors import (
+    AddressRefused,
+    AudioTooLong,
+    InvalidCallbackUrl,
+    MetadataTooLarge,
+    NoModel,
+    QueueFull,
+)
 from service.jobs import METADATA_MAX_BYTES, Job, NewJob, TranscribeOptions, validate_job_id
+from service.netguard import check_resolved
 from service.store import JobStore
 from service.uploads import StoredUpload
 
 SYNC_PRIORITY = 1_000_000  # synchronous API requests jump the queue (C4)
+CALLBACK_URL_MAX = 2048
 
 
 @dataclass(frozen=True)
@@ -27,6 +36,7 @@ class IntakeConfig:
     max_audio_seconds: float
     max_queue: int
     max_attempts: int
+    allow_private_urls: bool = False  # callback_url targets (E3)
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,22 @@ class Intake:
             param="model",
         )
 
+    async def check_callback(self, url: str | None) -> None:
+        """Refuse a callback_url the delivery would refuse (E3), with the reason,
+        before anything is queued."""
+        if url is None:
+            return
+        if len(url) > CALLBACK_URL_MAX:
+            raise InvalidCallbackUrl(
+                f"callback_url is longer than {CALLBACK_URL_MAX} characters", param="callback_url"
+            )
+        try:
+            await check_resolved(url, allow_private=self.config.allow_private_urls)
+        except AddressRefused as exc:
+            raise InvalidCallbackUrl(
+                f"callback_url refused: {exc.message}", param="callback_url"
+            ) from None
+
     async def admit(self, upload: StoredUpload, sub: Submission) -> tuple[Job, bool]:
         """Create the job for ``upload``; (job, created). The upload file is removed
         when the job is refused or an existing job answers."""
@@ -84,6 +110,7 @@ class Intake:
     async def _admit(self, upload: StoredUpload, sub: Submission) -> tuple[Job, bool]:
         if sub.job_id is not None:
             validate_job_id(sub.job_id)
+        await self.check_callback(sub.callback_url)
         model = self.resolve_model(sub.options.model)
         if not self.models.is_loaded(model):
             await self.models.locate(model)  # an unknown model fails the submit, not the job

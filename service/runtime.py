@@ -1,5 +1,6 @@
 """The composition root without HTTP: store, uploads, engine process, models,
-intake, worker and the background sweeps, started and stopped in order.
+intake, worker, webhook dispatcher and the background sweeps, started and
+stopped in order.
 
 ``create_app`` (the daemon) and ``sona transcribe`` (one file, no daemon) both
 run on it; ``sona worker`` will too. The only place that names concrete
@@ -17,14 +18,16 @@ from typing import Any
 
 import structlog
 
+from service.dispatcher import Dispatcher, DispatcherConfig
 from service.engine import EngineConfig, resolve_device
 from service.engine.host import ProcessEngineHost
 from service.engine.registry import ModelRegistry
-from service.events import EventHub
+from service.events import TERMINAL, EventHub
 from service.intake import Intake, IntakeConfig
 from service.settings import Settings
 from service.store import JobStore, open_store
 from service.uploads import UploadDir
+from service.webhooks import RetryPolicy, signer_for
 from service.worker import Worker, WorkerConfig
 
 log = structlog.get_logger("sona")
@@ -41,11 +44,16 @@ class Runtime:
     models: ModelRegistry
     intake: Intake
     worker: Worker
+    webhooks: Dispatcher
 
     async def drain(self) -> None:
-        """Stop taking work; let what runs finish within the drain timeout."""
-        log.info("server.draining", timeout_s=self.settings.drain_timeout_s)
-        await self.worker.drain(self.settings.drain_timeout_s)
+        """Stop taking work; let what runs finish, then send the webhooks that are
+        due, all within the drain timeout (B5)."""
+        timeout = self.settings.drain_timeout_s
+        log.info("server.draining", timeout_s=timeout)
+        deadline = time.monotonic() + timeout
+        await self.worker.drain(timeout)
+        await self.webhooks.drain(deadline - time.monotonic())
 
 
 @contextlib.asynccontextmanager
@@ -82,6 +90,9 @@ async def start_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             entry = await models.load(settings.model)
             log.info("model.loaded", model=entry.id, seconds=round(entry.load_seconds, 3))
         events = EventHub()
+        signer = signer_for(
+            settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+        )
         runtime = Runtime(
             settings=settings,
             store=store,
@@ -91,9 +102,12 @@ async def start_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             models=models,
             intake=Intake(store, models, _intake_config(settings)),
             worker=Worker(store, models, engine, events, _worker_config(settings)),
+            webhooks=Dispatcher(store, signer, _dispatcher_config(settings)),
         )
         await _sweep_expired(runtime)
         stack.push_async_callback(_stop_task, _spawn(runtime.worker.run(), "sona-worker"))
+        stack.push_async_callback(_stop_task, _spawn(runtime.webhooks.run(), "sona-webhooks"))
+        stack.push_async_callback(_stop_task, _spawn(_wake_on_end(runtime), "sona-webhook-wake"))
         stack.push_async_callback(_stop_task, _spawn(_retention(runtime), "sona-retention"))
         yield runtime
 
@@ -104,6 +118,7 @@ def _intake_config(settings: Settings) -> IntakeConfig:
         max_audio_seconds=settings.max_audio_seconds,
         max_queue=settings.max_queue,
         max_attempts=settings.max_attempts,
+        allow_private_urls=settings.private_urls_allowed,
     )
 
 
@@ -119,6 +134,25 @@ def _worker_config(settings: Settings) -> WorkerConfig:
         job_timeout_s=settings.job_timeout_s,
         step_timeout_s=settings.step_timeout_s,
     )
+
+
+def _dispatcher_config(settings: Settings) -> DispatcherConfig:
+    return DispatcherConfig(
+        policy=RetryPolicy(settings.webhook_max_attempts, settings.webhook_backoff_s),
+        timeout_s=settings.webhook_timeout_s,
+        allow_private=settings.private_urls_allowed,
+        poll_interval_s=settings.poll_interval_s,
+        public_url=settings.public_url,
+    )
+
+
+async def _wake_on_end(rt: Runtime) -> None:
+    """A job that ends here may have a webhook due now: no poll interval's wait."""
+    with rt.events.subscribe_all() as queue:
+        while True:
+            event = await queue.get()
+            if event.type in TERMINAL:
+                rt.webhooks.wake()
 
 
 def _spawn(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:

@@ -82,6 +82,17 @@ class Settings(BaseSettings):
     # Sona itself listens on loopback (E3).
     allow_private_urls: bool | None = None
 
+    # Webhooks (E1, E2; docs/webhooks.md). No secret: deliveries go unsigned.
+    webhook_secret: SecretStr | None = None  # whsec_<base64>
+    webhook_max_attempts: int = Field(default=16, ge=1, le=100)
+    # The first retry's delay; each next one doubles, up to 360 times this
+    # (10 s → 1 h). Tests compress the whole schedule through it.
+    webhook_backoff_s: float = Field(default=10, gt=0)
+    webhook_timeout_s: float = Field(default=10, gt=0)  # one attempt, connect to last byte
+    # Base of the links in webhook payloads ("https://sona.example"); unset:
+    # links are paths relative to wherever the receiver reaches Sona.
+    public_url: str | None = None
+
     # Logs
     log_level: str = "info"
 
@@ -124,5 +135,6 @@ class Settings(BaseSettings):
         """The effective settings for `sona config`, secrets masked."""
         out = self.model_dump(mode="json")
         out["api_keys"] = ["***" for _ in self.api_keys]
+        out["webhook_secret"] = "***" if self.webhook_secret else None
         out["store"] = self.store_url.split("@")[-1] if "@" in self.store_url else self.store_url
         return out

@@ -526,6 +526,9 @@ class Worker:
         except InvalidTransition:
             log.warning("job.lease_lost", job_id=claim.job.id)
             return
+        if job.status.finished:
+            # The job's end and its webhook row are committed; nothing sent yet.
+            crash_point("after_terminal_write", job.id)
         self._publish_end(job)
 
     def _publish_end(self, job: Job) -> None:

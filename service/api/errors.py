@@ -33,6 +33,8 @@ STATUS: list[tuple[type[e.SonaError], int]] = [
     (e.UnsupportedMedia, 415),
     (e.AudioTooLong, 422),
     (e.UrlRefused, 422),
+    (e.InvalidCallbackUrl, 422),
+    (e.AddressRefused, 422),
     (e.NoModel, 503),
     (e.StorageFull, 507),
     (e.UploadTimeout, 408),

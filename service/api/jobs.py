@@ -8,7 +8,7 @@ import contextlib
 from aiohttp import web
 
 from service.api.forms import read_form, read_json
-from service.api.schemas import JobForm, JobList, JobUrl, job_out, parse
+from service.api.schemas import JobForm, JobList, JobUrl, WebhookList, job_out, parse, webhooks_out
 from service.crashpoints import crash_point
 from service.errors import InvalidRequest, JobNotFinished
 from service.events import TERMINAL, follow
@@ -16,7 +16,7 @@ from service.fetch import fetch
 from service.formats import render
 from service.intake import Submission
 from service.jobs import Job, Status, validate_job_id
-from service.keys import EVENTS, INTAKE, SETTINGS, STORE, UPLOADS, WORKER
+from service.keys import EVENTS, INTAKE, RUNTIME, SETTINGS, STORE, UPLOADS, WORKER
 from service.uploads import StoredUpload
 
 routes = web.RouteTableDef()
@@ -58,6 +58,7 @@ async def submit_url(request: web.Request) -> tuple[Job, bool]:
     """``{"url": ..., options...}``: Sona fetches the audio itself (A1, E3 rules)."""
     fields = await read_json(request, JobUrl, '{"url": "https://...", ...options}')
     sub = _submission(request, fields)
+    await request.app[INTAKE].check_callback(sub.callback_url)  # before fetching anything
     settings = request.app[SETTINGS]
     upload = await fetch(
         fields.url,
@@ -129,6 +130,8 @@ async def cancel(app: web.Application, job_id: str) -> Job:
     """Cancel through the store, and tell this process's worker at once in case the
     job is running here (the store flag reaches a worker anywhere, a little later)."""
     job = await app[STORE].cancel(job_id)
+    if job.status == Status.CANCELLED:
+        app[RUNTIME].webhooks.wake()  # a queued job's webhook is due now
     if job.status == Status.PROCESSING:
         await app[WORKER].cancel(job_id)
         job = await app[STORE].get(job_id)
@@ -153,3 +156,12 @@ async def cancel_job(request: web.Request) -> web.Response:
     if job.status == Status.PROCESSING:
         job = await wait_finished(request.app, job, CANCEL_WAIT_S)
     return web.json_response(job_out(job), status=200 if job.status.finished else 202)
+
+
+@routes.get("/v1/jobs/{job_id}/webhooks")
+async def list_webhooks(request: web.Request) -> web.Response:
+    """The job's webhook deliveries (E2): state, attempts with their status
+    codes and errors, the next attempt."""
+    job_id = validate_job_id(request.match_info["job_id"])
+    deliveries = await request.app[STORE].deliveries(job_id)
+    return web.json_response(WebhookList(data=webhooks_out(deliveries)).model_dump(mode="json"))

@@ -22,7 +22,15 @@ from pydantic import BaseModel
 
 from service.api.middleware import OPEN_PATHS
 from service.api.openai import OpenAIForm
-from service.api.schemas import ErrorBody, JobForm, JobList, JobOut, JobUrl, ModelLoad
+from service.api.schemas import (
+    ErrorBody,
+    JobForm,
+    JobList,
+    JobOut,
+    JobUrl,
+    ModelLoad,
+    WebhookList,
+)
 from service.errors import NotFound
 
 routes = web.RouteTableDef()
@@ -143,7 +151,7 @@ class FeedSnapshotOut(BaseModel):
 SCHEMA_MODELS: tuple[type[BaseModel], ...] = (
     JobForm, JobUrl, JobOut, JobList, ErrorBody, ModelLoad, OpenAIForm, HealthOut, ReadyOut,
     ModelOut, ModelListOut, ModelDeletedOut, ModelsDeletedOut, SeedJobOut, SeedStatusOut,
-    TranscriptionOut, VerboseTranscriptionOut, FeedStateOut, FeedSnapshotOut,
+    TranscriptionOut, VerboseTranscriptionOut, FeedStateOut, FeedSnapshotOut, WebhookList,
 )  # fmt: skip
 FORMS = {"JobForm", "OpenAIForm"}  # multipart: the schema gains the file part
 
@@ -261,6 +269,11 @@ OPERATIONS: tuple[Op, ...] = (
     Op("GET", "/v1/jobs/{job_id}/transcript", "jobs", "Download the transcript",
        {200: {**TEXT, "application/json": {"schema": {}}}}, (400, 404, 409),
        query=(("format", FMT, "output format (default text)"),)),
+    Op("GET", "/v1/jobs/{job_id}/webhooks", "jobs", "The job's webhook deliveries",
+       {200: json_of("WebhookList")}, (400, 404),
+       description="Each delivery to the job's callback_url (E2): state (pending | "
+       "delivered | dead | disabled), every attempt with its status code and error, "
+       "the next attempt while pending. Empty for a job without callback_url."),
     Op("GET", "/v1/jobs/{job_id}/events", "jobs", "Follow a job (Server-Sent Events)",
        {200: SSE}, (400, 404), description=EVENTS_DOC,
        headers=(("Last-Event-ID", {"type": "integer", "minimum": 0},

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from service.errors import InvalidRequest
 from service.jobs import Job, Status, TranscribeOptions
+from service.store import Delivery, DeliveryState
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -29,7 +30,12 @@ class JobForm(TranscribeOptions):
     job_id: str | None = None
     priority: int = Field(default=0, ge=-1000, le=1000)
     metadata: dict[str, Any] | None = None
-    callback_url: str | None = None
+    callback_url: str | None = Field(
+        default=None,
+        description="POSTed a signed JSON event when the job completes, fails or is "
+        "cancelled (docs/webhooks.md); refused with 422 invalid_callback_url when its "
+        "address is not allowed",
+    )
 
     @field_validator("metadata", mode="before")
     @classmethod
@@ -136,6 +142,67 @@ def job_out(job: Job) -> dict[str, Any]:
         cancel_requested=job.cancel_requested,
         cached=job.cached,
     ).model_dump(mode="json")
+
+
+class WebhookAttemptOut(BaseModel):
+    number: int
+    at: str
+    status_code: int | None  # None: no HTTP answer (timeout, connection error, refused)
+    error: str | None
+    duration_s: float
+
+
+class WebhookOut(BaseModel):
+    """One webhook delivery of a job (E2)."""
+
+    id: str  # the webhook-id header of every attempt
+    object: Literal["webhook_delivery"] = "webhook_delivery"
+    job_id: str
+    event: str
+    url: str
+    state: DeliveryState
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    created_at: str
+    next_attempt_at: str | None  # set only while pending
+    history: list[WebhookAttemptOut]
+
+
+class WebhookList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[WebhookOut]
+
+
+def webhooks_out(deliveries: list[Delivery]) -> list[WebhookOut]:
+    out = []
+    for d in deliveries:
+        last = d.attempts[-1] if d.attempts else None
+        out.append(
+            WebhookOut(
+                id=d.id,
+                job_id=d.job_id,
+                event=d.event,
+                url=d.url,
+                state=d.state,
+                attempts=len(d.attempts),
+                last_status_code=last.status_code if last else None,
+                last_error=last.error if last else None,
+                created_at=iso(d.created_at) or "",
+                next_attempt_at=iso(d.next_attempt_at),
+                history=[
+                    WebhookAttemptOut(
+                        number=a.number,
+                        at=iso(a.at) or "",
+                        status_code=a.status_code,
+                        error=a.error,
+                        duration_s=a.duration_s,
+                    )
+                    for a in d.attempts
+                ],
+            )
+        )
+    return out
 
 
 def parse(model: type[M], data: dict[str, Any]) -> M:

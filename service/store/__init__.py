@@ -35,6 +35,60 @@ class Recovery:
     requeued: list[str]
 
 
+class DeliveryState(StrEnum):
+    """A webhook delivery's state. Only ``pending`` is ever sent."""
+
+    PENDING = "pending"  # due at ``next_attempt_at``
+    DELIVERED = "delivered"  # a 2xx answer
+    DEAD = "dead"  # attempts used up, or an answer no retry can change
+    DISABLED = "disabled"  # the receiver answered 410 Gone
+
+
+@dataclass(frozen=True)
+class DeliveryAttempt:
+    """One try at sending a delivery, as recorded."""
+
+    number: int  # 1, 2, ...
+    at: float
+    status_code: int | None  # None: no HTTP answer (timeout, refused, ...)
+    error: str | None  # None for a 2xx
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A webhook outbox row: one event of one job for its ``callback_url``.
+    Its ``id`` is the ``webhook-id`` header of every attempt."""
+
+    id: str
+    job_id: str
+    event: str  # job.completed | job.failed | job.cancelled
+    url: str
+    state: DeliveryState
+    created_at: float
+    next_attempt_at: float | None
+    attempts: list[DeliveryAttempt]
+
+
+@dataclass(frozen=True)
+class DeliveryClaim:
+    """A due delivery a dispatcher now owns, with the token that fences its
+    ``record_attempt``."""
+
+    delivery: Delivery
+    token: str
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """What one attempt found, and what follows: ``state`` is the delivery's
+    new state; ``next_attempt_at`` is set only when it stays ``pending``."""
+
+    attempt: DeliveryAttempt
+    state: DeliveryState
+    next_attempt_at: float | None = None
+
+
 class JobStore(Protocol):
     async def create(self, new: NewJob) -> tuple[Job, bool]:
         """Insert ``new``; for a known job id or idempotency key with the same file
@@ -89,6 +143,11 @@ class JobStore(Protocol):
         transaction. Says whether to go on."""
         ...
 
+    # Every write that ends a job (finish, engine_crashed giving up, cancel of a
+    # queued job) inserts, IN THE SAME TRANSACTION, one pending webhook delivery
+    # when the job has a callback_url: event ``job.<status>``, a fresh id
+    # (``msg_<32 hex>``), due at once. So a crash can neither lose nor invent one.
+
     async def finish(
         self,
         claim: Claim,
@@ -97,17 +156,48 @@ class JobStore(Protocol):
         error_code: str | None = None,
         error_message: str | None = None,
     ) -> Job:
-        """Move a processing job to ``status`` (completed/failed/cancelled/queued)."""
+        """Move a processing job to ``status`` (completed/failed/cancelled/queued);
+        a terminal status writes the job's webhook delivery with it."""
         ...
 
     async def engine_crashed(self, claim: Claim) -> Job:
         """The engine died with this job in flight: count the crash, then requeue
-        it, or fail it (``worker_crashed``) once crashes reach ``max_attempts``."""
+        it, or fail it (``worker_crashed``, with its webhook delivery) once
+        crashes reach ``max_attempts``."""
         ...
 
     async def cancel(self, job_id: str) -> Job:
-        """Queued → cancelled at once; processing → cancel requested (the worker
-        finishes it); cancelled → unchanged; completed/failed → InvalidTransition."""
+        """Queued → cancelled at once (with its webhook delivery); processing →
+        cancel requested (the worker finishes it); cancelled → unchanged;
+        completed/failed → InvalidTransition."""
+        ...
+
+    # -- webhook deliveries (the outbox; service/dispatcher.py sends them) -----
+
+    async def claim_deliveries(self, *, limit: int, lease_s: float) -> list[DeliveryClaim]:
+        """Take up to ``limit`` deliveries that are ``pending``, due
+        (``next_attempt_at <= now``) and not leased (no lease, or one expired),
+        oldest due first; lease each for ``lease_s`` seconds to a fresh token, in
+        one transaction, so exactly one dispatcher of all sharing the store sends
+        each. PostgreSQL: ``SELECT … FOR UPDATE SKIP LOCKED`` then ``UPDATE``. A
+        dispatcher that dies mid-attempt loses the lease when it expires and the
+        delivery is sent again (at least once; receivers dedupe on the id)."""
+        ...
+
+    async def record_attempt(self, claim: DeliveryClaim, outcome: AttemptOutcome) -> Delivery:
+        """Append ``outcome.attempt`` and set the state, ``next_attempt_at`` and no
+        lease, in one transaction, fenced by the claim's token (a stale claim
+        raises ``InvalidTransition`` and changes nothing). ``DISABLED`` also
+        disables every other pending delivery of the same job to the same URL."""
+        ...
+
+    async def deliveries(self, job_id: str) -> list[Delivery]:
+        """The job's deliveries with their attempts, oldest first (``[]`` for a
+        job without a callback_url; ``NotFound`` for an unknown job)."""
+        ...
+
+    async def next_delivery_at(self) -> float | None:
+        """When the earliest pending delivery is due (None: none pending)."""
         ...
 
     async def recover(self, *, is_dead: DeadOwner) -> Recovery:
