@@ -1,0 +1,209 @@
+"""Webhooks end to end, in process (E1–E3, RELIABILITY 21–22): a real receiver
+on 127.0.0.1, the real tiny.en model where a job runs, signatures checked
+with the ``standardwebhooks`` library."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from standardwebhooks import Webhook
+
+from service.app import create_app
+from tests.helpers import audio_form, idle_app, submit, wait_done
+from tests.webhook_receiver import Receiver
+
+SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Any]:
+    """``receiver(script)`` starts one; all are stopped at the end."""
+    stack: list[Any] = []
+
+    def start(script: list[str]) -> Receiver:
+        ctx = Receiver(script).running()
+        stack.append(ctx)
+        return ctx.__enter__()
+
+    yield start
+    for ctx in reversed(stack):
+        ctx.__exit__(None, None, None)
+
+
+async def webhooks(client: TestClient, job_id: str) -> list[dict[str, Any]]:
+    resp = await client.get(f"/v1/jobs/{job_id}/webhooks")
+    assert resp.status == 200, await resp.text()
+    return (await resp.json())["data"]
+
+
+async def wait_state(client: TestClient, job_id: str, state: str, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        data = await webhooks(client, job_id)
+        if data and data[0]["state"] == state:
+            return data[0]
+        assert time.monotonic() < deadline, data
+        await asyncio.sleep(0.05)
+
+
+async def queued_then_cancelled(client: TestClient, fox_wav: Path, callback: str) -> str:
+    """A job that ends at once without inference: queued on an idle app, cancelled."""
+    job = await submit(client, fox_wav, callback_url=callback)
+    resp = await client.delete(f"/v1/jobs/{job['id']}")
+    assert (await resp.json())["status"] == "cancelled"
+    return job["id"]
+
+
+async def test_retries_on_schedule_with_one_id_and_valid_signatures(
+    aiohttp_client: Any, make_settings: Any, receiver: Any, fox_wav: Path, manifest: dict
+) -> None:
+    """RELIABILITY 21: 500, a hang past the timeout, 429 with Retry-After, 301,
+    then 200 — five attempts, one webhook-id, fresh signed timestamps."""
+    rx = receiver(["500", "hang", "429:1", "301", "200"])
+    settings = make_settings(webhook_secret=SECRET, webhook_backoff_s=0.2, webhook_timeout_s=1.0)
+    client = await aiohttp_client(create_app(settings))
+    job = await submit(client, fox_wav, callback_url=rx.url)
+    done = await wait_done(client, job["id"])
+    assert done["status"] == "completed"
+    delivery = await wait_state(client, job["id"], "delivered")
+    hits = rx.posts()
+    assert [h.answer for h in hits] == ["500", "hang", "429:1", "301", "200"]
+    assert rx.posts("/elsewhere") == []  # the redirect was not followed
+    assert {h.headers["webhook-id"] for h in hits} == {delivery["id"]}
+    for hit in hits:
+        event = Webhook(SECRET).verify(hit.body, hit.headers)  # raises when wrong
+        assert abs(int(hit.headers["webhook-timestamp"]) - hit.at) < 2  # fresh each time
+    assert int(hits[-1].headers["webhook-timestamp"]) > int(hits[0].headers["webhook-timestamp"])
+    assert hits[0].body == hits[-1].body  # one event, resent as it was
+    # Backoff: at least half the doubling delay; after the 429, its Retry-After.
+    assert hits[1].at - hits[0].at >= 0.1
+    assert hits[3].at - hits[2].at >= 1.0
+    assert event["type"] == "job.completed" and event["id"] == delivery["id"]
+    data = event["data"]
+    assert data["job_id"] == job["id"] and data["status"] == "completed" and data["error"] is None
+    assert all(k in data["text"].lower() for k in manifest["fox.wav"]["keywords"])
+    assert data["links"]["transcript"] == f"/v1/jobs/{job['id']}/transcript"
+    assert [a["status_code"] for a in delivery["history"]] == [500, None, 429, 301, 200]
+    assert "timed out" in delivery["history"][1]["error"]
+    assert "not followed" in delivery["history"][3]["error"]
+    assert delivery["attempts"] == 5 and delivery["next_attempt_at"] is None
+
+
+async def test_410_disables_and_other_4xx_is_dead_at_once(
+    aiohttp_client: Any, make_settings: Any, receiver: Any, fox_wav: Path
+) -> None:
+    gone, bad = receiver(["410"]), receiver(["400"])
+    client = await idle_app(aiohttp_client, make_settings, webhook_backoff_s=0.1)
+    first = await queued_then_cancelled(client, fox_wav, gone.url)
+    second = await queued_then_cancelled(client, fox_wav, bad.url)
+    disabled = await wait_state(client, first, "disabled")
+    dead = await wait_state(client, second, "dead")
+    await asyncio.sleep(1.0)  # ten backoff periods: no further attempt comes
+    assert len(gone.posts()) == 1 and len(bad.posts()) == 1
+    assert disabled["last_status_code"] == 410 and disabled["next_attempt_at"] is None
+    assert dead["last_status_code"] == 400 and dead["attempts"] == 1
+    event = json.loads(gone.posts()[0].body)
+    assert event["type"] == "job.cancelled" and event["data"]["status"] == "cancelled"
+    assert "webhook-signature" not in gone.posts()[0].headers  # no secret: unsigned
+
+
+async def test_attempts_run_out_and_the_dead_delivery_is_visible(
+    aiohttp_client: Any, make_settings: Any, receiver: Any, fox_wav: Path
+) -> None:
+    rx = receiver(["503"] * 10)
+    client = await idle_app(
+        aiohttp_client, make_settings, webhook_backoff_s=0.05, webhook_max_attempts=3
+    )
+    job_id = await queued_then_cancelled(client, fox_wav, rx.url)
+    dead = await wait_state(client, job_id, "dead")
+    assert dead["attempts"] == 3 and dead["last_error"].startswith("HTTP 503")
+    await asyncio.sleep(0.5)
+    assert len(rx.posts()) == 3
+
+
+async def test_connection_refused_is_retried(
+    aiohttp_client: Any, make_settings: Any, fox_wav: Path
+) -> None:
+    with socket.socket() as s:  # a loopback port that nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = await idle_app(
+        aiohttp_client, make_settings, webhook_backoff_s=0.05, webhook_max_attempts=2
+    )
+    job_id = await queued_then_cancelled(client, fox_wav, f"http://127.0.0.1:{port}/hook")
+    dead = await wait_state(client, job_id, "dead")
+    assert dead["attempts"] == 2 and all(a["status_code"] is None for a in dead["history"])
+
+
+SSRF = [
+    "169.254.169.254",
+    "[::ffff:127.0.0.1]",
+    "0x7f000001",
+    "100.64.0.1",
+    "localhost.",
+    "2130706433",
+    "127.0.0.1",
+    "[::1]",
+    "10.0.0.1",
+    "[::ffff:169.254.169.254]",
+    "[64:ff9b::a9fe:a9fe]",
+]
+
+
+@pytest.mark.parametrize("host", SSRF)
+async def test_ssrf_spellings_refused_at_submit(
+    aiohttp_client: Any, make_settings: Any, receiver: Any, fox_wav: Path, host: str
+) -> None:
+    """RELIABILITY 22: with private targets disallowed, every spelling is refused
+    with 422 before anything is queued, and the loopback listener hears nothing."""
+    rx = receiver([])
+    settings = make_settings(model=None, allow_private_urls=False)
+    client = await aiohttp_client(create_app(settings))
+    callback = f"http://{host}:{rx.port}/hook"
+    for path in ("/v1/jobs", "/transcribe"):
+        resp = await client.post(path, data=audio_form(fox_wav, callback_url=callback))
+        body = await resp.json()
+        assert resp.status == 422, body
+        assert body["error"]["code"] == "invalid_callback_url"
+        assert body["error"]["param"] == "callback_url"
+        assert "callback_url refused: " in body["error"]["message"]
+    resp = await client.post("/v1/jobs", json={"url": rx.url, "callback_url": callback})
+    assert resp.status == 422 and (await resp.json())["error"]["code"] == "invalid_callback_url"
+    assert (await (await client.get("/v1/jobs")).json())["data"] == []
+    assert list((settings.data_dir / "uploads").iterdir()) == []
+    await asyncio.sleep(0.3)
+    assert rx.hits == []  # neither the job's upload source nor the hook was touched
+
+
+@pytest.mark.parametrize(
+    "callback",
+    ["http://169.254.169.254/latest/meta-data", "http://[fe80::1]/x", "ftp://127.0.0.1/x",
+     "http:///nohost", "http://127.0.0.1:99999/x"],
+)  # fmt: skip
+async def test_metadata_and_malformed_callbacks_refused_even_when_private_allowed(
+    aiohttp_client: Any, make_settings: Any, fox_wav: Path, callback: str
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(model=None, allow_private_urls=True)))
+    resp = await client.post("/v1/jobs", data=audio_form(fox_wav, callback_url=callback))
+    body = await resp.json()
+    assert resp.status == 422 and body["error"]["code"] == "invalid_callback_url", body
+
+
+async def test_a_job_without_callback_has_no_deliveries(
+    aiohttp_client: Any, make_settings: Any, fox_wav: Path
+) -> None:
+    client = await idle_app(aiohttp_client, make_settings)
+    job = await submit(client, fox_wav)
+    await client.delete(f"/v1/jobs/{job['id']}")
+    assert await webhooks(client, job["id"]) == []
+    assert (await client.get("/v1/jobs/nope/webhooks")).status == 404
