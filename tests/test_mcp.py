@@ -22,6 +22,7 @@ from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult
 
 from mcp_tools.files import safe_stem, sniff_audio
+from tests.webhook_receiver import Receiver
 
 # The installed console script when there is one (pip install -e puts it next to
 # the interpreter), else the same entry point through the module.
@@ -364,3 +365,25 @@ def test_sniff_audio_by_magic_bytes(tmp_path: Path, head: bytes, kind: str | Non
 )
 def test_safe_stem_stays_inside_output_dir(name: str | None, stem: str | None) -> None:
     assert safe_stem(name) == stem
+
+
+async def test_transcribe_wav_callback_url_gets_the_webhook(
+    daemon: str, fox_wav: Path, tmp_path: Path
+) -> None:
+    """E1 through MCP: the option reaches the job; a refused URL is a tool error."""
+    with Receiver([]).running() as rx:
+        async with mcp_client(daemon, tmp_path) as client:
+            started = await call(
+                client, "transcribe_wav", filename=str(fox_wav), callback_url=rx.url
+            )
+            [hit] = await asyncio.to_thread(rx.wait_for, 1)
+            event = json.loads(hit.body)
+            assert event["type"] == "job.completed"
+            assert event["data"]["job_id"] == started["job_id"]
+            text = await refused(
+                client,
+                "transcribe_wav",
+                filename=str(fox_wav),
+                callback_url="http://169.254.169.254/latest",
+            )
+            assert "invalid_callback_url" in text and "link-local" in text
