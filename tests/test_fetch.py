@@ -11,8 +11,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from service.app import create_app
-from service.errors import AddressRefused
-from service.netguard import check_address
 from tests.helpers import wait_done
 
 
@@ -136,13 +134,3 @@ async def test_oversize_url_body_is_413(
     )
     assert resp.status == 413
     assert list((make_settings().data_dir / "uploads").iterdir()) == []
-
-
-@pytest.mark.parametrize("ip", ["8.8.8.8", "2001:4860:4860::8888"])
-def test_public_addresses_pass(ip: str) -> None:
-    check_address(ip, allow_private=False)
-
-
-def test_mapped_metadata_address_is_unwrapped() -> None:
-    with pytest.raises(AddressRefused, match="link-local"):
-        check_address("::ffff:169.254.169.254", allow_private=True)
