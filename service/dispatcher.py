@@ -103,7 +103,14 @@ class Dispatcher:
     async def send_due(self, session: aiohttp.ClientSession) -> int:
         """One round: claim what is due and send it; the number sent."""
         claims = await self.store.claim_deliveries(limit=BATCH, lease_s=self._lease_s)
-        await asyncio.gather(*(self._deliver(session, c) for c in claims))
+        results = await asyncio.gather(
+            *(self._deliver(session, c) for c in claims), return_exceptions=True
+        )
+        for claim, result in zip(claims, results, strict=True):
+            if isinstance(result, asyncio.CancelledError):
+                raise result
+            if isinstance(result, Exception):  # its lease lapses; it is sent again then
+                log.error("webhook.attempt_failed", delivery_id=claim.delivery.id, exc_info=result)
         return len(claims)
 
     async def _deliver(self, session: aiohttp.ClientSession, claim: DeliveryClaim) -> None:

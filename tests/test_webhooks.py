@@ -20,6 +20,7 @@ from standardwebhooks import Webhook
 
 from service.app import create_app
 from tests.helpers import audio_form, idle_app, submit, wait_done
+from tests.test_openapi import conforms, fetch_spec
 from tests.webhook_receiver import Receiver
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
@@ -129,6 +130,8 @@ async def test_attempts_run_out_and_the_dead_delivery_is_visible(
     assert dead["attempts"] == 3 and dead["last_error"].startswith("HTTP 503")
     await asyncio.sleep(0.5)
     assert len(rx.posts()) == 3
+    body = await (await client.get(f"/v1/jobs/{job_id}/webhooks")).json()
+    conforms(await fetch_spec(client), "WebhookList", body)  # the declared response model
 
 
 async def test_connection_refused_is_retried(
