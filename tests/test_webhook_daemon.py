@@ -19,7 +19,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from tests.conftest import Daemon, spawn_daemon
-from tests.test_daemon import finished, upload, wait_for
+from tests.test_daemon import finished, log_events, upload, wait_for
 from tests.webhook_receiver import Receiver
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
@@ -110,6 +110,8 @@ def test_crash_after_the_terminal_write_loses_and_invents_nothing(
     assert len(rx.posts()) == 1 and len(hooks(d2, "hooked")) == 1
     assert json.loads(rx.posts()[0].body)["type"] == "job.completed"
     assert done["attempts"] == 1
+    events = [e["event"] for e in log_events(d2)]
+    assert events.count("webhook.unsigned") == 1 and events.count("webhook.delivered") == 1
 
 
 def test_sigterm_sends_the_webhook_of_the_job_it_lets_finish(
