@@ -47,6 +47,9 @@ class Dispatcher:
         self.signer = signer
         self.config = config
         self._wake = asyncio.Event()
+        self._in_flight = 0
+        self._quiet = asyncio.Event()  # no attempt in flight in this process
+        self._quiet.set()
         self._warned_unsigned = False
         # The lease outlives one attempt by a margin, so no second sender starts
         # while the first may still be waiting on the receiver.
@@ -90,6 +93,7 @@ class Dispatcher:
             async with asyncio.timeout(timeout_s), aiohttp.ClientSession(connector=connector) as s:
                 while await self.send_due(s):
                     pass
+                await self._quiet.wait()  # attempts the run loop has in flight land too
 
     async def _sleep(self) -> None:
         self._wake.clear()
@@ -103,9 +107,17 @@ class Dispatcher:
     async def send_due(self, session: aiohttp.ClientSession) -> int:
         """One round: claim what is due and send it; the number sent."""
         claims = await self.store.claim_deliveries(limit=BATCH, lease_s=self._lease_s)
-        results = await asyncio.gather(
-            *(self._deliver(session, c) for c in claims), return_exceptions=True
-        )
+        self._in_flight += len(claims)
+        if claims:
+            self._quiet.clear()
+        try:
+            results = await asyncio.gather(
+                *(self._deliver(session, c) for c in claims), return_exceptions=True
+            )
+        finally:
+            self._in_flight -= len(claims)
+            if not self._in_flight:
+                self._quiet.set()
         for claim, result in zip(claims, results, strict=True):
             if isinstance(result, asyncio.CancelledError):
                 raise result

@@ -61,6 +61,10 @@ async def start_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     """Everything started, in order; on exit, unwound in reverse (only what
     started). Leaving stops the worker where it is: ``drain()`` first for a
     graceful stop."""
+    # A malformed secret stops the start before anything slow (a model load).
+    signer = signer_for(
+        settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+    )
     async with contextlib.AsyncExitStack() as stack:
         store = await open_store(settings.store_url)
         stack.push_async_callback(store.close)
@@ -90,9 +94,6 @@ async def start_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             entry = await models.load(settings.model)
             log.info("model.loaded", model=entry.id, seconds=round(entry.load_seconds, 3))
         events = EventHub()
-        signer = signer_for(
-            settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
-        )
         runtime = Runtime(
             settings=settings,
             store=store,

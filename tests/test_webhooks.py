@@ -11,6 +11,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from aiohttp.test_utils import TestClient
 from standardwebhooks import Webhook
 
 from service.app import create_app
+from service.store import DeliveryAttempt
+from service.webhooks import RetryPolicy, judge, retry_after_s, retryable_status, signer_for
 from tests.helpers import audio_form, idle_app, submit, wait_done
 from tests.test_openapi import conforms, fetch_spec
 from tests.webhook_receiver import Receiver
@@ -210,3 +213,37 @@ async def test_a_job_without_callback_has_no_deliveries(
     await client.delete(f"/v1/jobs/{job['id']}")
     assert await webhooks(client, job["id"]) == []
     assert (await client.get("/v1/jobs/nope/webhooks")).status == 404
+
+
+def test_schedule_doubles_with_jitter_caps_and_honours_retry_after() -> None:
+    policy = RetryPolicy(max_attempts=16, backoff_s=10)
+    for attempt, full in ((1, 10), (2, 20), (5, 160), (10, 3600), (15, 3600)):
+        for _ in range(20):
+            assert full / 2 <= policy.delay(attempt) <= full
+    assert policy.delay(1, retry_after=120) == 120  # longer than the backoff: honoured
+    assert retry_after_s("7") == 7 and retry_after_s("soon") is None
+    assert 50 < retry_after_s(formatdate(time.time() + 60, usegmt=True)) <= 60  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    "code,retryable,state",
+    [(200, True, "delivered"), (204, True, "delivered"), (410, False, "disabled"),
+     (404, False, "dead"), (401, False, "dead"), (500, True, "pending"), (429, True, "pending"),
+     (301, True, "pending"), (None, True, "pending")],
+)  # fmt: skip
+def test_what_an_answer_means(code: int | None, retryable: bool, state: str) -> None:
+    if code is not None and code >= 300 and code != 410:
+        assert retryable_status(code) == retryable
+    attempt = DeliveryAttempt(1, time.time(), code, None, 0.1)
+    outcome = judge(RetryPolicy(3, 1.0), attempt, retryable=retryable)
+    assert outcome.state == state
+    assert (outcome.next_attempt_at is not None) == (state == "pending")
+    last = DeliveryAttempt(3, time.time(), code, None, 0.1)  # the last allowed attempt
+    if state == "pending":
+        assert judge(RetryPolicy(3, 1.0), last, retryable=True).state == "dead"
+
+
+def test_a_malformed_secret_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="whsec_"):
+        signer_for("whsec_not base64!")
+    assert signer_for(None) is None and signer_for(SECRET) is not None
