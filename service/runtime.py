@@ -22,6 +22,8 @@ from service.engine.host import ProcessEngineHost
 from service.engine.registry import ModelRegistry
 from service.events import EventHub
 from service.intake import Intake, IntakeConfig
+from service.logs import resolve_format
+from service.metrics import LiveState, Metrics, watch_jobs
 from service.settings import Settings
 from service.store import JobStore, open_store
 from service.uploads import UploadDir
@@ -41,6 +43,7 @@ class Runtime:
     models: ModelRegistry
     intake: Intake
     worker: Worker
+    metrics: Metrics
 
     async def drain(self) -> None:
         """Stop taking work; let what runs finish within the drain timeout."""
@@ -49,10 +52,13 @@ class Runtime:
 
 
 @contextlib.asynccontextmanager
-async def start_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+async def start_runtime(
+    settings: Settings, metrics: Metrics | None = None
+) -> AsyncIterator[Runtime]:
     """Everything started, in order; on exit, unwound in reverse (only what
     started). Leaving stops the worker where it is: ``drain()`` first for a
-    graceful stop."""
+    graceful stop. ``metrics``: the daemon's (it serves them); a private one
+    otherwise."""
     async with contextlib.AsyncExitStack() as stack:
         store = await open_store(settings.store_url)
         stack.push_async_callback(store.close)
@@ -67,6 +73,8 @@ async def start_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 cpu_threads=settings.cpu_threads,
                 chunk_s=settings.chunk_s,
                 nice=settings.engine_nice,
+                log_level=settings.log_level,
+                log_format=resolve_format(settings.log_format),
             )
         )
         await engine.start()
@@ -91,11 +99,28 @@ async def start_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             models=models,
             intake=Intake(store, models, _intake_config(settings)),
             worker=Worker(store, models, engine, events, _worker_config(settings)),
+            metrics=metrics or Metrics(),
         )
+        runtime.metrics.bind_live(lambda: _live_state(runtime))
         await _sweep_expired(runtime)
         stack.push_async_callback(_stop_task, _spawn(runtime.worker.run(), "sona-worker"))
         stack.push_async_callback(_stop_task, _spawn(_retention(runtime), "sona-retention"))
+        stack.push_async_callback(
+            _stop_task, _spawn(watch_jobs(runtime.metrics, store, events), "sona-metrics")
+        )
         yield runtime
+
+
+def _live_state(rt: Runtime) -> LiveState:
+    stats = rt.worker.stats
+    return LiveState(
+        engine_restarts=rt.engine.restarts,
+        engine_pid=rt.engine.pid,
+        busy_seconds=stats.busy_s,
+        steps=stats.steps,
+        uptime_seconds=time.monotonic() - rt.metrics.started,
+        loaded_models={e.id: e.load_seconds for e in rt.models.entries()},
+    )
 
 
 def _intake_config(settings: Settings) -> IntakeConfig:
