@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from service import __version__
 from service.errors import ConfigError, SonaError, StartupFailed
+from service.logs import configure as configure_logs
 from service.settings import Settings, check_environment
 
 # argparse dest → Settings field, for flags that override configuration.
@@ -156,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     """Every failure is one ``sona: …`` line on stderr and an exit code:
     2 for usage and configuration, 1 for everything else."""
     args = build_parser().parse_args(argv)
+    # Until the settings are known (they may fail): stderr, never stdout.
+    configure_logs(
+        getattr(args, "log_level", None) or "info", fmt=getattr(args, "log_format", None) or "auto"
+    )
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "serve": _cmd_serve,
         "transcribe": _cmd_transcribe,
@@ -193,7 +198,7 @@ def _validation_message(exc: ValidationError) -> str:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from service.app import serve
-    from service.logs import configure, install_loop_handler
+    from service.logs import install_loop_handler
 
     try:
         settings = settings_from(args)
@@ -201,7 +206,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return _startup_error("bad_config", _validation_message(exc), 2)
     except ConfigError as exc:
         return _startup_error(exc.code, exc.message, 2)
-    configure(settings.log_level, fmt=settings.log_format)
+    configure_logs(settings.log_level, fmt=settings.log_format)
     if not settings.on_loopback and not settings.all_api_keys() and not settings.insecure:
         return _startup_error(
             "insecure_bind",
@@ -244,13 +249,12 @@ def _cmd_mcp(args: argparse.Namespace) -> int:
 
 def _cmd_transcribe(args: argparse.Namespace) -> int:
     from service.local import transcribe_local
-    from service.logs import configure
 
     if not args.file.is_file():
         return _fail(f"no such file: {args.file}")
     # Quiet unless asked: the progress bar is what a person watches here.
     settings = settings_from(args, log_level="warning")
-    configure(settings.log_level, fmt=settings.log_format)
+    configure_logs(settings.log_level, fmt=settings.log_format)
     return transcribe_local(args, settings)
 
 

@@ -70,10 +70,10 @@ def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
     return structlog.PrintLogger(sys.stderr)
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg, unused-ignore]
     """A logging handler writing to whatever ``sys.stderr`` is at the time."""
 
-    @property  # type: ignore[override]
+    @property  # type: ignore[override, unused-ignore]
     def stream(self) -> Any:
         return sys.stderr
 

@@ -28,6 +28,7 @@ LAYER = {
     "webhooks": 2,
     "intake": 2,
     "runtime": 3,
+    "startup": 3,
     "keys": 4,
     "api": 4,
     "client": 4,
