@@ -157,10 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     """Every failure is one ``sona: …`` line on stderr and an exit code:
     2 for usage and configuration, 1 for everything else."""
     args = build_parser().parse_args(argv)
-    # Until the settings are known (they may fail): stderr, never stdout.
-    configure_logs(
-        getattr(args, "log_level", None) or "info", fmt=getattr(args, "log_format", None) or "auto"
-    )
+    if args.command != "mcp":  # the MCP SDK sets up its own logging on stderr
+        # Until the settings are known (they may fail): stderr, never stdout.
+        configure_logs(
+            getattr(args, "log_level", None) or "info",
+            fmt=getattr(args, "log_format", None) or "auto",
+        )
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "serve": _cmd_serve,
         "transcribe": _cmd_transcribe,
