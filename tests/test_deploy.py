@@ -65,7 +65,10 @@ def test_alert_rules_pass_promtool() -> None:
 
 
 def test_yaml_passes_yamllint() -> None:
-    config = "{extends: default, rules: {line-length: {max: 110}, document-start: disable, truthy: {check-keys: false}}}"
+    config = (
+        "{extends: default, rules: {line-length: {max: 110}, document-start: disable,"
+        " truthy: {check-keys: false}}}"
+    )
     files = [
         DEPLOY / "docker-compose.yml",
         *sorted(DEPLOY.rglob("*.yaml")),
