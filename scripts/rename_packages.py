@@ -68,30 +68,42 @@ def _apply(text: str, rules: list[re.Pattern[str]]) -> str:
     return text
 
 
-PYPROJECT_EDITS: list[tuple[str, str]] = [
-    ('sona = "service.cli:main"', 'sona = "sona.cli:main"'),
-    (
-        '[tool.setuptools.packages.find]\ninclude = ["service*", "mcp_tools*"]\n',
-        "# The repository keeps service/ and mcp_tools/; they install as sona and\n"
-        "# sona_mcp (scripts/rename_packages.py made this change).\n"
-        "[tool.setuptools]\n"
-        'package-dir = { "sona" = "service", "sona_mcp" = "mcp_tools" }\n'
-        "packages = [\n"
-        '    "sona", "sona.api", "sona.engine", "sona.store", "sona_mcp",\n'
-        "]\n",
-    ),
-    ("[tool.setuptools.package-data]\nservice = [", "[tool.setuptools.package-data]\nsona = ["),
-    ('packages = ["service", "mcp_tools"]', 'packages = ["sona", "sona_mcp"]'),
-    (
-        "[tool.ruff.lint]\n",
-        '[tool.ruff.lint.isort]\nknown-first-party = ["sona", "sona_mcp", "tests"]\n\n'
-        "[tool.ruff.lint]\n",
-    ),
-]
+def _packages() -> list[str]:
+    """Every folder of service/ and mcp_tools/ under its installed name (static/
+    included: setuptools wants data folders that Python could import listed)."""
+    names = []
+    for old, new in NAMES.items():
+        for folder in sorted(p for p in (ROOT / old).rglob("*") if p.is_dir()):
+            if folder.name != "__pycache__":
+                names.append(".".join([new, *folder.relative_to(ROOT / old).parts]))
+        names.append(new)
+    return sorted(names)
+
+
+def _pyproject_edits() -> list[tuple[str, str]]:
+    packages = "".join(f'    "{name}",\n' for name in _packages())
+    return [
+        ('sona = "service.cli:main"', 'sona = "sona.cli:main"'),
+        (
+            '[tool.setuptools.packages.find]\ninclude = ["service*", "mcp_tools*"]\n',
+            "# The repository keeps service/ and mcp_tools/; they install as sona and\n"
+            "# sona_mcp (scripts/rename_packages.py). A new subpackage is listed here.\n"
+            "[tool.setuptools]\n"
+            'package-dir = { "sona" = "service", "sona_mcp" = "mcp_tools" }\n'
+            f"packages = [\n{packages}]\n",
+        ),
+        ("[tool.setuptools.package-data]\nservice = [", "[tool.setuptools.package-data]\nsona = ["),
+        ('packages = ["service", "mcp_tools"]', 'packages = ["sona", "sona_mcp"]'),
+        (
+            "[tool.ruff.lint]\n",
+            '[tool.ruff.lint.isort]\nknown-first-party = ["sona", "sona_mcp", "tests"]\n\n'
+            "[tool.ruff.lint]\n",
+        ),
+    ]
 
 
 def rewrite_pyproject(text: str) -> str:
-    for old, new in PYPROJECT_EDITS:
+    for old, new in _pyproject_edits():
         if old not in text:
             raise SystemExit(f"pyproject.toml: expected text not found:\n{old}")
         text = text.replace(old, new)
