@@ -20,7 +20,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -84,10 +83,11 @@ def test_wheel_serves_with_the_images_command(wheel: Path, tmp_path: Path) -> No
         text=True,
         check=True,
     ).stdout.strip()
-    Path(purelib, "zz_shared_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    shared = [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages")]
+    Path(purelib, "zz_shared_deps.pth").write_text("\n".join(shared) + "\n")
     pip = [py, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "install", "--no-deps", "--no-index", str(wheel)], check=True)
-    check = subprocess.run([*pip, "check"], capture_output=True, text=True)
+    check = subprocess.run([py, "-m", "pip", "check"], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
 
     env_image, cmd, health = _dockerfile_env_and_cmd()
