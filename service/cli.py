@@ -191,6 +191,11 @@ def main(argv: list[str] | None = None) -> int:
         return 141
     except OSError as exc:
         return _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), 1)
+    except Exception as exc:  # a bug: still one line (the traceback: --log-level debug)
+        structlog.get_logger("sona").debug("cli.crashed", exc_info=True)
+        return _fail(
+            f"internal error: {type(exc).__name__}: {exc} (--log-level debug shows where)", 1
+        )
 
 
 def _validation_message(exc: ValidationError) -> str:

@@ -149,3 +149,24 @@ async def test_one_access_line_per_request(
     line = access[0]
     assert line["method"] == "GET" and line["route"] == "/health" and line["status"] == 200
     assert line["request_id"] == "line-1" and line["duration_ms"] >= 0
+
+
+async def test_gpu_metrics_only_with_nvml(aiohttp_client: Any, make_settings: Any) -> None:
+    """Without the `gpu` extra or a GPU the family is absent, not zero."""
+    import importlib.util
+
+    from tests.helpers import idle_app
+
+    client = await idle_app(aiohttp_client, make_settings)
+    text = await (await client.get("/metrics")).text()
+    if importlib.util.find_spec("pynvml") is None:
+        assert "sona_gpu_memory" not in text
+    else:  # pragma: no cover - a machine with nvidia-ml-py
+        import pynvml
+
+        try:
+            pynvml.nvmlInit()
+            gpus = pynvml.nvmlDeviceGetCount()
+        except pynvml.NVMLError:
+            gpus = 0
+        assert ("sona_gpu_memory_used_bytes" in text) == (gpus > 0)
