@@ -193,9 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), 1)
     except Exception as exc:  # a bug: still one line (the traceback: --log-level debug)
         structlog.get_logger("sona").debug("cli.crashed", exc_info=True)
-        return _fail(
-            f"internal error: {type(exc).__name__}: {exc} (--log-level debug shows where)", 1
-        )
+        return _fail(f"internal error: {type(exc).__name__}: {exc}", 1)
 
 
 def _validation_message(exc: ValidationError) -> str:
