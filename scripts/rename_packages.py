@@ -23,6 +23,21 @@ What it does (see docs/deployment.md, "Import names"):
   tree without installing it (mypy; ``python -m pytest`` without an install).
 
 Afterwards: ``pip install -e '.[dev]'`` again (the editable finder changes).
+
+Proven on a copy of the ops branch (fresh venv, everything below from the root):
+``pip install -e .`` (setuptools' default editable mode installs a finder that
+maps the names; no symlink needed for Python itself); pytest on test_layers,
+test_engine (the engine child is spawned and imports ``sona.engine.child``),
+test_cli, test_startup, test_metrics, test_sidecar, test_mcp, test_packaging,
+test_deploy; ``ruff check`` and ``ruff format --check`` (after the import-order
+fix this script runs); ``python -m build`` (sdist, then the wheel from it: the
+wheel holds only ``sona/``, ``sona_mcp/`` and the dist-info), the wheel
+installed in a clean venv serves (``sona serve`` → ready line), ``python -m
+sona_mcp`` runs, ``import service`` fails there. mypy does not follow the
+editable finder ("Can't find package 'sona'"); the root symlinks fix that.
+``editable_mode=strict`` would instead need a ``py.typed`` marker and report
+paths inside build/, so it is not used. On Windows, a checkout needs
+``core.symlinks`` for the links (only mypy needs them).
 """
 
 from __future__ import annotations
@@ -50,10 +65,14 @@ PY_RULES = [
     re.compile(rf"""(?<!/ )["'](?P<name>{_OLD})(?:\.[\w.]*)?["']"""),
     # ``service.client`` in docstrings and comments
     re.compile(rf"``(?P<name>{_OLD})(?:\.[\w.]+)?``"),
+    # "python -m mcp_tools" in usage strings and docstrings
+    re.compile(rf"python -m (?P<name>{_OLD})\b"),
 ]
 MD_RULES = [
     re.compile(rf"python -m (?P<name>{_OLD})\b"),
     re.compile(rf"\b(?:from|import) (?P<name>{_OLD})(?=[\s.])"),
+    # `service.sidecar.serve()` in prose; `service/app.py` (a path) stays
+    re.compile(rf"`(?P<name>{_OLD})\.\w"),
 ]
 
 
