@@ -83,8 +83,11 @@ def ready_line(runner: web.AppRunner, settings: Settings) -> dict[str, object]:
 async def serve(settings: Settings) -> int:
     """Run the daemon until a signal; returns the exit code. Raises
     ``StartupFailed`` (the CLI prints the error line) when it cannot serve."""
-    check_data_dir(settings.data_dir)
-    sock = None if settings.socket is not None else bind_tcp(settings.host, settings.port)
+    # Off the loop: a slow disk or a DNS lookup of --host must not stall it.
+    await asyncio.to_thread(check_data_dir, settings.data_dir)
+    sock = None
+    if settings.socket is None:
+        sock = await asyncio.to_thread(bind_tcp, settings.host, settings.port)
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5, access_log=None)
     try:

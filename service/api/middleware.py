@@ -3,6 +3,7 @@ check, API keys."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 import uuid
@@ -52,6 +53,9 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         except web.HTTPException as exc:  # redirects; errors became responses below us
             status = exc.status
             exc.headers["X-Request-ID"] = rid
+            raise
+        except asyncio.CancelledError:
+            status = 499  # the client went away first (nginx's code for it)
             raise
         finally:
             _access_line(request, status, time.perf_counter() - started)
