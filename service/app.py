@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 
@@ -80,6 +81,18 @@ def ready_line(runner: web.AppRunner, settings: Settings) -> dict[str, object]:
     return {"status": "ready", "port": port}
 
 
+async def _start_site(
+    runner: web.AppRunner, settings: Settings, sock: socket.socket | None
+) -> None:
+    if sock is not None:
+        await web.SockSite(runner, sock).start()
+        return
+    assert settings.socket is not None
+    settings.socket.unlink(missing_ok=True)
+    await web.UnixSite(runner, str(settings.socket)).start()
+    os.chmod(settings.socket, 0o600)
+
+
 async def serve(settings: Settings) -> int:
     """Run the daemon until a signal; returns the exit code. Raises
     ``StartupFailed`` (the CLI prints the error line) when it cannot serve."""
@@ -99,16 +112,11 @@ async def serve(settings: Settings) -> int:
         if isinstance(exc, SonaError):
             raise StartupFailed(exc.code, exc.message) from exc
         raise StartupFailed("startup_failed", f"{type(exc).__name__}: {exc}") from exc
-    site: web.BaseSite
-    if sock is None:
-        assert settings.socket is not None
-        settings.socket.unlink(missing_ok=True)
-        site = web.UnixSite(runner, str(settings.socket))
-        await site.start()
-        os.chmod(settings.socket, 0o600)
-    else:
-        site = web.SockSite(runner, sock)
-        await site.start()
+    try:
+        await _start_site(runner, settings, sock)
+    except OSError as exc:
+        await runner.cleanup()
+        raise StartupFailed("bind_failed", f"cannot listen on {settings.socket}: {exc}") from exc
     if settings.pidfile:
         settings.pidfile.write_text(f"{os.getpid()}\n")
     stop = asyncio.Event()
