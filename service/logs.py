@@ -61,6 +61,9 @@ def configure(level: str = "info", *, fmt: str = "auto") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(numeric, logging.WARNING))
+    # Off, then on: installs the hook again even if something (a test runner's
+    # warnings recorder) replaced warnings.showwarning since the last configure.
+    logging.captureWarnings(False)
     logging.captureWarnings(True)
 
 
