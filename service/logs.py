@@ -6,8 +6,11 @@ Format: ``json`` (one object per line, for collectors), ``console`` (readable,
 for a person at a terminal) or ``auto`` (console when stderr is a TTY, JSON
 otherwise). Everything ends up in the same stream and shape: structlog's own
 lines, the standard ``logging`` records of libraries (aiohttp, faster-whisper),
-``warnings.warn`` (ctranslate2's "compute type inferred"), and exceptions of
-asyncio tasks nobody awaited (the loop's exception handler). The engine child
+``warnings.warn`` from any library, and exceptions of asyncio tasks nobody
+awaited (the loop's exception handler). Native code writing straight to file
+descriptor 2 is out of reach: ctranslate2's "compute type inferred" message is
+C++ (spdlog), printed as it is; ``compute_type=auto`` picks a type that never
+triggers it. The engine child
 process gets the parent's level and resolved format in its ``EngineConfig``."""
 
 from __future__ import annotations
