@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 
@@ -16,12 +17,14 @@ from aiohttp import web
 
 from service.api import routes
 from service.api.errors import error_middleware
-from service.api.middleware import guard_middleware, request_id_middleware
+from service.api.middleware import access_middleware, add_request_id, guard_middleware
+from service.errors import SonaError, StartupFailed
 from service.keys import (
     API_KEYS,
     ENGINE,
     EVENTS,
     INTAKE,
+    METRICS,
     MODELS,
     RUNTIME,
     SETTINGS,
@@ -29,8 +32,10 @@ from service.keys import (
     UPLOADS,
     WORKER,
 )
+from service.metrics import Metrics
 from service.runtime import start_runtime
 from service.settings import Settings
+from service.startup import bind_tcp, check_data_dir
 
 log = structlog.get_logger("sona")
 
@@ -38,11 +43,13 @@ log = structlog.get_logger("sona")
 def create_app(settings: Settings) -> web.Application:
     settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware, guard_middleware],
+        middlewares=[access_middleware, error_middleware, guard_middleware],
         client_max_size=1024 * 1024,  # JSON bodies; uploads stream past this limit
     )
     app[SETTINGS] = settings
     app[API_KEYS] = settings.all_api_keys()
+    app[METRICS] = Metrics()
+    app.on_response_prepare.append(add_request_id)
     app.cleanup_ctx.append(_runtime_ctx)
     app.on_shutdown.append(_drain)
     routes.setup(app)
@@ -50,7 +57,7 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
-    async with start_runtime(app[SETTINGS]) as rt:
+    async with start_runtime(app[SETTINGS], app[METRICS]) as rt:
         app[RUNTIME] = rt
         app[STORE], app[UPLOADS], app[EVENTS] = rt.store, rt.uploads, rt.events
         app[MODELS], app[INTAKE], app[WORKER], app[ENGINE] = (
@@ -74,20 +81,42 @@ def ready_line(runner: web.AppRunner, settings: Settings) -> dict[str, object]:
     return {"status": "ready", "port": port}
 
 
+async def _start_site(
+    runner: web.AppRunner, settings: Settings, sock: socket.socket | None
+) -> None:
+    if sock is not None:
+        await web.SockSite(runner, sock).start()
+        return
+    assert settings.socket is not None
+    settings.socket.unlink(missing_ok=True)
+    await web.UnixSite(runner, str(settings.socket)).start()
+    os.chmod(settings.socket, 0o600)
+
+
 async def serve(settings: Settings) -> int:
-    """Run the daemon until a signal; returns the exit code."""
+    """Run the daemon until a signal; returns the exit code. Raises
+    ``StartupFailed`` (the CLI prints the error line) when it cannot serve."""
+    # Off the loop: a slow disk or a DNS lookup of --host must not stall it.
+    await asyncio.to_thread(check_data_dir, settings.data_dir)
+    sock = None
+    if settings.socket is None:
+        sock = await asyncio.to_thread(bind_tcp, settings.host, settings.port)
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5, access_log=None)
-    await runner.setup()
-    site: web.BaseSite
-    if settings.socket is not None:
-        settings.socket.unlink(missing_ok=True)
-        site = web.UnixSite(runner, str(settings.socket))
-        await site.start()
-        os.chmod(settings.socket, 0o600)
-    else:
-        site = web.TCPSite(runner, settings.host, settings.port)
-        await site.start()
+    try:
+        await runner.setup()  # the runtime: store, engine, the --model load
+    except Exception as exc:  # a bad model, a corrupt database: still one error line
+        if sock is not None:
+            sock.close()
+        await runner.cleanup()
+        if isinstance(exc, SonaError):
+            raise StartupFailed(exc.code, exc.message) from exc
+        raise StartupFailed("startup_failed", f"{type(exc).__name__}: {exc}") from exc
+    try:
+        await _start_site(runner, settings, sock)
+    except OSError as exc:
+        await runner.cleanup()
+        raise StartupFailed("bind_failed", f"cannot listen on {settings.socket}: {exc}") from exc
     if settings.pidfile:
         settings.pidfile.write_text(f"{os.getpid()}\n")
     stop = asyncio.Event()
@@ -104,7 +133,7 @@ async def serve(settings: Settings) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    print(json.dumps(ready_line(runner, settings)), flush=True)
+    print(json.dumps(ready_line(runner, settings), separators=(",", ":")), flush=True)
     log.info("server.ready", **ready_line(runner, settings))
     await stop.wait()
     await runner.cleanup()

@@ -9,34 +9,61 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import structlog
 from pydantic import ValidationError
 
 from service import __version__
-from service.settings import Settings
+from service.errors import ConfigError, SonaError, StartupFailed
+from service.logs import configure as configure_logs
+from service.settings import Settings, check_environment
 
 # argparse dest → Settings field, for flags that override configuration.
-SERVE_FLAGS = {
-    "host": "host",
-    "port": "port",
-    "socket": "socket",
-    "data_dir": "data_dir",
-    "model": "model",
-    "default_model": "default_model",
-    "store": "store",
-    "device": "device",
-    "compute_type": "compute_type",
-    "insecure": "insecure",
-    "pidfile": "pidfile",
-    "log_level": "log_level",
-    "max_upload_mb": "max_upload_mb",
-    "drain_timeout_s": "drain_timeout_s",
-    "allow_download": "allow_download",
-}
+COMMON_FLAGS = (
+    "data_dir",
+    "store",
+    "model_dir",
+    "device",
+    "compute_type",
+    "allow_download",
+    "log_level",
+    "log_format",
+)
+SERVE_FLAGS = (
+    *COMMON_FLAGS,
+    "host",
+    "port",
+    "socket",
+    "model",
+    "default_model",
+    "insecure",
+    "pidfile",
+    "max_upload_mb",
+    "drain_timeout_s",
+)
+
+
+def _common_options(p: argparse.ArgumentParser) -> None:
+    """Flags for every command that builds the daemon's configuration."""
+    g = p.add_argument_group("configuration (flags > SONA_* environment > config file)")
+    g.add_argument("--config", type=Path, help="TOML config file (default $SONA_CONFIG_FILE)")
+    g.add_argument("--data-dir", type=Path, help="where the database and uploads live")
+    g.add_argument("--store", help="store URL (default sqlite:<data-dir>/sona.db)")
+    g.add_argument("--model-dir", type=Path, help="local model cache (default <data-dir>/models)")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    g.add_argument("--compute-type", help="int8, float16, … (default auto)")
+    g.add_argument("--allow-download", action="store_true", default=None)
+    g.add_argument("--log-level", help="debug, info, warning, error")
+    g.add_argument(
+        "--log-format",
+        choices=["json", "console", "auto"],
+        help="log lines on stderr (default auto: console on a terminal, JSON otherwise)",
+    )
 
 
 def _serve_parser(sub: Any) -> None:
@@ -44,31 +71,21 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="TCP port; 0 picks a free one (default 8765)")
     p.add_argument("--socket", type=Path, help="serve on this unix socket instead (mode 0600)")
-    p.add_argument("--data-dir", type=Path, help="where the database and uploads live")
     p.add_argument("--model", help="model to load at start (default: start empty)")
     p.add_argument("--default-model", help="model for jobs that name none (default tiny.en)")
-    p.add_argument("--store", help="store URL (default sqlite:<data-dir>/sona.db)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--compute-type")
     p.add_argument("--pidfile", type=Path)
-    p.add_argument("--log-level")
     p.add_argument("--max-upload-mb", type=float)
     p.add_argument("--drain-timeout-s", type=float)
-    p.add_argument("--allow-download", action="store_true", default=None)
     p.add_argument(
         "--insecure",
         action="store_true",
         default=None,
         help="allow a non-loopback bind without an API key",
     )
+    _common_options(p)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sona", description="Sona transcription daemon")
-    parser.add_argument("--version", action="version", version=f"sona {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    _serve_parser(sub)
-
+def _transcribe_parser(sub: Any) -> None:
     t = sub.add_parser("transcribe", help="transcribe one file locally, no daemon")
     t.add_argument("file", type=Path)
     t.add_argument("--format", default="text", help="text|json|verbose_json|srt|vtt|tsv|jsonl")
@@ -77,7 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--language")
     t.add_argument("--word-timestamps", action="store_true")
     t.add_argument("--diarize", choices=["none", "channels"], default="none")
+    _common_options(t)
 
+
+def _client_parsers(sub: Any) -> None:
     for name, help_ in (
         ("submit", "upload a file to the daemon"),
         ("status", "show a job"),
@@ -100,19 +120,32 @@ def build_parser() -> argparse.ArgumentParser:
     ms.add_argument("name", nargs="?", help="model name or directory (unload: all if omitted)")
     ms.add_argument("--url", help="daemon URL (default $SONA_URL or http://127.0.0.1:8765)")
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sona", description="Sona transcription daemon")
+    parser.add_argument("--version", action="version", version=f"sona {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    _transcribe_parser(sub)
+    _client_parsers(sub)
     m = sub.add_parser("mcp", help="run the MCP tool server (stdio)")
     m.add_argument("--http", type=int, metavar="PORT", help="serve streamable HTTP instead")
-    sub.add_parser("config", help="print the effective configuration (secrets masked)")
+    c = sub.add_parser("config", help="print the resolved configuration (secrets masked)")
+    _common_options(c)
     return parser
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
-    overrides = {
-        field: getattr(args, dest)
-        for dest, field in SERVE_FLAGS.items()
-        if getattr(args, dest, None) is not None
-    }
-    return Settings(**overrides)
+def settings_from(args: argparse.Namespace, **defaults: Any) -> Settings:
+    """Flags > SONA_* environment > config file. ``defaults`` apply only where
+    neither a flag nor the environment nor the file says otherwise."""
+    if getattr(args, "config", None) is not None:
+        os.environ["SONA_CONFIG_FILE"] = str(args.config)
+    check_environment()
+    flags = SERVE_FLAGS if args.command == "serve" else COMMON_FLAGS
+    overrides = {f: getattr(args, f) for f in flags if getattr(args, f, None) is not None}
+    settings = Settings(**overrides)
+    unset = {k: v for k, v in defaults.items() if k not in settings.model_fields_set}
+    return settings.model_copy(update=unset) if unset else settings
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -121,7 +154,15 @@ def _fail(message: str, code: int = 2) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every failure is one ``sona: …`` line on stderr and an exit code:
+    2 for usage and configuration, 1 for everything else."""
     args = build_parser().parse_args(argv)
+    if args.command != "mcp":  # the MCP SDK sets up its own logging on stderr
+        # Until the settings are known (they may fail): stderr, never stdout.
+        configure_logs(
+            getattr(args, "log_level", None) or "info",
+            fmt=getattr(args, "log_format", None) or "auto",
+        )
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "serve": _cmd_serve,
         "transcribe": _cmd_transcribe,
@@ -136,28 +177,71 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handlers[args.command](args)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        return _fail(f"invalid setting {'.'.join(map(str, err['loc']))}: {err['msg']}")
+        return _fail(_validation_message(exc))
+    except ConfigError as exc:
+        return _fail(exc.message)
+    except SonaError as exc:
+        return _fail(f"{exc.code}: {exc.message}", 1)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # `sona models | head`: the reader left. Point stdout at /dev/null so
+        # the interpreter's final flush does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as exc:
+        return _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), 1)
+    except Exception as exc:  # a bug: still one line (the traceback: --log-level debug)
+        structlog.get_logger("sona").debug("cli.crashed", exc_info=True)
+        return _fail(f"internal error: {type(exc).__name__}: {exc}", 1)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    return f"invalid setting {'.'.join(map(str, err['loc']))}: {err['msg']}"
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from service.app import serve
-    from service.logs import configure
+    from service.logs import install_loop_handler
 
-    settings = settings_from(args)
-    configure(settings.log_level)
+    try:
+        settings = settings_from(args)
+    except ValidationError as exc:
+        return _startup_error("bad_config", _validation_message(exc), 2)
+    except ConfigError as exc:
+        return _startup_error(exc.code, exc.message, 2)
+    configure_logs(settings.log_level, fmt=settings.log_format)
     if not settings.on_loopback and not settings.all_api_keys() and not settings.insecure:
-        return _fail(
+        return _startup_error(
+            "insecure_bind",
             f"refusing to listen on {settings.host} without an API key: set SONA_API_KEYS "
-            "(or --insecure to accept the risk)"
+            "(or --insecure to accept the risk)",
+            2,
         )
-    return asyncio.run(serve(settings))
+
+    async def run() -> int:
+        install_loop_handler(asyncio.get_running_loop())
+        return await serve(settings)
+
+    try:
+        return asyncio.run(run())
+    except StartupFailed as exc:
+        return _startup_error(exc.code, exc.message, 1)
+
+
+def _startup_error(code: str, message: str, exit_code: int) -> int:
+    """The sidecar contract's other half: one compact JSON line on stdout, where
+    a parent waits for the ready line, and one log line saying the same."""
+    line = {"status": "error", "error": {"code": code, "message": message}}
+    print(json.dumps(line, separators=(",", ":")), flush=True)
+    structlog.get_logger("sona").error("server.start_failed", code=code, message=message)
+    return exit_code
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    print(json.dumps(Settings().masked(), indent=2))
+    settings = settings_from(args)
+    print(json.dumps(settings.resolved(), indent=2))
     return 0
 
 
@@ -173,7 +257,10 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 
     if not args.file.is_file():
         return _fail(f"no such file: {args.file}")
-    return transcribe_local(args, Settings())
+    # Quiet unless asked: the progress bar is what a person watches here.
+    settings = settings_from(args, log_level="warning")
+    configure_logs(settings.log_level, fmt=settings.log_format)
+    return transcribe_local(args, settings)
 
 
 def _client_cmd(args: argparse.Namespace) -> int:

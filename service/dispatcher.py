@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -32,6 +33,13 @@ BATCH = 16  # deliveries claimed per round
 BACKOFF_MAX_S = 30.0
 
 
+_OUTCOME = {
+    DeliveryState.DELIVERED: "delivered",
+    DeliveryState.PENDING: "retrying",
+    DeliveryState.DISABLED: "disabled",
+}
+
+
 @dataclass(frozen=True)
 class DispatcherConfig:
     policy: RetryPolicy
@@ -42,8 +50,15 @@ class DispatcherConfig:
 
 
 class Dispatcher:
-    def __init__(self, store: JobStore, signer: Webhook | None, config: DispatcherConfig) -> None:
+    def __init__(
+        self,
+        store: JobStore,
+        signer: Webhook | None,
+        config: DispatcherConfig,
+        record: Callable[[str], None] = lambda outcome: None,
+    ) -> None:
         self.store = store
+        self.record = record  # counts each attempt's outcome (metrics)
         self.signer = signer
         self.config = config
         self._wake = asyncio.Event()
@@ -199,6 +214,7 @@ class Dispatcher:
             "status_code": attempt.status_code,
             "error": attempt.error,
         }
+        self.record(_OUTCOME.get(state, "failed"))
         if state is DeliveryState.DELIVERED:
             log.info("webhook.delivered", **fields)
         elif state is DeliveryState.PENDING:

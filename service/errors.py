@@ -31,7 +31,9 @@ SonaError                      base; ``code`` is the stable machine-readable nam
 ├── ModelLoadFailed            a model directory that will not load    (model_load_failed)
 ├── WorkerCrashed              the engine died on this job max_attempts times (worker_crashed)
 ├── EngineError                the engine failed on a job              (engine_error)
-└── EngineCrashed              the engine child process died (internal; jobs are requeued)
+├── EngineCrashed              the engine child process died (internal; jobs are requeued)
+├── ConfigError                unknown key, missing or malformed config file (bad_config)
+└── StartupFailed              `sona serve` cannot start: port_in_use, data_dir_unwritable, …
 """
 
 from __future__ import annotations
@@ -181,6 +183,21 @@ class EngineCrashed(SonaError):
     """The engine child process died; whatever it had in flight is lost."""
 
     code = "engine_crashed"
+
+
+class ConfigError(SonaError):
+    """The configuration cannot be used; the message names the file or key."""
+
+    code = "bad_config"
+
+
+class StartupFailed(SonaError):
+    """``sona serve`` stopped before serving; ``code`` says why (the sidecar's
+    error line carries it: ``port_in_use``, ``data_dir_unwritable``, …)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def from_code(code: str, message: str) -> SonaError:

@@ -10,6 +10,7 @@ from service.engine import EngineHost
 from service.engine.registry import ModelRegistry
 from service.events import EventHub
 from service.intake import Intake
+from service.metrics import Metrics
 from service.runtime import Runtime
 from service.settings import Settings
 from service.store import JobStore
@@ -26,5 +27,6 @@ INTAKE = web.AppKey("intake", Intake)
 WORKER = web.AppKey("worker", Worker)
 ENGINE = web.AppKey("engine", EngineHost)
 RUNTIME = web.AppKey("runtime", Runtime)
+METRICS = web.AppKey("metrics", Metrics)
 # Set on shutdown: the never-ending all-jobs feeds (api/feed.py) end at once.
 FEEDS_STOP = web.AppKey("feeds_stop", asyncio.Event)

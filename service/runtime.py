@@ -24,6 +24,8 @@ from service.engine.host import ProcessEngineHost
 from service.engine.registry import ModelRegistry
 from service.events import TERMINAL, EventHub
 from service.intake import Intake, IntakeConfig
+from service.logs import resolve_format
+from service.metrics import LiveState, Metrics, watch_jobs
 from service.settings import Settings
 from service.store import JobStore, open_store
 from service.uploads import UploadDir
@@ -45,6 +47,7 @@ class Runtime:
     intake: Intake
     worker: Worker
     webhooks: Dispatcher
+    metrics: Metrics
 
     async def drain(self) -> None:
         """Stop taking work; let what runs finish, then send the webhooks that are
@@ -57,10 +60,13 @@ class Runtime:
 
 
 @contextlib.asynccontextmanager
-async def start_runtime(settings: Settings) -> AsyncIterator[Runtime]:
+async def start_runtime(
+    settings: Settings, metrics: Metrics | None = None
+) -> AsyncIterator[Runtime]:
     """Everything started, in order; on exit, unwound in reverse (only what
     started). Leaving stops the worker where it is: ``drain()`` first for a
-    graceful stop."""
+    graceful stop. ``metrics``: the daemon's (it serves them); a private one
+    otherwise."""
     # A malformed secret stops the start before anything slow (a model load).
     signer = signer_for(
         settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
@@ -79,6 +85,8 @@ async def start_runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 cpu_threads=settings.cpu_threads,
                 chunk_s=settings.chunk_s,
                 nice=settings.engine_nice,
+                log_level=settings.log_level,
+                log_format=resolve_format(settings.log_format),
             )
         )
         await engine.start()
@@ -94,6 +102,7 @@ async def start_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             entry = await models.load(settings.model)
             log.info("model.loaded", model=entry.id, seconds=round(entry.load_seconds, 3))
         events = EventHub()
+        metrics = metrics or Metrics()
         runtime = Runtime(
             settings=settings,
             store=store,
@@ -103,14 +112,33 @@ async def start_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             models=models,
             intake=Intake(store, models, _intake_config(settings)),
             worker=Worker(store, models, engine, events, _worker_config(settings)),
-            webhooks=Dispatcher(store, signer, _dispatcher_config(settings)),
+            webhooks=Dispatcher(
+                store, signer, _dispatcher_config(settings), record=metrics.webhook_delivery
+            ),
+            metrics=metrics,
         )
+        runtime.metrics.bind_live(lambda: _live_state(runtime))
         await _sweep_expired(runtime)
         stack.push_async_callback(_stop_task, _spawn(runtime.worker.run(), "sona-worker"))
         stack.push_async_callback(_stop_task, _spawn(runtime.webhooks.run(), "sona-webhooks"))
         stack.push_async_callback(_stop_task, _spawn(_wake_on_end(runtime), "sona-webhook-wake"))
         stack.push_async_callback(_stop_task, _spawn(_retention(runtime), "sona-retention"))
+        stack.push_async_callback(
+            _stop_task, _spawn(watch_jobs(runtime.metrics, store, events), "sona-metrics")
+        )
         yield runtime
+
+
+def _live_state(rt: Runtime) -> LiveState:
+    stats = rt.worker.stats
+    return LiveState(
+        engine_restarts=rt.engine.restarts,
+        engine_pid=rt.engine.pid,
+        busy_seconds=stats.busy_s,
+        steps=stats.steps,
+        uptime_seconds=time.monotonic() - rt.metrics.started,
+        loaded_models={e.id: e.load_seconds for e in rt.models.entries()},
+    )
 
 
 def _intake_config(settings: Settings) -> IntakeConfig:

@@ -5,13 +5,46 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from service.errors import ConfigError
+
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
+
+
+# SONA_* variables that are not settings: the client's, the config file's
+# name, and test hooks (any SONA_TEST_*).
+NON_SETTINGS_ENV = {"SONA_URL", "SONA_API_KEY", "SONA_CONFIG_FILE"}
+
+
+def check_environment(environ: Mapping[str, str] | None = None) -> None:
+    """A misspelt SONA_* variable is an error, not silently ignored."""
+    env = os.environ if environ is None else environ
+    known = {f"SONA_{name.upper()}" for name in Settings.model_fields} | NON_SETTINGS_ENV
+    for name in sorted(env):
+        upper = name.upper()
+        if upper.startswith("SONA_") and upper not in known and not upper.startswith("SONA_TEST_"):
+            raise ConfigError(f"unknown environment variable {name} (not a Sona setting)")
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path} (SONA_CONFIG_FILE)") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - set(Settings.model_fields))
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} in config file {path}")
+    return data
 
 
 class TomlFileSource(PydanticBaseSettingsSource):
@@ -20,13 +53,13 @@ class TomlFileSource(PydanticBaseSettingsSource):
     def __init__(self, settings_cls: type[BaseSettings]) -> None:
         super().__init__(settings_cls)
         path = os.environ.get("SONA_CONFIG_FILE")
-        self._data: dict[str, Any] = tomllib.loads(Path(path).read_text()) if path else {}
+        self._data: dict[str, Any] = _read_toml(Path(path)) if path else {}
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return self._data.get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+        return dict(self._data)
 
 
 class Settings(BaseSettings):
@@ -95,6 +128,7 @@ class Settings(BaseSettings):
 
     # Logs
     log_level: str = "info"
+    log_format: Literal["json", "console", "auto"] = "auto"  # auto: console on a TTY
 
     @classmethod
     def settings_customise_sources(
@@ -130,6 +164,21 @@ class Settings(BaseSettings):
         if self.api_key_file:
             keys += [ln.strip() for ln in self.api_key_file.read_text().splitlines() if ln.strip()]
         return keys
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        return (self.model_dir or self.data_dir / "models").resolve()
+
+    def resolved(self) -> dict[str, Any]:
+        """What `sona config` prints: the values in force, paths absolute,
+        defaults filled in, secrets masked."""
+        out = self.masked()
+        out["data_dir"] = str(self.data_dir.resolve())
+        out["model_dir"] = str(self.resolved_model_dir)
+        if not self.store:
+            out["store"] = f"sqlite:{self.data_dir.resolve() / 'sona.db'}"
+        out["config_file"] = os.environ.get("SONA_CONFIG_FILE")
+        return out
 
     def masked(self) -> dict[str, Any]:
         """The effective settings for `sona config`, secrets masked."""

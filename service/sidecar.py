@@ -24,7 +24,12 @@ from service.client import SonaClient, SonaClientError
 
 
 class SidecarError(SonaClientError):
-    """The daemon could not be started."""
+    """The daemon could not be started. ``code`` is the daemon's own reason from
+    its error line (``port_in_use``, ``model_not_found``, ``bad_config``,
+    ``data_dir_unwritable``, …), or ``no_ready_line`` when it printed none."""
+
+    def __init__(self, message: str, code: str = "no_ready_line") -> None:
+        super().__init__(message, code=code)
 
 
 class Sidecar:
@@ -99,19 +104,33 @@ def serve(
     line = _read_line(proc, timeout)
     try:
         ready = json.loads(line)
-        if ready.get("status") != "ready" or "port" not in ready:
-            raise ValueError(line)
     except ValueError:
+        ready = {}
+    if not isinstance(ready, dict) or ready.get("status") != "ready" or "port" not in ready:
+        _reap(proc, exited=bool(line))
+        error = ready.get("error") if isinstance(ready, dict) else None
+        if isinstance(error, dict) and "code" in error:
+            raise SidecarError(
+                f"sona serve could not start: {error['code']}: {error.get('message')}",
+                error["code"],
+            )
+        raise SidecarError(
+            f"sona serve did not become ready (exit code {proc.returncode}, first line "
+            f"{line!r}); its stderr says why"
+        )
+    return Sidecar(proc, ready)
+
+
+def _reap(proc: subprocess.Popen[str], *, exited: bool) -> None:
+    """The child said it failed (it exits by itself) or said nothing in time:
+    make sure it is gone."""
+    try:
+        proc.wait(10 if exited else 0)
+    except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
-        code = proc.returncode
-        raise SidecarError(
-            f"sona serve did not become ready (exit code {code}, first line {line!r}); "
-            "its stderr says why"
-        ) from None
-    return Sidecar(proc, ready)
+    if proc.stdout:
+        proc.stdout.close()
 
 
 def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:

@@ -30,6 +30,7 @@ LAYER = {
     "dispatcher": 2,
     "intake": 2,
     "runtime": 3,
+    "startup": 3,
     "keys": 4,
     "api": 4,
     "client": 4,
@@ -92,5 +93,5 @@ def test_only_api_and_app_import_aiohttp_web() -> None:
 def test_mcp_tools_use_only_the_client() -> None:
     for path in (ROOT.parent / "mcp_tools").rglob("*.py"):
         for name in _imports(path):
-            if name.startswith("service"):
+            if name.split(".")[0] == "service":
                 assert name.startswith("service.client"), f"{path.name} imports {name}"

@@ -126,3 +126,25 @@ async def test_docs_page_uses_only_packaged_assets(aiohttp_client: Any, make_set
     missing = await client.get("/docs/secrets.txt")
     assert missing.status == 404 and (await missing.json())["error"]["code"] == "not_found"
     assert (await client.get("/docs/..%2Fapp.py")).status == 404
+
+
+async def test_descriptions_are_prose_for_people(aiohttp_client: Any, make_settings: Any) -> None:
+    """/docs shows every description: no SPEC requirement ids, no reST markup."""
+    spec = await fetch_spec(await idle_app(aiohttp_client, make_settings))
+    texts: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("description", "summary") and isinstance(value, str):
+                    texts.append(value)
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(spec)
+    assert len(texts) > 20
+    for text in texts:
+        assert not re.search(r"\(([A-I]\d{1,2})[;,)]|\b[A-I]\d{1,2}\)", text), text
+        assert "``" not in text, text

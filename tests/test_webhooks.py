@@ -119,6 +119,9 @@ async def test_410_disables_and_other_4xx_is_dead_at_once(
     event = json.loads(gone.posts()[0].body)
     assert event["type"] == "job.cancelled" and event["data"]["status"] == "cancelled"
     assert "webhook-signature" not in gone.posts()[0].headers  # no secret: unsigned
+    scrape = await (await client.get("/metrics")).text()  # each outcome counted once
+    assert 'sona_webhook_deliveries_total{outcome="disabled"} 1.0' in scrape
+    assert 'sona_webhook_deliveries_total{outcome="failed"} 1.0' in scrape
 
 
 async def test_attempts_run_out_and_the_dead_delivery_is_visible(

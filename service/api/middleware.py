@@ -1,8 +1,11 @@
-"""Request-scoped concerns: request ids, the loopback Host check, API keys."""
+"""Request-scoped concerns: request ids and the access log, the loopback Host
+check, API keys."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import time
 import uuid
 
 import structlog
@@ -10,8 +13,9 @@ from aiohttp import web
 
 from service.api.errors import Handler
 from service.errors import Forbidden, Unauthorized
-from service.keys import API_KEYS, SETTINGS
+from service.keys import API_KEYS, METRICS, SETTINGS
 
+access_log = structlog.get_logger("sona.access")
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]", "localhost."}
 # Probes, the API description and the dashboard's page hold no data; a browser
 # cannot send a key for them (the dashboard asks for one and sends it itself).
@@ -28,18 +32,60 @@ OPEN_PATHS = {
 }
 
 
+REQUEST_ID = web.RequestKey("request_id", str)
+
+
 @web.middleware
-async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The request id, one access line and the HTTP metrics for every request.
+
+    The id goes on the response in ``add_request_id`` (``on_response_prepare``),
+    so streams, which send their headers inside the handler, carry it too."""
     rid = request.headers.get("X-Request-ID", "")[:128] or uuid.uuid4().hex
+    request[REQUEST_ID] = rid
+    started = time.perf_counter()
+    status = 500
     with structlog.contextvars.bound_contextvars(request_id=rid):
         try:
             resp = await handler(request)
-        except web.HTTPException as exc:
+            status = resp.status
+            return resp
+        except web.HTTPException as exc:  # redirects; errors became responses below us
+            status = exc.status
             exc.headers["X-Request-ID"] = rid
             raise
-        if not resp.prepared:
-            resp.headers["X-Request-ID"] = rid
-        return resp
+        except asyncio.CancelledError:
+            status = 499  # the client went away first (nginx's code for it)
+            raise
+        finally:
+            _access_line(request, status, time.perf_counter() - started)
+
+
+def _access_line(request: web.Request, status: int, seconds: float) -> None:
+    route = route_of(request)
+    access_log.info(
+        "http.request",
+        method=request.method,
+        route=route,
+        status=status,
+        duration_ms=round(seconds * 1000, 1),
+    )
+    if METRICS in request.app:
+        request.app[METRICS].http_request(request.method, route, status, seconds)
+
+
+def route_of(request: web.Request) -> str:
+    """The route's canonical path (``/v1/jobs/{job_id}``), never the raw URL:
+    a label per job id would grow without end."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every response, streamed or not, names its request."""
+    rid = request.get(REQUEST_ID)
+    if rid:
+        response.headers["X-Request-ID"] = rid
 
 
 def _host_name(host: str) -> str:

@@ -93,13 +93,13 @@ class SeedStatusOut(BaseModel):
 
 
 class TranscriptionOut(BaseModel):
-    """OpenAI's ``json`` response."""
+    """OpenAI's `json` response."""
 
     text: str
 
 
 class SegmentOut(BaseModel):
-    """A verbose_json segment; also the data of an SSE ``segment`` event."""
+    """A verbose_json segment; also the data of an SSE `segment` event."""
 
     id: int
     seek: int
@@ -121,7 +121,7 @@ class WordOut(BaseModel):
 
 
 class VerboseTranscriptionOut(BaseModel):
-    """OpenAI's ``verbose_json`` response; ``words`` only when asked for."""
+    """OpenAI's `verbose_json` response; `words` only when asked for."""
 
     task: Literal["transcribe", "translate"]
     language: str | None
@@ -132,7 +132,7 @@ class VerboseTranscriptionOut(BaseModel):
 
 
 class FeedStateOut(BaseModel):
-    """The data of a ``state`` event of ``GET /v1/events``."""
+    """The data of a `state` event of `GET /v1/events`."""
 
     models: list[ModelOut]
     queue_size: int
@@ -141,7 +141,7 @@ class FeedStateOut(BaseModel):
 
 
 class FeedSnapshotOut(BaseModel):
-    """The data of a ``snapshot`` event of ``GET /v1/events``."""
+    """The data of a `snapshot` event of `GET /v1/events`."""
 
     jobs: list[JobOut]
     state: FeedStateOut
@@ -224,22 +224,24 @@ OPENAI_RESPONSES: dict[int, dict[str, Any]] = {
         "application/x-ndjson": {"schema": {"type": "string"}},
     }
 }
+# Descriptions are shown on /docs: plain prose, `code` in single backticks, no
+# SPEC ids (OpenAI C1, job events A5, the feed I2).
 OPENAI_DOC = (
-    "OpenAI-compatible (C1). response_format json → {text}; verbose_json → segments "
+    "OpenAI-compatible. response_format json → {text}; verbose_json → segments "
     "(and words with timestamp_granularities[]=word); text, srt, vtt → plain text. "
     "stream=true answers text/event-stream (transcript.text.delta / .segment / .done, "
     "then [DONE]), or NDJSON with Accept: application/x-ndjson. Extras beyond OpenAI: "
     "beam_size, vad_filter, hotwords, diarize."
 )
 EVENTS_DOC = (
-    "Server-Sent Events (A5): `status` (the job; on connect and on each change), "
+    "Server-Sent Events: `status` (the job; on connect and on each change), "
     "`progress` ({progress, processed_seconds, duration, segments_done}), `segment` "
     "(a verbose_json segment, id = index + 1), then `completed` | `failed` | "
     "`cancelled` with the job, and the stream ends. Send `Last-Event-ID: N` to resume "
     "after segment N; `: ping` comments keep idle connections open."
 )
 FEED_DOC = (
-    "Server-Sent Events for the whole queue (I2; the dashboard's feed): `snapshot` "
+    "Server-Sent Events for the whole queue (the dashboard's feed): `snapshot` "
     "(FeedSnapshotOut: the newest 50 jobs and every queued or processing one, and the "
     "state) first on every connection, then `job` (a job object, when one in view is "
     "new or changed), `removed` ({id}, deleted by retention) and `state` (FeedStateOut, "
@@ -253,6 +255,8 @@ OPERATIONS: tuple[Op, ...] = (
     Op("GET", "/health", "operations", "Liveness", {200: json_of("HealthOut")}),
     Op("GET", "/ready", "operations", "Readiness: a model loaded and the worker running",
        {200: json_of("ReadyOut"), 503: json_of("ReadyOut")}),
+    Op("GET", "/metrics", "operations", "Prometheus metrics", {200: TEXT},
+       description="Prometheus text format; the metrics are listed in docs/operations.md."),
     Op("POST", "/v1/jobs", "jobs", "Submit a job", {202: json_of("JobOut"),
        200: json_of("JobOut")}, (400, 404, 408, 409, 413, 415, 422, 503, 507),
        body={**multipart("JobForm"), "application/json": {"schema": ref("JobUrl")}},

@@ -1,4 +1,4 @@
-"""Liveness and readiness (B4)."""
+"""Liveness, readiness (B4) and Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from dataclasses import asdict
 
 from aiohttp import web
 
-from service.keys import ENGINE, MODELS, STORE, WORKER
+from service.keys import ENGINE, METRICS, MODELS, STORE, WORKER
+from service.metrics import CONTENT_TYPE
 
 routes = web.RouteTableDef()
 
@@ -41,3 +42,9 @@ async def ready(request: web.Request) -> web.Response:
         },
         status=200 if ok else 503,
     )
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    body = await request.app[METRICS].render(request.app[STORE])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

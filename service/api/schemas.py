@@ -23,7 +23,7 @@ def iso(ts: float | None) -> str | None:
 
 
 class JobForm(TranscribeOptions):
-    """Form fields of POST /v1/jobs besides ``file`` (A1)."""
+    """Form fields of POST /v1/jobs besides `file`."""  # SPEC A1
 
     model_config = ConfigDict(extra="forbid")
 
@@ -56,7 +56,7 @@ class JobForm(TranscribeOptions):
 
 
 class JobUrl(JobForm):
-    """JSON body of POST /v1/jobs when Sona should fetch the audio itself (A1)."""
+    """JSON body of POST /v1/jobs when Sona should fetch the audio itself."""  # SPEC A1
 
     url: str
 
@@ -206,7 +206,7 @@ def webhooks_out(deliveries: list[Delivery]) -> list[WebhookOut]:
 
 
 def parse(model: type[M], data: dict[str, Any]) -> M:
-    """Validate ``data``; the first problem becomes an InvalidRequest naming the field."""
+    """Validate `data`; the first problem becomes an InvalidRequest naming the field."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:

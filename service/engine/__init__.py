@@ -50,6 +50,9 @@ class EngineConfig:
     nice: int = 5  # added to the engine process's niceness: the API comes first
     # Chunks a job may have cut and waiting for a batch: bounds memory per job.
     ahead: int = 16
+    # The parent's log settings: the child's lines look like the daemon's.
+    log_level: str = "info"
+    log_format: str = "json"
 
 
 @dataclass(frozen=True)

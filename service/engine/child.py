@@ -42,6 +42,7 @@ from service.engine.chunker import SAMPLE_RATE, Chunker, RawChunk
 from service.engine.whisper import WhisperBackend, speech_detector
 from service.errors import SonaError
 from service.jobs import Segment
+from service.logs import configure as configure_logs
 
 
 @dataclass(frozen=True)
@@ -285,5 +286,6 @@ class EngineProcess:
 
 def main(conn: Connection, config: EngineConfig) -> None:
     """The engine process's entry point."""
+    configure_logs(config.log_level, fmt=config.log_format)
     os.nice(config.nice)  # on a shared CPU, requests to the daemon go first
     EngineProcess(conn, config).serve()

@@ -7,6 +7,12 @@ let spec = null;
 
 // Build an element; children may be strings, nodes, arrays or null. Text goes in
 // as text nodes, never as HTML.
+// Descriptions mark code with `backticks`: shown as <code>, the rest as text
+// (never parsed as HTML).
+function prose(text) {
+  return String(text).split("`").map((part, i) => (i % 2 ? el("code", {}, part) : part));
+}
+
 function el(tag, attrs = {}, ...kids) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
@@ -85,7 +91,7 @@ function schemaView(schema) {
     Object.entries(s.properties).map(([name, prop]) => el("tr", {},
       el("td", {}, name, required.has(name) ? " *" : null),
       el("td", {}, typeLabel(prop)),
-      el("td", {}, notes(prop)))));
+      el("td", {}, prose(notes(prop))))));
 }
 
 function requestView(op) {
@@ -97,7 +103,7 @@ function requestView(op) {
 
 function responsesView(op) {
   const rows = Object.entries(op.responses).map(([code, r]) => el("tr", {},
-    el("td", {}, code), el("td", {}, r.description),
+    el("td", {}, code), el("td", {}, prose(r.description)),
     el("td", {}, Object.entries(r.content || {}).map(([type, media]) =>
       el("div", {}, type, media.schema && Object.keys(media.schema).length
         ? [" → ", typeLabel(media.schema)] : null)))));
@@ -212,7 +218,7 @@ function opView({ path, method, op }) {
   return el("details", { class: `op ${method}`, id: op.operationId },
     el("summary", {}, el("span", { class: "method" }, method.toUpperCase()),
       el("code", {}, path), el("span", { class: "summary" }, op.summary || "")),
-    op.description ? el("p", {}, op.description) : null,
+    op.description ? el("p", {}, prose(op.description)) : null,
     requestView(op), responsesView(op), tryForm(path, method, op));
 }
 
