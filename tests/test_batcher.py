@@ -30,12 +30,24 @@ def test_oldest_job_first_in_its_own_order_then_the_next_job() -> None:
     assert pool.take_batch(3, 20) == [] and len(pool) == 0
 
 
-def test_short_chunks_share_windows_and_a_batch_counts_windows() -> None:
-    assert pack([4, 5, 6, 20, 3, 19], window_s=20) == [[0, 1, 2], [3], [4], [5]]
+def test_a_jobs_short_chunks_share_windows_and_a_batch_counts_windows() -> None:
+    a = [("a", 4), ("a", 5), ("a", 6), ("a", 20), ("a", 3), ("a", 19)]
+    assert pack(a, window_s=20) == [[0, 1, 2], [3], [4], [5]]
     pool = Pool()
-    for n in range(12):  # twelve 4 s clips: four to a window
-        pool.add(pending(f"clip{n:02}", 0, age=n, seconds=4))
+    for n in range(12):  # twelve 4 s chunks of one job: four to a window
+        pool.add(pending("long", n, age=1.0, seconds=4))
     assert [len(pool.take_batch(2, 20)) for _ in range(2)] == [8, 4]
+
+
+def test_windows_never_mix_jobs_or_channels() -> None:
+    """Words decoded in a shared window can cross the gap: one job's words
+    must never land in another's transcript, nor one speaker's in another's."""
+    chunks = [(("a", 0), 3), (("b", 0), 3), (("b", 0), 3), (("b", 1), 3), (("a", 0), 3)]
+    assert pack(chunks, window_s=20) == [[0], [1, 2], [3], [4]]
+    pool = Pool()
+    for n in range(12):  # twelve 4 s clips of twelve jobs: one window each
+        pool.add(pending(f"clip{n:02}", 0, age=n, seconds=4))
+    assert [len(pool.take_batch(4, 20)) for _ in range(3)] == [4, 4, 4]
 
 
 def test_chunks_of_several_jobs_share_a_batch() -> None:

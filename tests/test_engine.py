@@ -78,8 +78,8 @@ async def decode(host: ProcessEngineHost, chunks: list[ChunkInfo]) -> list[list[
 async def test_a_batch_mixing_three_jobs_gives_each_its_own_text(
     host: ProcessEngineHost, manifest: dict[str, Any]
 ) -> None:
-    """Three short jobs decoded in one step share windows: each gets its own
-    words back, timed on its own recording, and none of another's."""
+    """Three short jobs decoded in one step: each gets its own words back,
+    timed on its own recording, and none of another's."""
     names = ["fox.wav", "report.wav", "weather.wav"]
     for name in names:
         host.open(spec(f"mixed-{name}", AUDIO / name))
@@ -96,6 +96,27 @@ async def test_a_batch_mixing_three_jobs_gives_each_its_own_text(
         assert not any(k in words for k in others), (name, words)  # the sets are disjoint
         assert all(0 <= s.start < s.end <= manifest[name]["duration_s"] + 0.5 for s in mine)
         assert all(s.words == [] and s.tokens for s in mine)  # words only when asked
+
+
+async def test_identical_clips_in_one_batch_each_read_as_alone(host: ProcessEngineHost) -> None:
+    """Six copies of one clip decoded in one step: each job gets exactly the
+    text of the clip decoded alone. (Packing several jobs' chunks into one
+    window let the decoder merge or shift repeated words across jobs.)"""
+    host.open(spec("solo", AUDIO / "fox.wav"))
+    alone = full_text(
+        s
+        for segs in await decode(host, chunks_of((await prepared(host, "solo"))["solo"]))
+        for s in segs
+    )
+    jobs = [f"copy-{n}" for n in range(6)]
+    for job in jobs:
+        host.open(spec(job, AUDIO / "fox.wav"))
+    events = await prepared(host, *jobs)
+    batch = [c for j in jobs for c in chunks_of(events[j])]
+    results = await decode(host, batch)
+    for job in jobs:
+        mine = [s for c, segs in zip(batch, results, strict=True) if c.job_id == job for s in segs]
+        assert full_text(mine) == alone, (job, full_text(mine), alone)
 
 
 async def test_a_chunk_alone_in_its_window_reads_as_when_decoded_alone(

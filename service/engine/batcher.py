@@ -38,20 +38,29 @@ def batch_key(model_id: str, options: TranscribeOptions, language: str, job_id: 
 PACK_GAP_S = 1.0  # silence between chunks that share a window
 
 
-def pack(seconds: Sequence[float], window_s: float) -> list[list[int]]:
-    """Windows for chunks of ``seconds`` of speech, in order: a chunk joins the
-    window before it while their speech, a gap of silence apart, fits
-    ``window_s``. The encoder's cost is per window, so short chunks (a few
-    seconds of a short job each) are cheaper together."""
+def owner(chunk: ChunkInfo, seconds: float) -> tuple[Hashable, float]:
+    """``pack``'s view of a chunk: whose it is (a job's channel) and how long."""
+    return (chunk.job_id, chunk.channel), seconds
+
+
+def pack(chunks: Sequence[tuple[Hashable, float]], window_s: float) -> list[list[int]]:
+    """Windows for ``(owner, seconds)`` chunks, in order: a chunk joins the
+    window before it while it has the same owner (one job's channel) and their
+    speech, a gap of silence apart, fits ``window_s``. The encoder's cost is per
+    window, so a job's short chunks are cheaper together. Never across owners:
+    the decoder can merge or shift words over the gap (seen with identical
+    clips), which would put one job's words into another's transcript."""
     rows: list[list[int]] = []
     used = 0.0
-    for n, length in enumerate(seconds):
-        if rows and used + PACK_GAP_S + length <= window_s:
+    last: Hashable = None
+    for n, (owner, length) in enumerate(chunks):
+        if rows and owner == last and used + PACK_GAP_S + length <= window_s:
             rows[-1].append(n)
             used += PACK_GAP_S + length
         else:
             rows.append([n])
             used = length
+        last = owner
     return rows
 
 
@@ -94,8 +103,7 @@ class Pool:
         for p in ordered:
             if p.key != head.key or p.priority != head.priority:
                 continue
-            seconds = [q.chunk.seconds for q in batch] + [p.chunk.seconds]
-            if len(pack(seconds, window_s)) > size:
+            if len(pack([owner(q.chunk, q.chunk.seconds) for q in (*batch, p)], window_s)) > size:
                 break
             batch.append(p)
         for p in batch:

@@ -37,7 +37,7 @@ from service.engine import (
     Prepared,
     PrepareFailed,
 )
-from service.engine.batcher import pack
+from service.engine.batcher import owner, pack
 from service.engine.chunker import SAMPLE_RATE, Chunker, RawChunk
 from service.engine.whisper import WhisperBackend, speech_detector
 from service.errors import SonaError
@@ -188,7 +188,10 @@ class EngineProcess:
         first = live[0][2]
         rows = [
             [live[i] for i in row]
-            for row in pack([c.audio.size / SAMPLE_RATE for *_, c in live], self.config.chunk_s)
+            for row in pack(
+                [owner(item, c.audio.size / SAMPLE_RATE) for _, item, _, c in live],
+                self.config.chunk_s,
+            )
         ]
         decoded = self.backend.decode(
             step.model_id,
