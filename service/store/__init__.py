@@ -128,10 +128,20 @@ class DeadOwner(Protocol):
     def __call__(self, worker_id: str) -> bool: ...
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
 async def open_store(url: str) -> JobStore:
-    """``sqlite:PATH`` (the default) or ``postgres://…`` (not built yet)."""
+    """``sqlite:PATH`` (the default, one machine) or ``postgresql://…`` /
+    ``postgres://…`` (many workers on many machines, docs/scaling.md)."""
     if url.startswith("sqlite:"):
         from service.store.sqlite import SqliteStore
 
         return await SqliteStore.open(url.removeprefix("sqlite:"))
-    raise ValueError(f"unsupported store URL {url.split(':', 1)[0]!r}: use sqlite:PATH")
+    if url.startswith(POSTGRES_SCHEMES):
+        from service.store.postgres import PostgresStore
+
+        return await PostgresStore.open(url)
+    raise ValueError(
+        f"unsupported store URL {url.split(':', 1)[0]!r}: use sqlite:PATH or postgresql://…"
+    )
