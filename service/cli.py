@@ -36,25 +36,50 @@ SERVE_FLAGS = {
     "max_upload_mb": "max_upload_mb",
     "drain_timeout_s": "drain_timeout_s",
     "allow_download": "allow_download",
+    "worker": "worker",
 }
 
 
-def _serve_parser(sub: Any) -> None:
-    p = sub.add_parser("serve", help="run the daemon")
-    p.add_argument("--host", help="bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="TCP port; 0 picks a free one (default 8765)")
-    p.add_argument("--socket", type=Path, help="serve on this unix socket instead (mode 0600)")
+def _runtime_flags(p: argparse.ArgumentParser) -> None:
+    """Flags of every command that runs the runtime (serve, worker)."""
     p.add_argument("--data-dir", type=Path, help="where the database and uploads live")
     p.add_argument("--model", help="model to load at start (default: start empty)")
     p.add_argument("--default-model", help="model for jobs that name none (default tiny.en)")
-    p.add_argument("--store", help="store URL (default sqlite:<data-dir>/sona.db)")
+    p.add_argument(
+        "--store",
+        help="store URL: sqlite:PATH (default sqlite:<data-dir>/sona.db) or postgresql://…",
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--compute-type")
     p.add_argument("--pidfile", type=Path)
     p.add_argument("--log-level")
-    p.add_argument("--max-upload-mb", type=float)
     p.add_argument("--drain-timeout-s", type=float)
     p.add_argument("--allow-download", action="store_true", default=None)
+
+
+def _worker_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "worker", help="run a worker node: no API; jobs from a shared store (docs/scaling.md)"
+    )
+    _runtime_flags(p)
+    p.add_argument("--host", help="probe bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="serve GET /health here for probes (default: none)")
+
+
+def _serve_parser(sub: Any) -> None:
+    p = sub.add_parser("serve", help="run the daemon")
+    _runtime_flags(p)
+    p.add_argument("--host", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="TCP port; 0 picks a free one (default 8765)")
+    p.add_argument("--socket", type=Path, help="serve on this unix socket instead (mode 0600)")
+    p.add_argument("--max-upload-mb", type=float)
+    p.add_argument(
+        "--no-worker",
+        dest="worker",
+        action="store_false",
+        default=None,
+        help="an API node: no engine, no worker; workers elsewhere share the store",
+    )
     p.add_argument(
         "--insecure",
         action="store_true",
@@ -68,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sona {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
+    _worker_parser(sub)
 
     t = sub.add_parser("transcribe", help="transcribe one file locally, no daemon")
     t.add_argument("file", type=Path)
@@ -124,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "serve": _cmd_serve,
+        "worker": _cmd_worker,
         "transcribe": _cmd_transcribe,
         "config": _cmd_config,
         "mcp": _cmd_mcp,
@@ -154,6 +181,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             "(or --insecure to accept the risk)"
         )
     return asyncio.run(serve(settings))
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from service.logs import configure
+    from service.node import run_worker_node
+
+    settings = settings_from(args).model_copy(update={"worker": True})
+    configure(settings.log_level)
+    return asyncio.run(run_worker_node(settings, probe_port=args.port))
 
 
 def _cmd_config(args: argparse.Namespace) -> int:

@@ -1,9 +1,10 @@
 """The composition root without HTTP: store, uploads, engine process, models,
 intake, worker and the background sweeps, started and stopped in order.
 
-``create_app`` (the daemon) and ``sona transcribe`` (one file, no daemon) both
-run on it; ``sona worker`` will too. The only place that names concrete
-classes."""
+``create_app`` (the daemon), ``sona worker`` (a worker node, no API) and
+``sona transcribe`` (one file, no daemon) run on it; with ``settings.worker``
+off it is an API node: no engine, no worker (docs/scaling.md). The only place
+that names concrete classes."""
 
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ from service.engine.host import ProcessEngineHost
 from service.engine.registry import ModelRegistry
 from service.events import EventHub
 from service.intake import Intake, IntakeConfig
+from service.notify import Handlers, Notifier, notifier_for
 from service.settings import Settings
-from service.store import JobStore, open_store
+from service.store import POSTGRES_SCHEMES, JobStore, open_store
 from service.uploads import UploadDir
 from service.worker import Worker, WorkerConfig
 
@@ -37,13 +39,16 @@ class Runtime:
     store: JobStore
     uploads: UploadDir
     events: EventHub
-    engine: ProcessEngineHost
+    notifier: Notifier
     models: ModelRegistry
     intake: Intake
-    worker: Worker
+    engine: ProcessEngineHost | None  # None on an API node
+    worker: Worker | None  # None on an API node
 
     async def drain(self) -> None:
         """Stop taking work; let what runs finish within the drain timeout."""
+        if self.worker is None:
+            return
         log.info("server.draining", timeout_s=self.settings.drain_timeout_s)
         await self.worker.drain(self.settings.drain_timeout_s)
 
@@ -57,20 +62,8 @@ async def start_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         store = await open_store(settings.store_url)
         stack.push_async_callback(store.close)
         uploads = UploadDir(settings.data_dir / "uploads")
-        removed = uploads.sweep(await store.file_paths())
-        if removed:
-            log.info("uploads.swept", files=len(removed))
-        engine = ProcessEngineHost(
-            EngineConfig(
-                device=settings.device,
-                compute_type=settings.compute_type,
-                cpu_threads=settings.cpu_threads,
-                chunk_s=settings.chunk_s,
-                nice=settings.engine_nice,
-            )
-        )
-        await engine.start()
-        stack.push_async_callback(engine.stop)
+        await _sweep_uploads(settings, store, uploads)
+        engine = await _start_engine(settings, stack) if settings.worker else None
         models = ModelRegistry(
             engine,
             model_dir=settings.model_dir or settings.data_dir / "models",
@@ -78,24 +71,66 @@ async def start_runtime(settings: Settings) -> AsyncIterator[Runtime]:
             max_loaded=settings.max_loaded_models,
             idle_ttl_s=settings.model_idle_ttl_s,
         )
-        if settings.model:
+        if settings.model and engine is not None:
             entry = await models.load(settings.model)
             log.info("model.loaded", model=entry.id, seconds=round(entry.load_seconds, 3))
         events = EventHub()
+        worker = None
+        if engine is not None:
+            worker = Worker(store, models, engine, events, _worker_config(settings))
+        notifier = notifier_for(settings.store_url)
+        await notifier.start(_handlers(events, worker))
+        stack.push_async_callback(notifier.close)
+        events.relay = notifier.job_event
         runtime = Runtime(
             settings=settings,
             store=store,
             uploads=uploads,
             events=events,
-            engine=engine,
+            notifier=notifier,
             models=models,
             intake=Intake(store, models, _intake_config(settings)),
-            worker=Worker(store, models, engine, events, _worker_config(settings)),
+            engine=engine,
+            worker=worker,
         )
         await _sweep_expired(runtime)
-        stack.push_async_callback(_stop_task, _spawn(runtime.worker.run(), "sona-worker"))
+        if worker is not None:
+            stack.push_async_callback(_stop_task, _spawn(worker.run(), "sona-worker"))
         stack.push_async_callback(_stop_task, _spawn(_retention(runtime), "sona-retention"))
         yield runtime
+
+
+async def _start_engine(settings: Settings, stack: contextlib.AsyncExitStack) -> ProcessEngineHost:
+    engine = ProcessEngineHost(
+        EngineConfig(
+            device=settings.device,
+            compute_type=settings.compute_type,
+            cpu_threads=settings.cpu_threads,
+            chunk_s=settings.chunk_s,
+            nice=settings.engine_nice,
+        )
+    )
+    await engine.start()
+    stack.push_async_callback(engine.stop)
+    return engine
+
+
+def _handlers(events: EventHub, worker: Worker | None) -> Handlers:
+    """What this node does when another node (or its own API) says something."""
+    if worker is None:
+        return Handlers(event=events.deliver)
+    return Handlers(queued=lambda _id: worker.wake(), cancel=worker.cancel, event=events.deliver)
+
+
+async def _sweep_uploads(settings: Settings, store: JobStore, uploads: UploadDir) -> None:
+    """Orphaned upload files go at start, on one machine only: on a shared
+    store the upload directory is shared too, and a file another node is still
+    receiving has no job yet (docs/scaling.md)."""
+    if settings.store_url.startswith(POSTGRES_SCHEMES):
+        return
+    removed = uploads.sweep(await store.file_paths())
+    if removed:
+        log.info("uploads.swept", files=len(removed))
 
 
 def _intake_config(settings: Settings) -> IntakeConfig:

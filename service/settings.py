@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     engine_nice: int = Field(default=5, ge=0, le=19)  # the API stays responsive
     beam_size: int = Field(default=1, ge=1, le=10)  # when a request does not say
     max_jobs_in_flight: int = Field(default=16, ge=1)
+    # False: an API node (`sona serve --no-worker`), no engine, no worker; its
+    # jobs run on `sona worker` nodes sharing the store (docs/scaling.md).
+    worker: bool = True
     step_timeout_s: float = Field(default=300, gt=0)  # a batch past this: the engine hung
     max_loaded_models: int = Field(default=2, ge=1)
     model_idle_ttl_s: float = 0  # 0: never unload idle models

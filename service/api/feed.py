@@ -167,7 +167,7 @@ def app_state(app: web.Application) -> StateReader:
         return {
             "models": [model_out(e) for e in app[MODELS].entries()],
             "queue_size": await app[STORE].queue_size(),
-            "worker_running": app[WORKER].running,
+            "worker_running": (worker := app[WORKER]) is not None and worker.running,
         }
 
     return read

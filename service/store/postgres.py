@@ -186,7 +186,8 @@ class PostgresStore:
     async def list_jobs(
         self, *, status: Status | None, limit: int, before: str | None
     ) -> tuple[list[Job], bool]:
-        where, args = ["true"], []
+        where: list[str] = ["true"]
+        args: list[Any] = []
         if status is not None:
             args.append(status.value)
             where.append(f"status = ${len(args)}")
