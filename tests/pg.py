@@ -32,3 +32,19 @@ async def pg_schema_url() -> AsyncIterator[str]:
     finally:
         await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await admin.close()
+
+
+def pg_reachable() -> str | None:
+    """None when the server answers; else why not, as a skip reason. For sync
+    fixtures (module-scoped ones that start processes)."""
+    import asyncio
+
+    async def probe() -> None:
+        conn = await asyncpg.connect(PG_BASE, timeout=5)
+        await conn.close()
+
+    try:
+        asyncio.run(probe())
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        return f"no PostgreSQL at {PG_BASE}: {type(exc).__name__}: {exc}"
+    return None
