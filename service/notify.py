@@ -30,6 +30,7 @@ log = structlog.get_logger("sona.notify")
 PAYLOAD_MAX = 7000
 BACKOFF_MAX_S = 30.0
 SEND_QUEUE_MAX = 10_000
+APPLICATION_NAME = "sona-notify"  # how its connection shows in pg_stat_activity
 
 
 async def _nothing(job_id: str) -> None:
@@ -130,7 +131,9 @@ class PgNotifier:
         while True:
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncpg.connect(self._url)
+                conn = await asyncpg.connect(
+                    self._url, server_settings={"application_name": APPLICATION_NAME}
+                )
                 lost = asyncio.Event()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
                 schema = await conn.fetchval("SELECT current_schema()")
