@@ -7,11 +7,18 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
+
+
+def _without_password(url: str) -> str:
+    """``postgresql://user:secret@host/db`` → ``postgresql://user:***@host/db``."""
+    password = urlsplit(url).password if "://" in url else None
+    return url.replace(f":{password}@", ":***@", 1) if password else url
 
 
 class TomlFileSource(PydanticBaseSettingsSource):
@@ -127,5 +134,5 @@ class Settings(BaseSettings):
         """The effective settings for `sona config`, secrets masked."""
         out = self.model_dump(mode="json")
         out["api_keys"] = ["***" for _ in self.api_keys]
-        out["store"] = self.store_url.split("@")[-1] if "@" in self.store_url else self.store_url
+        out["store"] = _without_password(self.store_url)
         return out
