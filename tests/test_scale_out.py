@@ -34,6 +34,8 @@ from tests.test_job_events import sse
 LEASE_S = 6
 ENV = {"SONA_POLL_INTERVAL_S": "0.2", "SONA_LEASE_S": str(LEASE_S), "SONA_LOG_LEVEL": "info"}
 BOUND_S = 180  # a generous bound for any one thing to happen on a loaded machine
+# RELIABILITY 8 asks 1000; 200 (the issue's figure) keeps CI within its budget.
+MANY = int(os.environ.get("SONA_TEST_MANY_JOBS", "200"))
 
 
 @dataclass
@@ -41,6 +43,7 @@ class WorkerProc:
     proc: subprocess.Popen[str]
     worker_id: str
     stderr_path: Path
+    port: int
 
     @property
     def pid(self) -> int:
@@ -79,7 +82,7 @@ class Cluster:
         assert line, f"worker exited before ready: {err_path.read_text()[-3000:]}"
         ready = json.loads(line)
         assert ready["role"] == "worker" and ready["port"]
-        worker = WorkerProc(proc, ready["worker_id"], err_path)
+        worker = WorkerProc(proc, ready["worker_id"], err_path, ready["port"])
         self.workers.append(worker)
         return worker
 
@@ -180,6 +183,24 @@ async def wait_log(worker: WorkerProc, needle: str) -> None:
         await asyncio.sleep(0.2)
 
 
+async def test_each_node_reports_its_role(http: aiohttp.ClientSession, cluster: Cluster) -> None:
+    async with http.get("/ready") as resp:
+        assert resp.status == 200
+        assert (await resp.json())["role"] == "api"
+    # An API node has no engine: loading a model there is refused, not attempted.
+    async with http.post("/v1/models/load", json={"model": "tiny.en"}) as resp:
+        assert resp.status == 409
+        assert (await resp.json())["error"]["code"] == "no_engine"
+    worker = cluster.live()[0]
+    async with (
+        aiohttp.ClientSession() as probe,
+        probe.get(f"http://127.0.0.1:{worker.port}/health") as resp,
+    ):
+        body = await resp.json()
+    assert resp.status == 200 and body["status"] == "ok"
+    assert body["worker_id"] == worker.worker_id and body["models"] == ["tiny.en"]
+
+
 async def test_sse_on_the_api_node_shows_a_workers_segments(
     http: aiohttp.ClientSession, cluster: Cluster, fox_wav: Path
 ) -> None:
@@ -265,7 +286,7 @@ async def test_stopped_worker_is_fenced_after_another_takes_over(
 
 
 @pytest.mark.slow
-async def test_two_hundred_jobs_complete_exactly_once(
+async def test_many_jobs_complete_exactly_once_across_two_workers(
     http: aiohttp.ClientSession, cluster: Cluster, tmp_path: Path
 ) -> None:
     clip = tmp_path / "clip.wav"
@@ -276,20 +297,20 @@ async def test_two_hundred_jobs_complete_exactly_once(
         async with gate:
             return str((await submit(http, clip))["id"])
 
-    ids = await asyncio.gather(*(one(i) for i in range(200)))
+    ids = await asyncio.gather(*(one(i) for i in range(MANY)))
     conn = await asyncpg.connect(cluster.url)
     try:
-        deadline = time.monotonic() + 2 * BOUND_S
+        deadline = time.monotonic() + 2 * BOUND_S * max(1, MANY // 200)
         while await conn.fetchval(
             "SELECT count(*) FROM jobs WHERE id = ANY($1) AND status IN ('queued','processing')",
             ids,
         ):
-            assert time.monotonic() < deadline, "200 jobs did not finish"
+            assert time.monotonic() < deadline, f"{MANY} jobs did not finish"
             await asyncio.sleep(0.5)
         rows = await conn.fetch("SELECT * FROM jobs WHERE id = ANY($1)", ids)
     finally:
         await conn.close()
-    assert len(rows) == 200
+    assert len(rows) == MANY
     assert {r["status"] for r in rows} == {"completed"}
     assert {r["attempts"] for r in rows} == {1}
     # Each job's stored transcript is whole: its text is its own segments'.
