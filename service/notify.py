@@ -98,6 +98,7 @@ class PgNotifier:
         self._outbox: asyncio.Queue[list[str]] = asyncio.Queue(SEND_QUEUE_MAX)
         self._task: asyncio.Task[None] | None = None
         self._channel = ""
+        self._cancels: set[asyncio.Task[None]] = set()  # held: the loop keeps weak refs
         self.connected = asyncio.Event()
 
     async def start(self, handlers: Handlers) -> None:
@@ -171,6 +172,12 @@ class PgNotifier:
             for payload in _payloads(self._node, batch):
                 await conn.execute("SELECT pg_notify($1, $2)", self._channel, payload)
 
+    async def _cancel(self, job_id: str) -> None:
+        try:
+            await self._handlers.cancel(job_id)
+        except Exception:  # the store flag still reaches the worker at its next heartbeat
+            log.exception("notify.cancel_failed", job_id=job_id)
+
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         try:
             body = json.loads(payload)
@@ -180,7 +187,9 @@ class PgNotifier:
                 if kind == "q":
                     self._handlers.queued(job_id)
                 elif kind == "c":
-                    asyncio.get_running_loop().create_task(self._handlers.cancel(job_id))
+                    task = asyncio.get_running_loop().create_task(self._cancel(job_id))
+                    self._cancels.add(task)
+                    task.add_done_callback(self._cancels.discard)
                 elif kind == "e":
                     self._handlers.event(job_id, type_)
         except Exception:  # a malformed payload is someone else's bug; never ours to die of
