@@ -112,7 +112,9 @@ class JobStore(Protocol):
 
     async def recover(self, *, is_dead: DeadOwner) -> Recovery:
         """Requeue processing jobs whose lease expired or whose owner is dead. The
-        daemon's death is not the job's fault: crashes are not counted here."""
+        daemon's death is not the job's fault: crashes are not counted here. A
+        store shared across machines (PostgreSQL) judges by lease expiry only:
+        ``is_dead`` can check only processes on this host."""
         ...
 
     async def finished_before(self, ts: float) -> list[Job]: ...
