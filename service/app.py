@@ -26,6 +26,7 @@ from service.keys import (
     INTAKE,
     METRICS,
     MODELS,
+    NOTIFIER,
     RUNTIME,
     SETTINGS,
     STORE,
@@ -60,12 +61,10 @@ async def _runtime_ctx(app: web.Application) -> AsyncIterator[None]:
     async with start_runtime(app[SETTINGS], app[METRICS]) as rt:
         app[RUNTIME] = rt
         app[STORE], app[UPLOADS], app[EVENTS] = rt.store, rt.uploads, rt.events
-        app[MODELS], app[INTAKE], app[WORKER], app[ENGINE] = (
-            rt.models,
-            rt.intake,
-            rt.worker,
-            rt.engine,
-        )
+        app[NOTIFIER] = rt.notifier
+        app[MODELS], app[INTAKE] = rt.models, rt.intake
+        app[WORKER] = rt.worker
+        app[ENGINE] = rt.engine
         yield
 
 

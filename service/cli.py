@@ -45,7 +45,10 @@ SERVE_FLAGS = (
     "pidfile",
     "max_upload_mb",
     "drain_timeout_s",
+    "worker",
 )
+# A worker node's --host/--port are its probe's, not the API's.
+WORKER_FLAGS = (*COMMON_FLAGS, "model", "default_model", "pidfile", "drain_timeout_s")
 
 
 def _common_options(p: argparse.ArgumentParser) -> None:
@@ -77,11 +80,31 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--max-upload-mb", type=float)
     p.add_argument("--drain-timeout-s", type=float)
     p.add_argument(
+        "--no-worker",
+        dest="worker",
+        action="store_false",
+        default=None,
+        help="an API node: no engine, no worker; workers elsewhere share the store",
+    )
+    p.add_argument(
         "--insecure",
         action="store_true",
         default=None,
         help="allow a non-loopback bind without an API key",
     )
+    _common_options(p)
+
+
+def _worker_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "worker", help="run a worker node: no API; jobs from a shared store (docs/scaling.md)"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="probe bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="serve GET /health and /metrics here (default: none)")
+    p.add_argument("--model", help="model to load at start (default: start empty)")
+    p.add_argument("--default-model", help="model for jobs that name none (default tiny.en)")
+    p.add_argument("--pidfile", type=Path)
+    p.add_argument("--drain-timeout-s", type=float)
     _common_options(p)
 
 
@@ -126,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sona {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
+    _worker_parser(sub)
     _transcribe_parser(sub)
     _client_parsers(sub)
     m = sub.add_parser("mcp", help="run the MCP tool server (stdio)")
@@ -141,7 +165,7 @@ def settings_from(args: argparse.Namespace, **defaults: Any) -> Settings:
     if getattr(args, "config", None) is not None:
         os.environ["SONA_CONFIG_FILE"] = str(args.config)
     check_environment()
-    flags = SERVE_FLAGS if args.command == "serve" else COMMON_FLAGS
+    flags = {"serve": SERVE_FLAGS, "worker": WORKER_FLAGS}.get(args.command, COMMON_FLAGS)
     overrides = {f: getattr(args, f) for f in flags if getattr(args, f, None) is not None}
     settings = Settings(**overrides)
     unset = {k: v for k, v in defaults.items() if k not in settings.model_fields_set}
@@ -165,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
         "serve": _cmd_serve,
+        "worker": _cmd_worker,
         "transcribe": _cmd_transcribe,
         "config": _cmd_config,
         "mcp": _cmd_mcp,
@@ -223,6 +248,28 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     async def run() -> int:
         install_loop_handler(asyncio.get_running_loop())
         return await serve(settings)
+
+    try:
+        return asyncio.run(run())
+    except StartupFailed as exc:
+        return _startup_error(exc.code, exc.message, 1)
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from service.logs import install_loop_handler
+    from service.node import run_worker_node
+
+    try:
+        settings = settings_from(args).model_copy(update={"worker": True, "host": args.host})
+    except ValidationError as exc:
+        return _startup_error("bad_config", _validation_message(exc), 2)
+    except ConfigError as exc:
+        return _startup_error(exc.code, exc.message, 2)
+    configure_logs(settings.log_level, fmt=settings.log_format)
+
+    async def run() -> int:
+        install_loop_handler(asyncio.get_running_loop())
+        return await run_worker_node(settings, probe_port=args.port)
 
     try:
         return asyncio.run(run())

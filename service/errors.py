@@ -12,7 +12,8 @@ SonaError                      base; ``code`` is the stable machine-readable nam
 ├── Conflict                   state does not allow it                 (conflict)
 │   ├── InvalidTransition      guarded status UPDATE matched no row    (invalid_transition)
 │   ├── JobNotFinished         transcript asked before completion      (job_not_finished)
-│   └── IdempotencyConflict    same id / key, different file           (idempotency_conflict)
+│   ├── IdempotencyConflict    same id / key, different file           (idempotency_conflict)
+│   └── NoEngine               an API node (--no-worker) runs no models (no_engine)
 ├── PayloadTooLarge            upload over the size limit              (file_too_large)
 ├── UnsupportedMedia           content is not audio                    (unsupported_media)
 ├── EmptyFile                  zero-byte upload                        (empty_file)
@@ -96,6 +97,13 @@ class JobNotFinished(Conflict):
 
 class IdempotencyConflict(Conflict):
     code = "idempotency_conflict"
+
+
+class NoEngine(Conflict):
+    """Model operations on an API node (``sona serve --no-worker``): its workers
+    load models, it has no engine of its own."""
+
+    code = "no_engine"
 
 
 class PayloadTooLarge(SonaError):

@@ -4,13 +4,16 @@ which turns a job's stored state into a stream of updates.
 The hub only makes followers prompt: they wake the moment the worker stores
 something. The database stays the source of truth, so a follower that
 connects late or reconnects replays from the store, and one whose worker runs
-in another process still sees everything, a poll interval later."""
+in another process still sees everything, a poll interval later. With a
+shared store the hub's ``relay`` (``notify.py``) tells the other nodes, and
+what they tell arrives through ``deliver``, so followers on an API node wake
+as promptly for a worker on another machine."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +37,8 @@ class EventHub:
     def __init__(self) -> None:
         self._subs: dict[str, set[asyncio.Queue[JobEvent]]] = defaultdict(set)
         self._all: set[asyncio.Queue[JobEvent]] = set()
+        # Told (job id, type) of every event published here: the other nodes'.
+        self.relay: Callable[[str, str], None] = lambda job_id, type_: None
 
     @contextmanager
     def subscribe(self, job_id: str) -> Iterator[asyncio.Queue[JobEvent]]:
@@ -58,7 +63,13 @@ class EventHub:
             self._all.discard(queue)
 
     def publish(self, job_id: str, type_: str, data: dict[str, Any]) -> None:
-        event = JobEvent(job_id, type_, data)
+        self.deliver(job_id, type_, data)
+        self.relay(job_id, type_)
+
+    def deliver(self, job_id: str, type_: str, data: dict[str, Any] | None = None) -> None:
+        """To this process's subscribers only; events from other nodes come with
+        no data (followers read the store)."""
+        event = JobEvent(job_id, type_, data or {})
         for queue in (*self._subs.get(job_id, ()), *self._all):
             queue.put_nowait(event)
 

@@ -11,6 +11,7 @@ from service.engine.registry import ModelRegistry
 from service.events import EventHub
 from service.intake import Intake
 from service.metrics import Metrics
+from service.notify import Notifier
 from service.runtime import Runtime
 from service.settings import Settings
 from service.store import JobStore
@@ -24,8 +25,10 @@ MODELS = web.AppKey("models", ModelRegistry)
 EVENTS = web.AppKey("events", EventHub)
 UPLOADS = web.AppKey("uploads", UploadDir)
 INTAKE = web.AppKey("intake", Intake)
-WORKER = web.AppKey("worker", Worker)
-ENGINE = web.AppKey("engine", EngineHost)
+# None on an API node (`sona serve --no-worker`): the workers run elsewhere.
+WORKER = web.AppKey[Worker | None]("worker")
+ENGINE = web.AppKey[EngineHost | None]("engine")
+NOTIFIER = web.AppKey("notifier", Notifier)
 RUNTIME = web.AppKey("runtime", Runtime)
 METRICS = web.AppKey("metrics", Metrics)
 # Set on shutdown: the never-ending all-jobs feeds (api/feed.py) end at once.

@@ -50,7 +50,9 @@ async def _transcribe(args: argparse.Namespace, settings: Settings) -> tuple[Job
         diarize=args.diarize,
     )
     with tempfile.TemporaryDirectory(prefix="sona-") as tmp:
-        local = settings.model_copy(update={"data_dir": Path(tmp), "store": "", "model": None})
+        local = settings.model_copy(
+            update={"data_dir": Path(tmp), "store": "", "model": None, "worker": True}
+        )
         async with start_runtime(local) as rt:
             upload = await rt.uploads.save(
                 _read(args.file),
@@ -59,7 +61,7 @@ async def _transcribe(args: argparse.Namespace, settings: Settings) -> tuple[Job
                 idle_timeout_s=settings.upload_idle_timeout_s,
             )
             job, _ = await rt.intake.admit(upload, Submission(options=options))
-            rt.worker.wake()
+            await rt.notifier.job_queued(job.id)
             async with aclosing(follow(rt.store, rt.events, job.id)) as updates:
                 async for update in updates:
                     job = update.job

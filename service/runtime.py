@@ -2,9 +2,10 @@
 intake, worker, webhook dispatcher and the background sweeps, started and
 stopped in order.
 
-``create_app`` (the daemon) and ``sona transcribe`` (one file, no daemon) both
-run on it; ``sona worker`` will too. The only place that names concrete
-classes."""
+``create_app`` (the daemon), ``sona worker`` (a worker node, no API) and
+``sona transcribe`` (one file, no daemon) run on it; with ``settings.worker``
+off it is an API node: no engine, no worker (docs/scaling.md). The only place
+that names concrete classes."""
 
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ from service.events import TERMINAL, EventHub
 from service.intake import Intake, IntakeConfig
 from service.logs import resolve_format
 from service.metrics import LiveState, Metrics, watch_jobs
+from service.notify import Handlers, Notifier, notifier_for
 from service.settings import Settings
-from service.store import JobStore, open_store
+from service.store import POSTGRES_SCHEMES, JobStore, open_store
 from service.uploads import UploadDir
 from service.webhooks import RetryPolicy, signer_for
 from service.worker import Worker, WorkerConfig
@@ -42,10 +44,11 @@ class Runtime:
     store: JobStore
     uploads: UploadDir
     events: EventHub
-    engine: ProcessEngineHost
+    notifier: Notifier
     models: ModelRegistry
     intake: Intake
-    worker: Worker
+    engine: ProcessEngineHost | None  # None on an API node
+    worker: Worker | None  # None on an API node
     webhooks: Dispatcher
     metrics: Metrics
 
@@ -55,7 +58,8 @@ class Runtime:
         timeout = self.settings.drain_timeout_s
         log.info("server.draining", timeout_s=timeout)
         deadline = time.monotonic() + timeout
-        await self.worker.drain(timeout)
+        if self.worker is not None:
+            await self.worker.drain(timeout)
         await self.webhooks.drain(deadline - time.monotonic())
 
 
@@ -75,22 +79,8 @@ async def start_runtime(
         store = await open_store(settings.store_url)
         stack.push_async_callback(store.close)
         uploads = UploadDir(settings.data_dir / "uploads")
-        removed = uploads.sweep(await store.file_paths())
-        if removed:
-            log.info("uploads.swept", files=len(removed))
-        engine = ProcessEngineHost(
-            EngineConfig(
-                device=settings.device,
-                compute_type=settings.compute_type,
-                cpu_threads=settings.cpu_threads,
-                chunk_s=settings.chunk_s,
-                nice=settings.engine_nice,
-                log_level=settings.log_level,
-                log_format=resolve_format(settings.log_format),
-            )
-        )
-        await engine.start()
-        stack.push_async_callback(engine.stop)
+        await _sweep_uploads(settings, store, uploads)
+        engine = await _start_engine(settings, stack) if settings.worker else None
         models = ModelRegistry(
             engine,
             model_dir=settings.model_dir or settings.data_dir / "models",
@@ -98,20 +88,28 @@ async def start_runtime(
             max_loaded=settings.max_loaded_models,
             idle_ttl_s=settings.model_idle_ttl_s,
         )
-        if settings.model:
+        if settings.model and engine is not None:
             entry = await models.load(settings.model)
             log.info("model.loaded", model=entry.id, seconds=round(entry.load_seconds, 3))
         events = EventHub()
         metrics = metrics or Metrics()
+        worker = None
+        if engine is not None:
+            worker = Worker(store, models, engine, events, _worker_config(settings))
+        notifier = notifier_for(settings.store_url)
+        await notifier.start(_handlers(events, worker))
+        stack.push_async_callback(notifier.close)
+        events.relay = notifier.job_event
         runtime = Runtime(
             settings=settings,
             store=store,
             uploads=uploads,
             events=events,
-            engine=engine,
+            notifier=notifier,
             models=models,
             intake=Intake(store, models, _intake_config(settings)),
-            worker=Worker(store, models, engine, events, _worker_config(settings)),
+            engine=engine,
+            worker=worker,
             webhooks=Dispatcher(
                 store, signer, _dispatcher_config(settings), record=metrics.webhook_delivery
             ),
@@ -119,7 +117,8 @@ async def start_runtime(
         )
         runtime.metrics.bind_live(lambda: _live_state(runtime))
         await _sweep_expired(runtime)
-        stack.push_async_callback(_stop_task, _spawn(runtime.worker.run(), "sona-worker"))
+        if worker is not None:
+            stack.push_async_callback(_stop_task, _spawn(worker.run(), "sona-worker"))
         stack.push_async_callback(_stop_task, _spawn(runtime.webhooks.run(), "sona-webhooks"))
         stack.push_async_callback(_stop_task, _spawn(_wake_on_end(runtime), "sona-webhook-wake"))
         stack.push_async_callback(_stop_task, _spawn(_retention(runtime), "sona-retention"))
@@ -130,15 +129,51 @@ async def start_runtime(
 
 
 def _live_state(rt: Runtime) -> LiveState:
-    stats = rt.worker.stats
+    """On an API node (no engine, no worker) the engine's figures stay at zero."""
+    stats = rt.worker.stats if rt.worker else None
     return LiveState(
-        engine_restarts=rt.engine.restarts,
-        engine_pid=rt.engine.pid,
-        busy_seconds=stats.busy_s,
-        steps=stats.steps,
+        engine_restarts=rt.engine.restarts if rt.engine else 0,
+        engine_pid=rt.engine.pid if rt.engine else None,
+        busy_seconds=stats.busy_s if stats else 0.0,
+        steps=stats.steps if stats else 0,
         uptime_seconds=time.monotonic() - rt.metrics.started,
         loaded_models={e.id: e.load_seconds for e in rt.models.entries()},
     )
+
+
+async def _start_engine(settings: Settings, stack: contextlib.AsyncExitStack) -> ProcessEngineHost:
+    engine = ProcessEngineHost(
+        EngineConfig(
+            device=settings.device,
+            compute_type=settings.compute_type,
+            cpu_threads=settings.cpu_threads,
+            chunk_s=settings.chunk_s,
+            nice=settings.engine_nice,
+            log_level=settings.log_level,
+            log_format=resolve_format(settings.log_format),
+        )
+    )
+    await engine.start()
+    stack.push_async_callback(engine.stop)
+    return engine
+
+
+def _handlers(events: EventHub, worker: Worker | None) -> Handlers:
+    """What this node does when another node (or its own API) says something."""
+    if worker is None:
+        return Handlers(event=events.deliver)
+    return Handlers(queued=lambda _id: worker.wake(), cancel=worker.cancel, event=events.deliver)
+
+
+async def _sweep_uploads(settings: Settings, store: JobStore, uploads: UploadDir) -> None:
+    """Orphaned upload files go at start, on one machine only: on a shared
+    store the upload directory is shared too, and a file another node is still
+    receiving has no job yet (docs/scaling.md)."""
+    if settings.store_url.startswith(POSTGRES_SCHEMES):
+        return
+    removed = uploads.sweep(await store.file_paths())
+    if removed:
+        log.info("uploads.swept", files=len(removed))
 
 
 def _intake_config(settings: Settings) -> IntakeConfig:

@@ -8,6 +8,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -45,6 +46,12 @@ def _read_toml(path: Path) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"unknown key {unknown[0]!r} in config file {path}")
     return data
+
+
+def _without_password(url: str) -> str:
+    """``postgresql://user:secret@host/db`` → ``postgresql://user:***@host/db``."""
+    password = urlsplit(url).password if "://" in url else None
+    return url.replace(f":{password}@", ":***@", 1) if password else url
 
 
 class TomlFileSource(PydanticBaseSettingsSource):
@@ -96,6 +103,9 @@ class Settings(BaseSettings):
     engine_nice: int = Field(default=5, ge=0, le=19)  # the API stays responsive
     beam_size: int = Field(default=1, ge=1, le=10)  # when a request does not say
     max_jobs_in_flight: int = Field(default=16, ge=1)
+    # False: an API node (`sona serve --no-worker`), no engine, no worker; its
+    # jobs run on `sona worker` nodes sharing the store (docs/scaling.md).
+    worker: bool = True
     step_timeout_s: float = Field(default=300, gt=0)  # a batch past this: the engine hung
     max_loaded_models: int = Field(default=2, ge=1)
     model_idle_ttl_s: float = 0  # 0: never unload idle models
@@ -185,5 +195,5 @@ class Settings(BaseSettings):
         out = self.model_dump(mode="json")
         out["api_keys"] = ["***" for _ in self.api_keys]
         out["webhook_secret"] = "***" if self.webhook_secret else None
-        out["store"] = self.store_url.split("@")[-1] if "@" in self.store_url else self.store_url
+        out["store"] = _without_password(self.store_url)
         return out

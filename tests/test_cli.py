@@ -72,6 +72,15 @@ def test_config_prints_effective_settings_masked(tmp_path: Path) -> None:
     assert data["api_keys"] == ["***"] and "secret-key" not in r.stdout
 
 
+def test_config_masks_the_store_password() -> None:
+    url = "postgresql://sona:pa55word@db.internal:5432/sona?search_path=jobs"
+    r = sona("config", env={"SONA_STORE": url})
+    assert json.loads(r.stdout)["store"] == (
+        "postgresql://sona:***@db.internal:5432/sona?search_path=jobs"
+    )
+    assert "pa55word" not in r.stdout
+
+
 def test_non_loopback_bind_without_key_is_refused(tmp_path: Path) -> None:
     r = sona("serve", "--host", "0.0.0.0", "--port", "0", "--data-dir", str(tmp_path))
     assert r.returncode == 2 and "API key" in r.stderr

@@ -15,7 +15,7 @@ Wire format:
 * ``job``       a job object, when a job in view is new or changed (also its
   last change as it leaves the view: finished beyond the newest, or pushed out)
 * ``removed``   ``{"id"}``, when a job in view was deleted (retention)
-* ``state``     ``{"models", "queue_size", "processing", "worker_running"}``
+* ``state``     ``{"models", "queue_size", "processing", "worker_running", "role"}``
   when it changes
 
 Every frame carries an ``id:`` (milliseconds since the epoch, increasing), so
@@ -167,7 +167,9 @@ def app_state(app: web.Application) -> StateReader:
         return {
             "models": [model_out(e) for e in app[MODELS].entries()],
             "queue_size": await app[STORE].queue_size(),
-            "worker_running": app[WORKER].running,
+            "worker_running": (worker := app[WORKER]) is not None and worker.running,
+            # "api": this node runs no worker (--no-worker); workers run elsewhere.
+            "role": "api+worker" if worker is not None else "api",
         }
 
     return read

@@ -16,7 +16,7 @@ from service.fetch import fetch
 from service.formats import render
 from service.intake import Submission
 from service.jobs import Job, Status, validate_job_id
-from service.keys import EVENTS, INTAKE, RUNTIME, SETTINGS, STORE, UPLOADS, WORKER
+from service.keys import EVENTS, INTAKE, NOTIFIER, RUNTIME, SETTINGS, STORE, UPLOADS
 from service.uploads import StoredUpload
 
 routes = web.RouteTableDef()
@@ -38,10 +38,11 @@ def _submission(request: web.Request, fields: JobForm) -> Submission:
 
 
 async def admit(request: web.Request, upload: StoredUpload, sub: Submission) -> tuple[Job, bool]:
-    """Queue the job and wake the worker; every submitting route goes through here."""
+    """Queue the job and wake a worker (here or on any node); every submitting
+    route goes through here."""
     job, created = await request.app[INTAKE].admit(upload, sub)
     if created:
-        request.app[WORKER].wake()
+        await request.app[NOTIFIER].job_queued(job.id)
     return job, created
 
 
@@ -127,13 +128,13 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 
 async def cancel(app: web.Application, job_id: str) -> Job:
-    """Cancel through the store, and tell this process's worker at once in case the
-    job is running here (the store flag reaches a worker anywhere, a little later)."""
+    """Cancel through the store, and tell the worker running the job, on this node
+    or another, to stop it now (the store flag reaches it anyway, a little later)."""
     job = await app[STORE].cancel(job_id)
     if job.status == Status.CANCELLED:
         app[RUNTIME].webhooks.wake()  # a queued job's webhook is due now
     if job.status == Status.PROCESSING:
-        await app[WORKER].cancel(job_id)
+        await app[NOTIFIER].cancel_requested(job_id)
         job = await app[STORE].get(job_id)
     return job
 

@@ -27,18 +27,24 @@ async def health(request: web.Request) -> web.Response:
 @routes.get("/ready")
 async def ready(request: web.Request) -> web.Response:
     app = request.app
+    worker, engine = app[WORKER], app[ENGINE]
+    if worker is None or engine is None:
+        # An API node: ready when its store answers (health above raises if not);
+        # the workers report on their own probe ports.
+        await app[STORE].queue_size()
+        return web.json_response({"status": "ready", "role": "api", "worker_running": False})
     models = [e.id for e in app[MODELS].entries()]
-    running = app[WORKER].running
+    running = worker.running
     ok = bool(models) and running
-    engine = app[ENGINE]
     return web.json_response(
         {
             "status": "ready" if ok else "not_ready",
+            "role": "api+worker",
             "models": models,
             "worker_running": running,
             "engine": {"pid": engine.pid, "restarts": engine.restarts},
-            "jobs_in_flight": len(app[WORKER].flights),
-            "batches": asdict(app[WORKER].stats),
+            "jobs_in_flight": len(worker.flights),
+            "batches": asdict(worker.stats),
         },
         status=200 if ok else 503,
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.engine import EngineHost
-from service.errors import ModelNotFound
+from service.errors import ModelNotFound, NoEngine
 
 BUNDLED = "tiny.en"
 # What OpenAI clients send; it means "the server's default model".
@@ -51,7 +51,7 @@ class ModelRegistry:
 
     def __init__(
         self,
-        engine: EngineHost,
+        engine: EngineHost | None,
         *,
         model_dir: Path,
         allow_download: bool,
@@ -123,6 +123,11 @@ class ModelRegistry:
             if entry := self._entries.get(model_id):
                 entry.last_used = time.monotonic()
                 return entry
+            if self._engine is None:
+                raise NoEngine(
+                    "this is an API node (--no-worker): models are loaded by the workers",
+                    param="model",
+                )
             path = await self.locate(model_id)
             started = time.monotonic()
             await self._engine.load(model_id, path)
@@ -136,7 +141,8 @@ class ModelRegistry:
         entry = self._entries.pop(self.canonical(name), None)
         if entry is None:
             return False
-        await self._engine.unload(entry.id)
+        if self._engine is not None:  # an API node never loaded any
+            await self._engine.unload(entry.id)
         return True
 
     async def unload_all(self) -> list[str]:

@@ -211,7 +211,8 @@
   function renderState(state) {
     $("queue-size").textContent = String(state.queue_size);
     $("processing").textContent = String(state.processing);
-    $("worker").textContent = state.worker_running ? "running" : "stopped";
+    $("worker").textContent =
+      state.role === "api" ? "on worker nodes" : state.worker_running ? "running" : "stopped";
     $("worker").dataset.running = String(state.worker_running);
     renderModels(state.models);
   }

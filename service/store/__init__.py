@@ -202,7 +202,9 @@ class JobStore(Protocol):
 
     async def recover(self, *, is_dead: DeadOwner) -> Recovery:
         """Requeue processing jobs whose lease expired or whose owner is dead. The
-        daemon's death is not the job's fault: crashes are not counted here."""
+        daemon's death is not the job's fault: crashes are not counted here. A
+        store shared across machines (PostgreSQL) judges by lease expiry only:
+        ``is_dead`` can check only processes on this host."""
         ...
 
     async def finished_before(self, ts: float) -> list[Job]: ...
@@ -218,10 +220,20 @@ class DeadOwner(Protocol):
     def __call__(self, worker_id: str) -> bool: ...
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
 async def open_store(url: str) -> JobStore:
-    """``sqlite:PATH`` (the default) or ``postgres://…`` (not built yet)."""
+    """``sqlite:PATH`` (the default, one machine) or ``postgresql://…`` /
+    ``postgres://…`` (many workers on many machines, docs/scaling.md)."""
     if url.startswith("sqlite:"):
         from service.store.sqlite import SqliteStore
 
         return await SqliteStore.open(url.removeprefix("sqlite:"))
-    raise ValueError(f"unsupported store URL {url.split(':', 1)[0]!r}: use sqlite:PATH")
+    if url.startswith(POSTGRES_SCHEMES):
+        from service.store.postgres import PostgresStore
+
+        return await PostgresStore.open(url)
+    raise ValueError(
+        f"unsupported store URL {url.split(':', 1)[0]!r}: use sqlite:PATH or postgresql://…"
+    )

@@ -10,7 +10,6 @@ import asyncio
 import json
 import time
 import uuid
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +24,10 @@ from service.jobs import (
     NewJob,
     Segment,
     Status,
-    TranscribeOptions,
-    Word,
     sources_of,
 )
 from service.store import Claim, DeadOwner, Lease, Recovery
+from service.store.rows import job_from_row, segment_data, segment_from_row
 from service.store.sqlite_outbox import MIGRATION_3, OutboxMixin
 
 SCHEMA = [
@@ -89,60 +87,6 @@ _FENCE = "id = ? AND lease_token = ? AND status = 'processing'"
 _SEGMENTS = "SELECT * FROM segments WHERE job_id = ? AND idx > ? ORDER BY idx"
 
 
-def _job(row: aiosqlite.Row) -> Job:
-    return Job(
-        id=row["id"],
-        status=Status(row["status"]),
-        options=TranscribeOptions.model_validate_json(row["options"]),
-        model=row["model"],
-        priority=row["priority"],
-        file_path=row["file_path"],
-        file_name=row["file_name"],
-        file_sha256=row["file_sha256"],
-        file_size=row["file_size"],
-        created_at=row["created_at"],
-        attempts=row["attempts"],
-        max_attempts=row["max_attempts"],
-        crashes=row["crashes"],
-        chunks_done=row["chunks_done"],
-        idempotency_key=row["idempotency_key"],
-        callback_url=row["callback_url"],
-        metadata=json.loads(row["metadata"]) if row["metadata"] else None,
-        duration=row["duration"],
-        processed_seconds=row["processed_seconds"],
-        segments_done=row["segments_done"],
-        text=row["text"],
-        language=row["language"],
-        error_code=row["error_code"],
-        error_message=row["error_message"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        cancel_requested=bool(row["cancel_requested"]),
-        lease_token=row["lease_token"],
-    )
-
-
-def _segment(row: aiosqlite.Row) -> Segment:
-    data = json.loads(row["data"])
-    words = [Word(**w) for w in data.pop("words", [])]
-    return Segment(
-        index=row["idx"],
-        start=row["start"],
-        end=row["end"],
-        text=row["text"],
-        speaker=row["speaker"],
-        words=words,
-        **data,
-    )
-
-
-def _segment_data(seg: Segment) -> str:
-    data = asdict(seg)
-    for key in ("index", "start", "end", "text", "speaker"):
-        data.pop(key)
-    return json.dumps(data)
-
-
 class SqliteStore(OutboxMixin):
     """``JobStore`` on one SQLite file (the webhook outbox: ``sqlite_outbox.py``)."""
 
@@ -195,7 +139,7 @@ class SqliteStore(OutboxMixin):
         row = await self._one("SELECT * FROM jobs WHERE id = ?", job_id)
         if row is None:
             raise NotFound(f"no job with id {job_id!r}", param="job_id")
-        return _job(row)
+        return job_from_row(row)
 
     async def create(self, new: NewJob) -> tuple[Job, bool]:
         async with self._tx():
@@ -209,7 +153,7 @@ class SqliteStore(OutboxMixin):
                     raise IdempotencyConflict(
                         f"{col} {value!r} already names a job with a different file", param=col
                     )
-                return _job(row), False
+                return job_from_row(row), False
             await self._db.execute(
                 """INSERT INTO jobs (id, status, priority, model, options, file_path,
                    file_name, file_sha256, file_size, idempotency_key, callback_url,
@@ -251,12 +195,12 @@ class SqliteStore(OutboxMixin):
         sql = f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY rowid DESC LIMIT ?"
         async with self._lock:
             rows = await self._all(sql, *args, limit + 1)
-        return [_job(r) for r in rows[:limit]], len(rows) > limit
+        return [job_from_row(r) for r in rows[:limit]], len(rows) > limit
 
     async def segments(self, job_id: str, *, after: int = -1) -> list[Segment]:
         async with self._lock:
             rows = await self._all(_SEGMENTS, job_id, after)
-        return [_segment(r) for r in rows]
+        return [segment_from_row(r) for r in rows]
 
     async def queue_size(self) -> int:
         async with self._lock:
@@ -343,11 +287,11 @@ class SqliteStore(OutboxMixin):
                 """INSERT OR REPLACE INTO segments (job_id, idx, start, "end", text, speaker, data)
                    VALUES (?, ?, ?, ?, ?, ?, ?)""",
                 [
-                    (claim.job.id, s.index, s.start, s.end, s.text, s.speaker, _segment_data(s))
+                    (claim.job.id, s.index, s.start, s.end, s.text, s.speaker, segment_data(s))
                     for s in segments
                 ],
             )
-            stored = [_segment(r) for r in await self._all(_SEGMENTS, claim.job.id, -1)]
+            stored = [segment_from_row(r) for r in await self._all(_SEGMENTS, claim.job.id, -1)]
             await self._db.execute(
                 "UPDATE jobs SET segments_done = ?, text = ? WHERE id = ?",
                 (len(stored), full_text(stored), claim.job.id),
@@ -466,7 +410,7 @@ class SqliteStore(OutboxMixin):
                 "AND finished_at < ?",
                 ts,
             )
-        return [_job(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     async def delete(self, job_id: str) -> None:
         async with self._tx():

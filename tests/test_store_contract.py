@@ -1,18 +1,23 @@
-"""The SQLite store's contract: idempotent create, claim order, fencing,
-guarded transitions, crash recovery."""
+"""The JobStore contract, run against both stores (SQLite, and PostgreSQL where
+a server is reachable): idempotent create, claim order, fencing, guarded
+transitions, crash recovery. Tests of one store's own behaviour say so."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from service.errors import IdempotencyConflict, InvalidTransition, NotFound
 from service.formats import in_order, render
 from service.jobs import TRANSITIONS, NewJob, Segment, Status, TranscribeOptions
-from service.store import Claim, Lease
+from service.store import Claim, JobStore, Lease, open_store
+from service.store.postgres import MIGRATIONS, PostgresStore
 from service.store.sqlite import SqliteStore
+from tests.pg import pg_schema_url
 
 _ids = itertools.count()
 
@@ -34,18 +39,24 @@ def new_job(**kw: object) -> NewJob:
     return NewJob(**base)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    s = await SqliteStore.open(str(tmp_path / "db.sqlite"))
-    yield s
-    await s.close()
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    if request.param == "sqlite":
+        s = await open_store(f"sqlite:{tmp_path / 'db.sqlite'}")
+        yield s
+        await s.close()
+        return
+    async with pg_schema_url() as url:
+        s = await open_store(url)
+        yield s
+        await s.close()
 
 
 def seg(i: int, text: str = "word") -> Segment:
     return Segment(index=i, start=i * 1.0, end=i + 1.0, text=f" {text}{i}")
 
 
-async def test_create_is_idempotent_by_id_and_key(store: SqliteStore) -> None:
+async def test_create_is_idempotent_by_id_and_key(store: JobStore) -> None:
     job, created = await store.create(new_job(id="a1", idempotency_key="k1"))
     assert created and job.status == Status.QUEUED
     again, created = await store.create(new_job(id="a1"))
@@ -60,7 +71,7 @@ async def test_create_is_idempotent_by_id_and_key(store: SqliteStore) -> None:
         await store.get("zz")
 
 
-async def test_claim_order_priority_then_loaded_model_then_age(store: SqliteStore) -> None:
+async def test_claim_order_priority_then_loaded_model_then_age(store: JobStore) -> None:
     await store.create(new_job(id="old_small", model="small"))
     await store.create(new_job(id="new_tiny", model="tiny.en"))
     await store.create(new_job(id="urgent", model="small", priority=5))
@@ -71,7 +82,7 @@ async def test_claim_order_priority_then_loaded_model_then_age(store: SqliteStor
 
 
 async def add(
-    store: SqliteStore, claim: Claim, first: int, segments: list[Segment], chunks: int = 1
+    store: JobStore, claim: Claim, first: int, segments: list[Segment], chunks: int = 1
 ) -> Lease:
     end = max((s.end for s in segments), default=0.0)
     return await store.add_chunks(
@@ -79,15 +90,16 @@ async def add(
     )
 
 
-async def claim_of(store: SqliteStore, worker: str = "w") -> Claim:
-    claim = await store.claim(worker_id=worker, prefer_models=[], lease_s=30)
+async def claim_of(store: JobStore, worker: str = "w", lease_s: float = 30) -> Claim:
+    """``lease_s=-1``: a lease that has run out already, as a dead worker's has."""
+    claim = await store.claim(worker_id=worker, prefer_models=[], lease_s=lease_s)
     assert claim is not None
     return claim
 
 
-async def test_rerun_keeps_stored_chunks_and_resumes_after_them(store: SqliteStore) -> None:
+async def test_rerun_keeps_stored_chunks_and_resumes_after_them(store: JobStore) -> None:
     await store.create(new_job(id="j"))
-    c1 = await claim_of(store)
+    c1 = await claim_of(store, lease_s=-1)
     assert c1.job.attempts == 1
     assert await add(store, c1, 0, [seg(0), seg(1)], chunks=2) is Lease.HELD
     job = await store.get("j")
@@ -104,7 +116,7 @@ async def test_rerun_keeps_stored_chunks_and_resumes_after_them(store: SqliteSto
     assert done.text == "word0 word1 word2" and done.crashes == 0
 
 
-async def test_text_reads_in_time_order_whatever_the_storing_order(store: SqliteStore) -> None:
+async def test_text_reads_in_time_order_whatever_the_storing_order(store: JobStore) -> None:
     await store.create(new_job(id="st"))
     claim = await claim_of(store)
     left = Segment(index=0, start=0.2, end=1.9, text=" Left first.", speaker="left")
@@ -120,9 +132,9 @@ async def test_text_reads_in_time_order_whatever_the_storing_order(store: Sqlite
     assert [s.index for s in in_order(segments)] == [0, 2, 1]
 
 
-async def test_stale_worker_writes_are_fenced(store: SqliteStore) -> None:
+async def test_stale_worker_writes_are_fenced(store: JobStore) -> None:
     await store.create(new_job(id="j"))
-    stale = await claim_of(store, "w1")
+    stale = await claim_of(store, "w1", lease_s=-1)
     await store.recover(is_dead=lambda w: w == "w1")
     fresh = await claim_of(store, "w2")
     assert await add(store, stale, 0, [seg(0, "stale")]) is Lease.LOST  # told to stop
@@ -136,7 +148,7 @@ async def test_stale_worker_writes_are_fenced(store: SqliteStore) -> None:
     assert done.status == Status.COMPLETED and done.text == "fresh0" and done.attempts == 2
 
 
-async def test_engine_crashes_count_toward_max_attempts(store: SqliteStore) -> None:
+async def test_engine_crashes_count_toward_max_attempts(store: JobStore) -> None:
     await store.create(new_job(id="poison", max_attempts=2))
     job = await store.engine_crashed(await claim_of(store))
     assert (job.status, job.crashes, job.attempts) == (Status.QUEUED, 1, 1)
@@ -145,30 +157,30 @@ async def test_engine_crashes_count_toward_max_attempts(store: SqliteStore) -> N
     assert job.crashes == 2 and job.finished_at is not None
 
 
-async def test_daemon_deaths_never_fail_a_job(store: SqliteStore) -> None:
+async def test_daemon_deaths_never_fail_a_job(store: JobStore) -> None:
     await store.create(new_job(id="unlucky", max_attempts=2))
     for _ in range(4):
-        await claim_of(store, "dead")
+        await claim_of(store, "dead", lease_s=-1)
         assert (await store.recover(is_dead=lambda w: True)).requeued == ["unlucky"]
     job = await store.get("unlucky")
     assert (job.status, job.attempts, job.crashes) == (Status.QUEUED, 4, 0)
 
 
-async def test_live_owner_with_valid_lease_is_left_alone(store: SqliteStore) -> None:
+async def test_live_owner_with_valid_lease_is_left_alone(store: JobStore) -> None:
     await store.create(new_job(id="j"))
     assert await store.claim(worker_id="alive", prefer_models=[], lease_s=30)
     rec = await store.recover(is_dead=lambda w: False)
     assert rec.requeued == [] and (await store.get("j")).status == Status.PROCESSING
 
 
-async def test_expired_lease_is_recovered(store: SqliteStore) -> None:
+async def test_expired_lease_is_recovered(store: JobStore) -> None:
     await store.create(new_job(id="j"))
     assert await store.claim(worker_id="alive", prefer_models=[], lease_s=-1)
     rec = await store.recover(is_dead=lambda w: False)
     assert rec.requeued == ["j"]
 
 
-async def test_cancel_transitions(store: SqliteStore) -> None:
+async def test_cancel_transitions(store: JobStore) -> None:
     await store.create(new_job(id="q"))
     assert (await store.cancel("q")).status == Status.CANCELLED
     assert (await store.cancel("q")).status == Status.CANCELLED  # idempotent
@@ -188,7 +200,7 @@ async def test_cancel_transitions(store: SqliteStore) -> None:
         await store.cancel("c")
 
 
-async def test_drain_requeue_does_not_count_an_attempt(store: SqliteStore) -> None:
+async def test_drain_requeue_does_not_count_an_attempt(store: JobStore) -> None:
     await store.create(new_job(id="j"))
     claim = await store.claim(worker_id="w", prefer_models=[], lease_s=30)
     assert claim
@@ -198,7 +210,7 @@ async def test_drain_requeue_does_not_count_an_attempt(store: SqliteStore) -> No
 
 @pytest.mark.parametrize("source,target", list(itertools.product(Status, Status)))
 async def test_transition_table_is_enforced(
-    store: SqliteStore, source: Status, target: Status
+    store: JobStore, source: Status, target: Status
 ) -> None:
     """Drive a job to ``source`` and try the guarded write to ``target``."""
     await store.create(new_job(id="t"))
@@ -222,7 +234,7 @@ async def test_transition_table_is_enforced(
             await store.finish(claim, target)
 
 
-async def test_list_is_newest_first_with_cursor(store: SqliteStore) -> None:
+async def test_list_is_newest_first_with_cursor(store: JobStore) -> None:
     for i in range(5):
         await store.create(new_job(id=f"l{i}"))
     page, more = await store.list_jobs(status=None, limit=2, before=None)
@@ -231,3 +243,57 @@ async def test_list_is_newest_first_with_cursor(store: SqliteStore) -> None:
     assert [j.id for j in page] == ["l2", "l1", "l0"] and not more
     page, _ = await store.list_jobs(status=Status.COMPLETED, limit=10, before=None)
     assert page == []
+
+
+# -- each store's own rules ----------------------------------------------------
+
+
+async def test_sqlite_requeues_a_dead_local_owners_job_at_once(tmp_path: Path) -> None:
+    store = await SqliteStore.open(str(tmp_path / "db.sqlite"))
+    await store.create(new_job(id="j"))
+    await claim_of(store, "gone")  # a valid lease, but its process is dead
+    assert (await store.recover(is_dead=lambda w: w == "gone")).requeued == ["j"]
+    await store.close()
+
+
+async def test_postgres_judges_liveness_by_lease_only() -> None:
+    """A worker on another machine cannot be checked: only its lease counts."""
+    async with pg_schema_url() as url:
+        store = await PostgresStore.open(url)
+        await store.create(new_job(id="j"))
+        await claim_of(store, "elsewhere")
+        assert (await store.recover(is_dead=lambda w: True)).requeued == []
+        await store.close()
+
+
+async def test_postgres_nodes_starting_together_migrate_once() -> None:
+    async with pg_schema_url() as url:
+        stores = await asyncio.gather(*(PostgresStore.open(url) for _ in range(4)))
+        conn = await asyncpg.connect(url)
+        versions = await conn.fetch("SELECT version FROM sona_schema ORDER BY version")
+        await conn.close()
+        assert [r["version"] for r in versions] == list(range(1, len(MIGRATIONS) + 1))
+        for s in stores:
+            await s.close()
+
+
+async def test_postgres_racing_workers_never_share_a_job() -> None:
+    """Four workers, each with its own connection pool, empty a queue of 40 at once:
+    every job is claimed exactly once (FOR UPDATE SKIP LOCKED)."""
+    async with pg_schema_url() as url:
+        stores = [await PostgresStore.open(url, max_size=2) for _ in range(4)]
+        for i in range(40):
+            await stores[0].create(new_job(id=f"r{i}"))
+
+        async def drain(store: PostgresStore, name: str) -> list[str]:
+            taken = []
+            while c := await store.claim(worker_id=name, prefer_models=[], lease_s=30):
+                taken.append(c.job.id)
+            return taken
+
+        results = await asyncio.gather(*(drain(s, f"w{n}") for n, s in enumerate(stores)))
+        claimed = [job_id for taken in results for job_id in taken]
+        assert sorted(claimed) == sorted(f"r{i}" for i in range(40))
+        assert [(await stores[0].get(j)).attempts for j in claimed] == [1] * 40
+        for s in stores:
+            await s.close()

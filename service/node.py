@@ -1,0 +1,100 @@
+"""A worker node (``sona worker``): the runtime with its engine and worker and
+no API, taking jobs from a store it shares with API nodes and other workers
+(docs/scaling.md). An optional port answers ``GET /health`` and ``GET /metrics`` for probes and
+scrapers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from service.metrics import CONTENT_TYPE
+from service.runtime import Runtime, start_runtime
+from service.settings import Settings
+
+log = structlog.get_logger("sona")
+RUNTIME = web.AppKey("runtime", Runtime)
+
+
+async def _health(request: web.Request) -> web.Response:
+    """200 while the worker runs and the store answers, else 503."""
+    rt = request.app[RUNTIME]
+    worker = rt.worker
+    body: dict[str, Any] = {"role": "worker", "worker_running": bool(worker and worker.running)}
+    try:
+        body["queue_size"] = await rt.store.queue_size()
+    except Exception as exc:  # a probe reports a broken store, it does not crash on it
+        body["store_error"] = type(exc).__name__
+    if worker is not None:
+        body["worker_id"] = worker.worker_id
+        body["jobs_in_flight"] = len(worker.flights)
+        body["models"] = [e.id for e in rt.models.entries()]
+    ok = body["worker_running"] and "store_error" not in body
+    body["status"] = "ok" if ok else "unhealthy"
+    return web.json_response(body, status=200 if ok else 503)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    """This node's own metrics: its jobs, engine and memory (docs/operations.md)."""
+    rt = request.app[RUNTIME]
+    return web.Response(
+        body=await rt.metrics.render(rt.store), headers={"Content-Type": CONTENT_TYPE}
+    )
+
+
+async def _probe(rt: Runtime, host: str, port: int) -> tuple[web.AppRunner, int]:
+    app = web.Application()
+    app[RUNTIME] = rt
+    app.router.add_get("/health", _health)
+    app.router.add_get("/metrics", _metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner, runner.addresses[0][1]
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():  # second signal: leave now; the leases lapse, others take over
+            log.warning("worker.forced_exit", signal=signum)
+            os._exit(128 + signum)
+        log.info("worker.stopping", signal=signum)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    return stop
+
+
+async def run_worker_node(settings: Settings, *, probe_port: int | None) -> int:
+    """Work until SIGTERM/SIGINT, then drain (jobs still running after the drain
+    timeout go back to the queue for another worker); returns the exit code."""
+    settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
+    stop = _stop_on_signals()
+    async with start_runtime(settings) as rt:
+        assert rt.worker is not None  # settings.worker is on: start_runtime made one
+        runner, port = None, None
+        if probe_port is not None:
+            runner, port = await _probe(rt, settings.host, probe_port)
+        if settings.pidfile:
+            settings.pidfile.write_text(f"{os.getpid()}\n")
+        line = {"status": "ready", "role": "worker", "worker_id": rt.worker.worker_id, "port": port}
+        print(json.dumps(line, separators=(",", ":")), flush=True)
+        log.info("worker.ready", **line)
+        await stop.wait()
+        await rt.drain()
+        if runner is not None:
+            await runner.cleanup()
+    if settings.pidfile:
+        settings.pidfile.unlink(missing_ok=True)
+    log.info("worker.stopped")
+    return 0

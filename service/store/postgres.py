@@ -1,0 +1,435 @@
+"""PostgreSQL job store (asyncpg): many workers on many machines share it.
+
+The same contract and the same SQL shape as ``store/sqlite.py``; what differs:
+
+* claims take the row with ``FOR UPDATE SKIP LOCKED``, so workers racing for
+  the queue never wait on each other nor take the same job;
+* every timestamp comes from the database's clock, so leases mean the same on
+  machines whose clocks disagree;
+* ``recover`` judges liveness by lease expiry only: a worker's pid on another
+  machine cannot be checked, and a host name is no proof of identity there;
+* migrations run under an advisory lock, so nodes starting together apply
+  each version once. Adding a table: append a list to ``MIGRATIONS`` (its index
+  + 1 is the version), then write the methods beside their SQLite twins."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from service.errors import IdempotencyConflict, InvalidTransition, NotFound
+from service.formats import full_text
+from service.jobs import FINISHED, TRANSITIONS, Job, NewJob, Segment, Status, sources_of
+from service.store import Claim, DeadOwner, Lease, Recovery
+from service.store.rows import job_from_row, segment_data, segment_from_row
+
+MIGRATIONS: list[list[str]] = [
+    # Version 1: jobs and their segments.
+    [
+        """
+        CREATE TABLE jobs (
+            seq BIGSERIAL UNIQUE,
+            id TEXT PRIMARY KEY,
+            status TEXT NOT NULL,
+            priority INTEGER NOT NULL DEFAULT 0,
+            model TEXT,
+            options TEXT NOT NULL,
+            file_path TEXT NOT NULL,
+            file_name TEXT NOT NULL,
+            file_sha256 TEXT NOT NULL,
+            file_size BIGINT NOT NULL,
+            idempotency_key TEXT UNIQUE,
+            callback_url TEXT,
+            metadata TEXT,
+            duration DOUBLE PRECISION,
+            processed_seconds DOUBLE PRECISION NOT NULL DEFAULT 0,
+            segments_done INTEGER NOT NULL DEFAULT 0,
+            text TEXT NOT NULL DEFAULT '',
+            language TEXT,
+            error_code TEXT,
+            error_message TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            max_attempts INTEGER NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            started_at DOUBLE PRECISION,
+            finished_at DOUBLE PRECISION,
+            cancel_requested INTEGER NOT NULL DEFAULT 0,
+            lease_token TEXT,
+            lease_expires_at DOUBLE PRECISION,
+            worker_id TEXT
+        )""",
+        "CREATE INDEX jobs_queue ON jobs (status, priority DESC, created_at)",
+        """
+        CREATE TABLE segments (
+            job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+            idx INTEGER NOT NULL,
+            start DOUBLE PRECISION NOT NULL,
+            "end" DOUBLE PRECISION NOT NULL,
+            text TEXT NOT NULL,
+            speaker TEXT,
+            data TEXT NOT NULL,
+            PRIMARY KEY (job_id, idx)
+        )""",
+    ],
+    # Version 2: engine crashes counted apart from runs; stored chunks for resume.
+    [
+        "ALTER TABLE jobs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN chunks_done INTEGER NOT NULL DEFAULT 0",
+    ],
+]
+
+# Any constant will do, as long as every Sona node uses the same one; it is
+# scoped to the database, so schemas in one database migrate one at a time.
+MIGRATION_LOCK = 0x5_0_4A
+# The database's clock, in epoch seconds, as every timestamp here is.
+NOW = "extract(epoch from clock_timestamp())::double precision"
+_FENCE = "id = $1 AND lease_token = $2 AND status = 'processing'"
+# Stream order: as stored. The transcript's order is formats.in_order's.
+_SEGMENTS = "SELECT * FROM segments WHERE job_id = $1 AND idx > $2 ORDER BY idx"
+
+
+def _status_guard(target: Status) -> str:
+    """``status IN (...)`` of the statuses ``target`` may be reached from."""
+    return "status IN (" + ",".join(f"'{s.value}'" for s in sources_of(target)) + ")"
+
+
+class PostgresStore:
+    """``JobStore`` on a PostgreSQL database shared by every node."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, url: str, *, max_size: int = 8) -> PostgresStore:
+        """``url`` is a libpq URL; unknown query parameters (``?search_path=x``)
+        become server settings, which is how a deployment picks its schema."""
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=max_size)
+        store = cls(pool)
+        try:
+            await store._migrate()
+        except BaseException:
+            await pool.close()
+            raise
+        return store
+
+    async def _migrate(self) -> None:
+        async with self._tx() as db:
+            await db.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+            await db.execute("CREATE TABLE IF NOT EXISTS sona_schema (version INTEGER NOT NULL)")
+            version = await db.fetchval("SELECT max(version) FROM sona_schema") or 0
+            for number, statements in enumerate(MIGRATIONS, start=1):
+                if number <= version:
+                    continue
+                for stmt in statements:
+                    await db.execute(stmt)
+                await db.execute("INSERT INTO sona_schema (version) VALUES ($1)", number)
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self._pool.acquire() as db, db.transaction():
+            yield db
+
+    async def _get(self, db: Any, job_id: str) -> Job:
+        row = await db.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
+        if row is None:
+            raise NotFound(f"no job with id {job_id!r}", param="job_id")
+        return job_from_row(row)
+
+    async def create(self, new: NewJob) -> tuple[Job, bool]:
+        async with self._tx() as db:
+            # ON CONFLICT: two API nodes creating the same id at once both end here.
+            row = await db.fetchrow(
+                f"""INSERT INTO jobs (id, status, priority, model, options, file_path,
+                   file_name, file_sha256, file_size, idempotency_key, callback_url,
+                   metadata, duration, max_attempts, created_at)
+                   VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                           {NOW})
+                   ON CONFLICT DO NOTHING RETURNING *""",
+                new.id,
+                new.priority,
+                new.model,
+                new.options.model_dump_json(),
+                new.file_path,
+                new.file_name,
+                new.file_sha256,
+                new.file_size,
+                new.idempotency_key,
+                new.callback_url,
+                json.dumps(new.metadata) if new.metadata is not None else None,
+                new.duration,
+                new.max_attempts,
+            )
+            if row is not None:
+                return job_from_row(row), True
+            for col, value in (("id", new.id), ("idempotency_key", new.idempotency_key)):
+                if value is None:
+                    continue
+                row = await db.fetchrow(f"SELECT * FROM jobs WHERE {col} = $1", value)
+                if row is None:
+                    continue
+                if row["file_sha256"] != new.file_sha256:
+                    raise IdempotencyConflict(
+                        f"{col} {value!r} already names a job with a different file", param=col
+                    )
+                return job_from_row(row), False
+            raise InvalidTransition(f"job {new.id} conflicts with a job that vanished")
+
+    async def get(self, job_id: str) -> Job:
+        async with self._pool.acquire() as db:
+            return await self._get(db, job_id)
+
+    async def list_jobs(
+        self, *, status: Status | None, limit: int, before: str | None
+    ) -> tuple[list[Job], bool]:
+        where: list[str] = ["true"]
+        args: list[Any] = []
+        if status is not None:
+            args.append(status.value)
+            where.append(f"status = ${len(args)}")
+        if before is not None:
+            args.append(before)
+            where.append(f"seq < (SELECT seq FROM jobs WHERE id = ${len(args)})")
+        args.append(limit + 1)
+        sql = f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ${len(args)}"
+        async with self._pool.acquire() as db:
+            rows = await db.fetch(sql, *args)
+        return [job_from_row(r) for r in rows[:limit]], len(rows) > limit
+
+    async def segments(self, job_id: str, *, after: int = -1) -> list[Segment]:
+        async with self._pool.acquire() as db:
+            rows = await db.fetch(_SEGMENTS, job_id, after)
+        return [segment_from_row(r) for r in rows]
+
+    async def queue_size(self) -> int:
+        async with self._pool.acquire() as db:
+            return int(await db.fetchval("SELECT count(*) FROM jobs WHERE status = 'queued'"))
+
+    async def claim(
+        self,
+        *,
+        worker_id: str,
+        prefer_models: list[str],
+        lease_s: float,
+        min_priority: int | None = None,
+    ) -> Claim | None:
+        token = uuid.uuid4().hex
+        floor = -(2**62) if min_priority is None else min_priority
+        async with self._tx() as db:
+            # SKIP LOCKED: a row another worker is claiming right now is passed
+            # over, not waited for. Segments, chunks_done and progress stay: the
+            # run resumes after them.
+            row = await db.fetchrow(
+                f"""WITH pick AS (
+                        SELECT id FROM jobs WHERE status = 'queued' AND priority >= $1::bigint
+                        ORDER BY priority DESC, coalesce(model = ANY($2::text[]), false) DESC,
+                                 created_at, seq
+                        LIMIT 1 FOR UPDATE SKIP LOCKED)
+                    UPDATE jobs SET status = 'processing', attempts = attempts + 1,
+                       lease_token = $3, lease_expires_at = {NOW} + $4, worker_id = $5,
+                       started_at = {NOW}, error_code = NULL, error_message = NULL
+                    FROM pick WHERE jobs.id = pick.id AND jobs.status = 'queued'
+                    RETURNING jobs.*""",
+                floor,
+                prefer_models,
+                token,
+                float(lease_s),
+                worker_id,
+            )
+            return None if row is None else Claim(job_from_row(row), token)
+
+    async def _lease(self, db: Any, claim: Claim) -> Lease:
+        # FOR UPDATE: the row stays as read until the caller's transaction ends.
+        row = await db.fetchrow(
+            f"SELECT cancel_requested FROM jobs WHERE {_FENCE} FOR UPDATE",
+            claim.job.id,
+            claim.token,
+        )
+        if row is None:
+            return Lease.LOST
+        return Lease.CANCEL_REQUESTED if row["cancel_requested"] else Lease.HELD
+
+    async def heartbeat(self, claim: Claim, lease_s: float) -> Lease:
+        async with self._tx() as db:
+            await db.execute(
+                f"UPDATE jobs SET lease_expires_at = {NOW} + $3 WHERE {_FENCE}",
+                claim.job.id,
+                claim.token,
+                float(lease_s),
+            )
+            return await self._lease(db, claim)
+
+    async def set_info(self, claim: Claim, *, duration: float, language: str | None) -> None:
+        async with self._tx() as db:
+            await db.execute(
+                f"UPDATE jobs SET duration = $3, language = $4 WHERE {_FENCE}",
+                claim.job.id,
+                claim.token,
+                duration,
+                language,
+            )
+
+    async def add_chunks(
+        self,
+        claim: Claim,
+        *,
+        first: int,
+        count: int,
+        segments: list[Segment],
+        processed_seconds: float,
+    ) -> Lease:
+        async with self._tx() as db:
+            lease = await self._lease(db, claim)
+            if lease is Lease.LOST:
+                return lease
+            done = await db.execute(
+                f"""UPDATE jobs SET chunks_done = chunks_done + $3,
+                    processed_seconds = greatest(processed_seconds, $4)
+                    WHERE {_FENCE} AND chunks_done = $5""",
+                claim.job.id,
+                claim.token,
+                count,
+                float(processed_seconds),
+                first,
+            )
+            if done != "UPDATE 1":
+                raise InvalidTransition(f"job {claim.job.id}: chunk {first} is not the next one")
+            await db.executemany(
+                """INSERT INTO segments (job_id, idx, start, "end", text, speaker, data)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7)
+                   ON CONFLICT (job_id, idx) DO UPDATE SET start = excluded.start,
+                   "end" = excluded."end", text = excluded.text, speaker = excluded.speaker,
+                   data = excluded.data""",
+                [
+                    (claim.job.id, s.index, s.start, s.end, s.text, s.speaker, segment_data(s))
+                    for s in segments
+                ],
+            )
+            stored = [segment_from_row(r) for r in await db.fetch(_SEGMENTS, claim.job.id, -1)]
+            await db.execute(
+                "UPDATE jobs SET segments_done = $2, text = $3 WHERE id = $1",
+                claim.job.id,
+                len(stored),
+                full_text(stored),
+            )
+            return lease
+
+    async def finish(
+        self,
+        claim: Claim,
+        status: Status,
+        *,
+        error_code: str | None = None,
+        error_message: str | None = None,
+    ) -> Job:
+        if status not in TRANSITIONS[Status.PROCESSING]:
+            raise InvalidTransition(f"a processing job cannot become {status}")
+        finished = "NULL"
+        if status in FINISHED:
+            finished = NOW
+        async with self._tx() as db:
+            row = await db.fetchrow(
+                f"""UPDATE jobs SET status = $3, error_code = $4, error_message = $5,
+                    finished_at = {finished}, lease_token = NULL, lease_expires_at = NULL,
+                    cancel_requested = 0,
+                    -- a drain requeue is no failed attempt
+                    attempts = attempts - CASE WHEN $3 = 'queued' THEN 1 ELSE 0 END,
+                    started_at = CASE WHEN $3 = 'queued' THEN NULL ELSE started_at END,
+                    processed_seconds = CASE WHEN $3 = 'completed'
+                        THEN coalesce(duration, processed_seconds) ELSE processed_seconds END
+                    WHERE {_FENCE} RETURNING *""",
+                claim.job.id,
+                claim.token,
+                status.value,
+                error_code,
+                error_message,
+            )
+            if row is None:
+                raise InvalidTransition(f"job {claim.job.id} is no longer held by this worker")
+            return job_from_row(row)
+
+    async def cancel(self, job_id: str) -> Job:
+        async with self._tx() as db:
+            row = await db.fetchrow("SELECT * FROM jobs WHERE id = $1 FOR UPDATE", job_id)
+            if row is None:
+                raise NotFound(f"no job with id {job_id!r}", param="job_id")
+            job = job_from_row(row)
+            if job.status == Status.CANCELLED:
+                return job
+            if job.status == Status.QUEUED:
+                row = await db.fetchrow(
+                    f"""UPDATE jobs SET status = 'cancelled', finished_at = {NOW}
+                        WHERE id = $1 AND {_status_guard(Status.CANCELLED)} RETURNING *""",
+                    job_id,
+                )
+            elif job.status == Status.PROCESSING:
+                row = await db.fetchrow(
+                    """UPDATE jobs SET cancel_requested = 1
+                       WHERE id = $1 AND status = 'processing' RETURNING *""",
+                    job_id,
+                )
+            else:
+                raise InvalidTransition(f"job {job_id} is already {job.status}")
+            if row is None:
+                raise InvalidTransition(f"job {job_id} cannot be cancelled now")
+            return job_from_row(row)
+
+    async def engine_crashed(self, claim: Claim) -> Job:
+        async with self._tx() as db:
+            row = await db.fetchrow(
+                f"""UPDATE jobs SET crashes = crashes + 1, lease_token = NULL,
+                    lease_expires_at = NULL, cancel_requested = 0,
+                    status = CASE WHEN crashes + 1 >= max_attempts THEN 'failed' ELSE 'queued' END,
+                    error_code = CASE WHEN crashes + 1 >= max_attempts
+                        THEN 'worker_crashed' END,
+                    error_message = CASE WHEN crashes + 1 >= max_attempts
+                        THEN 'the engine process died while running this job '
+                             || (crashes + 1) || ' times; the file may crash the decoder' END,
+                    finished_at = CASE WHEN crashes + 1 >= max_attempts THEN {NOW} END,
+                    started_at = CASE WHEN crashes + 1 >= max_attempts THEN started_at END
+                    WHERE {_FENCE} RETURNING *""",
+                claim.job.id,
+                claim.token,
+            )
+            if row is None:
+                raise InvalidTransition(f"job {claim.job.id} is no longer held by this worker")
+            return job_from_row(row)
+
+    async def recover(self, *, is_dead: DeadOwner) -> Recovery:
+        """Only leases tell liveness here (``is_dead`` is not consulted): the
+        owner may run on another machine. A stalled worker that wakes later is
+        fenced off by its token."""
+        async with self._tx() as db:
+            rows = await db.fetch(
+                f"""UPDATE jobs SET status = 'queued', lease_token = NULL,
+                    lease_expires_at = NULL, cancel_requested = 0, started_at = NULL
+                    WHERE {_status_guard(Status.QUEUED)} AND status = 'processing'
+                    AND coalesce(lease_expires_at, 0) < {NOW}
+                    RETURNING id"""
+            )
+        return Recovery(sorted(r["id"] for r in rows))
+
+    async def finished_before(self, ts: float) -> list[Job]:
+        async with self._pool.acquire() as db:
+            rows = await db.fetch(
+                "SELECT * FROM jobs WHERE status IN ('completed','failed','cancelled') "
+                "AND finished_at < $1",
+                ts,
+            )
+        return [job_from_row(r) for r in rows]
+
+    async def delete(self, job_id: str) -> None:
+        async with self._tx() as db:
+            await db.execute("DELETE FROM jobs WHERE id = $1", job_id)
+
+    async def file_paths(self) -> set[str]:
+        async with self._pool.acquire() as db:
+            rows = await db.fetch("SELECT file_path FROM jobs")
+        return {r[0] for r in rows}
+
+    async def close(self) -> None:
+        await self._pool.close()

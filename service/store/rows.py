@@ -1,0 +1,66 @@
+"""Rows to records and back, the same for both stores: a row is anything that
+reads columns by name (``aiosqlite.Row``, ``asyncpg.Record``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+from service.jobs import Job, Segment, Status, TranscribeOptions, Word
+
+Row = Any
+
+
+def job_from_row(row: Row) -> Job:
+    return Job(
+        id=row["id"],
+        status=Status(row["status"]),
+        options=TranscribeOptions.model_validate_json(row["options"]),
+        model=row["model"],
+        priority=row["priority"],
+        file_path=row["file_path"],
+        file_name=row["file_name"],
+        file_sha256=row["file_sha256"],
+        file_size=row["file_size"],
+        created_at=row["created_at"],
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        crashes=row["crashes"],
+        chunks_done=row["chunks_done"],
+        idempotency_key=row["idempotency_key"],
+        callback_url=row["callback_url"],
+        metadata=json.loads(row["metadata"]) if row["metadata"] else None,
+        duration=row["duration"],
+        processed_seconds=row["processed_seconds"],
+        segments_done=row["segments_done"],
+        text=row["text"],
+        language=row["language"],
+        error_code=row["error_code"],
+        error_message=row["error_message"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        cancel_requested=bool(row["cancel_requested"]),
+        lease_token=row["lease_token"],
+    )
+
+
+def segment_from_row(row: Row) -> Segment:
+    data = json.loads(row["data"])
+    words = [Word(**w) for w in data.pop("words", [])]
+    return Segment(
+        index=row["idx"],
+        start=row["start"],
+        end=row["end"],
+        text=row["text"],
+        speaker=row["speaker"],
+        words=words,
+        **data,
+    )
+
+
+def segment_data(seg: Segment) -> str:
+    data = asdict(seg)
+    for key in ("index", "start", "end", "text", "speaker"):
+        data.pop(key)
+    return json.dumps(data)
