@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from service import __version__
+from service.errors import DataDirInUse
 from service.settings import Settings
 
 # argparse dest → Settings field, for flags that override configuration.
@@ -153,7 +154,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             f"refusing to listen on {settings.host} without an API key: set SONA_API_KEYS "
             "(or --insecure to accept the risk)"
         )
-    return asyncio.run(serve(settings))
+    try:
+        return asyncio.run(serve(settings))
+    except DataDirInUse as exc:  # a second daemon on one data dir: say so, plainly
+        return _fail(exc.message, 1)
 
 
 def _cmd_config(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from service.datadir import DataDirLock
 from service.engine import EngineConfig, resolve_device
 from service.engine.host import ProcessEngineHost
 from service.engine.registry import ModelRegistry
@@ -29,6 +30,9 @@ from service.worker import Worker, WorkerConfig
 
 log = structlog.get_logger("sona")
 RETENTION_SWEEP_S = 600
+# Where several processes share the upload directory, a file is an orphan only
+# once untouched this long (far past the upload idle timeout and any commit).
+SHARED_SWEEP_GRACE_S = 3600
 
 
 @dataclass(frozen=True)
@@ -54,10 +58,16 @@ async def start_runtime(settings: Settings) -> AsyncIterator[Runtime]:
     started). Leaving stops the worker where it is: ``drain()`` first for a
     graceful stop."""
     async with contextlib.AsyncExitStack() as stack:
+        owner = settings.store_url.startswith("sqlite:")
+        if owner:  # one SQLite data dir, one daemon: a second one stops here
+            lock = DataDirLock(settings.data_dir)
+            lock.acquire()
+            stack.callback(lock.release)
         store = await open_store(settings.store_url)
         stack.push_async_callback(store.close)
         uploads = UploadDir(settings.data_dir / "uploads")
-        removed = uploads.sweep(await store.file_paths())
+        grace = None if owner else SHARED_SWEEP_GRACE_S
+        removed = uploads.sweep(await store.file_paths(), grace_s=grace)
         if removed:
             log.info("uploads.swept", files=len(removed))
         engine = ProcessEngineHost(

@@ -30,6 +30,9 @@ class JobForm(TranscribeOptions):
     priority: int = Field(default=0, ge=-1000, le=1000)
     metadata: dict[str, Any] | None = None
     callback_url: str | None = None
+    # A11: answer from a completed job with the same file and options; None: the
+    # server's `dedupe` setting decides.
+    dedupe: bool | None = None
 
     @field_validator("metadata", mode="before")
     @classmethod
@@ -100,7 +103,10 @@ class JobOut(BaseModel):
     finished_at: str | None
     metadata: dict[str, Any] | None
     cancel_requested: bool
-    cached: bool = False
+    # Things a user should know about a finished job: "audio_truncated" (the file
+    # is damaged or shorter than its header says; what could be decoded is here).
+    warnings: list[str] = []
+    cached: bool = False  # answered from an earlier job with the same file and options
 
 
 class JobList(BaseModel):
@@ -134,6 +140,7 @@ def job_out(job: Job) -> dict[str, Any]:
         finished_at=iso(job.finished_at),
         metadata=job.metadata,
         cancel_requested=job.cancel_requested,
+        warnings=job.warnings,
         cached=job.cached,
     ).model_dump(mode="json")
 
