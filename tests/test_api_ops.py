@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from service.app import create_app
-from service.keys import WORKER
+from service.keys import STORE, WORKER
 from tests.helpers import idle_app, submit, wait_done
 
 
@@ -56,14 +56,22 @@ async def test_retention_deletes_finished_jobs_and_files(
 ) -> None:
     client = await aiohttp_client(create_app(make_settings()))
     job = await submit(client, fox_wav)
-    await wait_done(client, job["id"])
+    done = await wait_done(client, job["id"])
+    assert done["status"] == "completed" and done["segments_done"] > 0
     uploads = make_settings().data_dir / "uploads"
     assert len(list(uploads.iterdir())) == 1
     await client.close()
-    # Restart with zero retention: the start-up sweep removes the finished job.
-    client = await aiohttp_client(create_app(make_settings(model=None, retention_hours=0)))
+    # Restart with zero retention and no worker: the start-up sweep removes the
+    # finished job (row, segments, file) and keeps the queued one.
+    client = await idle_app(aiohttp_client, make_settings, retention_hours=0)
     assert (await client.get(f"/v1/jobs/{job['id']}")).status == 404
+    assert await client.app[STORE].segments(job["id"]) == []
     assert list(uploads.iterdir()) == []
+    waiting = await submit(client, fox_wav)
+    await client.close()
+    client = await idle_app(aiohttp_client, make_settings, retention_hours=0)
+    assert (await client.get(f"/v1/jobs/{waiting['id']}")).status == 200
+    assert len(list(uploads.iterdir())) == 1
 
 
 async def test_health_and_ready_report_a_worker_that_is_not_running(
