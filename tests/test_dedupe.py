@@ -3,6 +3,7 @@ completed job's is answered from it at once, marked ``cached``."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,8 @@ async def test_same_file_and_options_is_answered_from_the_completed_job(
     assert not fresh["cached"] and fresh["attempts"] == 1
     # Each job keeps its own upload: deleting one never takes the other's audio.
     audio = await client.get(f"/v1/jobs/{again['id']}/audio")
-    assert audio.status == 200 and await audio.read() == fox_wav.read_bytes()
+    expected = await asyncio.to_thread(fox_wav.read_bytes)
+    assert audio.status == 200 and await audio.read() == expected
 
 
 async def test_dedupe_is_off_unless_asked(
