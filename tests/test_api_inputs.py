@@ -72,7 +72,7 @@ async def test_oversize_chunked_upload_without_length(client: Any, make_settings
     assert list(uploads_dir(make_settings).iterdir()) == []
 
 
-async def test_corrupt_audio_is_refused_or_fails_cleanly(
+async def test_r15_corrupt_audio_is_refused_at_submit(
     client: Any, tmp_path: Path, fox_wav: Path
 ) -> None:
     bad = corrupt_audio(tmp_path / "bad.wav")
@@ -86,7 +86,7 @@ async def test_corrupt_audio_is_refused_or_fails_cleanly(
     assert ok["status"] == "completed"
 
 
-async def test_truncated_audio_never_kills_the_worker(
+async def test_r15_truncated_audio_completes_with_a_warning(
     client: Any, tmp_path: Path, fox_wav: Path
 ) -> None:
     cut = truncated_copy(fox_wav, tmp_path / "cut.wav")
@@ -105,7 +105,7 @@ async def test_too_long_audio_is_422(client: Any, tmp_path: Path) -> None:
     assert resp.status in (413, 422)
 
 
-async def test_duration_limit_from_header(
+async def test_r14_duration_limit_from_header(
     aiohttp_client: Any, make_settings: Any, tmp_path: Path
 ) -> None:
     client = await aiohttp_client(create_app(make_settings(max_audio_seconds=5)))

@@ -120,7 +120,7 @@ async def test_text_reads_in_time_order_whatever_the_storing_order(store: Sqlite
     assert [s.index for s in in_order(segments)] == [0, 2, 1]
 
 
-async def test_stale_worker_writes_are_fenced(store: SqliteStore) -> None:
+async def test_r09_stale_worker_writes_are_fenced(store: SqliteStore) -> None:
     await store.create(new_job(id="j"))
     stale = await claim_of(store, "w1")
     await store.recover(is_dead=lambda w: w == "w1")

@@ -133,7 +133,7 @@ def rss_mb(pid: int) -> float:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
-async def test_lying_header_flac_bombs_leave_memory_where_it_was(
+async def test_r14_lying_header_flac_bombs_leave_memory_where_it_was(
     aiohttp_client: Any, make_settings: Any, tmp_path: Path
 ) -> None:
     """An hour of silence whose header says 5 s: decoded as a stream and stopped
@@ -186,7 +186,7 @@ RETRIED = {"claim", "recover", "heartbeat"}
 @pytest.mark.parametrize(
     "method", ["claim", "recover", "heartbeat", "set_info", "add_chunks", "finish"]
 )
-async def test_the_worker_outlives_store_errors_and_resumes(
+async def test_r17_the_worker_outlives_store_errors_and_resumes(
     tmp_path: Path, fox_wav: Path, method: str
 ) -> None:
     """Store writes fail (at claim, in the idle loop's recovery, renewing a lease,
