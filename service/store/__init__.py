@@ -133,10 +133,6 @@ class JobStore(Protocol):
 
     async def file_paths(self) -> set[str]: ...
 
-    async def file_in_use(self, path: str) -> bool:
-        """Whether a job row names ``path`` (the orphan sweep asks before deleting)."""
-        ...
-
     async def close(self) -> None: ...
 
 

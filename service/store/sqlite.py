@@ -536,10 +536,6 @@ class SqliteStore:
         async with self._tx():
             await self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
-    async def file_in_use(self, path: str) -> bool:
-        async with self._lock:
-            return await self._one("SELECT 1 FROM jobs WHERE file_path = ?", path) is not None
-
     async def file_paths(self) -> set[str]:
         async with self._lock:
             rows = await self._all("SELECT file_path FROM jobs")
