@@ -107,6 +107,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_r06_kill_loop(tmp_path: Path, clip: Path) -> None:
     """300 × (start, submit, kill -9 at a random moment, restart): every job the
     daemon acknowledged is there afterwards, and the database is intact. The
@@ -123,6 +124,7 @@ def test_r06_kill_loop(tmp_path: Path, clip: Path) -> None:
     ctx.set_forkserver_preload(["service.app", "service.cli", "tests.test_faults"])
     rnd = random.Random(6)
     acknowledged: set[str] = set()
+    started = time.monotonic()
     for n in range(KILL_LOOP_ITERATIONS):
         port = _free_port()
         proc = ctx.Process(target=_serve_forked, args=(str(data), port), daemon=True)
@@ -138,7 +140,10 @@ def test_r06_kill_loop(tmp_path: Path, clip: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.join(30)
         submitter.join(60)
-    print(f"kill loop: {KILL_LOOP_ITERATIONS} kills, {len(acknowledged)} jobs acknowledged")
+    print(
+        f"kill loop: {KILL_LOOP_ITERATIONS} kills, {len(acknowledged)} jobs acknowledged, "
+        f"{time.monotonic() - started:.0f} s"
+    )
     assert len(acknowledged) >= KILL_LOOP_ITERATIONS // 10, len(acknowledged)
     with sqlite3.connect(data / "sona.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -191,6 +196,7 @@ def _submit(port: int, clip: Path, key: str, kill_at: float, acked: set[str]) ->
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_r26_soak(daemon_factory: Any, clip: Path) -> None:
     """500 short jobs back to back (in waves of 50, so they share batches as a
     busy server's do): all complete; the daemon's RSS after 500 is within 10 %
@@ -200,13 +206,14 @@ def test_r26_soak(daemon_factory: Any, clip: Path) -> None:
     d = daemon_factory("--model", "tiny.en", env={"SONA_MAX_JOBS_IN_FLIGHT": "64"})
     pid = d.proc.pid
     samples: dict[int, tuple[int, int]] = {}
-    done = 0
+    done, started = 0, time.monotonic()
     while done < SOAK_JOBS:
         count = min(SOAK_JOBS_WAVE, SOAK_JOBS - done)
         wave = [upload(d, clip, language="en") for _ in range(count)]
         for job in wave:
             assert wait_for(d, job["id"], finished, timeout=300)["status"] == "completed"
         done += len(wave)
+        print(f"soak: {done} jobs completed at {time.monotonic() - started:.0f} s", flush=True)
         if done in (50, SOAK_JOBS):
             samples[done] = (_rss_kb(pid), len(os.listdir(f"/proc/{pid}/fd")))
     (rss_50, fds_50), (rss_end, fds_end) = samples[50], samples[SOAK_JOBS]
