@@ -19,7 +19,7 @@ import structlog
 from pydantic import ValidationError
 
 from service import __version__
-from service.errors import ConfigError, SonaError, StartupFailed
+from service.errors import ConfigError, DataDirInUse, SonaError, StartupFailed
 from service.logs import configure as configure_logs
 from service.settings import Settings, check_environment
 
@@ -251,7 +251,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(run())
-    except StartupFailed as exc:
+    except (StartupFailed, DataDirInUse) as exc:
         return _startup_error(exc.code, exc.message, 1)
 
 
@@ -273,7 +273,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(run())
-    except StartupFailed as exc:
+    except (StartupFailed, DataDirInUse) as exc:
         return _startup_error(exc.code, exc.message, 1)
 
 

@@ -2,19 +2,26 @@
 ``SONA_TEST_CRASH_AT=<name>`` (or ``<name>:<key>``, to hit one job only) the
 process dies on the spot at that named moment — the daemon as a ``kill -9``
 would (exit 137), the engine process by SIGSEGV, as a decoder bug would.
-Unset, each call is one dictionary lookup."""
+With ``SONA_TEST_HANG_AT=<name>[:<key>]`` the calling thread hangs there
+instead, as a decoder stuck in a loop would. Unset, each call is a dictionary
+lookup or two."""
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 
 
 def crash_point(name: str, *keys: str, segfault: bool = False) -> None:
-    wanted = os.environ.get("SONA_TEST_CRASH_AT")
-    if wanted is None:
-        return
-    if wanted == name or any(wanted == f"{name}:{key}" for key in keys):
+    if _wanted("SONA_TEST_HANG_AT", name, keys):
+        threading.Event().wait()  # forever: only a kill ends it
+    if _wanted("SONA_TEST_CRASH_AT", name, keys):
         if segfault:
             os.kill(os.getpid(), signal.SIGSEGV)
         os._exit(137)
+
+
+def _wanted(var: str, name: str, keys: tuple[str, ...]) -> bool:
+    wanted = os.environ.get(var)
+    return wanted is not None and (wanted == name or any(wanted == f"{name}:{k}" for k in keys))

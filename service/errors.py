@@ -26,6 +26,7 @@ SonaError                      base; ``code`` is the stable machine-readable nam
 │   └── QueueFull              queue at its depth limit                (queue_full)
 ├── NoModel                    nothing loaded and no default model     (no_model)
 ├── StorageFull                disk full while writing                 (insufficient_storage)
+├── DataDirInUse               another daemon owns the data directory  (data_dir_in_use)
 ├── UploadTimeout              client stopped sending mid-upload       (upload_timeout)
 ├── Cancelled                  the job was cancelled while running     (cancelled)
 ├── JobTimeout                 the job ran past its wall-time limit    (timeout)
@@ -159,6 +160,12 @@ class NoModel(SonaError):
 
 class StorageFull(SonaError):
     code = "insufficient_storage"
+
+
+class DataDirInUse(SonaError):
+    """Start-up only: another live process holds the data directory's lock."""
+
+    code = "data_dir_in_use"
 
 
 class UploadTimeout(SonaError):

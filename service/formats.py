@@ -43,7 +43,13 @@ def _text(job: Job, segments: list[Segment]) -> str:
 
 
 def _json(job: Job, segments: list[Segment]) -> str:
-    return _dumps({"text": full_text(segments)})
+    return _dumps({"text": full_text(segments), **_warnings(job)})
+
+
+def _warnings(job: Job) -> dict[str, Any]:
+    """``{"warnings": [...]}`` when the job has any (``audio_truncated``); nothing
+    otherwise, so a clean transcript is exactly OpenAI's shape."""
+    return {"warnings": list(job.warnings)} if job.warnings else {}
 
 
 def _verbose_json(job: Job, segments: list[Segment]) -> str:
@@ -61,6 +67,7 @@ def _verbose_json(job: Job, segments: list[Segment]) -> str:
     # list would tell a client they were asked for and none were found.
     if any(s.words for s in segments):
         body["words"] = [_word(w) for s in segments for w in s.words]
+    body.update(_warnings(job))
     return _dumps(body)
 
 

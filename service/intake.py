@@ -47,6 +47,7 @@ class Submission:
     priority: int = 0
     metadata: dict[str, Any] | None = None
     callback_url: str | None = None
+    dedupe: bool = False  # A11: answer from a completed job with this file and options
 
 
 def check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -139,5 +140,6 @@ class Intake:
                 idempotency_key=sub.idempotency_key,
                 callback_url=sub.callback_url,
                 metadata=check_metadata(sub.metadata),
+                dedupe=sub.dedupe,
             )
         )

@@ -134,6 +134,8 @@ class Job:
     idempotency_key: str | None = None
     callback_url: str | None = None
     metadata: dict[str, Any] | None = None
+    # Answer from a completed job with the same file and options, if one exists (A11).
+    dedupe: bool = False
     duration: float | None = None
     processed_seconds: float = 0.0
     segments_done: int = 0
@@ -145,7 +147,8 @@ class Job:
     finished_at: float | None = None
     cancel_requested: bool = False
     lease_token: str | None = None
-    cached: bool = False
+    warnings: list[str] = field(default_factory=list)  # e.g. audio_truncated
+    cached: bool = False  # answered from an earlier job's result (A11)
 
     @property
     def progress(self) -> float:
@@ -173,3 +176,5 @@ class NewJob:
     idempotency_key: str | None = None
     callback_url: str | None = None
     metadata: dict[str, Any] | None = None
+    # Answer from a completed job with the same file and options, if one exists (A11).
+    dedupe: bool = False

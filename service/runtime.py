@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from service.datadir import DataDirLock
 from service.dispatcher import Dispatcher, DispatcherConfig
 from service.engine import EngineConfig, resolve_device
 from service.engine.host import ProcessEngineHost
@@ -29,13 +30,16 @@ from service.logs import resolve_format
 from service.metrics import LiveState, Metrics, watch_jobs
 from service.notify import Handlers, Notifier, notifier_for
 from service.settings import Settings
-from service.store import POSTGRES_SCHEMES, JobStore, open_store
+from service.store import JobStore, open_store
 from service.uploads import UploadDir
 from service.webhooks import RetryPolicy, signer_for
 from service.worker import Worker, WorkerConfig
 
 log = structlog.get_logger("sona")
 RETENTION_SWEEP_S = 600
+# Where several processes share the upload directory, a file is an orphan only
+# once untouched this long (far past the upload idle timeout and any commit).
+SHARED_SWEEP_GRACE_S = 3600
 
 
 @dataclass(frozen=True)
@@ -76,10 +80,18 @@ async def start_runtime(
         settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     )
     async with contextlib.AsyncExitStack() as stack:
+        owner = settings.store_url.startswith("sqlite:")
+        if owner:  # one SQLite data dir, one daemon: a second one stops here
+            lock = DataDirLock(settings.data_dir)
+            lock.acquire()
+            stack.callback(lock.release)
         store = await open_store(settings.store_url)
         stack.push_async_callback(store.close)
         uploads = UploadDir(settings.data_dir / "uploads")
-        await _sweep_uploads(settings, store, uploads)
+        grace = None if owner else SHARED_SWEEP_GRACE_S
+        removed = uploads.sweep(await store.file_paths(), grace_s=grace)
+        if removed:
+            log.info("uploads.swept", files=len(removed))
         engine = await _start_engine(settings, stack) if settings.worker else None
         models = ModelRegistry(
             engine,
@@ -163,17 +175,6 @@ def _handlers(events: EventHub, worker: Worker | None) -> Handlers:
     if worker is None:
         return Handlers(event=events.deliver)
     return Handlers(queued=lambda _id: worker.wake(), cancel=worker.cancel, event=events.deliver)
-
-
-async def _sweep_uploads(settings: Settings, store: JobStore, uploads: UploadDir) -> None:
-    """Orphaned upload files go at start, on one machine only: on a shared
-    store the upload directory is shared too, and a file another node is still
-    receiving has no job yet (docs/scaling.md)."""
-    if settings.store_url.startswith(POSTGRES_SCHEMES):
-        return
-    removed = uploads.sweep(await store.file_paths())
-    if removed:
-        log.info("uploads.swept", files=len(removed))
 
 
 def _intake_config(settings: Settings) -> IntakeConfig:

@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./data")
     store: str = ""  # "" → sqlite:<data_dir>/sona.db
     retention_hours: float = 24 * 7
+    # A11: a submission with the same file and options as a completed job is
+    # answered from it at once (cached: true). Off by default; a request's
+    # `dedupe` field overrides it.
+    dedupe: bool = False
 
     # Models
     model: str | None = None  # loaded at start

@@ -8,6 +8,8 @@ import asyncio
 import contextlib
 import errno
 import hashlib
+import stat
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -101,15 +103,31 @@ class UploadDir:
             raise
         return StoredUpload(final, display_name(name), size, digest.hexdigest(), container)
 
-    def sweep(self, keep: set[str]) -> list[Path]:
+    def sweep(self, keep: set[str], *, grace_s: float | None = None) -> list[Path]:
         """Remove files no job refers to: partial uploads and orphans of a crash
-        between storing a file and committing its job."""
+        between storing a file and committing its job.
+
+        Only files no live process can still be writing go. ``grace_s=None``
+        means this process owns the directory (the data-dir lock is held, and
+        nothing is being uploaded yet): every unreferenced file is an orphan.
+        Where other processes may share the directory (several daemons on one
+        PostgreSQL store), only files untouched for ``grace_s`` go: a live
+        upload writes at least once per upload idle timeout, and a stored file
+        is committed within moments."""
+        cutoff = None if grace_s is None else time.time() - grace_s
         removed = []
         for path in self.root.iterdir():
-            if str(path) not in keep and path.is_file():
-                with contextlib.suppress(FileNotFoundError):
-                    path.unlink()
-                removed.append(path)
+            if str(path) in keep:
+                continue
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(st.st_mode) or (cutoff is not None and st.st_mtime > cutoff):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            removed.append(path)
         return removed
 
 

@@ -151,6 +151,19 @@ class Worker:
         self._ended = asyncio.Event()  # a job left this worker
         self._stopping = False
         self._solo = False  # a job that crashed the engine before runs alone
+        self._failing: set[str] = set()  # loops waiting out a backoff after an error
+        self._drained = False
+        self.loop_failures = 0  # errors survived, all loops together
+
+    @property
+    def state(self) -> str:
+        """``running``; ``retrying`` while a loop waits out an error (a full disk, a
+        locked database); ``drained`` after a drain or a burst; ``stopped`` when
+        the worker is not running for any other reason (it never ran, or its task
+        ended): that last one is what ``/health`` must not hide."""
+        if self.running:
+            return "retrying" if self._failing else "running"
+        return "drained" if self._drained else "stopped"
 
     def wake(self) -> None:
         self._wake.set()
@@ -168,7 +181,7 @@ class Worker:
             await self._forever("recover", self._recover, until_done=True)
             await self._forever("step", lambda: self._step_once(burst))
         except _Done:
-            pass
+            self._drained = True
         finally:
             for task in helpers:
                 task.cancel()
@@ -185,12 +198,15 @@ class Worker:
         while True:
             try:
                 await once()
+                self._failing.discard(name)
                 if until_done:
                     return
                 delay = self.config.poll_interval_s
             except (asyncio.CancelledError, _Done):
                 raise
             except Exception:
+                self._failing.add(name)
+                self.loop_failures += 1
                 log.exception("worker.loop_failed", loop=name, retry_s=round(delay, 2))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX_S)
@@ -319,10 +335,16 @@ class Worker:
                     )
                     self.pool.add(Pending(chunk, key, flight.job.priority, flight.job.created_at))
                 self._work.set()
-            case Prepared(_, duration, total):
+            case Prepared(_, duration, total, _, warnings):
                 flight.total = total
                 lang = flight.language or flight.spec.options.language
-                await self.store.set_info(flight.claim, duration=duration, language=lang)
+                try:
+                    await self.store.set_info(
+                        flight.claim, duration=duration, language=lang, warnings=list(warnings)
+                    )
+                except Exception:
+                    self._let_go(flight)  # the event is lost with the write: re-run it
+                    return
                 self.events.publish(flight.job.id, "progress", {"duration": duration})
                 await self._complete_if_done(flight)
             case PrepareFailed(_, code, message):
@@ -332,8 +354,9 @@ class Worker:
         """The engine died: every job it held is requeued, its crash counted
         unless Sona killed the engine itself; crashes past max_attempts fail."""
         hit = [f for f in self.flights.values() if f.generation < self.engine.generation]
-        for flight in hit:
+        for flight in hit:  # all of them first: a failing write below must not strand one
             self._forget(flight)
+        for flight in hit:
             if event.deliberate or flight.generation < 0:
                 await self._finish(flight.claim, Status.QUEUED, None, None)
                 continue
@@ -341,6 +364,9 @@ class Worker:
                 job = await self.store.engine_crashed(flight.claim)
             except InvalidTransition:
                 log.warning("job.lease_lost", job_id=flight.job.id)
+                continue
+            except Exception:  # left to recovery, which requeues without counting
+                log.exception("job.store_failed", job_id=flight.job.id)
                 continue
             log.warning("job.engine_crashed", job_id=job.id, status=job.status, crashes=job.crashes)
             self._publish_end(job)
@@ -422,11 +448,7 @@ class Worker:
                 processed_seconds=processed,
             )
         except Exception:
-            # A full disk, say. These segments are lost with the write: let the
-            # job go; its lease lapses and a re-run resumes after what is stored.
-            log.exception("job.store_failed", job_id=flight.job.id)
-            self._forget(flight)
-            self._settle()
+            self._let_go(flight)
             return
         flight.job.chunks_done += len(nos)
         flight.job.segments_done = index
@@ -499,6 +521,15 @@ class Worker:
         self._work.set()
         self.wake()
 
+    def _let_go(self, flight: Flight) -> None:
+        """A write for this job failed (a full disk, say) and what it carried is
+        lost: let the job go. Its lease lapses, recovery requeues it (this
+        worker's idle loop does, once the store works again) and the re-run
+        resumes after what was stored. Nothing waits on a write that never came."""
+        log.exception("job.store_failed", job_id=flight.job.id)
+        self._forget(flight)
+        self._settle()
+
     def _settle(self) -> None:
         """After a job's last write: a drain waiting for the worker may go on."""
         if not self.flights:
@@ -525,6 +556,13 @@ class Worker:
             )
         except InvalidTransition:
             log.warning("job.lease_lost", job_id=claim.job.id)
+            return
+        except Exception:
+            # A full disk, say: the row stays processing under a lease nobody
+            # renews, so recovery requeues it and a re-run writes the end again
+            # (its chunks are stored: it only re-reads the file). A retry, never
+            # a failed job.
+            log.exception("job.finish_failed", job_id=claim.job.id, status=status)
             return
         if job.status.finished:
             # The job's end and its webhook row are committed; nothing sent yet.

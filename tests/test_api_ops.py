@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
 
 from service.app import create_app
-from tests.helpers import submit, wait_done
+from service.keys import STORE, WORKER
+from tests.helpers import idle_app, submit, wait_done
 
 
 async def test_api_keys_guard_everything_but_probes(
@@ -53,11 +56,53 @@ async def test_retention_deletes_finished_jobs_and_files(
 ) -> None:
     client = await aiohttp_client(create_app(make_settings()))
     job = await submit(client, fox_wav)
-    await wait_done(client, job["id"])
+    done = await wait_done(client, job["id"])
+    assert done["status"] == "completed" and done["segments_done"] > 0
     uploads = make_settings().data_dir / "uploads"
     assert len(list(uploads.iterdir())) == 1
     await client.close()
-    # Restart with zero retention: the start-up sweep removes the finished job.
-    client = await aiohttp_client(create_app(make_settings(model=None, retention_hours=0)))
+    # Restart with zero retention and no worker: the start-up sweep removes the
+    # finished job (row, segments, file) and keeps the queued one.
+    client = await idle_app(aiohttp_client, make_settings, retention_hours=0)
     assert (await client.get(f"/v1/jobs/{job['id']}")).status == 404
+    assert await client.app[STORE].segments(job["id"]) == []
     assert list(uploads.iterdir()) == []
+    waiting = await submit(client, fox_wav)
+    await client.close()
+    client = await idle_app(aiohttp_client, make_settings, retention_hours=0)
+    assert (await client.get(f"/v1/jobs/{waiting['id']}")).status == 200
+    assert len(list(uploads.iterdir())) == 1
+
+
+async def test_health_and_ready_report_a_worker_that_is_not_running(
+    aiohttp_client: Any, make_settings: Any, tmp_path: Path
+) -> None:
+    """A worker that ended is not hidden behind "ok" (issue 10): /health is 503
+    and /ready says why. A drained worker stopped on purpose: alive, not ready."""
+    client = await aiohttp_client(create_app(make_settings(model=None)))
+    worker = client.app[WORKER]
+    await poll_until(lambda: worker.state == "running")
+    health = await client.get("/health")
+    assert health.status == 200 and (await health.json())["worker"] == "running"
+    task = next(t for t in asyncio.all_tasks() if t.get_name() == "sona-worker")
+    task.cancel()  # as if the worker's task had died
+    await asyncio.gather(task, return_exceptions=True)
+    health = await client.get("/health")
+    body = await health.json()
+    assert health.status == 503 and body["status"] == "unhealthy" and body["worker"] == "stopped"
+    ready = await client.get("/ready")
+    body = await ready.json()
+    assert ready.status == 503 and body["worker"] == "stopped" and not body["worker_running"]
+
+    drained = await idle_app(aiohttp_client, make_settings, data_dir=tmp_path / "other")
+    await poll_until(lambda: drained.app[WORKER].state == "drained")  # its loop has ended
+    health = await drained.get("/health")
+    assert health.status == 200 and (await health.json())["worker"] == "drained"
+    assert (await (await drained.get("/ready")).json())["worker"] == "drained"
+
+
+async def poll_until(cond: Any, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)

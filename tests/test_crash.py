@@ -39,7 +39,7 @@ def post(d: Daemon, path: Path, key: str | None = None) -> httpx.Response:
         )
 
 
-def test_crash_before_commit_leaves_no_file_and_no_row(
+def test_r04_crash_before_commit_leaves_no_file_and_no_row(
     daemon_factory: Any, fox_wav: Path, tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
@@ -58,7 +58,7 @@ def test_crash_before_commit_leaves_no_file_and_no_row(
     assert len(httpx.get(f"{d2.url}/v1/jobs").json()["data"]) == 1
 
 
-def test_crash_after_commit_retry_gets_the_same_job(
+def test_r05_crash_after_commit_retry_gets_the_same_job(
     daemon_factory: Any, fox_wav: Path, manifest: dict[str, Any], tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
@@ -76,7 +76,7 @@ def test_crash_after_commit_retry_gets_the_same_job(
     assert wait_for(d2, retry.json()["id"], finished)["status"] == "completed"
 
 
-def test_poison_pill_fails_after_max_attempts_and_the_others_complete(
+def test_r02_poison_pill_fails_after_max_attempts_and_the_others_complete(
     daemon_factory: Any, fox_wav: Path, manifest: dict[str, Any]
 ) -> None:
     """A file that crashes the engine process every time (here: a crash point
@@ -102,7 +102,7 @@ def test_poison_pill_fails_after_max_attempts_and_the_others_complete(
     assert wait_for(d, later["id"], finished)["status"] == "completed"
 
 
-def test_daemon_death_mid_job_does_not_count_toward_worker_crashed(
+def test_r01_daemon_death_mid_job_does_not_count_toward_worker_crashed(
     daemon_factory: Any, long_wav: Path, tmp_path: Path
 ) -> None:
     """The daemon itself dies mid-job three times (max_attempts is 2): the job is

@@ -5,6 +5,7 @@ answering, and once space returns the job completes without a restart."""
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -14,7 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
+from service.errors import StorageFull
+from service.jobs import Status
+from service.store.sqlite import SqliteStore
 from tests.test_daemon import finished, job, log_events, upload, wait_for
+from tests.test_store_sqlite import new_job
 
 
 @pytest.fixture
@@ -46,7 +51,7 @@ def fill(disk: Path) -> Path:
     return filler
 
 
-def test_a_full_disk_mid_job_and_the_job_completes_once_space_returns(
+def test_r17_a_full_disk_mid_job_and_the_job_completes_once_space_returns(
     daemon_factory: Any, small_disk: Path, long_wav: Path, fox_wav: Path
 ) -> None:
     env = {"SONA_BATCH_SIZE": "1", "SONA_LEASE_S": "2"}
@@ -55,7 +60,11 @@ def test_a_full_disk_mid_job_and_the_job_completes_once_space_returns(
     wait_for(d, running["id"], lambda j: j["segments_done"] >= 1)
     filler = fill(small_disk)
     time.sleep(4)  # steps keep coming back; their writes fail
-    assert httpx.get(f"{d.url}/health", timeout=10).status_code == 200
+    health = httpx.get(f"{d.url}/health", timeout=10)
+    assert health.status_code == 200 and health.json()["worker"] in ("running", "retrying")
+    # Lease renewals fail too: the worker retries, and is not ready meanwhile.
+    ready = wait_ready(d, lambda r: r["worker"] == "retrying")
+    assert ready["status"] == "not_ready"
     failures = [
         e for e in log_events(d) if e["event"] in ("job.store_failed", "worker.loop_failed")
     ]
@@ -68,3 +77,54 @@ def test_a_full_disk_mid_job_and_the_job_completes_once_space_returns(
     later = upload(d, fox_wav)
     assert wait_for(d, later["id"], finished)["status"] == "completed"
     assert d.proc.poll() is None  # never restarted
+    assert wait_ready(d, lambda r: r["worker"] == "running")["status"] == "ready"
+
+
+def wait_ready(d: Any, pred: Any, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while not pred(body := httpx.get(f"{d.url}/ready", timeout=10).json()):
+        assert time.monotonic() < deadline, body
+        time.sleep(0.1)
+    return body
+
+
+async def test_a_full_disk_at_commit_is_storage_full_and_the_store_recovers(
+    small_disk: Path,
+) -> None:
+    """SQLITE_FULL anywhere in a transaction, the COMMIT included, is StorageFull
+    (507 at submit), and the failed transaction is rolled back: once space
+    returns the same connection writes again, no restart."""
+    store = await SqliteStore.open(str(small_disk / "sona.db"))
+    try:
+        filler = fill(small_disk)
+        refused = None
+        for n in range(20_000):  # the WAL may hold room for a few rows first
+            try:
+                await store.create(new_job(id=f"j{n}", file_path="/x" * 500))
+            except StorageFull as exc:
+                refused = exc
+                break
+        assert refused is not None, "the disk never refused a write"
+        assert isinstance(refused.__cause__, sqlite3.Error)
+        filler.unlink()
+        job, created = await store.create(new_job(id="after"))
+        assert created and (await store.get("after")).status == Status.QUEUED
+        claim = await store.claim(worker_id="w", prefer_models=[], lease_s=30)
+        assert claim is not None
+    finally:
+        await store.close()
+
+
+def test_r17_a_full_disk_at_submit_is_507_and_leaves_no_partial_file(
+    daemon_factory: Any, small_disk: Path, fox_wav: Path
+) -> None:
+    d = daemon_factory(data_dir=small_disk)
+    filler = fill(small_disk)
+    with fox_wav.open("rb") as f:
+        r = httpx.post(f"{d.url}/v1/jobs", files={"file": ("fox.wav", f)}, timeout=60)
+    assert r.status_code == 507 and r.json()["error"]["code"] == "insufficient_storage", r.text
+    assert r.headers["x-should-retry"] == "false"
+    assert list((small_disk / "uploads").iterdir()) == []
+    assert httpx.get(f"{d.url}/v1/jobs").json()["data"] == []
+    filler.unlink()
+    assert upload(d, fox_wav)["status"] == "queued"  # space is back: accepted again

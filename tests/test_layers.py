@@ -18,6 +18,7 @@ LAYER = {
     "store": 1,
     "engine": 1,
     "uploads": 1,
+    "datadir": 1,
     "audio": 1,
     "formats": 1,
     "metrics": 1,

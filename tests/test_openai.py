@@ -196,7 +196,7 @@ def test_disconnect_frees_the_worker(daemon: Daemon, long_wav: Path, fox_wav: Pa
         j = httpx.get(f"{daemon.url}/v1/jobs/{cancelled_job}").json()
         if j["status"] == "cancelled":
             break
-        assert time.monotonic() - closed < 5, j
+        assert time.monotonic() - closed < 120, j  # a bound on the wait, not a timing goal
         time.sleep(0.1)
     assert j["progress"] < 1.0
     with fox_wav.open("rb") as f:

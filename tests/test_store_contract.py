@@ -132,7 +132,7 @@ async def test_text_reads_in_time_order_whatever_the_storing_order(store: JobSto
     assert [s.index for s in in_order(segments)] == [0, 2, 1]
 
 
-async def test_stale_worker_writes_are_fenced(store: JobStore) -> None:
+async def test_r09_stale_worker_writes_are_fenced(store: JobStore) -> None:
     await store.create(new_job(id="j"))
     stale = await claim_of(store, "w1", lease_s=-1)
     await store.recover(is_dead=lambda w: w == "w1")
@@ -212,26 +212,35 @@ async def test_drain_requeue_does_not_count_an_attempt(store: JobStore) -> None:
 async def test_transition_table_is_enforced(
     store: JobStore, source: Status, target: Status
 ) -> None:
-    """Drive a job to ``source`` and try the guarded write to ``target``."""
+    """Drive a job to ``source`` and try the store's write to ``target``: it
+    succeeds exactly when ``TRANSITIONS`` allows it. A queued job moves only by
+    claim (→ processing) and cancel (→ cancelled); every other write to it must
+    be refused, which ``finish`` with a claim that holds no lease shows."""
     await store.create(new_job(id="t"))
-    claim = None
-    if source != Status.QUEUED:
-        claim = await store.claim(worker_id="w", prefer_models=[], lease_s=30)
-        assert claim
-        if source.finished:
-            await store.finish(claim, source)
-    if source == Status.QUEUED and target == Status.CANCELLED:
-        assert (await store.cancel("t")).status == Status.CANCELLED
-        return
     allowed = target in TRANSITIONS[source]
-    if claim is None:  # queued: only claim and cancel can move it; claim covers → processing
-        assert target in (Status.PROCESSING, Status.CANCELLED) or not allowed
+    if source == Status.QUEUED:
+        if target == Status.PROCESSING:
+            claim = await store.claim(worker_id="w", prefer_models=[], lease_s=30)
+            assert allowed and claim is not None and claim.job.status == Status.PROCESSING
+        elif target == Status.CANCELLED:
+            assert allowed and (await store.cancel("t")).status == Status.CANCELLED
+        else:
+            assert not allowed
+            queued = await store.get("t")
+            with pytest.raises(InvalidTransition):
+                await store.finish(Claim(queued, "no-lease"), target)
+            assert (await store.get("t")).status == Status.QUEUED
         return
+    claim = await store.claim(worker_id="w", prefer_models=[], lease_s=30)
+    assert claim
+    if source.finished:
+        await store.finish(claim, source)
     if allowed:
         assert (await store.finish(claim, target)).status == target
     else:
         with pytest.raises(InvalidTransition):
             await store.finish(claim, target)
+        assert (await store.get("t")).status == source
 
 
 async def test_list_is_newest_first_with_cursor(store: JobStore) -> None:

@@ -133,7 +133,7 @@ def rss_mb(pid: int) -> float:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
-async def test_lying_header_flac_bombs_leave_memory_where_it_was(
+async def test_r14_lying_header_flac_bombs_leave_memory_where_it_was(
     aiohttp_client: Any, make_settings: Any, tmp_path: Path
 ) -> None:
     """An hour of silence whose header says 5 s: decoded as a stream and stopped
@@ -178,12 +178,20 @@ class FlakyStore:
         return flaky
 
 
-@pytest.mark.parametrize("method", ["claim", "recover", "add_chunks"])
-async def test_the_worker_outlives_store_errors_and_resumes(
+# Loops that retry a failed write with backoff; the others let the job go to
+# recovery, which re-runs it (resuming after what was stored).
+RETRIED = {"claim", "recover", "heartbeat"}
+
+
+@pytest.mark.parametrize(
+    "method", ["claim", "recover", "heartbeat", "set_info", "add_chunks", "finish"]
+)
+async def test_r17_the_worker_outlives_store_errors_and_resumes(
     tmp_path: Path, fox_wav: Path, method: str
 ) -> None:
-    """Store writes fail (at claim, in the idle loop's recovery, while storing
-    segments); the worker keeps running and the job completes once they work."""
+    """Store writes fail (at claim, in the idle loop's recovery, renewing a lease,
+    recording the decoded duration, storing segments, finishing); the worker
+    keeps running and the job completes once they work (RELIABILITY 17)."""
     store = await SqliteStore.open(str(tmp_path / "db.sqlite"))
     flaky = FlakyStore(store, method, failures=3)
     engine = ProcessEngineHost(EngineConfig(device="cpu"))
@@ -222,8 +230,13 @@ async def test_the_worker_outlives_store_errors_and_resumes(
             assert time.monotonic() < deadline, job
             await asyncio.sleep(0.1)
         assert flaky.failures == 0 and "fox" in job.text.lower() and job.crashes == 0
-        # Each failed write let the job go to recovery; otherwise one run.
-        assert job.attempts == (4 if method == "add_chunks" else 1), job
+        assert worker.state == "running"
+        if method in RETRIED:
+            assert worker.loop_failures >= 3  # each one logged and retried
+        else:  # each failed write let the job go to recovery: three re-runs
+            assert job.attempts == 4, job
+        if method in ("claim", "recover"):
+            assert job.attempts == 1, job
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -34,6 +34,7 @@ def _submission(request: web.Request, fields: JobForm) -> Submission:
         priority=fields.priority,
         metadata=fields.metadata,
         callback_url=fields.callback_url,
+        dedupe=request.app[SETTINGS].dedupe if fields.dedupe is None else fields.dedupe,
     )
 
 

@@ -104,7 +104,7 @@ async def _handle(
         if grans := form.fields.get("timestamp_granularities[]"):
             fields["timestamp_granularities[]"] = grans
         req = parse(OpenAIForm, fields)
-    sub = Submission(options=req.options(task), priority=SYNC_PRIORITY)
+    sub = Submission(options=req.options(task), priority=SYNC_PRIORITY, dedupe=app[SETTINGS].dedupe)
     job, _ = await admit(request, upload, sub)
     updates = follow(app[STORE], app[EVENTS], job.id, poll_s=POLL_S)
     try:

@@ -41,16 +41,21 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 ASSETS = {"docs.js": "text/javascript", "docs.css": "text/css"}
 
 
+WorkerState = Literal["running", "retrying", "drained", "stopped"]
+
+
 class HealthOut(BaseModel):
-    status: Literal["ok"]
+    status: Literal["ok", "unhealthy"]
     model_loaded: bool
-    queue_size: int
+    queue_size: int | None  # None when the store cannot be read
+    worker: WorkerState
 
 
 class ReadyOut(BaseModel):
     status: Literal["ready", "not_ready"]
     models: list[str]
     worker_running: bool
+    worker: WorkerState
 
 
 class ModelOut(BaseModel):
@@ -252,7 +257,8 @@ FMT = {"type": "string", "enum": ["text", "json", "verbose_json", "srt", "vtt", 
 STATUS_Q = {"type": "string", "enum": ["queued", "processing", "completed", "failed", "cancelled"]}
 
 OPERATIONS: tuple[Op, ...] = (
-    Op("GET", "/health", "operations", "Liveness", {200: json_of("HealthOut")}),
+    Op("GET", "/health", "operations", "Liveness: 503 once the worker has stopped",
+       {200: json_of("HealthOut"), 503: json_of("HealthOut")}),
     Op("GET", "/ready", "operations", "Readiness: a model loaded and the worker running",
        {200: json_of("ReadyOut"), 503: json_of("ReadyOut")}),
     Op("GET", "/metrics", "operations", "Prometheus metrics", {200: TEXT},

@@ -14,13 +14,24 @@ routes = web.RouteTableDef()
 
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
+    """Liveness: 503 once the worker has stopped on its own (a restart is the cure);
+    a worker retrying after store errors is alive, and says so."""
     app = request.app
+    worker = app[WORKER]
+    state = worker.state if worker is not None else None  # None: an API node
+    alive = state != "stopped"
+    try:
+        queue: int | None = await app[STORE].queue_size()
+    except Exception:  # a store that cannot be read is reported, not a 500
+        queue = None
     return web.json_response(
         {
-            "status": "ok",
+            "status": "ok" if alive else "unhealthy",
             "model_loaded": bool(app[MODELS].entries()),
-            "queue_size": await app[STORE].queue_size(),
-        }
+            "queue_size": queue,
+            "worker": state,
+        },
+        status=200 if alive else 503,
     )
 
 
@@ -34,7 +45,8 @@ async def ready(request: web.Request) -> web.Response:
         await app[STORE].queue_size()
         return web.json_response({"status": "ready", "role": "api", "worker_running": False})
     models = [e.id for e in app[MODELS].entries()]
-    running = worker.running
+    state = worker.state
+    running = state == "running"  # not while retrying: its store is failing
     ok = bool(models) and running
     return web.json_response(
         {
@@ -42,6 +54,7 @@ async def ready(request: web.Request) -> web.Response:
             "role": "api+worker",
             "models": models,
             "worker_running": running,
+            "worker": state,
             "engine": {"pid": engine.pid, "restarts": engine.restarts},
             "jobs_in_flight": len(worker.flights),
             "batches": asdict(worker.stats),

@@ -36,6 +36,9 @@ class JobForm(TranscribeOptions):
         "cancelled (docs/webhooks.md); refused with 422 invalid_callback_url when its "
         "address is not allowed",
     )
+    # A11: answer from a completed job with the same file and options; None: the
+    # server's `dedupe` setting decides.
+    dedupe: bool | None = None
 
     @field_validator("metadata", mode="before")
     @classmethod
@@ -106,7 +109,10 @@ class JobOut(BaseModel):
     finished_at: str | None
     metadata: dict[str, Any] | None
     cancel_requested: bool
-    cached: bool = False
+    # Things a user should know about a finished job: "audio_truncated" (the file
+    # is damaged or shorter than its header says; what could be decoded is here).
+    warnings: list[str] = []
+    cached: bool = False  # answered from an earlier job with the same file and options
 
 
 class JobList(BaseModel):
@@ -140,6 +146,7 @@ def job_out(job: Job) -> dict[str, Any]:
         finished_at=iso(job.finished_at),
         metadata=job.metadata,
         cancel_requested=job.cancel_requested,
+        warnings=job.warnings,
         cached=job.cached,
     ).model_dump(mode="json")
 

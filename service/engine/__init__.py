@@ -93,12 +93,15 @@ class ChunksReady:
 
 @dataclass(frozen=True)
 class Prepared:
-    """Every chunk is announced: ``total`` chunks (skipped ones included)."""
+    """Every chunk is announced: ``total`` chunks (skipped ones included);
+    ``duration`` is what was decoded, ``warnings`` what the job should carry
+    (``audio_truncated``: the file is damaged or shorter than its header says)."""
 
     job_id: str
     duration: float
     total: int
     token: str = ""
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from service.audio import decode_blocks
+from service.audio import DecodeReport, decode_blocks
 from service.crashpoints import crash_point
 from service.engine import (
     SPEAKERS,
@@ -90,6 +90,7 @@ class _Job:
         self.language: str | None = None
         self.cut = 0  # chunks cut so far, skipped ones included
         self.duration = 0.0
+        self.decoded = DecodeReport()
         # Sequential decoding: the generator a "chunk" (one segment) is pulled from.
         self.segments: Iterator[tuple[int, Segment]] | None = None
         self.closed = threading.Event()
@@ -214,24 +215,30 @@ class EngineProcess:
                 return
             detect = speech_detector(self.config.chunk_s) if spec.vad else None
             chunkers = [Chunker(detect, max_s=self.config.chunk_s) for _ in range(spec.channels)]
-            samples = 0
-            blocks = decode_blocks(spec.path, max_seconds=spec.max_seconds, channels=spec.channels)
+            blocks = decode_blocks(
+                spec.path, max_seconds=spec.max_seconds, channels=spec.channels, report=job.decoded
+            )
             for block in blocks:
                 if job.closed.is_set():
                     return
                 rows = list(block) if spec.channels == 2 else [block]
-                samples += rows[0].size
                 for ch, row in enumerate(rows):
                     self._announce(job, ch, chunkers[ch].feed(row))
             for ch, chunker in enumerate(chunkers):
                 self._announce(job, ch, chunker.finish())
             if not job.closed.is_set():
-                self.send(Prepared(spec.job_id, samples / SAMPLE_RATE, job.cut, spec.token))
+                self._prepared(job, job.decoded.seconds, job.cut)
         except SonaError as exc:
             self.send(PrepareFailed(spec.job_id, exc.code, exc.message, spec.token))
         except Exception as exc:  # a decoder fault fails this job only
             message = f"{type(exc).__name__}: {exc}"
             self.send(PrepareFailed(spec.job_id, "engine_error", message, spec.token))
+
+    def _prepared(self, job: _Job, duration: float, total: int) -> None:
+        """All chunks announced; the duration is what was decoded, not what a
+        header claimed."""
+        spec = job.spec
+        self.send(Prepared(spec.job_id, duration, total, spec.token, job.decoded.warnings()))
 
     def _announce(self, job: _Job, channel: int, chunks: list[RawChunk]) -> None:
         spec = job.spec
@@ -252,7 +259,9 @@ class EngineProcess:
         segment, as chunk number ``n`` of the job."""
         spec = job.spec
         blocks = list(
-            decode_blocks(spec.path, max_seconds=spec.max_seconds, channels=spec.channels)
+            decode_blocks(
+                spec.path, max_seconds=spec.max_seconds, channels=spec.channels, report=job.decoded
+            )
         )
         rows = np.concatenate(blocks, axis=-1)
         channels = list(rows) if spec.channels == 2 else [rows]
@@ -278,7 +287,7 @@ class EngineProcess:
         """One step of a sequential job: its next segment, or the end of it."""
         got = next(job.segments, None) if job.segments is not None else None
         if got is None:
-            self.send(Prepared(job.spec.job_id, job.duration, item.no + 1, job.spec.token))
+            self._prepared(job, job.duration, item.no + 1)
             return []
         channel, segment = got
         job.cut = item.no + 1

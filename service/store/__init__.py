@@ -93,7 +93,9 @@ class JobStore(Protocol):
     async def create(self, new: NewJob) -> tuple[Job, bool]:
         """Insert ``new``; for a known job id or idempotency key with the same file
         hash return ``(existing, False)``, with a different file raise
-        ``IdempotencyConflict``."""
+        ``IdempotencyConflict``. With ``new.dedupe`` and a completed job of the
+        same file hash and options, the new job is created completed at once with
+        that job's transcript and ``cached`` set (A11)."""
         ...
 
     async def get(self, job_id: str) -> Job:
@@ -127,7 +129,17 @@ class JobStore(Protocol):
         """Extend the lease, and say whether a cancel was asked for."""
         ...
 
-    async def set_info(self, claim: Claim, *, duration: float, language: str | None) -> None: ...
+    async def set_info(
+        self,
+        claim: Claim,
+        *,
+        duration: float,
+        language: str | None,
+        warnings: list[str] | None = None,
+    ) -> None:
+        """The decoded duration (not the header's), the language, and warnings
+        such as ``audio_truncated``."""
+        ...
 
     async def add_chunks(
         self,

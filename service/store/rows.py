@@ -42,6 +42,8 @@ def job_from_row(row: Row) -> Job:
         finished_at=row["finished_at"],
         cancel_requested=bool(row["cancel_requested"]),
         lease_token=row["lease_token"],
+        warnings=json.loads(row["warnings"] or "[]"),
+        cached=bool(row["cached"]),
     )
 
 

@@ -7,7 +7,9 @@ with other coroutines' statements on the same connection."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sqlite3
 import time
 import uuid
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import Any
 
 import aiosqlite
 
-from service.errors import IdempotencyConflict, InvalidTransition, NotFound
+from service.errors import IdempotencyConflict, InvalidTransition, NotFound, StorageFull
 from service.formats import full_text
 from service.jobs import (
     FINISHED,
@@ -82,6 +84,16 @@ MIGRATION_2 = [
     "ALTER TABLE jobs ADD COLUMN chunks_done INTEGER NOT NULL DEFAULT 0",
 ]
 
+# Version 3 is the webhook outbox (built on another branch). Version 4: warnings
+# a finished job carries (audio_truncated), and answers copied from an earlier
+# job with the same file and options (A11 dedupe). Each step checks its own
+# column, so the order the two branches land in does not matter.
+MIGRATION_4 = [
+    "ALTER TABLE jobs ADD COLUMN warnings TEXT NOT NULL DEFAULT '[]'",
+    "ALTER TABLE jobs ADD COLUMN cached INTEGER NOT NULL DEFAULT 0",
+    "CREATE INDEX jobs_dedupe ON jobs (file_sha256, status)",
+]
+
 _FENCE = "id = ? AND lease_token = ? AND status = 'processing'"
 # Stream order: as stored. The transcript's order is formats.in_order's.
 _SEGMENTS = "SELECT * FROM segments WHERE job_id = ? AND idx > ? ORDER BY idx"
@@ -123,6 +135,11 @@ class SqliteStore(OutboxMixin):
                 for stmt in MIGRATION_3:
                     await self._db.execute(stmt)
                 await self._db.execute("PRAGMA user_version = 3")
+            columns = {r[1] for r in await self._all("PRAGMA table_info(jobs)")}
+            if "warnings" not in columns:
+                for stmt in MIGRATION_4:
+                    await self._db.execute(stmt)
+                await self._db.execute("PRAGMA user_version = 4")
 
     def _tx(self) -> _Transaction:
         return _Transaction(self._db, self._lock)
@@ -154,6 +171,8 @@ class SqliteStore(OutboxMixin):
                         f"{col} {value!r} already names a job with a different file", param=col
                     )
                 return job_from_row(row), False
+            if new.dedupe and (source := await self._same_result(new)) is not None:
+                return await self._copy_result(new, source), True
             await self._db.execute(
                 """INSERT INTO jobs (id, status, priority, model, options, file_path,
                    file_name, file_sha256, file_size, idempotency_key, callback_url,
@@ -177,6 +196,51 @@ class SqliteStore(OutboxMixin):
                 ),
             )
             return await self._get(new.id), True
+
+    async def _same_result(self, new: NewJob) -> Job | None:
+        """The newest completed job with the same file and options (A11)."""
+        row = await self._one(
+            """SELECT * FROM jobs WHERE file_sha256 = ? AND status = 'completed'
+               AND options = ? ORDER BY finished_at DESC LIMIT 1""",
+            new.file_sha256,
+            new.options.model_dump_json(),
+        )
+        return job_from_row(row) if row is not None else None
+
+    async def _copy_result(self, new: NewJob, source: Job) -> Job:
+        """A new job, completed at once with ``source``'s transcript: its own id,
+        key and metadata, the same segments, ``cached`` set."""
+        now = time.time()
+        await self._db.execute(
+            """INSERT INTO jobs (id, status, priority, model, options, file_path,
+               file_name, file_sha256, file_size, idempotency_key, callback_url, metadata,
+               duration, processed_seconds, segments_done, chunks_done, text, language,
+               warnings, max_attempts, created_at, started_at, finished_at, cached)
+               SELECT ?, 'completed', ?, model, options, ?, ?, file_sha256,
+               file_size, ?, ?, ?, duration, processed_seconds, segments_done, chunks_done,
+               text, language, warnings, ?, ?, ?, ?, 1 FROM jobs WHERE id = ?""",
+            (
+                new.id,
+                new.priority,
+                new.file_path,  # its own copy: retention of one never takes the other's
+                new.file_name,
+                new.idempotency_key,
+                new.callback_url,
+                json.dumps(new.metadata) if new.metadata is not None else None,
+                new.max_attempts,
+                now,
+                now,
+                now,
+                source.id,
+            ),
+        )
+        await self._db.execute(
+            """INSERT INTO segments (job_id, idx, start, "end", text, speaker, data)
+               SELECT ?, idx, start, "end", text, speaker, data FROM segments WHERE job_id = ?""",
+            (new.id, source.id),
+        )
+        await self._outbox(new.id)  # born finished: its webhook goes out like any other
+        return await self._get(new.id)
 
     async def get(self, job_id: str) -> Job:
         async with self._lock:
@@ -255,11 +319,18 @@ class SqliteStore(OutboxMixin):
             )
             return await self._lease(claim)
 
-    async def set_info(self, claim: Claim, *, duration: float, language: str | None) -> None:
+    async def set_info(
+        self,
+        claim: Claim,
+        *,
+        duration: float,
+        language: str | None,
+        warnings: list[str] | None = None,
+    ) -> None:
         async with self._tx():
             await self._db.execute(
-                f"UPDATE jobs SET duration = ?, language = ? WHERE {_FENCE}",
-                (duration, language, claim.job.id, claim.token),
+                f"UPDATE jobs SET duration = ?, language = ?, warnings = ? WHERE {_FENCE}",
+                (duration, language, json.dumps(warnings or []), claim.job.id, claim.token),
             )
 
     async def add_chunks(
@@ -425,11 +496,21 @@ class SqliteStore(OutboxMixin):
         await self._db.close()
 
 
+def _is_full(exc: BaseException) -> bool:
+    """SQLITE_FULL (13, extended codes keep it in the low byte): the disk (or its
+    quota) has no room for the write."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and (code & 0xFF) == 13
+
+
 class _Transaction:
     """``async with``: take the store lock, BEGIN IMMEDIATE, COMMIT or ROLLBACK.
 
     IMMEDIATE takes the write lock up front, so two processes sharing the file
-    never deadlock upgrading a read transaction."""
+    never deadlock upgrading a read transaction. A failed COMMIT is rolled back
+    (else the connection stays inside the transaction and every later BEGIN
+    fails: a full disk would outlast the free space). A full disk anywhere in
+    the transaction is ``StorageFull``: 507 at submit, a retry in the worker."""
 
     def __init__(self, db: aiosqlite.Connection, lock: asyncio.Lock) -> None:
         self._db, self._lock = db, lock
@@ -438,12 +519,28 @@ class _Transaction:
         await self._lock.acquire()
         try:
             await self._db.execute("BEGIN IMMEDIATE")
-        except BaseException:
+        except BaseException as exc:
             self._lock.release()
+            if _is_full(exc):
+                raise StorageFull("the disk is full: the database cannot be written") from exc
             raise
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
-            await self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+            if exc_type is None:
+                try:
+                    await self._db.execute("COMMIT")
+                    return
+                except BaseException as failed:
+                    exc = failed
+                    with contextlib.suppress(sqlite3.Error, ValueError):
+                        await self._db.execute("ROLLBACK")
+                    if not _is_full(failed):
+                        raise
+            else:
+                with contextlib.suppress(sqlite3.Error, ValueError):
+                    await self._db.execute("ROLLBACK")
+            if _is_full(exc):
+                raise StorageFull("the disk is full: the database cannot be written") from exc
         finally:
             self._lock.release()
