@@ -5,6 +5,7 @@ transitions, crash recovery. Tests of one store's own behaviour say so."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from pathlib import Path
 
@@ -306,3 +307,20 @@ async def test_postgres_racing_workers_never_share_a_job() -> None:
         assert [(await stores[0].get(j)).attempts for j in claimed] == [1] * 40
         for s in stores:
             await s.close()
+
+
+async def test_a_write_cancelled_at_any_point_leaves_the_store_usable(store: JobStore) -> None:
+    """Tasks are cancelled at shutdown wherever they are; one cancelled while its
+    BEGIN was on its way must not leave the connection inside a transaction
+    (every later write would fail: "cannot start a transaction within a
+    transaction")."""
+    for n in range(30):
+        task = asyncio.create_task(store.create(new_job(id=f"c{n}")))
+        for _ in range(n % 6):  # cancel it at a different await each time
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    job, created = await store.create(new_job(id="after"))
+    assert created and job.status == Status.QUEUED
+    assert await store.claim(worker_id="w", prefer_models=[], lease_s=30) is not None

@@ -520,6 +520,10 @@ class _Transaction:
         try:
             await self._db.execute("BEGIN IMMEDIATE")
         except BaseException as exc:
+            # Cancelled while waiting, the BEGIN may still run on aiosqlite's
+            # thread: undo it (the queue keeps the order) before the next user.
+            with contextlib.suppress(sqlite3.Error, ValueError):
+                await asyncio.shield(self._db.execute("ROLLBACK"))
             self._lock.release()
             if _is_full(exc):
                 raise StorageFull("the disk is full: the database cannot be written") from exc
