@@ -50,7 +50,7 @@ def test_ready_line_probes_and_clean_exit(daemon_factory: Any, tmp_path: Path) -
     assert d.ready == {"status": "ready", "port": d.port} and d.port > 0
     assert pid.read_text().strip() == str(d.proc.pid)
     health = httpx.get(f"{d.url}/health").json()
-    assert health == {"status": "ok", "model_loaded": True, "queue_size": 0}
+    assert health == {"status": "ok", "model_loaded": True, "queue_size": 0, "worker": "running"}
     assert httpx.get(f"{d.url}/ready").status_code == 200
     assert d.stop() == 0
     assert d.proc.stdout is not None and d.proc.stdout.read() == ""  # exactly one line

@@ -5,6 +5,7 @@ files no live process can be writing."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -33,7 +34,9 @@ def test_a_second_daemon_on_one_data_dir_refuses_to_start(
     with err.open("w") as stderr:
         second = spawn_daemon(data, stdout=subprocess.PIPE, stderr=stderr)
         out, _ = second.communicate(timeout=120)
-    assert second.returncode == 1 and out == ""  # no ready line
+    assert second.returncode == 1
+    line = json.loads(out)  # the start-up error line instead of the ready line
+    assert line["status"] == "error" and line["error"]["code"] == "data_dir_in_use"
     message = err.read_text()
     assert "in use by process" in message and str(first.proc.pid) in message, message
     assert parked.exists()  # its sweep never ran
