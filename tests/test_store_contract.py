@@ -15,7 +15,8 @@ from service.errors import IdempotencyConflict, InvalidTransition, NotFound
 from service.formats import in_order, render
 from service.jobs import TRANSITIONS, NewJob, Segment, Status, TranscribeOptions
 from service.store import Claim, JobStore, Lease, open_store
-from service.store.postgres import MIGRATIONS, PostgresStore
+from service.store.postgres import PostgresStore
+from service.store.postgres_schema import MIGRATIONS
 from service.store.sqlite import SqliteStore
 from tests.pg import pg_schema_url
 
