@@ -19,7 +19,7 @@ from service.errors import StorageFull
 from service.jobs import Status
 from service.store.sqlite import SqliteStore
 from tests.test_daemon import finished, job, log_events, upload, wait_for
-from tests.test_store_sqlite import new_job
+from tests.test_store_contract import new_job
 
 
 @pytest.fixture
