@@ -356,6 +356,31 @@ async def test_postgres_nodes_starting_together_migrate_once() -> None:
             await s.close()
 
 
+async def test_postgres_upgrades_a_version_2_database_in_place() -> None:
+    """A database of the first PostgreSQL release (versions 1-2) gains the
+    outbox and the warnings/cached columns; its jobs read as before."""
+    async with pg_schema_url() as url:
+        conn = await asyncpg.connect(url)
+        await conn.execute("CREATE TABLE sona_schema (version INTEGER NOT NULL)")
+        for number, statements in enumerate(MIGRATIONS[:2], start=1):
+            for stmt in statements:
+                await conn.execute(stmt)
+            await conn.execute("INSERT INTO sona_schema (version) VALUES ($1)", number)
+        await conn.execute(
+            """INSERT INTO jobs (id, status, options, file_path, file_name, file_sha256,
+               file_size, max_attempts, created_at) VALUES ('old', 'queued', '{}', '/x',
+               'a.wav', 'aaa', 1, 2, 0)"""
+        )
+        store = await PostgresStore.open(url)
+        versions = await conn.fetch("SELECT version FROM sona_schema ORDER BY version")
+        await conn.close()
+        assert [r["version"] for r in versions] == [1, 2, 3, 4]
+        job = await store.get("old")
+        assert (job.status, job.warnings, job.cached) == (Status.QUEUED, [], False)
+        assert await store.deliveries("old") == []
+        await store.close()
+
+
 async def test_postgres_racing_workers_never_share_a_job() -> None:
     """Four workers, each with its own connection pool, empty a queue of 40 at once:
     every job is claimed exactly once (FOR UPDATE SKIP LOCKED)."""
