@@ -1,6 +1,8 @@
 """The JobStore contract, run against both stores (SQLite, and PostgreSQL where
 a server is reachable): idempotent create, claim order, fencing, guarded
-transitions, crash recovery. Tests of one store's own behaviour say so."""
+transitions, crash recovery, warnings, dedupe. Tests of one store's own
+behaviour say so. The webhook outbox's share of the contract:
+test_store_outbox.py."""
 
 from __future__ import annotations
 
@@ -12,11 +14,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from service.errors import IdempotencyConflict, InvalidTransition, NotFound
+from service.errors import IdempotencyConflict, InvalidTransition, NotFound, StorageFull
 from service.formats import in_order, render
 from service.jobs import TRANSITIONS, NewJob, Segment, Status, TranscribeOptions
 from service.store import Claim, JobStore, Lease, open_store
-from service.store.postgres import MIGRATIONS, PostgresStore
+from service.store.postgres import PostgresStore
+from service.store.postgres_schema import MIGRATIONS
 from service.store.sqlite import SqliteStore
 from tests.pg import pg_schema_url
 
@@ -255,6 +258,73 @@ async def test_list_is_newest_first_with_cursor(store: JobStore) -> None:
     assert page == []
 
 
+async def test_warnings_are_stored_with_the_decoded_info(store: JobStore) -> None:
+    await store.create(new_job(id="w"))
+    claim = await claim_of(store)
+    assert claim.job.warnings == []
+    await store.set_info(claim, duration=3.5, language="en", warnings=["audio_truncated"])
+    job = await store.get("w")
+    assert (job.duration, job.language, job.warnings) == (3.5, "en", ["audio_truncated"])
+    await store.set_info(claim, duration=3.5, language="en")  # none given: none kept
+    assert (await store.get("w")).warnings == []
+
+
+async def completed_source(store: JobStore) -> tuple[str, list[Segment]]:
+    """A completed job of file hash ``same`` with two segments and a warning."""
+    await store.create(new_job(id="src", file_sha256="same", file_path="/src"))
+    claim = await claim_of(store)
+    await store.set_info(claim, duration=2.0, language="en", warnings=["audio_truncated"])
+    await add(store, claim, 0, [seg(0, "cached"), seg(1, "cached")])
+    await store.finish(claim, Status.COMPLETED)
+    return "src", await store.segments("src")
+
+
+async def test_dedupe_answers_from_a_completed_job_with_a_copy(store: JobStore) -> None:
+    source_id, source_segments = await completed_source(store)
+    source = await store.get(source_id)
+    copy, created = await store.create(
+        new_job(id="copy", file_sha256="same", file_path="/copy", metadata={"m": 1}, dedupe=True)
+    )
+    assert created and copy.status == Status.COMPLETED and copy.cached and not source.cached
+    assert (copy.attempts, copy.file_path, copy.metadata) == (0, "/copy", {"m": 1})
+    assert (copy.text, copy.duration, copy.language, copy.warnings) == (
+        source.text,
+        source.duration,
+        source.language,
+        ["audio_truncated"],
+    )
+    assert copy.finished_at is not None and copy.progress == 1.0
+    assert await store.segments("copy") == source_segments
+    # The copy is a job of its own: deleting the source keeps it whole.
+    await store.delete(source_id)
+    assert [s.text for s in await store.segments("copy")] == [s.text for s in source_segments]
+    again, created = await store.create(new_job(id="copy", file_sha256="same", dedupe=True))
+    assert not created and again.id == "copy"
+
+
+async def test_dedupe_needs_the_same_file_and_options_and_the_ask(store: JobStore) -> None:
+    await completed_source(store)
+    runs = [
+        new_job(id="other_file", file_sha256="other", dedupe=True),
+        new_job(
+            id="other_options",
+            file_sha256="same",
+            options=TranscribeOptions(word_timestamps=True),
+            dedupe=True,
+        ),
+        new_job(id="not_asked", file_sha256="same"),
+    ]
+    for new in runs:
+        job, created = await store.create(new)
+        assert created and job.status == Status.QUEUED and not job.cached, new.id
+    # Only completed jobs answer: a failed one with the same file does not.
+    failed = await claim_of(store)
+    assert failed.job.id == "other_file"
+    await store.finish(failed, Status.FAILED, error_code="x")
+    job, _ = await store.create(new_job(id="late", file_sha256="other", dedupe=True))
+    assert job.status == Status.QUEUED and not job.cached
+
+
 # -- each store's own rules ----------------------------------------------------
 
 
@@ -287,6 +357,31 @@ async def test_postgres_nodes_starting_together_migrate_once() -> None:
             await s.close()
 
 
+async def test_postgres_upgrades_a_version_2_database_in_place() -> None:
+    """A database of the first PostgreSQL release (versions 1-2) gains the
+    outbox and the warnings/cached columns; its jobs read as before."""
+    async with pg_schema_url() as url:
+        conn = await asyncpg.connect(url)
+        await conn.execute("CREATE TABLE sona_schema (version INTEGER NOT NULL)")
+        for number, statements in enumerate(MIGRATIONS[:2], start=1):
+            for stmt in statements:
+                await conn.execute(stmt)
+            await conn.execute("INSERT INTO sona_schema (version) VALUES ($1)", number)
+        await conn.execute(
+            """INSERT INTO jobs (id, status, options, file_path, file_name, file_sha256,
+               file_size, max_attempts, created_at) VALUES ('old', 'queued', '{}', '/x',
+               'a.wav', 'aaa', 1, 2, 0)"""
+        )
+        store = await PostgresStore.open(url)
+        versions = await conn.fetch("SELECT version FROM sona_schema ORDER BY version")
+        await conn.close()
+        assert [r["version"] for r in versions] == [1, 2, 3, 4]
+        job = await store.get("old")
+        assert (job.status, job.warnings, job.cached) == (Status.QUEUED, [], False)
+        assert await store.deliveries("old") == []
+        await store.close()
+
+
 async def test_postgres_racing_workers_never_share_a_job() -> None:
     """Four workers, each with its own connection pool, empty a queue of 40 at once:
     every job is claimed exactly once (FOR UPDATE SKIP LOCKED)."""
@@ -307,6 +402,30 @@ async def test_postgres_racing_workers_never_share_a_job() -> None:
         assert [(await stores[0].get(j)).attempts for j in claimed] == [1] * 40
         for s in stores:
             await s.close()
+
+
+async def test_postgres_full_disk_is_storage_full() -> None:
+    """SQLSTATE 53100 (disk_full), raised here by a trigger as the server raises
+    it when it cannot extend a file, is ``StorageFull``; writes work again once
+    it is gone."""
+    async with pg_schema_url() as url:
+        store = await PostgresStore.open(url)
+        conn = await asyncpg.connect(url)
+        await conn.execute(
+            """CREATE FUNCTION no_room() RETURNS trigger LANGUAGE plpgsql AS $$
+               BEGIN RAISE EXCEPTION 'could not extend file' USING ERRCODE = 'disk_full';
+               END $$"""
+        )
+        await conn.execute(
+            "CREATE TRIGGER no_room BEFORE INSERT ON jobs FOR EACH ROW EXECUTE FUNCTION no_room()"
+        )
+        with pytest.raises(StorageFull):
+            await store.create(new_job(id="full"))
+        await conn.execute("DROP TRIGGER no_room ON jobs")
+        await conn.close()
+        job, created = await store.create(new_job(id="full"))
+        assert created and job.status == Status.QUEUED
+        await store.close()
 
 
 async def test_a_write_cancelled_at_any_point_leaves_the_store_usable(store: JobStore) -> None:

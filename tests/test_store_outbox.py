@@ -1,6 +1,8 @@
-"""The webhook outbox in the SQLite store: one delivery row with every write
-that ends a job with a callback_url, none otherwise; claims are leased and
-fenced; a 410 disables the job's URL (E1, E2)."""
+"""The webhook outbox, on both stores (SQLite, and PostgreSQL where a server is
+reachable): one delivery row with every write that ends a job with a
+callback_url, none otherwise; claims are leased and fenced; a 410 disables the
+job's URL (E1, E2). On PostgreSQL dispatchers of many nodes racing for the
+same rows never take one twice."""
 
 from __future__ import annotations
 
@@ -10,29 +12,36 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import InvalidTransition
+from service.errors import InvalidTransition, NotFound
 from service.jobs import Status
-from service.store import AttemptOutcome, DeliveryAttempt, DeliveryState
-from service.store.sqlite import SqliteStore
-from tests.test_store_sqlite import claim_of, new_job
+from service.store import AttemptOutcome, DeliveryAttempt, DeliveryState, JobStore, open_store
+from service.store.postgres import PostgresStore
+from tests.pg import pg_schema_url
+from tests.test_store_contract import add, claim_of, new_job, seg
 
 HOOK = "http://127.0.0.1:9/hook"
 
 
-@pytest.fixture
-async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    s = await SqliteStore.open(str(tmp_path / "db.sqlite"))
-    yield s
-    await s.close()
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    if request.param == "sqlite":
+        s = await open_store(f"sqlite:{tmp_path / 'db.sqlite'}")
+        yield s
+        await s.close()
+        return
+    async with pg_schema_url() as url:
+        s = await open_store(url)
+        yield s
+        await s.close()
 
 
-async def events(store: SqliteStore, job_id: str) -> list[str]:
+async def events(store: JobStore, job_id: str) -> list[str]:
     return [d.event for d in await store.deliveries(job_id)]
 
 
 @pytest.mark.parametrize("status", [Status.COMPLETED, Status.FAILED, Status.CANCELLED])
 async def test_finish_writes_one_delivery_with_the_terminal_status(
-    store: SqliteStore, status: Status
+    store: JobStore, status: Status
 ) -> None:
     await store.create(new_job(id="j", callback_url=HOOK))
     await store.finish(
@@ -43,7 +52,7 @@ async def test_finish_writes_one_delivery_with_the_terminal_status(
     assert d.id.startswith("msg_") and d.next_attempt_at is not None and d.attempts == []
 
 
-async def test_no_delivery_without_callback_or_without_an_end(store: SqliteStore) -> None:
+async def test_no_delivery_without_callback_or_without_an_end(store: JobStore) -> None:
     await store.create(new_job(id="plain"))
     await store.finish(await claim_of(store), Status.COMPLETED)
     assert await events(store, "plain") == []
@@ -56,7 +65,7 @@ async def test_no_delivery_without_callback_or_without_an_end(store: SqliteStore
     assert await events(store, "hooked") == ["job.failed"]
 
 
-async def test_cancel_of_a_queued_job_writes_one_delivery_once(store: SqliteStore) -> None:
+async def test_cancel_of_a_queued_job_writes_one_delivery_once(store: JobStore) -> None:
     await store.create(new_job(id="c", callback_url=HOOK))
     await store.cancel("c")
     await store.cancel("c")  # repeated: unchanged, nothing new
@@ -67,7 +76,7 @@ async def test_cancel_of_a_queued_job_writes_one_delivery_once(store: SqliteStor
     assert await events(store, "p") == []
 
 
-async def test_a_failed_terminal_write_writes_no_delivery(store: SqliteStore) -> None:
+async def test_a_failed_terminal_write_writes_no_delivery(store: JobStore) -> None:
     await store.create(new_job(id="f", callback_url=HOOK))
     claim = await claim_of(store)
     await store.finish(claim, Status.COMPLETED)
@@ -76,7 +85,7 @@ async def test_a_failed_terminal_write_writes_no_delivery(store: SqliteStore) ->
     assert await events(store, "f") == ["job.completed"]
 
 
-async def test_claims_are_leased_fenced_and_recorded(store: SqliteStore) -> None:
+async def test_claims_are_leased_fenced_and_recorded(store: JobStore) -> None:
     await store.create(new_job(id="d", callback_url=HOOK))
     await store.cancel("d")
     [claim] = await store.claim_deliveries(limit=10, lease_s=30)
@@ -91,11 +100,10 @@ async def test_claims_are_leased_fenced_and_recorded(store: SqliteStore) -> None
         await store.record_attempt(claim, AttemptOutcome(attempt, DeliveryState.DELIVERED))
 
 
-async def test_an_expired_lease_is_claimed_again(store: SqliteStore) -> None:
+async def test_an_expired_lease_is_claimed_again(store: JobStore) -> None:
     await store.create(new_job(id="e", callback_url=HOOK))
     await store.cancel("e")
-    [first] = await store.claim_deliveries(limit=10, lease_s=0.01)
-    await asyncio.sleep(0.02)
+    [first] = await store.claim_deliveries(limit=10, lease_s=-1)  # run out already
     [second] = await store.claim_deliveries(limit=10, lease_s=30)
     assert second.delivery.id == first.delivery.id and second.token != first.token
     attempt = DeliveryAttempt(1, time.time(), 410, "HTTP 410 Gone", 0.01)
@@ -103,3 +111,50 @@ async def test_an_expired_lease_is_claimed_again(store: SqliteStore) -> None:
         await store.record_attempt(first, AttemptOutcome(attempt, DeliveryState.DISABLED))
     d = await store.record_attempt(second, AttemptOutcome(attempt, DeliveryState.DISABLED))
     assert d.state is DeliveryState.DISABLED and await store.next_delivery_at() is None
+
+
+async def test_a_dedupe_copy_writes_its_delivery(store: JobStore) -> None:
+    await store.create(new_job(id="src", file_sha256="same"))
+    claim = await claim_of(store)
+    await add(store, claim, 0, [seg(0)])
+    await store.finish(claim, Status.COMPLETED)
+    copy, _ = await store.create(
+        new_job(id="copy", file_sha256="same", callback_url=HOOK, dedupe=True)
+    )
+    assert copy.cached and await events(store, "copy") == ["job.completed"]
+
+
+async def test_deliveries_of_an_unknown_job_is_not_found(store: JobStore) -> None:
+    with pytest.raises(NotFound):
+        await store.deliveries("nope")
+    assert await store.next_delivery_at() is None
+
+
+async def test_postgres_racing_dispatchers_never_share_a_delivery() -> None:
+    """Four nodes' dispatchers, each with its own connection pool, claim 60 due
+    deliveries in small batches at once: every delivery is claimed exactly once
+    (``FOR UPDATE SKIP LOCKED``, then a lease)."""
+    async with pg_schema_url() as url:
+        stores = [await PostgresStore.open(url, max_size=3) for _ in range(4)]
+        for i in range(60):
+            await stores[0].create(new_job(id=f"h{i}", callback_url=HOOK))
+            await stores[0].cancel(f"h{i}")
+
+        async def dispatch(store: PostgresStore) -> list[str]:
+            taken: list[str] = []
+            while True:
+                rounds = await asyncio.gather(
+                    *(store.claim_deliveries(limit=2, lease_s=30) for _ in range(3))
+                )
+                claims = [c for batch in rounds for c in batch]
+                if not claims:
+                    return taken
+                taken += [c.delivery.id for c in claims]
+
+        results = await asyncio.gather(*(dispatch(s) for s in stores))
+        claimed = [d for taken in results for d in taken]
+        expected = [d.id for i in range(60) for d in await stores[0].deliveries(f"h{i}")]
+        assert len(expected) == 60 and sorted(claimed) == sorted(expected)
+        assert sum(1 for taken in results if taken) > 1  # they did race
+        for s in stores:
+            await s.close()

@@ -20,10 +20,14 @@ from aiohttp.test_utils import TestClient
 from standardwebhooks import Webhook
 
 from service.app import create_app
-from service.store import DeliveryAttempt
+from service.dispatcher import Dispatcher, DispatcherConfig
+from service.store import DeliveryAttempt, DeliveryState
+from service.store.postgres import PostgresStore
 from service.webhooks import RetryPolicy, judge, retry_after_s, retryable_status, signer_for
 from tests.helpers import audio_form, idle_app, submit, wait_done
+from tests.pg import pg_schema_url
 from tests.test_openapi import conforms, fetch_spec
+from tests.test_store_contract import new_job
 from tests.webhook_receiver import Receiver
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
@@ -250,3 +254,25 @@ def test_a_malformed_secret_is_refused_at_start() -> None:
     with pytest.raises(ValueError, match="whsec_"):
         signer_for("whsec_not base64!")
     assert signer_for(None) is None and signer_for(SECRET) is not None
+
+
+async def test_two_nodes_on_postgresql_send_each_delivery_once(receiver: Any) -> None:
+    """Two nodes' dispatchers (own pools) drain one PostgreSQL outbox at once:
+    the receiver sees every delivery, each ``webhook-id`` once, and the store
+    records each as delivered after one attempt."""
+    hook = receiver([])
+    config = DispatcherConfig(
+        RetryPolicy(3, 1.0), timeout_s=10, allow_private=True, poll_interval_s=1.0
+    )
+    async with pg_schema_url() as url:
+        nodes = [await PostgresStore.open(url, max_size=4) for _ in range(2)]
+        for i in range(24):
+            await nodes[0].create(new_job(id=f"n{i}", callback_url=hook.url))
+            await nodes[0].cancel(f"n{i}")
+        await asyncio.gather(*(Dispatcher(s, None, config).drain(60) for s in nodes))
+        ids = [h.headers["webhook-id"] for h in hook.posts()]
+        deliveries = [d for i in range(24) for d in await nodes[0].deliveries(f"n{i}")]
+        assert sorted(ids) == sorted(d.id for d in deliveries) and len(ids) == 24
+        assert {(d.state, len(d.attempts)) for d in deliveries} == {(DeliveryState.DELIVERED, 1)}
+        for s in nodes:
+            await s.close()

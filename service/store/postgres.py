@@ -8,9 +8,12 @@ The same contract and the same SQL shape as ``store/sqlite.py``; what differs:
   machines whose clocks disagree;
 * ``recover`` judges liveness by lease expiry only: a worker's pid on another
   machine cannot be checked, and a host name is no proof of identity there;
+* a full disk is SQLSTATE 53100 (``DiskFullError``), mapped to ``StorageFull``
+  as SQLite's SQLITE_FULL is;
 * migrations run under an advisory lock, so nodes starting together apply
-  each version once. Adding a table: append a list to ``MIGRATIONS`` (its index
-  + 1 is the version), then write the methods beside their SQLite twins."""
+  each version once (``postgres_schema.py``: the tables, version by version).
+
+The webhook outbox's delivery methods are ``postgres_outbox.py``."""
 
 from __future__ import annotations
 
@@ -22,72 +25,14 @@ from typing import Any
 
 import asyncpg
 
-from service.errors import IdempotencyConflict, InvalidTransition, NotFound
+from service.errors import IdempotencyConflict, InvalidTransition, NotFound, StorageFull
 from service.formats import full_text
 from service.jobs import FINISHED, TRANSITIONS, Job, NewJob, Segment, Status, sources_of
 from service.store import Claim, DeadOwner, Lease, Recovery
+from service.store.postgres_outbox import OutboxMixin, write_outbox
+from service.store.postgres_schema import NOW, migrate
 from service.store.rows import job_from_row, segment_data, segment_from_row
 
-MIGRATIONS: list[list[str]] = [
-    # Version 1: jobs and their segments.
-    [
-        """
-        CREATE TABLE jobs (
-            seq BIGSERIAL UNIQUE,
-            id TEXT PRIMARY KEY,
-            status TEXT NOT NULL,
-            priority INTEGER NOT NULL DEFAULT 0,
-            model TEXT,
-            options TEXT NOT NULL,
-            file_path TEXT NOT NULL,
-            file_name TEXT NOT NULL,
-            file_sha256 TEXT NOT NULL,
-            file_size BIGINT NOT NULL,
-            idempotency_key TEXT UNIQUE,
-            callback_url TEXT,
-            metadata TEXT,
-            duration DOUBLE PRECISION,
-            processed_seconds DOUBLE PRECISION NOT NULL DEFAULT 0,
-            segments_done INTEGER NOT NULL DEFAULT 0,
-            text TEXT NOT NULL DEFAULT '',
-            language TEXT,
-            error_code TEXT,
-            error_message TEXT,
-            attempts INTEGER NOT NULL DEFAULT 0,
-            max_attempts INTEGER NOT NULL,
-            created_at DOUBLE PRECISION NOT NULL,
-            started_at DOUBLE PRECISION,
-            finished_at DOUBLE PRECISION,
-            cancel_requested INTEGER NOT NULL DEFAULT 0,
-            lease_token TEXT,
-            lease_expires_at DOUBLE PRECISION,
-            worker_id TEXT
-        )""",
-        "CREATE INDEX jobs_queue ON jobs (status, priority DESC, created_at)",
-        """
-        CREATE TABLE segments (
-            job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
-            idx INTEGER NOT NULL,
-            start DOUBLE PRECISION NOT NULL,
-            "end" DOUBLE PRECISION NOT NULL,
-            text TEXT NOT NULL,
-            speaker TEXT,
-            data TEXT NOT NULL,
-            PRIMARY KEY (job_id, idx)
-        )""",
-    ],
-    # Version 2: engine crashes counted apart from runs; stored chunks for resume.
-    [
-        "ALTER TABLE jobs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE jobs ADD COLUMN chunks_done INTEGER NOT NULL DEFAULT 0",
-    ],
-]
-
-# Any constant will do, as long as every Sona node uses the same one; it is
-# scoped to the database, so schemas in one database migrate one at a time.
-MIGRATION_LOCK = 0x5_0_4A
-# The database's clock, in epoch seconds, as every timestamp here is.
-NOW = "extract(epoch from clock_timestamp())::double precision"
 _FENCE = "id = $1 AND lease_token = $2 AND status = 'processing'"
 # Stream order: as stored. The transcript's order is formats.in_order's.
 _SEGMENTS = "SELECT * FROM segments WHERE job_id = $1 AND idx > $2 ORDER BY idx"
@@ -98,8 +43,9 @@ def _status_guard(target: Status) -> str:
     return "status IN (" + ",".join(f"'{s.value}'" for s in sources_of(target)) + ")"
 
 
-class PostgresStore:
-    """``JobStore`` on a PostgreSQL database shared by every node."""
+class PostgresStore(OutboxMixin):
+    """``JobStore`` on a PostgreSQL database shared by every node (the webhook
+    outbox: ``postgres_outbox.py``)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -119,20 +65,17 @@ class PostgresStore:
 
     async def _migrate(self) -> None:
         async with self._tx() as db:
-            await db.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
-            await db.execute("CREATE TABLE IF NOT EXISTS sona_schema (version INTEGER NOT NULL)")
-            version = await db.fetchval("SELECT max(version) FROM sona_schema") or 0
-            for number, statements in enumerate(MIGRATIONS, start=1):
-                if number <= version:
-                    continue
-                for stmt in statements:
-                    await db.execute(stmt)
-                await db.execute("INSERT INTO sona_schema (version) VALUES ($1)", number)
+            await migrate(db)
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[asyncpg.Connection]:
-        async with self._pool.acquire() as db, db.transaction():
-            yield db
+        """One transaction. A full disk anywhere in it (a statement or the
+        COMMIT) is ``StorageFull``: 507 at submit, a retry in the worker."""
+        try:
+            async with self._pool.acquire() as db, db.transaction():
+                yield db
+        except asyncpg.DiskFullError as exc:
+            raise StorageFull("the disk is full: the database cannot be written") from exc
 
     async def _get(self, db: Any, job_id: str) -> Job:
         row = await db.fetchrow("SELECT * FROM jobs WHERE id = $1", job_id)
@@ -142,30 +85,15 @@ class PostgresStore:
 
     async def create(self, new: NewJob) -> tuple[Job, bool]:
         async with self._tx() as db:
-            # ON CONFLICT: two API nodes creating the same id at once both end here.
-            row = await db.fetchrow(
-                f"""INSERT INTO jobs (id, status, priority, model, options, file_path,
-                   file_name, file_sha256, file_size, idempotency_key, callback_url,
-                   metadata, duration, max_attempts, created_at)
-                   VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
-                           {NOW})
-                   ON CONFLICT DO NOTHING RETURNING *""",
-                new.id,
-                new.priority,
-                new.model,
-                new.options.model_dump_json(),
-                new.file_path,
-                new.file_name,
-                new.file_sha256,
-                new.file_size,
-                new.idempotency_key,
-                new.callback_url,
-                json.dumps(new.metadata) if new.metadata is not None else None,
-                new.duration,
-                new.max_attempts,
-            )
+            source = await self._same_result(db, new) if new.dedupe else None
+            if source is not None:
+                row = await self._copy_result(db, new, source)
+            else:
+                row = await self._insert(db, new)
             if row is not None:
                 return job_from_row(row), True
+            # Nothing inserted: the id or the idempotency key names a job already
+            # (ON CONFLICT: two API nodes creating the same id at once both end here).
             for col, value in (("id", new.id), ("idempotency_key", new.idempotency_key)):
                 if value is None:
                     continue
@@ -178,6 +106,76 @@ class PostgresStore:
                     )
                 return job_from_row(row), False
             raise InvalidTransition(f"job {new.id} conflicts with a job that vanished")
+
+    async def _insert(self, db: Any, new: NewJob) -> Any:
+        """The queued job's row, or None when its id or key is taken."""
+        return await db.fetchrow(
+            f"""INSERT INTO jobs (id, status, priority, model, options, file_path,
+               file_name, file_sha256, file_size, idempotency_key, callback_url,
+               metadata, duration, max_attempts, created_at)
+               VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
+                       {NOW})
+               ON CONFLICT DO NOTHING RETURNING *""",
+            new.id,
+            new.priority,
+            new.model,
+            new.options.model_dump_json(),
+            new.file_path,
+            new.file_name,
+            new.file_sha256,
+            new.file_size,
+            new.idempotency_key,
+            new.callback_url,
+            json.dumps(new.metadata) if new.metadata is not None else None,
+            new.duration,
+            new.max_attempts,
+        )
+
+    async def _same_result(self, db: Any, new: NewJob) -> str | None:
+        """The newest completed job with ``new``'s file hash and options. FOR
+        SHARE: retention cannot delete it before the copy is made."""
+        return await db.fetchval(
+            """SELECT id FROM jobs WHERE file_sha256 = $1 AND status = 'completed'
+               AND options = $2 ORDER BY finished_at DESC LIMIT 1 FOR SHARE""",
+            new.file_sha256,
+            new.options.model_dump_json(),
+        )
+
+    async def _copy_result(self, db: Any, new: NewJob, source: str) -> Any:
+        """A new job, completed at once with ``source``'s transcript: its own id,
+        key, metadata and upload, the same segments, ``cached`` set. None when
+        its id or key is taken."""
+        row = await db.fetchrow(
+            f"""INSERT INTO jobs (id, status, priority, model, options, file_path,
+               file_name, file_sha256, file_size, idempotency_key, callback_url, metadata,
+               duration, processed_seconds, segments_done, chunks_done, text, language,
+               warnings, max_attempts, created_at, started_at, finished_at, cached)
+               SELECT $1, 'completed', $2, model, options, $3, $4, file_sha256,
+               file_size, $5, $6, $7, duration, processed_seconds, segments_done,
+               chunks_done, text, language, warnings, $8, clock.now, clock.now, clock.now, 1
+               FROM jobs CROSS JOIN (SELECT {NOW} AS now) AS clock WHERE id = $9
+               ON CONFLICT DO NOTHING RETURNING *""",
+            new.id,
+            new.priority,
+            new.file_path,  # its own copy: retention of one never takes the other's
+            new.file_name,
+            new.idempotency_key,
+            new.callback_url,
+            json.dumps(new.metadata) if new.metadata is not None else None,
+            new.max_attempts,
+            source,
+        )
+        if row is None:
+            return None
+        await db.execute(
+            """INSERT INTO segments (job_id, idx, start, "end", text, speaker, data)
+               SELECT $1, idx, start, "end", text, speaker, data FROM segments
+               WHERE job_id = $2""",
+            new.id,
+            source,
+        )
+        await write_outbox(db, new.id)  # born finished: its webhook goes out like any other
+        return row
 
     async def get(self, job_id: str) -> Job:
         async with self._pool.acquire() as db:
@@ -263,14 +261,22 @@ class PostgresStore:
             )
             return await self._lease(db, claim)
 
-    async def set_info(self, claim: Claim, *, duration: float, language: str | None) -> None:
+    async def set_info(
+        self,
+        claim: Claim,
+        *,
+        duration: float,
+        language: str | None,
+        warnings: list[str] | None = None,
+    ) -> None:
         async with self._tx() as db:
             await db.execute(
-                f"UPDATE jobs SET duration = $3, language = $4 WHERE {_FENCE}",
+                f"UPDATE jobs SET duration = $3, language = $4, warnings = $5 WHERE {_FENCE}",
                 claim.job.id,
                 claim.token,
                 duration,
                 language,
+                json.dumps(warnings or []),
             )
 
     async def add_chunks(
@@ -350,6 +356,7 @@ class PostgresStore:
             )
             if row is None:
                 raise InvalidTransition(f"job {claim.job.id} is no longer held by this worker")
+            await write_outbox(db, claim.job.id)
             return job_from_row(row)
 
     async def cancel(self, job_id: str) -> Job:
@@ -366,6 +373,8 @@ class PostgresStore:
                         WHERE id = $1 AND {_status_guard(Status.CANCELLED)} RETURNING *""",
                     job_id,
                 )
+                if row is not None:
+                    await write_outbox(db, job_id)
             elif job.status == Status.PROCESSING:
                 row = await db.fetchrow(
                     """UPDATE jobs SET cancel_requested = 1
@@ -397,6 +406,7 @@ class PostgresStore:
             )
             if row is None:
                 raise InvalidTransition(f"job {claim.job.id} is no longer held by this worker")
+            await write_outbox(db, claim.job.id)  # a row only when it failed for good
             return job_from_row(row)
 
     async def recover(self, *, is_dead: DeadOwner) -> Recovery:

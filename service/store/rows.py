@@ -8,6 +8,7 @@ from dataclasses import asdict
 from typing import Any
 
 from service.jobs import Job, Segment, Status, TranscribeOptions, Word
+from service.store import Delivery, DeliveryAttempt, DeliveryState
 
 Row = Any
 
@@ -66,3 +67,26 @@ def segment_data(seg: Segment) -> str:
     for key in ("index", "start", "end", "text", "speaker"):
         data.pop(key)
     return json.dumps(data)
+
+
+def delivery_from_rows(row: Row, attempts: list[Row]) -> Delivery:
+    """A ``webhook_deliveries`` row and its ``webhook_attempts`` rows, in order."""
+    return Delivery(
+        id=row["id"],
+        job_id=row["job_id"],
+        event=row["event"],
+        url=row["url"],
+        state=DeliveryState(row["state"]),
+        created_at=row["created_at"],
+        next_attempt_at=row["next_attempt_at"],
+        attempts=[
+            DeliveryAttempt(
+                number=a["number"],
+                at=a["at"],
+                status_code=a["status_code"],
+                error=a["error"],
+                duration_s=a["duration_s"],
+            )
+            for a in attempts
+        ],
+    )

@@ -1,7 +1,6 @@
 """The webhook outbox of the SQLite store (E1, E2): the schema (migration 3),
 the row written with every terminal status, and the delivery methods of the
-``JobStore`` contract. Plain SQL: PostgreSQL runs the same statements, with
-``FOR UPDATE SKIP LOCKED`` on the claim's SELECT."""
+``JobStore`` contract. Plain SQL; ``postgres_outbox.py`` is its PostgreSQL twin."""
 
 from __future__ import annotations
 
@@ -13,13 +12,8 @@ from typing import TYPE_CHECKING, Any
 import aiosqlite
 
 from service.errors import InvalidTransition
-from service.store import (
-    AttemptOutcome,
-    Delivery,
-    DeliveryAttempt,
-    DeliveryClaim,
-    DeliveryState,
-)
+from service.store import AttemptOutcome, Delivery, DeliveryClaim, DeliveryState
+from service.store.rows import delivery_from_rows
 
 if TYPE_CHECKING:
     from service.jobs import Job
@@ -149,22 +143,4 @@ class OutboxMixin:
         attempts = await self._all(
             "SELECT * FROM webhook_attempts WHERE delivery_id = ? ORDER BY number", delivery_id
         )
-        return Delivery(
-            id=row["id"],
-            job_id=row["job_id"],
-            event=row["event"],
-            url=row["url"],
-            state=DeliveryState(row["state"]),
-            created_at=row["created_at"],
-            next_attempt_at=row["next_attempt_at"],
-            attempts=[
-                DeliveryAttempt(
-                    number=a["number"],
-                    at=a["at"],
-                    status_code=a["status_code"],
-                    error=a["error"],
-                    duration_s=a["duration_s"],
-                )
-                for a in attempts
-            ],
-        )
+        return delivery_from_rows(row, attempts)
