@@ -16,6 +16,7 @@ from aiohttp import web
 
 from service.api import routes
 from service.api.errors import error_middleware
+from service.api.limits import LIMITS, Limits, rate_limit_middleware
 from service.api.middleware import guard_middleware, request_id_middleware
 from service.keys import (
     API_KEYS,
@@ -38,11 +39,17 @@ log = structlog.get_logger("sona")
 def create_app(settings: Settings) -> web.Application:
     settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware, guard_middleware],
+        middlewares=[
+            request_id_middleware,
+            error_middleware,
+            guard_middleware,
+            rate_limit_middleware,
+        ],
         client_max_size=1024 * 1024,  # JSON bodies; uploads stream past this limit
     )
     app[SETTINGS] = settings
     app[API_KEYS] = settings.all_api_keys()
+    app[LIMITS] = Limits.from_settings(settings)
     app.cleanup_ctx.append(_runtime_ctx)
     app.on_shutdown.append(_drain)
     routes.setup(app)

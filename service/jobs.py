@@ -64,7 +64,7 @@ class TranscribeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = None
-    language: str | None = None
+    language: str | None = Field(default=None, pattern=r"^[a-z]{2,3}$")  # ISO-639-1
     prompt: str | None = None
     hotwords: str | None = None
     task: Literal["transcribe", "translate"] = "transcribe"
@@ -77,14 +77,10 @@ class TranscribeOptions(BaseModel):
     # (faster-whisper's default mode): never batched, so slower.
     condition_on_previous_text: bool = False
 
-    @field_validator("language")
+    @field_validator("language", mode="before")
     @classmethod
-    def _language(cls, v: str | None) -> str | None:
-        if v is None or v == "":
-            return None
-        if not re.fullmatch(r"[a-z]{2,3}", v):
-            raise ValueError("language must be an ISO-639-1 code such as 'en'")
-        return v
+    def _language(cls, v: object) -> object:
+        return None if v == "" else v  # an empty form field means "detect"
 
 
 @dataclass(frozen=True)
