@@ -14,7 +14,9 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
+from service import loop_errors
 from service.api import routes
+from service.api.connections import connection_middleware, handler_options, listen
 from service.api.errors import error_middleware
 from service.api.limits import LIMITS, Limits, rate_limit_middleware
 from service.api.middleware import guard_middleware, request_id_middleware
@@ -40,6 +42,7 @@ def create_app(settings: Settings) -> web.Application:
     settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
     app = web.Application(
         middlewares=[
+            connection_middleware,  # outermost: it must see every request end
             request_id_middleware,
             error_middleware,
             guard_middleware,
@@ -74,27 +77,22 @@ async def _drain(app: web.Application) -> None:
     await app[RUNTIME].drain()
 
 
-def ready_line(runner: web.AppRunner, settings: Settings) -> dict[str, object]:
+def ready_line(listener: asyncio.Server, settings: Settings) -> dict[str, object]:
     if settings.socket is not None:
         return {"status": "ready", "socket": str(settings.socket)}
-    port = runner.addresses[0][1]
+    port = listener.sockets[0].getsockname()[1]
     return {"status": "ready", "port": port}
 
 
 async def serve(settings: Settings) -> int:
     """Run the daemon until a signal; returns the exit code."""
+    loop_errors.install(asyncio.get_running_loop())
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5, access_log=None)
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=5, **handler_options(settings)
+    )
     await runner.setup()
-    site: web.BaseSite
-    if settings.socket is not None:
-        settings.socket.unlink(missing_ok=True)
-        site = web.UnixSite(runner, str(settings.socket))
-        await site.start()
-        os.chmod(settings.socket, 0o600)
-    else:
-        site = web.TCPSite(runner, settings.host, settings.port)
-        await site.start()
+    listener = await listen(runner, settings)
     if settings.pidfile:
         settings.pidfile.write_text(f"{os.getpid()}\n")
     stop = asyncio.Event()
@@ -111,9 +109,10 @@ async def serve(settings: Settings) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    print(json.dumps(ready_line(runner, settings)), flush=True)
-    log.info("server.ready", **ready_line(runner, settings))
+    print(json.dumps(ready_line(listener, settings)), flush=True)
+    log.info("server.ready", **ready_line(listener, settings))
     await stop.wait()
+    listener.close()  # stop accepting; the runner then drains and closes connections
     await runner.cleanup()
     if settings.pidfile:
         settings.pidfile.unlink(missing_ok=True)
