@@ -252,3 +252,26 @@ def test_saturated_beyond_the_bound_is_429(
         assert second.status_code == 429, second.text
         assert int(second.headers["Retry-After"]) > 0
         assert first.result().status_code == 200
+
+
+def test_models_list_and_retrieve_with_the_sdk(client: openai.OpenAI) -> None:
+    listed = {m.id: m for m in client.models.list()}
+    assert {"tiny.en", "whisper-1"} <= set(listed)
+    assert listed["whisper-1"].model_extra["alias_for"] == "tiny.en"  # type: ignore[index]
+    assert client.models.retrieve("tiny.en").id == "tiny.en"
+    alias = client.models.retrieve("whisper-1")
+    assert alias.id == "whisper-1" and alias.object == "model" and alias.owned_by == "sona"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("no-such-model")
+
+
+def test_405_names_exactly_the_allowed_methods(daemon: Daemon) -> None:
+    resp = httpx.get(f"{daemon.url}/v1/models/load")
+    assert resp.status_code == 405 and resp.headers["Allow"] == "POST"
+    resp = httpx.put(f"{daemon.url}/v1/jobs")
+    assert resp.status_code == 405 and set(resp.headers["Allow"].split(",")) == {
+        "GET",
+        "HEAD",
+        "POST",
+    }
+    assert resp.json()["error"]["code"] == "method_not_allowed"

@@ -13,7 +13,7 @@ from typing import Any
 
 from service.errors import InvalidRequest, PayloadTooLarge
 
-MAX_JSON_BYTES = 64 * 1024  # a JSON body: options, a URL and ≤ 4 KB of metadata
+MAX_JSON_BYTES = 1024 * 1024  # a JSON body (options, a URL, ≤ 4 KB of metadata) is far less
 MAX_JSON_DEPTH = 32  # nesting of arrays and objects
 
 
