@@ -16,7 +16,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from service.loop_errors import LoopErrorLog
-from tests.helpers import idle_app
+from tests.helpers import audio_form, idle_app
 
 
 async def _open_from(source: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -84,9 +84,11 @@ def test_r18_connections_per_client_are_capped_with_429_and_retry_after(
             answer = await reader.read()
         assert answer.startswith(b"HTTP/1.1 429 ") and b"Retry-After: 1" in answer
         assert b'"code": "busy"' in answer
-        async with aiohttp.ClientSession() as session:  # another client is served
-            async with session.get(d.url + "/health") as resp:
-                assert resp.status == 200
+        async with (  # another client is served
+            aiohttp.ClientSession() as session,
+            session.get(d.url + "/health") as resp,
+        ):
+            assert resp.status == 200
         for _, w in [*held, (reader, writer)]:
             w.close()
 
@@ -120,9 +122,7 @@ async def test_r18_too_many_concurrent_uploads_is_429_with_retry_after(
     while len(list(uploads.iterdir())) < 2:  # both are streaming to disk
         assert time.monotonic() < deadline, "the stalled uploads never started"
         await asyncio.sleep(0.05)
-    form = aiohttp.FormData()
-    form.add_field("file", fox_wav.read_bytes(), filename="fox.wav")
-    resp = await client.post("/v1/jobs", data=form)
+    resp = await client.post("/v1/jobs", data=audio_form(fox_wav))
     body = await resp.json()
     assert resp.status == 429 and body["error"]["code"] == "busy", body
     assert int(resp.headers["Retry-After"]) >= 1
@@ -131,9 +131,7 @@ async def test_r18_too_many_concurrent_uploads_is_429_with_retry_after(
         w.close()
     deadline = time.monotonic() + 30
     while True:  # slots come back when the uploads end
-        form = aiohttp.FormData()
-        form.add_field("file", fox_wav.read_bytes(), filename="fox.wav")
-        resp = await client.post("/v1/jobs", data=form)
+        resp = await client.post("/v1/jobs", data=audio_form(fox_wav))
         if resp.status == 202:
             break
         assert resp.status == 429 and time.monotonic() < deadline
@@ -150,9 +148,7 @@ async def test_r18_uploads_per_client_are_capped(
     while not any(uploads.iterdir()):
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
-    form = aiohttp.FormData()
-    form.add_field("file", fox_wav.read_bytes(), filename="fox.wav")
-    resp = await client.post("/v1/jobs", data=form)
+    resp = await client.post("/v1/jobs", data=audio_form(fox_wav))
     assert resp.status == 429 and "Retry-After" in resp.headers
     assert "this client" in (await resp.json())["error"]["message"]
     stalled.close()
@@ -224,8 +220,10 @@ def test_header_timeout_does_not_cut_a_slow_body_or_a_long_response(
 
         form = aiohttp.FormData()
         form.add_field("file", body(), filename="fox.wav", content_type="audio/wav")
-        async with aiohttp.ClientSession() as session:
-            async with session.post(d.url + "/v1/jobs", data=form) as resp:
-                return resp.status
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(d.url + "/v1/jobs", data=form) as resp,
+        ):
+            return resp.status
 
     assert asyncio.run(run()) == 202
