@@ -14,6 +14,7 @@ from service.errors import InvalidJobId
 
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 METADATA_MAX_BYTES = 4096
+LANGUAGE_PATTERN = r"^[a-z]{2,3}$"  # an ISO-639-1 code such as "en"
 
 
 class Status(StrEnum):
@@ -64,7 +65,7 @@ class TranscribeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = None
-    language: str | None = Field(default=None, pattern=r"^[a-z]{2,3}$")  # ISO-639-1
+    language: str | None = Field(default=None, pattern=LANGUAGE_PATTERN)
     prompt: str | None = None
     hotwords: str | None = None
     task: Literal["transcribe", "translate"] = "transcribe"

@@ -28,7 +28,7 @@ from service.errors import Busy, InvalidRequest, SonaError, from_code
 from service.events import TERMINAL, JobUpdate, follow
 from service.formats import render
 from service.intake import SYNC_PRIORITY, Submission
-from service.jobs import Job, Status, TranscribeOptions
+from service.jobs import LANGUAGE_PATTERN, Job, Status, TranscribeOptions
 from service.keys import EVENTS, SETTINGS, STORE, UPLOADS
 
 routes = web.RouteTableDef()
@@ -51,7 +51,7 @@ class OpenAIForm(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: str | None = None
-    language: str | None = None
+    language: str | None = Field(default=None, pattern=LANGUAGE_PATTERN)
     prompt: str | None = None
     temperature: float | None = Field(default=None, ge=0.0, le=1.0)
     response_format: Literal["json", "text", "srt", "verbose_json", "vtt"] = "json"
@@ -101,7 +101,7 @@ async def _handle(
             name = sorted(bad)[0]
             raise InvalidRequest(f"{name} is not supported by this server", param=name)
         fields: dict[str, Any] = form.first()
-        if grans := form.fields.get("timestamp_granularities[]"):
+        if grans := [g for g in form.fields.get("timestamp_granularities[]", []) if g]:
             fields["timestamp_granularities[]"] = grans
         req = parse(OpenAIForm, fields)
     sub = Submission(options=req.options(task), priority=SYNC_PRIORITY)

@@ -128,8 +128,9 @@ def schemas() -> dict[str, Any]:
         schema = model.model_json_schema(ref_template=REF, mode=mode)
         out.update(schema.pop("$defs", {}))
         if model.__name__ in FORMS:
-            for prop in schema["properties"].values():
-                _drop_null(prop)
+            schema["properties"] = {
+                name: _form_field(prop) for name, prop in schema["properties"].items()
+            }
             schema["properties"] = {
                 "file": {"type": "string", "format": "binary", "description": "the audio"},
                 **schema["properties"],
@@ -139,9 +140,14 @@ def schemas() -> dict[str, Any]:
     return out
 
 
-def _drop_null(prop: dict[str, Any]) -> None:
-    """A multipart field is absent or text, never JSON null: ``X | None`` in the
-    model becomes plain ``X`` in a form's schema."""
+# How pydantic reads a boolean sent as text (forms carry only text).
+BOOL_TEXT = ["true", "false", "1", "0", "yes", "no", "on", "off", "t", "f", "y", "n"]
+
+
+def _form_field(prop: dict[str, Any]) -> dict[str, Any]:
+    """A multipart field's real schema: text, never JSON null (``X | None``
+    becomes ``X``); a boolean also in pydantic's text spellings; and an empty
+    value, which means the field's default."""
     options = [o for o in prop.pop("anyOf", []) if o.get("type") != "null"]
     if len(options) == 1:
         prop.update(options[0])
@@ -149,6 +155,9 @@ def _drop_null(prop: dict[str, Any]) -> None:
         prop["anyOf"] = options
     if prop.get("default", 0) is None:
         del prop["default"]
+    if prop.get("type") == "boolean":
+        prop = {**prop, "type": ["boolean", "string"], "enum": [True, False, *BOOL_TEXT]}
+    return {"anyOf": [prop, {"const": ""}], "description": "empty: the default"}
 
 
 # Content helpers for the table: media type → schema.
@@ -273,8 +282,9 @@ OPERATIONS: tuple[Op, ...] = (
        description=FEED_DOC, headers=(("Last-Event-ID", {"type": "string"},
                                        "any id this stream sent: answered with a snapshot"),)),
     Op("GET", "/v1/jobs/{job_id}/audio", "jobs", "The retained upload, for playback",
-       {200: AUDIO, 206: AUDIO}, (400, 404, 416),
-       headers=(("Range", {"type": "string"}, "bytes=START-END: answered 206"),),
+       {200: AUDIO, 206: AUDIO, 416: AUDIO}, (400, 404),
+       headers=(("Range", {"type": "string", "pattern": r"^bytes=[0-9]*-[0-9]*$"},
+                 "bytes=START-END: answered 206 (416 past the end)"),),
        description="The file as uploaded, while retention keeps it (404 after)."),
     Op("POST", "/v1/audio/transcriptions", "openai", "Transcribe (OpenAI-compatible)",
        OPENAI_RESPONSES, (400, 404, 408, 409, 413, 415, 422, 429, 500, 503, 507),
