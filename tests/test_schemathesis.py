@@ -1,7 +1,7 @@
 """RELIABILITY 24: schemathesis against /openapi.json of a live daemon on
 loopback, with a fixed seed and every check but ``use_after_free`` (Sona's
 DELETE cancels; it does not remove). Zero server errors and zero conformance
-failures. Configuration and hooks: tests/schemathesis/ (uploads are a real
+failures. Configuration and hooks: tests/schemathesis_run/ (uploads are a real
 0.2 s WAV; nothing makes the daemon connect to a generated address)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-HERE = Path(__file__).parent / "schemathesis"
+HERE = Path(__file__).parent / "schemathesis_run"
 REPO = Path(__file__).parent.parent
 MAX_EXAMPLES = 10  # per operation and phase: about two minutes on one loaded core
 
@@ -48,7 +48,7 @@ def test_r24_schemathesis_finds_no_server_error_and_no_conformance_failure(
         capture_output=True,
         text=True,
         cwd=REPO,
-        env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.schemathesis.hooks", "NO_COLOR": "1"},
+        env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.schemathesis_run.hooks", "NO_COLOR": "1"},
         timeout=540,
     )
     summary = run.stdout[run.stdout.rfind("SUMMARY") :]
