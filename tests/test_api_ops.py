@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,8 @@ async def test_r19_client_disconnect_mid_upload_is_logged_as_aborted_without_tra
 ) -> None:
     client = await aiohttp_client(create_app(make_settings(model=None)))
     uploads = make_settings().data_dir / "uploads"
+    assert (await client.get("/health")).status == 200  # warm: lazily opened things exist
+    fds, tasks = len(os.listdir("/proc/self/fd")), len(asyncio.all_tasks())
     with capture_logs() as logs:
         reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
         head = (
@@ -101,6 +104,12 @@ async def test_r19_client_disconnect_mid_upload_is_logged_as_aborted_without_tra
         while not any(e["event"] == "request.aborted" for e in logs):
             assert time.monotonic() < deadline + 30, logs
             await asyncio.sleep(0.05)
+    # Descriptors and tasks back to where they were (the upload file, the
+    # connection and its handler task are gone).
+    while len(os.listdir("/proc/self/fd")) > fds or len(asyncio.all_tasks()) > tasks:
+        assert time.monotonic() < deadline + 60, (os.listdir("/proc/self/fd"), fds)
+        await asyncio.sleep(0.05)
+    assert not any(uploads.iterdir())
     aborted = [e for e in logs if e["event"] == "request.aborted"]
     assert aborted[0]["log_level"] == "info" and "exc_info" not in aborted[0]
     assert not [e for e in logs if e["event"] == "request.crashed"]

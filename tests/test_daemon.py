@@ -150,7 +150,7 @@ def test_second_signal_exits_at_once_and_loses_nothing(
     assert done["status"] == "completed"
 
 
-def test_unix_socket_is_private(daemon_factory: Any, tmp_path: Path) -> None:
+def test_r23_unix_socket_is_private(daemon_factory: Any, tmp_path: Path) -> None:
     sock = tmp_path / "s.sock"
     d = daemon_factory("--socket", str(sock))
     assert d.ready == {"status": "ready", "socket": str(sock)}

@@ -174,7 +174,9 @@ def test_unknown_fields_are_ignored(daemon: Daemon, fox_wav: Path) -> None:
     assert r.status_code == 200 and "fox" in r.json()["text"].lower()
 
 
-def test_disconnect_frees_the_worker(daemon: Daemon, long_wav: Path, fox_wav: Path) -> None:
+def test_r19_disconnect_mid_stream_frees_the_worker(
+    daemon: Daemon, long_wav: Path, fox_wav: Path
+) -> None:
     with (
         long_wav.open("rb") as f,
         httpx.stream(

@@ -48,7 +48,14 @@ class OpenAIForm(BaseModel):
     """The fields of an OpenAI transcription request, plus faster-whisper extras.
     Unknown fields are ignored, as OpenAI's own API does."""
 
-    model_config = ConfigDict(extra="ignore")
+    # Unknown fields are ignored; in a form they are text parts with plain names.
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "additionalProperties": {"type": "string"},
+            "propertyNames": {"pattern": r"^[A-Za-z0-9_.\[\]-]+$"},
+        },
+    )
 
     model: str | None = None
     language: str | None = Field(default=None, pattern=LANGUAGE_PATTERN)

@@ -214,7 +214,8 @@ def multipart(name: str) -> dict[str, Any]:
 OPENAI_RESPONSES: dict[int, dict[str, Any]] = {
     200: {
         "application/json": {
-            "schema": {"oneOf": [ref("TranscriptionOut"), ref("VerboseTranscriptionOut")]}
+            # anyOf: a verbose body is also a valid {text} body.
+            "schema": {"anyOf": [ref("TranscriptionOut"), ref("VerboseTranscriptionOut")]}
         },
         **TEXT,
         "text/vtt": {"schema": {"type": "string"}},
