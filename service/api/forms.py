@@ -5,6 +5,7 @@ too many parts and oversized fields are refused with bounded work."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from service.api.json_input import MAX_JSON_BYTES, loads
 from service.api.limits import upload_slot
-from service.api.schemas import M, parse
+from service.api.schemas import FIELD_NAME_PATTERN, M, parse
 from service.errors import InvalidRequest, PayloadTooLarge, UploadTimeout
 from service.keys import SETTINGS
 from service.settings import Settings
@@ -23,6 +24,7 @@ from service.uploads import CHUNK, StoredUpload, UploadDir
 MAX_PARTS = 64
 MAX_FIELD_BYTES = 64 * 1024
 FILE_FIELDS = ("file", "audio")  # "audio" for older seed clients
+FIELD_NAME = re.compile(FIELD_NAME_PATTERN)
 
 
 @dataclass
@@ -126,6 +128,8 @@ async def _read_part(
     part: BodyPartReader, form: Form, uploads: UploadDir, settings: Settings
 ) -> None:
     name = part.name or ""
+    if not FIELD_NAME.fullmatch(name):
+        raise InvalidRequest(f"form field name {name[:64]!r} is not a plain name")
     if name in FILE_FIELDS:
         if form.upload is not None:
             raise InvalidRequest("only one file per request", param="file")

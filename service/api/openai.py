@@ -23,7 +23,7 @@ from service.api.errors import error_body, status_for
 from service.api.forms import read_form
 from service.api.job_events import progress_out, segment_out
 from service.api.jobs import admit, cancel
-from service.api.schemas import parse
+from service.api.schemas import FIELD_NAME_PATTERN, parse
 from service.errors import Busy, InvalidRequest, SonaError, from_code
 from service.events import TERMINAL, JobUpdate, follow
 from service.formats import render
@@ -53,7 +53,7 @@ class OpenAIForm(BaseModel):
         extra="ignore",
         json_schema_extra={
             "additionalProperties": {"type": "string"},
-            "propertyNames": {"pattern": r"^[A-Za-z0-9_.\[\]-]+$"},
+            "propertyNames": {"pattern": FIELD_NAME_PATTERN},
         },
     )
 

@@ -15,6 +15,8 @@ from service.errors import InvalidRequest, SonaError
 from service.jobs import JOB_ID_RE, Job, Status, TranscribeOptions
 
 M = TypeVar("M", bound=BaseModel)
+# Names of multipart fields: what form encoders send (timestamp_granularities[]).
+FIELD_NAME_PATTERN = r"^[A-Za-z0-9_.\[\]-]{1,64}$"
 
 
 def iso(ts: float | None) -> str | None:
