@@ -100,7 +100,9 @@ def last_event_id(request: web.Request) -> int:
     raw = request.headers.get("Last-Event-ID", "").strip()
     if not raw:
         return -1
-    if not raw.isdigit():
+    # Segment ids are small; a number past any of them (and past SQLite's
+    # 64-bit integers) is refused before the stream starts.
+    if not raw.isdigit() or len(raw) > 9:
         raise InvalidRequest(
             "Last-Event-ID must be a segment id sent by this stream", param="Last-Event-ID"
         )

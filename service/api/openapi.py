@@ -218,6 +218,7 @@ OPENAI_RESPONSES: dict[int, dict[str, Any]] = {
             "schema": {"anyOf": [ref("TranscriptionOut"), ref("VerboseTranscriptionOut")]}
         },
         **TEXT,
+        "application/x-subrip": {"schema": {"type": "string"}},
         "text/vtt": {"schema": {"type": "string"}},
         **SSE,
         "application/x-ndjson": {"schema": {"type": "string"}},
@@ -277,7 +278,7 @@ OPERATIONS: tuple[Op, ...] = (
        query=(("format", FMT, "output format (default text)"),)),
     Op("GET", "/v1/jobs/{job_id}/events", "jobs", "Follow a job (Server-Sent Events)",
        {200: SSE}, (400, 404), description=EVENTS_DOC,
-       headers=(("Last-Event-ID", {"type": "integer", "minimum": 0},
+       headers=(("Last-Event-ID", {"type": "integer", "minimum": 0, "maximum": 999_999_999},
                  "resume after this segment id"),)),
     Op("GET", "/v1/events", "jobs", "Follow every job (Server-Sent Events)", {200: SSE},
        description=FEED_DOC, headers=(("Last-Event-ID", {"type": "string"},
