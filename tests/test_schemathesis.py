@@ -52,6 +52,7 @@ def test_r24_schemathesis_finds_no_server_error_and_no_conformance_failure(
         timeout=540,
     )
     summary = run.stdout[run.stdout.rfind("SUMMARY") :]
+    print(summary)  # the counts, for `pytest -s`
     assert run.returncode == 0, run.stdout[-8000:] + run.stderr[-2000:]
     assert "Tested:" in summary and "failures" not in summary.splitlines()[-1], summary
     assert report.is_file()
