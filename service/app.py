@@ -8,15 +8,17 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
 
+from service import loop_errors
 from service.api import routes
+from service.api.connections import connection_middleware, handler_options, listen
 from service.api.errors import error_middleware
+from service.api.limits import LIMITS, Limits, rate_limit_middleware
 from service.api.middleware import access_middleware, add_request_id, guard_middleware
 from service.errors import SonaError, StartupFailed
 from service.keys import (
@@ -44,12 +46,19 @@ log = structlog.get_logger("sona")
 def create_app(settings: Settings) -> web.Application:
     settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
     app = web.Application(
-        middlewares=[access_middleware, error_middleware, guard_middleware],
+        middlewares=[
+            connection_middleware,  # outermost: it must see every request end
+            access_middleware,
+            error_middleware,
+            guard_middleware,
+            rate_limit_middleware,
+        ],
         client_max_size=1024 * 1024,  # JSON bodies; uploads stream past this limit
     )
     app[SETTINGS] = settings
     app[API_KEYS] = settings.all_api_keys()
     app[METRICS] = Metrics()
+    app[LIMITS] = Limits.from_settings(settings)
     app.on_response_prepare.append(add_request_id)
     app.cleanup_ctx.append(_runtime_ctx)
     app.on_shutdown.append(_drain)
@@ -73,35 +82,26 @@ async def _drain(app: web.Application) -> None:
     await app[RUNTIME].drain()
 
 
-def ready_line(runner: web.AppRunner, settings: Settings) -> dict[str, object]:
+def ready_line(listener: asyncio.Server, settings: Settings) -> dict[str, object]:
     if settings.socket is not None:
         return {"status": "ready", "socket": str(settings.socket)}
-    port = runner.addresses[0][1]
+    port = listener.sockets[0].getsockname()[1]
     return {"status": "ready", "port": port}
-
-
-async def _start_site(
-    runner: web.AppRunner, settings: Settings, sock: socket.socket | None
-) -> None:
-    if sock is not None:
-        await web.SockSite(runner, sock).start()
-        return
-    assert settings.socket is not None
-    settings.socket.unlink(missing_ok=True)
-    await web.UnixSite(runner, str(settings.socket)).start()
-    os.chmod(settings.socket, 0o600)
 
 
 async def serve(settings: Settings) -> int:
     """Run the daemon until a signal; returns the exit code. Raises
     ``StartupFailed`` (the CLI prints the error line) when it cannot serve."""
+    loop_errors.install(asyncio.get_running_loop())
     # Off the loop: a slow disk or a DNS lookup of --host must not stall it.
     await asyncio.to_thread(check_data_dir, settings.data_dir)
     sock = None
     if settings.socket is None:
         sock = await asyncio.to_thread(bind_tcp, settings.host, settings.port)
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5, access_log=None)
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=5, **handler_options(settings)
+    )
     try:
         await runner.setup()  # the runtime: store, engine, the --model load
     except Exception as exc:  # a bad model, a corrupt database: still one error line
@@ -112,7 +112,7 @@ async def serve(settings: Settings) -> int:
             raise StartupFailed(exc.code, exc.message) from exc
         raise StartupFailed("startup_failed", f"{type(exc).__name__}: {exc}") from exc
     try:
-        await _start_site(runner, settings, sock)
+        listener = await listen(runner, settings, sock)
     except OSError as exc:
         await runner.cleanup()
         raise StartupFailed("bind_failed", f"cannot listen on {settings.socket}: {exc}") from exc
@@ -132,9 +132,10 @@ async def serve(settings: Settings) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    print(json.dumps(ready_line(runner, settings), separators=(",", ":")), flush=True)
-    log.info("server.ready", **ready_line(runner, settings))
+    print(json.dumps(ready_line(listener, settings), separators=(",", ":")), flush=True)
+    log.info("server.ready", **ready_line(listener, settings))
     await stop.wait()
+    listener.close()  # stop accepting; the runner then drains and closes connections
     await runner.cleanup()
     if settings.pidfile:
         settings.pidfile.unlink(missing_ok=True)

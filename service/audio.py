@@ -75,7 +75,13 @@ def probe(path: Path) -> tuple[float | None, int]:
                 duration = container.duration / av.time_base
             return duration, stream.codec_context.channels or 1
     except av.FFmpegError as exc:
-        raise InvalidAudio(f"the file could not be read as audio: {exc}") from exc
+        raise InvalidAudio(f"the file could not be read as audio: {_reason(exc)}") from exc
+
+
+def _reason(exc: av.FFmpegError) -> str:
+    """FFmpeg's reason without the file name: error messages reach clients and
+    must not name server paths (``str(exc)`` ends with the upload's path)."""
+    return str(exc.strerror or "unreadable data")
 
 
 @dataclass
@@ -153,7 +159,7 @@ def decode_blocks(
                     yield flush()
     except av.FFmpegError as exc:
         if total == 0:
-            raise InvalidAudio(f"the audio could not be decoded: {exc}") from exc
+            raise InvalidAudio(f"the audio could not be decoded: {_reason(exc)}") from exc
         report.damaged = True  # it broke off: keep what came before
     if total == 0:
         raise InvalidAudio("the file holds no decodable audio samples")

@@ -228,7 +228,6 @@ def _validation_message(exc: ValidationError) -> str:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from service.app import serve
-    from service.logs import install_loop_handler
 
     try:
         settings = settings_from(args)
@@ -245,18 +244,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             2,
         )
 
-    async def run() -> int:
-        install_loop_handler(asyncio.get_running_loop())
-        return await serve(settings)
-
     try:
-        return asyncio.run(run())
+        return asyncio.run(serve(settings))
     except (StartupFailed, DataDirInUse) as exc:
         return _startup_error(exc.code, exc.message, 1)
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from service.logs import install_loop_handler
     from service.node import run_worker_node
 
     try:
@@ -267,12 +261,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         return _startup_error(exc.code, exc.message, 2)
     configure_logs(settings.log_level, fmt=settings.log_format)
 
-    async def run() -> int:
-        install_loop_handler(asyncio.get_running_loop())
-        return await run_worker_node(settings, probe_port=args.port)
-
     try:
-        return asyncio.run(run())
+        return asyncio.run(run_worker_node(settings, probe_port=args.port))
     except (StartupFailed, DataDirInUse) as exc:
         return _startup_error(exc.code, exc.message, 1)
 

@@ -202,3 +202,4 @@ _WRITERS: dict[str, tuple[_Writer, str]] = {
 }
 
 FORMATS: tuple[str, ...] = tuple(_WRITERS)
+CONTENT_TYPES: dict[str, str] = {fmt: content_type for fmt, (_, content_type) in _WRITERS.items()}

@@ -14,6 +14,7 @@ from service.errors import InvalidJobId
 
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 METADATA_MAX_BYTES = 4096
+LANGUAGE_PATTERN = r"^[a-z]{2,3}$"  # an ISO-639-1 code such as "en"
 
 
 class Status(StrEnum):
@@ -64,7 +65,7 @@ class TranscribeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = None
-    language: str | None = None
+    language: str | None = Field(default=None, pattern=LANGUAGE_PATTERN)
     prompt: str | None = None
     hotwords: str | None = None
     task: Literal["transcribe", "translate"] = "transcribe"
@@ -77,14 +78,10 @@ class TranscribeOptions(BaseModel):
     # (faster-whisper's default mode): never batched, so slower.
     condition_on_previous_text: bool = False
 
-    @field_validator("language")
+    @field_validator("language", mode="before")
     @classmethod
-    def _language(cls, v: str | None) -> str | None:
-        if v is None or v == "":
-            return None
-        if not re.fullmatch(r"[a-z]{2,3}", v):
-            raise ValueError("language must be an ISO-639-1 code such as 'en'")
-        return v
+    def _language(cls, v: object) -> object:
+        return None if v == "" else v  # an empty form field means "detect"
 
 
 @dataclass(frozen=True)

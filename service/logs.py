@@ -15,7 +15,6 @@ process gets the parent's level and resolved format in its ``EngineConfig``."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from typing import Any, Literal
@@ -86,22 +85,3 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg, unused-ig
     @stream.setter
     def stream(self, _value: Any) -> None:
         pass
-
-
-def install_loop_handler(loop: asyncio.AbstractEventLoop) -> None:
-    """Exceptions that would print as "Future exception was never retrieved" or
-    "Task exception was never retrieved" become one structured error line."""
-    log = structlog.get_logger("sona.asyncio")
-
-    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        exc = context.get("exception")
-        task = context.get("task") or context.get("future")
-        name = task.get_name() if isinstance(task, asyncio.Task) else None
-        log.error(
-            "asyncio.unhandled",
-            message=context.get("message"),
-            task=name,
-            exc_info=(type(exc), exc, exc.__traceback__) if exc else None,
-        )
-
-    loop.set_exception_handler(handler)

@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from service import loop_errors
 from service.metrics import CONTENT_TYPE
 from service.runtime import Runtime, start_runtime
 from service.settings import Settings
@@ -80,6 +81,7 @@ async def run_worker_node(settings: Settings, *, probe_port: int | None) -> int:
     timeout go back to the queue for another worker); returns the exit code."""
     settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
     stop = _stop_on_signals()
+    loop_errors.install(asyncio.get_running_loop())
     async with start_runtime(settings) as rt:
         assert rt.worker is not None  # settings.worker is on: start_runtime made one
         runner, port = None, None

@@ -140,6 +140,15 @@ class Settings(BaseSettings):
     # links are paths relative to wherever the receiver reaches Sona.
     public_url: str | None = None
 
+    # Connections and request rates (F5): see docs/security.md.
+    header_timeout_s: float = Field(default=10, gt=0)  # a request head must arrive in this
+    idle_timeout_s: float = Field(default=75, gt=0)  # keep-alive connection with no request
+    max_connections_per_client: int = Field(default=256, ge=1)  # per address
+    max_uploads: int = Field(default=64, ge=1)  # request bodies being stored at once
+    max_uploads_per_client: int = Field(default=16, ge=1)
+    rate_limit_per_s: float = Field(default=0, ge=0)  # per client; 0: no rate limit
+    rate_limit_burst: int = Field(default=50, ge=1)
+
     # Logs
     log_level: str = "info"
     log_format: Literal["json", "console", "auto"] = "auto"  # auto: console on a TTY

@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import structlog
 
@@ -54,6 +55,9 @@ from service.store import Claim, JobStore, Lease
 log = structlog.get_logger("sona.worker")
 HOST = socket.gethostname()
 BACKOFF_MAX_S = 30.0
+
+
+WorkerState = Literal["running", "retrying", "drained", "stopped"]
 
 
 @dataclass(frozen=True)
@@ -156,7 +160,7 @@ class Worker:
         self.loop_failures = 0  # errors survived, all loops together
 
     @property
-    def state(self) -> str:
+    def state(self) -> WorkerState:
         """``running``; ``retrying`` while a loop waits out an error (a full disk, a
         locked database); ``drained`` after a drain or a burst; ``stopped`` when
         the worker is not running for any other reason (it never ran, or its task

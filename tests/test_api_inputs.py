@@ -42,7 +42,7 @@ def _zip() -> bytes:
     ],
     ids=["empty", "html", "zip", "playlist", "text"],
 )
-async def test_non_audio_is_refused_and_nothing_kept(
+async def test_r11_non_audio_is_refused_and_nothing_kept(
     client: Any, make_settings: Any, payload: bytes, status: int, code: str
 ) -> None:
     resp = await client.post("/v1/jobs", data=audio_form(data=payload))
@@ -52,14 +52,14 @@ async def test_non_audio_is_refused_and_nothing_kept(
     assert list(uploads_dir(make_settings).iterdir()) == []
 
 
-async def test_oversize_upload_is_413_and_removed(client: Any, make_settings: Any) -> None:
+async def test_r10_oversize_upload_is_413_and_removed(client: Any, make_settings: Any) -> None:
     big = b"RIFF\x00\x00\x00\x00WAVE" + b"\x00" * (3 * 1024 * 1024)  # declared: refused early
     resp = await client.post("/v1/jobs", data=audio_form(data=big))
     assert resp.status == 413 and (await resp.json())["error"]["code"] == "file_too_large"
     assert list(uploads_dir(make_settings).iterdir()) == []
 
 
-async def test_oversize_chunked_upload_without_length(client: Any, make_settings: Any) -> None:
+async def test_r10_oversize_chunked_upload_without_length(client: Any, make_settings: Any) -> None:
     async def body():  # type: ignore[no-untyped-def]
         yield b"RIFF\x00\x00\x00\x00WAVE"
         for _ in range(40):
@@ -117,7 +117,7 @@ async def test_r14_duration_limit_from_header(
 
 # NUL in a name is covered in test_uploads: aiohttp's client refuses to send it.
 @pytest.mark.parametrize("name", ["../../etc/passwd", "..\\..\\x.wav", "x" * 4096])
-async def test_hostile_file_names_stay_inside_the_data_dir(
+async def test_r12_hostile_file_names_stay_inside_the_data_dir(
     client: Any, make_settings: Any, fox_wav: Path, name: str
 ) -> None:
     resp = await client.post("/v1/jobs", data=audio_form(fox_wav, filename=name))
@@ -192,7 +192,7 @@ def _multipart(boundary: str, parts: list[tuple[str, bytes]], preamble: bytes = 
     ],
     ids=["10k-parts", "endless-preamble", "huge-part-header"],
 )
-async def test_malformed_multipart_is_refused_quickly(
+async def test_r13_malformed_multipart_is_refused_quickly(
     client: Any, make_settings: Any, body: bytes, codes: set[int]
 ) -> None:
     resp = await client.post(
@@ -204,7 +204,7 @@ async def test_malformed_multipart_is_refused_quickly(
     assert (await client.get("/health")).status == 200  # others still served
 
 
-async def test_disconnect_mid_upload_leaves_no_partial_file(
+async def test_r19_disconnect_mid_upload_leaves_no_partial_file(
     client: Any, make_settings: Any
 ) -> None:
     import asyncio

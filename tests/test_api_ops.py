@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
+from structlog.testing import capture_logs
 
 from service.app import create_app
 from service.keys import STORE, WORKER
 from tests.helpers import idle_app, submit, wait_done
 
 
-async def test_api_keys_guard_everything_but_probes(
+async def test_r23_api_keys_guard_everything_but_probes(
     aiohttp_client: Any, make_settings: Any, tmp_path: Path
 ) -> None:
     keyfile = tmp_path / "keys"
@@ -30,9 +32,16 @@ async def test_api_keys_guard_everything_but_probes(
     for key in ("s3cret", "from-file"):
         ok = await client.get("/v1/jobs", headers={"Authorization": f"Bearer {key}"})
         assert ok.status == 200
+    # The scheme is case-insensitive (RFC 9110); a key without it is refused.
+    for header in ("bearer s3cret", "BEARER s3cret", "Bearer   s3cret"):
+        assert (await client.get("/v1/jobs", headers={"Authorization": header})).status == 200
+    for header in ("s3cret", "Basic s3cret", "Bearer", "Bearers3cret", "Token s3cret"):
+        refused = await client.get("/v1/jobs", headers={"Authorization": header})
+        assert refused.status == 401, header
+        assert refused.headers["WWW-Authenticate"].startswith("Bearer")
 
 
-async def test_foreign_host_header_is_refused_on_loopback(
+async def test_r23_foreign_host_header_is_refused_on_loopback(
     aiohttp_client: Any, make_settings: Any
 ) -> None:
     client = await aiohttp_client(create_app(make_settings(model=None)))
@@ -106,3 +115,45 @@ async def poll_until(cond: Any, timeout: float = 60) -> None:
     while not cond():
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
+
+
+async def test_r19_client_disconnect_mid_upload_is_logged_as_aborted_without_traceback(
+    aiohttp_client: Any, make_settings: Any
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(model=None)))
+    uploads = make_settings().data_dir / "uploads"
+    assert (await client.get("/health")).status == 200  # warm: lazily opened things exist
+    fds, tasks = len(os.listdir("/proc/self/fd")), len(asyncio.all_tasks())
+    with capture_logs() as logs:
+        reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+        head = (
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+            + b"RIFF\x00\x00\x00\x00WAVE"
+            + b"\x00" * 100_000
+        )
+        writer.write(
+            b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: multipart/form-data; boundary=b\r\n"
+            + f"Content-Length: {len(head) + 500_000}\r\n\r\n".encode()
+            + head
+        )
+        await writer.drain()
+        deadline = time.monotonic() + 30
+        while not any(uploads.iterdir()):
+            assert time.monotonic() < deadline, "the upload never started"
+            await asyncio.sleep(0.02)
+        writer.close()
+        await writer.wait_closed()
+        while not any(e["event"] == "request.aborted" for e in logs):
+            assert time.monotonic() < deadline + 30, logs
+            await asyncio.sleep(0.05)
+    # Descriptors and tasks back to where they were (the upload file, the
+    # connection and its handler task are gone).
+    while len(os.listdir("/proc/self/fd")) > fds or len(asyncio.all_tasks()) > tasks:
+        assert time.monotonic() < deadline + 60, (os.listdir("/proc/self/fd"), fds)
+        await asyncio.sleep(0.05)
+    assert not any(uploads.iterdir())
+    aborted = [e for e in logs if e["event"] == "request.aborted"]
+    assert aborted[0]["log_level"] == "info" and "exc_info" not in aborted[0]
+    assert not [e for e in logs if e["event"] == "request.crashed"]
+    del reader

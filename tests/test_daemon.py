@@ -68,7 +68,10 @@ def test_starts_empty_then_loads_and_unloads(daemon_factory: Any) -> None:
     assert r.status_code == 200 and r.json()["id"] == "tiny.en"
     assert httpx.get(f"{d.url}/ready").status_code == 200
     models = httpx.get(f"{d.url}/v1/models").json()
-    assert models["object"] == "list" and [m["id"] for m in models["data"]] == ["tiny.en"]
+    assert models["object"] == "list"
+    assert [m["id"] for m in models["data"] if m["alias_for"] is None] == ["tiny.en"]
+    aliases = {m["id"]: m["alias_for"] for m in models["data"] if m["alias_for"]}
+    assert aliases["whisper-1"] == "tiny.en"  # OpenAI names, listed as aliases
     missing = httpx.post(f"{d.url}/v1/models/load", json={"model": "large-v9"}, timeout=30)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
     assert httpx.delete(f"{d.url}/v1/models").json()["deleted"] == ["tiny.en"]
@@ -148,7 +151,7 @@ def test_r07_second_signal_exits_at_once_and_loses_nothing(
     assert done["status"] == "completed"
 
 
-def test_unix_socket_is_private(daemon_factory: Any, tmp_path: Path) -> None:
+def test_r23_unix_socket_is_private(daemon_factory: Any, tmp_path: Path) -> None:
     sock = tmp_path / "s.sock"
     d = daemon_factory("--socket", str(sock))
     assert d.ready == {"status": "ready", "socket": str(sock)}

@@ -23,6 +23,7 @@ LAYER = {
     "formats": 1,
     "metrics": 1,
     "logs": 1,
+    "loop_errors": 1,
     "events": 1,
     "notify": 1,
     "fetch": 1,

@@ -12,7 +12,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from service.logs import configure, install_loop_handler
+from service import loop_errors
+from service.logs import configure
 
 REPO = Path(__file__).parent.parent
 
@@ -39,7 +40,7 @@ def test_unretrieved_task_exception_is_one_structured_line(capsys: Any) -> None:
     configure("info", fmt="json")
 
     async def main() -> None:
-        install_loop_handler(asyncio.get_running_loop())
+        loop_errors.install(asyncio.get_running_loop())
 
         async def boom() -> None:
             raise RuntimeError("lost in a task")
@@ -51,7 +52,7 @@ def test_unretrieved_task_exception_is_one_structured_line(capsys: Any) -> None:
     asyncio.run(main())
     gc.collect()
     lines = _json_lines(capsys.readouterr().err)
-    (line,) = [x for x in lines if x["event"] == "asyncio.unhandled"]
+    (line,) = [x for x in lines if x["event"] == "loop.error"]
     assert line["level"] == "error" and line["task"] == "orphan"
     assert "lost in a task" in json.dumps(line["exception"])
 

@@ -174,7 +174,9 @@ def test_unknown_fields_are_ignored(daemon: Daemon, fox_wav: Path) -> None:
     assert r.status_code == 200 and "fox" in r.json()["text"].lower()
 
 
-def test_disconnect_frees_the_worker(daemon: Daemon, long_wav: Path, fox_wav: Path) -> None:
+def test_r19_disconnect_mid_stream_frees_the_worker(
+    daemon: Daemon, long_wav: Path, fox_wav: Path
+) -> None:
     with (
         long_wav.open("rb") as f,
         httpx.stream(
@@ -252,3 +254,26 @@ def test_saturated_beyond_the_bound_is_429(
         assert second.status_code == 429, second.text
         assert int(second.headers["Retry-After"]) > 0
         assert first.result().status_code == 200
+
+
+def test_models_list_and_retrieve_with_the_sdk(client: openai.OpenAI) -> None:
+    listed = {m.id: m for m in client.models.list()}
+    assert {"tiny.en", "whisper-1"} <= set(listed)
+    assert listed["whisper-1"].model_extra["alias_for"] == "tiny.en"  # type: ignore[index]
+    assert client.models.retrieve("tiny.en").id == "tiny.en"
+    alias = client.models.retrieve("whisper-1")
+    assert alias.id == "whisper-1" and alias.object == "model" and alias.owned_by == "sona"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("no-such-model")
+
+
+def test_405_names_exactly_the_allowed_methods(daemon: Daemon) -> None:
+    resp = httpx.get(f"{daemon.url}/v1/models/load")
+    assert resp.status_code == 405 and resp.headers["Allow"] == "POST"
+    resp = httpx.put(f"{daemon.url}/v1/jobs")
+    assert resp.status_code == 405 and set(resp.headers["Allow"].split(",")) == {
+        "GET",
+        "HEAD",
+        "POST",
+    }
+    assert resp.json()["error"]["code"] == "method_not_allowed"

@@ -8,13 +8,14 @@ ordinary JSON API, sending the API key from session storage when keys are on."""
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 from aiohttp import web
 
 from service.api.jobs import load_job
 from service.audio import SNIFF_BYTES, sniff
-from service.errors import NotFound
+from service.errors import InvalidRequest, NotFound
 
 routes = web.RouteTableDef()
 
@@ -66,11 +67,17 @@ def _read_head(path: Path) -> bytes:
         return f.read(SNIFF_BYTES)
 
 
+# One byte range, as players send it; anything else is refused, not ignored.
+RANGE = re.compile(r"bytes=[0-9]*-[0-9]*")
+
+
 @routes.get("/v1/jobs/{job_id}/audio")
 async def job_audio(request: web.Request) -> web.FileResponse:
     """The upload as it was received, while retention keeps it; Range requests
     are answered 206 (FileResponse), so players can seek."""
     job = await load_job(request)
+    if "Range" in request.headers and not RANGE.fullmatch(request.headers["Range"]):
+        raise InvalidRequest("Range must be one range: bytes=START-END", param="Range")
     path = Path(job.file_path)
     try:
         head = await asyncio.to_thread(_read_head, path)

@@ -6,6 +6,7 @@ The OpenAI SDK retries 408/409/429/5xx: a 5xx that a retry cannot heal carries
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -64,8 +65,25 @@ def _type_for(status: int) -> str:
     }.get(status, "invalid_request_error" if status < 500 else "server_error")
 
 
+# An absolute file path inside a message (not the path part of a URL): error
+# text from libraries (FFmpeg, CTranslate2, the OS) may name the server's files.
+_SERVER_PATH = re.compile(r"(?<![\w:/.~-])/(?:[\w.@+-]+/)+[\w.@+-]*")
+
+
+def public_message(message: str) -> str:
+    """``message`` fit for a client: server paths replaced by ``<path>``."""
+    return _SERVER_PATH.sub("<path>", message)
+
+
 def error_body(message: str, status: int, code: str, param: str | None = None) -> dict[str, object]:
-    return {"error": {"message": message, "type": _type_for(status), "code": code, "param": param}}
+    return {
+        "error": {
+            "message": public_message(message),
+            "type": _type_for(status),
+            "code": code,
+            "param": param,
+        }
+    }
 
 
 def error_response(exc: e.SonaError) -> web.Response:
@@ -105,6 +123,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             status=exc.status,
             headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
         )
+    except ConnectionResetError:
+        # The client went away (aiohttp's ClientConnectionResetError is one):
+        # nothing failed on our side and there is no one to answer.
+        log.info("request.aborted", method=request.method, path=request.path)
+        raise
     except Exception:
         log.exception("request.crashed")
         return web.json_response(

@@ -165,7 +165,7 @@ def app_state(app: web.Application) -> StateReader:
 
     async def read() -> dict[str, Any]:
         return {
-            "models": [model_out(e) for e in app[MODELS].entries()],
+            "models": [model_out(e).model_dump(mode="json") for e in app[MODELS].entries()],
             "queue_size": await app[STORE].queue_size(),
             "worker_running": (worker := app[WORKER]) is not None and worker.running,
             # "api": this node runs no worker (--no-worker); workers run elsewhere.

@@ -4,6 +4,8 @@ too many parts and oversized fields are refused with bounded work."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -11,14 +13,18 @@ from dataclasses import dataclass, field
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from service.api.schemas import M, parse
-from service.errors import InvalidRequest, PayloadTooLarge
+from service.api.json_input import MAX_JSON_BYTES, loads
+from service.api.limits import upload_slot
+from service.api.schemas import FIELD_NAME_PATTERN, M, parse
+from service.errors import InvalidRequest, PayloadTooLarge, UploadTimeout
+from service.keys import SETTINGS
 from service.settings import Settings
 from service.uploads import CHUNK, StoredUpload, UploadDir
 
 MAX_PARTS = 64
 MAX_FIELD_BYTES = 64 * 1024
 FILE_FIELDS = ("file", "audio")  # "audio" for older seed clients
+FIELD_NAME = re.compile(FIELD_NAME_PATTERN)
 
 
 @dataclass
@@ -62,10 +68,23 @@ def check_declared_length(request: web.Request, settings: Settings) -> None:
 async def read_json(request: web.Request, model: type[M], shape: str) -> M:
     """A JSON object body validated by ``model``; ``shape`` shows the client what
     to send when the body is not JSON or not an object."""
+    declared = request.content_length
+    if declared is not None and declared > MAX_JSON_BYTES:
+        raise PayloadTooLarge(f"a JSON body is limited to {MAX_JSON_BYTES} bytes")
+    # The whole body within the idle timeout: a client trickling a small JSON
+    # body cannot hold its handler (and connection) open for ever.
+    timeout_s = request.app[SETTINGS].upload_idle_timeout_s
+    raw = b""
     try:
-        body = await request.json()
-    except ValueError:
-        raise InvalidRequest(f"send a JSON object: {shape}") from None
+        async with asyncio.timeout(timeout_s):
+            while len(raw) <= MAX_JSON_BYTES and (chunk := await request.content.readany()):
+                raw += chunk
+    except TimeoutError:
+        raise UploadTimeout(f"the JSON body did not arrive within {timeout_s:.0f} s") from None
+    try:
+        body = loads(raw)
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"{exc.message}; send a JSON object: {shape}") from None
     if not isinstance(body, dict):
         raise InvalidRequest(f"send a JSON object: {shape}")
     return parse(model, body)
@@ -79,15 +98,8 @@ async def read_form(request: web.Request, uploads: UploadDir, settings: Settings
         )
     form = Form()
     try:
-        reader = await request.multipart()
-        parts = 0
-        while (part := await reader.next()) is not None:
-            parts += 1
-            if parts > MAX_PARTS:
-                raise InvalidRequest(f"more than {MAX_PARTS} form parts")
-            if not isinstance(part, BodyPartReader):
-                raise InvalidRequest("nested multipart bodies are not supported")
-            await _read_part(part, form, uploads, settings)
+        with upload_slot(request):
+            await _read_parts(request, form, uploads, settings)
     except BaseException as exc:
         form.discard()
         # aiohttp's parser reports a bad body as ValueError, AssertionError or an
@@ -98,10 +110,26 @@ async def read_form(request: web.Request, uploads: UploadDir, settings: Settings
     return form
 
 
+async def _read_parts(
+    request: web.Request, form: Form, uploads: UploadDir, settings: Settings
+) -> None:
+    reader = await request.multipart()
+    parts = 0
+    while (part := await reader.next()) is not None:
+        parts += 1
+        if parts > MAX_PARTS:
+            raise InvalidRequest(f"more than {MAX_PARTS} form parts")
+        if not isinstance(part, BodyPartReader):
+            raise InvalidRequest("nested multipart bodies are not supported")
+        await _read_part(part, form, uploads, settings)
+
+
 async def _read_part(
     part: BodyPartReader, form: Form, uploads: UploadDir, settings: Settings
 ) -> None:
     name = part.name or ""
+    if not FIELD_NAME.fullmatch(name):
+        raise InvalidRequest(f"form field name {name[:64]!r} is not a plain name")
     if name in FILE_FIELDS:
         if form.upload is not None:
             raise InvalidRequest("only one file per request", param="file")

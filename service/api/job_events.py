@@ -97,10 +97,12 @@ async def sse_frames(
 def last_event_id(request: web.Request) -> int:
     """``after`` for ``follow``: a client that saw segment id N (index N - 1)
     resumes with index N."""
-    raw = request.headers.get("Last-Event-ID", "").strip()
-    if not raw:
+    if "Last-Event-ID" not in request.headers:
         return -1
-    if not raw.isdigit():
+    raw = request.headers["Last-Event-ID"].strip()
+    # Segment ids are small; a number past any of them (and past SQLite's
+    # 64-bit integers) is refused before the stream starts.
+    if not raw.isdigit() or len(raw) > 9:
         raise InvalidRequest(
             "Last-Event-ID must be a segment id sent by this stream", param="Last-Event-ID"
         )

@@ -8,7 +8,17 @@ import contextlib
 from aiohttp import web
 
 from service.api.forms import read_form, read_json
-from service.api.schemas import JobForm, JobList, JobUrl, WebhookList, job_out, parse, webhooks_out
+from service.api.limits import upload_slot
+from service.api.schemas import (
+    JobForm,
+    JobList,
+    JobUrl,
+    WebhookList,
+    job_model,
+    json_model,
+    parse,
+    webhooks_out,
+)
 from service.crashpoints import crash_point
 from service.errors import InvalidRequest, JobNotFinished
 from service.events import TERMINAL, follow
@@ -62,13 +72,14 @@ async def submit_url(request: web.Request) -> tuple[Job, bool]:
     sub = _submission(request, fields)
     await request.app[INTAKE].check_callback(sub.callback_url)  # before fetching anything
     settings = request.app[SETTINGS]
-    upload = await fetch(
-        fields.url,
-        request.app[UPLOADS],
-        allow_private=settings.private_urls_allowed,
-        max_bytes=settings.max_upload_bytes,
-        timeout_s=settings.upload_idle_timeout_s,
-    )
+    with upload_slot(request):  # a fetch stores a file just as an upload does
+        upload = await fetch(
+            fields.url,
+            request.app[UPLOADS],
+            allow_private=settings.private_urls_allowed,
+            max_bytes=settings.max_upload_bytes,
+            timeout_s=settings.upload_idle_timeout_s,
+        )
     return await admit(request, upload, sub)
 
 
@@ -79,7 +90,7 @@ async def create_job(request: web.Request) -> web.Response:
     else:
         job, created = await submit(request)
     crash_point("after_commit")  # the row is committed, the client not yet told
-    return web.json_response(job_out(job), status=202 if created else 200)
+    return json_model(job_model(job), status=202 if created else 200)
 
 
 async def load_job(request: web.Request) -> Job:
@@ -88,7 +99,7 @@ async def load_job(request: web.Request) -> Job:
 
 @routes.get("/v1/jobs/{job_id}")
 async def get_job(request: web.Request) -> web.Response:
-    return web.json_response(job_out(await load_job(request)))
+    return json_model(job_model(await load_job(request)))
 
 
 async def finished_transcript(request: web.Request, job: Job, fmt: str) -> web.Response:
@@ -108,7 +119,7 @@ async def get_transcript(request: web.Request) -> web.Response:
 async def list_jobs(request: web.Request) -> web.Response:
     q = request.query
     try:
-        status = Status(q["status"]) if q.get("status") else None
+        status = Status(q["status"]) if "status" in q else None
         limit = int(q.get("limit", "20"))
     except ValueError:
         raise InvalidRequest(
@@ -118,14 +129,14 @@ async def list_jobs(request: web.Request) -> web.Response:
         ) from None
     if not 1 <= limit <= 200:
         raise InvalidRequest("limit must be between 1 and 200", param="limit")
-    before = validate_job_id(q["before"]) if q.get("before") else None
+    before = validate_job_id(q["before"]) if "before" in q else None
     jobs, has_more = await request.app[STORE].list_jobs(status=status, limit=limit, before=before)
     page = JobList(
-        data=[job_out(j) for j in jobs],  # type: ignore[misc]
+        data=[job_model(j) for j in jobs],
         has_more=has_more,
         next_before=jobs[-1].id if has_more and jobs else None,
     )
-    return web.json_response(page.model_dump(mode="json"))
+    return json_model(page)
 
 
 async def cancel(app: web.Application, job_id: str) -> Job:
@@ -157,7 +168,7 @@ async def cancel_job(request: web.Request) -> web.Response:
     job = await cancel(request.app, validate_job_id(request.match_info["job_id"]))
     if job.status == Status.PROCESSING:
         job = await wait_finished(request.app, job, CANCEL_WAIT_S)
-    return web.json_response(job_out(job), status=200 if job.status.finished else 202)
+    return json_model(job_model(job), status=200 if job.status.finished else 202)
 
 
 @routes.get("/v1/jobs/{job_id}/webhooks")
@@ -166,4 +177,4 @@ async def list_webhooks(request: web.Request) -> web.Response:
     codes and errors, the next attempt."""
     job_id = validate_job_id(request.match_info["job_id"])
     deliveries = await request.app[STORE].deliveries(job_id)
-    return web.json_response(WebhookList(data=webhooks_out(deliveries)).model_dump(mode="json"))
+    return json_model(WebhookList(data=webhooks_out(deliveries)))

@@ -103,8 +103,17 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
     if settings.on_loopback and settings.socket is None and host not in LOOPBACK_NAMES:
         raise Forbidden("the Host header must name this machine (localhost or 127.0.0.1)")
     keys = request.app[API_KEYS]
-    if keys and request.path not in OPEN_PATHS:
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not any(hmac.compare_digest(given.encode(), k.encode()) for k in keys):
-            raise Unauthorized("a valid API key is required: Authorization: Bearer KEY")
+    if keys and request.path not in OPEN_PATHS and presented_key(request) is None:
+        raise Unauthorized("a valid API key is required: Authorization: Bearer KEY")
     return await handler(request)
+
+
+def presented_key(request: web.Request) -> str | None:
+    """The configured API key this request carries, or None. The scheme is
+    matched case-insensitively (RFC 9110); a bare key without it is refused."""
+    scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+    given = given.strip()
+    if scheme.lower() != "bearer" or not given:
+        return None
+    matches = [hmac.compare_digest(given.encode(), k.encode()) for k in request.app[API_KEYS]]
+    return given if any(matches) else None

@@ -1,36 +1,69 @@
-"""Models at runtime (B6): list, load, unload."""
+"""Models at runtime (B6): list, show, load, unload. OpenAI clients' model names
+(``whisper-1``…) are listed as aliases of the model they run on, so
+``client.models.list()`` and ``.retrieve("whisper-1")`` work."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from aiohttp import web
 
 from service.api.forms import read_json
-from service.api.schemas import ModelLoad
-from service.engine.registry import ModelEntry
-from service.errors import InvalidRequest
-from service.keys import MODELS
+from service.api.schemas import (
+    ModelDeletedOut,
+    ModelListOut,
+    ModelLoad,
+    ModelOut,
+    ModelsDeletedOut,
+    json_model,
+)
+from service.engine.registry import OPENAI_ALIASES, ModelEntry
+from service.errors import InvalidRequest, ModelNotFound, NoModel
+from service.keys import INTAKE, MODELS
 
 routes = web.RouteTableDef()
 
 
-def model_out(entry: ModelEntry) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "object": "model",
-        "created": int(entry.loaded_at),
-        "owned_by": "sona",
-        "path": str(entry.path),
-        "load_seconds": round(entry.load_seconds, 3),
-        "in_use": entry.in_use > 0,
-    }
+def model_out(entry: ModelEntry) -> ModelOut:
+    return ModelOut(
+        id=entry.id,
+        created=int(entry.loaded_at),
+        path=str(entry.path),
+        load_seconds=round(entry.load_seconds, 3),
+        in_use=entry.in_use > 0,
+    )
+
+
+def _aliases(app: web.Application) -> list[ModelOut]:
+    """The OpenAI names, each pointing at the model a request naming it runs on;
+    none when that is nothing (no default model and none loaded)."""
+    try:
+        target = app[INTAKE].resolve_model(None)
+    except NoModel:
+        return []
+    loaded = {e.id: e for e in app[MODELS].entries()}
+    created = int(loaded[target].loaded_at) if target in loaded else 0
+    return [
+        ModelOut(id=name, created=created, loaded=target in loaded, alias_for=target)
+        for name in sorted(OPENAI_ALIASES)
+    ]
 
 
 @routes.get("/v1/models")
 async def list_models(request: web.Request) -> web.Response:
-    data = [model_out(e) for e in request.app[MODELS].entries()]
-    return web.json_response({"object": "list", "data": data})
+    loaded = [model_out(e) for e in request.app[MODELS].entries()]
+    return json_model(ModelListOut(data=loaded + _aliases(request.app)))
+
+
+# Any id but "load", so that /v1/models/load answers 405 with "Allow: POST" alone.
+@routes.get(r"/v1/models/{model_id:(?!load$).+}")
+async def get_model(request: web.Request) -> web.Response:
+    model_id = request.match_info["model_id"]
+    found = [e for e in request.app[MODELS].entries() if e.id == model_id]
+    if found:
+        return json_model(model_out(found[0]))
+    for alias in _aliases(request.app):
+        if alias.id == model_id:
+            return json_model(alias)
+    raise ModelNotFound(f"model {model_id!r} is not loaded", param="model")
 
 
 @routes.post("/v1/models/load")
@@ -40,17 +73,16 @@ async def load_model(request: web.Request) -> web.Response:
     if not name:
         raise InvalidRequest('give "model" (a name) or "path" (a directory)', param="model")
     entry = await request.app[MODELS].load(name)
-    return web.json_response(model_out(entry))
+    return json_model(model_out(entry))
 
 
-@routes.delete("/v1/models/{model_id:.+}")
+@routes.delete(r"/v1/models/{model_id:(?!load$).+}")
 async def unload_model(request: web.Request) -> web.Response:
     model_id = request.match_info["model_id"]
     unloaded = await request.app[MODELS].unload(model_id)
-    return web.json_response({"id": model_id, "object": "model", "deleted": unloaded})
+    return json_model(ModelDeletedOut(id=model_id, deleted=unloaded))
 
 
 @routes.delete("/v1/models")
 async def unload_all(request: web.Request) -> web.Response:
-    ids = await request.app[MODELS].unload_all()
-    return web.json_response({"object": "list", "deleted": ids})
+    return json_model(ModelsDeletedOut(deleted=await request.app[MODELS].unload_all()))

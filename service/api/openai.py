@@ -23,12 +23,12 @@ from service.api.errors import error_body, status_for
 from service.api.forms import read_form
 from service.api.job_events import progress_out, segment_out
 from service.api.jobs import admit, cancel
-from service.api.schemas import parse
+from service.api.schemas import FIELD_NAME_PATTERN, parse
 from service.errors import Busy, InvalidRequest, SonaError, from_code
 from service.events import TERMINAL, JobUpdate, follow
 from service.formats import render
 from service.intake import SYNC_PRIORITY, Submission
-from service.jobs import Job, Status, TranscribeOptions
+from service.jobs import LANGUAGE_PATTERN, Job, Status, TranscribeOptions
 from service.keys import EVENTS, SETTINGS, STORE, UPLOADS
 
 routes = web.RouteTableDef()
@@ -48,10 +48,17 @@ class OpenAIForm(BaseModel):
     """The fields of an OpenAI transcription request, plus faster-whisper extras.
     Unknown fields are ignored, as OpenAI's own API does."""
 
-    model_config = ConfigDict(extra="ignore")
+    # Unknown fields are ignored; in a form they are text parts with plain names.
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "additionalProperties": {"type": "string"},
+            "propertyNames": {"pattern": FIELD_NAME_PATTERN},
+        },
+    )
 
     model: str | None = None
-    language: str | None = None
+    language: str | None = Field(default=None, pattern=LANGUAGE_PATTERN)
     prompt: str | None = None
     temperature: float | None = Field(default=None, ge=0.0, le=1.0)
     response_format: Literal["json", "text", "srt", "verbose_json", "vtt"] = "json"
@@ -101,7 +108,7 @@ async def _handle(
             name = sorted(bad)[0]
             raise InvalidRequest(f"{name} is not supported by this server", param=name)
         fields: dict[str, Any] = form.first()
-        if grans := form.fields.get("timestamp_granularities[]"):
+        if grans := [g for g in form.fields.get("timestamp_granularities[]", []) if g]:
             fields["timestamp_granularities[]"] = grans
         req = parse(OpenAIForm, fields)
     sub = Submission(options=req.options(task), priority=SYNC_PRIORITY, dedupe=app[SETTINGS].dedupe)

@@ -6,8 +6,8 @@ written by hand, because aiohttp routes carry no types. ``tests/test_openapi.py`
 fails when a registered route is missing here, and checks real responses
 against the schemas, so neither side can drift silently.
 
-Some handlers build their JSON by hand; the ``*Out`` models below describe
-those bodies for the spec only."""
+The transcript and event shapes below are produced by ``formats.render`` and
+the event streams; the tests check those bodies against these models."""
 
 from __future__ import annotations
 
@@ -24,14 +24,24 @@ from service.api.middleware import OPEN_PATHS
 from service.api.openai import OpenAIForm
 from service.api.schemas import (
     ErrorBody,
+    HealthOut,
     JobForm,
     JobList,
     JobOut,
     JobUrl,
+    ModelDeletedOut,
+    ModelListOut,
     ModelLoad,
+    ModelOut,
+    ModelsDeletedOut,
+    ReadyOut,
+    SeedJobOut,
+    SeedStatusOut,
     WebhookList,
 )
 from service.errors import NotFound
+from service.formats import CONTENT_TYPES
+from service.jobs import JOB_ID_RE
 
 routes = web.RouteTableDef()
 
@@ -39,62 +49,6 @@ REF = "#/components/schemas/{model}"
 STATIC = Path(__file__).resolve().parent.parent / "static"
 # Served by name from this table only: nothing from the URL reaches a path (F7).
 ASSETS = {"docs.js": "text/javascript", "docs.css": "text/css"}
-
-
-WorkerState = Literal["running", "retrying", "drained", "stopped"]
-
-
-class HealthOut(BaseModel):
-    status: Literal["ok", "unhealthy"]
-    model_loaded: bool
-    queue_size: int | None  # None when the store cannot be read
-    worker: WorkerState
-
-
-class ReadyOut(BaseModel):
-    status: Literal["ready", "not_ready"]
-    models: list[str]
-    worker_running: bool
-    worker: WorkerState
-
-
-class ModelOut(BaseModel):
-    id: str
-    object: Literal["model"]
-    created: int
-    owned_by: str
-    path: str
-    load_seconds: float
-    in_use: bool
-
-
-class ModelListOut(BaseModel):
-    object: Literal["list"]
-    data: list[ModelOut]
-
-
-class ModelDeletedOut(BaseModel):
-    id: str
-    object: Literal["model"]
-    deleted: bool
-
-
-class ModelsDeletedOut(BaseModel):
-    object: Literal["list"]
-    deleted: list[str]
-
-
-class SeedJobOut(BaseModel):
-    job_id: str
-    status: str
-
-
-class SeedStatusOut(BaseModel):
-    job_id: str
-    status: str
-    progress: float
-    transcript: str | None
-    error: str | None
 
 
 class TranscriptionOut(BaseModel):
@@ -176,6 +130,9 @@ def schemas() -> dict[str, Any]:
         out.update(schema.pop("$defs", {}))
         if model.__name__ in FORMS:
             schema["properties"] = {
+                name: _form_field(prop) for name, prop in schema["properties"].items()
+            }
+            schema["properties"] = {
                 "file": {"type": "string", "format": "binary", "description": "the audio"},
                 **schema["properties"],
             }
@@ -184,13 +141,50 @@ def schemas() -> dict[str, Any]:
     return out
 
 
+# How pydantic reads a boolean sent as text (forms carry only text).
+BOOL_TEXT = ["true", "false", "1", "0", "yes", "no", "on", "off", "t", "f", "y", "n"]
+
+
+def _form_field(prop: dict[str, Any]) -> dict[str, Any]:
+    """A multipart field's real schema: text, never JSON null (``X | None``
+    becomes ``X``); a boolean also in pydantic's text spellings; and an empty
+    value, which means the field's default."""
+    options = [o for o in prop.pop("anyOf", []) if o.get("type") != "null"]
+    if len(options) == 1:
+        prop.update(options[0])
+    elif options:
+        prop["anyOf"] = options
+    if prop.get("default", 0) is None:
+        del prop["default"]
+    if prop.get("type") == "boolean":
+        prop = {**prop, "type": ["boolean", "string"], "enum": [True, False, *BOOL_TEXT]}
+    return {"anyOf": [prop, {"const": ""}], "description": "empty: the default"}
+
+
 # Content helpers for the table: media type → schema.
 def json_of(name: str) -> dict[str, Any]:
     return {"application/json": {"schema": ref(name)}}
 
 
 TEXT = {"text/plain": {"schema": {"type": "string"}}}
-SSE = {"text/event-stream": {"schema": {"type": "string"}}}
+# One Server-Sent Event, as a client's parser sees it (``data`` is JSON text).
+SSE = {
+    "text/event-stream": {
+        "schema": {
+            "type": "object",
+            "properties": {
+                "event": {"type": "string"},
+                "data": {"type": "string"},
+                "id": {"type": "string"},
+                "retry": {"type": "integer"},
+            },
+        }
+    }
+}
+TRANSCRIPT_TYPES = {
+    media: {"schema": {} if media.endswith("json") else {"type": "string"}}
+    for media in dict.fromkeys(t.split(";")[0] for t in CONTENT_TYPES.values())
+}
 AUDIO = {"audio/*": {"schema": {"type": "string", "format": "binary"}}}
 
 
@@ -221,9 +215,11 @@ def multipart(name: str) -> dict[str, Any]:
 OPENAI_RESPONSES: dict[int, dict[str, Any]] = {
     200: {
         "application/json": {
-            "schema": {"oneOf": [ref("TranscriptionOut"), ref("VerboseTranscriptionOut")]}
+            # anyOf: a verbose body is also a valid {text} body.
+            "schema": {"anyOf": [ref("TranscriptionOut"), ref("VerboseTranscriptionOut")]}
         },
         **TEXT,
+        "application/x-subrip": {"schema": {"type": "string"}},
         "text/vtt": {"schema": {"type": "string"}},
         **SSE,
         "application/x-ndjson": {"schema": {"type": "string"}},
@@ -253,6 +249,11 @@ FEED_DOC = (
     "when it changes). Frames carry ids; a client reconnecting with `Last-Event-ID` gets "
     "a fresh snapshot (the id echoed as last_event_id), so it misses nothing."
 )
+# Path parameters' real constraints (a job id is [A-Za-z0-9_-]{1,64}).
+JOB_ID = {"type": "string", "pattern": JOB_ID_RE.pattern}
+PATH_PARAMS: dict[str, dict[str, Any]] = {"job_id": JOB_ID}
+
+
 FMT = {"type": "string", "enum": ["text", "json", "verbose_json", "srt", "vtt", "tsv", "jsonl"]}
 STATUS_Q = {"type": "string", "enum": ["queued", "processing", "completed", "failed", "cancelled"]}
 
@@ -266,18 +267,20 @@ OPERATIONS: tuple[Op, ...] = (
     Op("POST", "/v1/jobs", "jobs", "Submit a job", {202: json_of("JobOut"),
        200: json_of("JobOut")}, (400, 404, 408, 409, 413, 415, 422, 503, 507),
        body={**multipart("JobForm"), "application/json": {"schema": ref("JobUrl")}},
+       headers=(("Idempotency-Key", {"type": "string", "minLength": 1, "maxLength": 255},
+                 "the same key with the same file returns the existing job"),),
        description="Multipart upload, or JSON {url, ...} for Sona to fetch the audio. "
        "200 answers an idempotent repeat."),
     Op("GET", "/v1/jobs", "jobs", "List jobs, newest first", {200: json_of("JobList")}, (400,),
        query=(("status", STATUS_Q, "only jobs in this status"),
               ("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "page size"),
-              ("before", {"type": "string"}, "cursor: next_before of the previous page"))),
+              ("before", JOB_ID, "cursor: next_before of the previous page"))),
     Op("GET", "/v1/jobs/{job_id}", "jobs", "Job status", {200: json_of("JobOut")}, (400, 404)),
     Op("DELETE", "/v1/jobs/{job_id}", "jobs", "Cancel a job",
        {200: json_of("JobOut"), 202: json_of("JobOut")}, (400, 404, 409),
        description="202 while a processing job has not stopped yet."),
     Op("GET", "/v1/jobs/{job_id}/transcript", "jobs", "Download the transcript",
-       {200: {**TEXT, "application/json": {"schema": {}}}}, (400, 404, 409),
+       {200: TRANSCRIPT_TYPES}, (400, 404, 409),
        query=(("format", FMT, "output format (default text)"),)),
     Op("GET", "/v1/jobs/{job_id}/webhooks", "jobs", "The job's webhook deliveries",
        {200: json_of("WebhookList")}, (400, 404),
@@ -286,14 +289,15 @@ OPERATIONS: tuple[Op, ...] = (
        "the next attempt while pending. Empty for a job without callback_url."),
     Op("GET", "/v1/jobs/{job_id}/events", "jobs", "Follow a job (Server-Sent Events)",
        {200: SSE}, (400, 404), description=EVENTS_DOC,
-       headers=(("Last-Event-ID", {"type": "integer", "minimum": 0},
+       headers=(("Last-Event-ID", {"type": "integer", "minimum": 0, "maximum": 999_999_999},
                  "resume after this segment id"),)),
     Op("GET", "/v1/events", "jobs", "Follow every job (Server-Sent Events)", {200: SSE},
        description=FEED_DOC, headers=(("Last-Event-ID", {"type": "string"},
                                        "any id this stream sent: answered with a snapshot"),)),
     Op("GET", "/v1/jobs/{job_id}/audio", "jobs", "The retained upload, for playback",
-       {200: AUDIO, 206: AUDIO}, (400, 404),
-       headers=(("Range", {"type": "string"}, "bytes=START-END: answered 206"),),
+       {200: AUDIO, 206: AUDIO, 416: AUDIO}, (400, 404),
+       headers=(("Range", {"type": "string", "pattern": r"^bytes=[0-9]*-[0-9]*$"},
+                 "bytes=START-END: answered 206 (416 past the end)"),),
        description="The file as uploaded, while retention keeps it (404 after)."),
     Op("POST", "/v1/audio/transcriptions", "openai", "Transcribe (OpenAI-compatible)",
        OPENAI_RESPONSES, (400, 404, 408, 409, 413, 415, 422, 429, 500, 503, 507),
@@ -304,6 +308,8 @@ OPERATIONS: tuple[Op, ...] = (
     Op("GET", "/v1/models", "models", "Loaded models", {200: json_of("ModelListOut")}),
     Op("POST", "/v1/models/load", "models", "Load a model", {200: json_of("ModelOut")},
        (400, 404, 503), body=json_of("ModelLoad")),
+    Op("GET", "/v1/models/{model_id}", "models", "A loaded model or an OpenAI alias",
+       {200: json_of("ModelOut")}, (404,)),
     Op("DELETE", "/v1/models/{model_id}", "models", "Unload a model",
        {200: json_of("ModelDeletedOut")}),
     Op("DELETE", "/v1/models", "models", "Unload all models",
@@ -327,7 +333,12 @@ OPERATIONS: tuple[Op, ...] = (
 
 def _operation(op: Op) -> dict[str, Any]:
     params = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": PATH_PARAMS.get(name, {"type": "string", "minLength": 1}),
+        }
         for name in _path_params(op.path)
     ]
     params += [

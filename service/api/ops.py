@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 from aiohttp import web
 
+from service.api.schemas import BatchStatsOut, EngineOut, HealthOut, ReadyOut, json_model
 from service.keys import ENGINE, METRICS, MODELS, STORE, WORKER
 from service.metrics import CONTENT_TYPE
 
@@ -24,15 +23,13 @@ async def health(request: web.Request) -> web.Response:
         queue: int | None = await app[STORE].queue_size()
     except Exception:  # a store that cannot be read is reported, not a 500
         queue = None
-    return web.json_response(
-        {
-            "status": "ok" if alive else "unhealthy",
-            "model_loaded": bool(app[MODELS].entries()),
-            "queue_size": queue,
-            "worker": state,
-        },
-        status=200 if alive else 503,
+    body = HealthOut(
+        status="ok" if alive else "unhealthy",
+        model_loaded=bool(app[MODELS].entries()),
+        queue_size=queue,
+        worker=state,
     )
+    return json_model(body, status=200 if alive else 503)
 
 
 @routes.get("/ready")
@@ -43,24 +40,21 @@ async def ready(request: web.Request) -> web.Response:
         # An API node: ready when its store answers (health above raises if not);
         # the workers report on their own probe ports.
         await app[STORE].queue_size()
-        return web.json_response({"status": "ready", "role": "api", "worker_running": False})
+        return json_model(ReadyOut(status="ready", role="api", worker_running=False))
     models = [e.id for e in app[MODELS].entries()]
-    state = worker.state
-    running = state == "running"  # not while retrying: its store is failing
+    running = worker.state == "running"  # not while retrying: its store is failing
     ok = bool(models) and running
-    return web.json_response(
-        {
-            "status": "ready" if ok else "not_ready",
-            "role": "api+worker",
-            "models": models,
-            "worker_running": running,
-            "worker": state,
-            "engine": {"pid": engine.pid, "restarts": engine.restarts},
-            "jobs_in_flight": len(worker.flights),
-            "batches": asdict(worker.stats),
-        },
-        status=200 if ok else 503,
+    body = ReadyOut(
+        status="ready" if ok else "not_ready",
+        role="api+worker",
+        models=models,
+        worker_running=running,
+        worker=worker.state,
+        engine=EngineOut(pid=engine.pid, restarts=engine.restarts),
+        jobs_in_flight=len(worker.flights),
+        batches=BatchStatsOut.model_validate(worker.stats, from_attributes=True),
     )
+    return json_model(body, status=200 if ok else 503)
 
 
 @routes.get("/metrics")

@@ -3,17 +3,22 @@ and feed /openapi.json."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
+from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from service.errors import InvalidRequest
-from service.jobs import Job, Status, TranscribeOptions
+from service.api.errors import public_message
+from service.api.json_input import MAX_JSON_DEPTH, depth_exceeds, loads
+from service.errors import InvalidRequest, SonaError
+from service.jobs import JOB_ID_RE, Job, Status, TranscribeOptions
 from service.store import Delivery, DeliveryState
+from service.worker import WorkerState
 
 M = TypeVar("M", bound=BaseModel)
+# Names of multipart fields: what form encoders send (timestamp_granularities[]).
+FIELD_NAME_PATTERN = r"^[A-Za-z0-9_.\[\]-]{1,64}$"
 
 
 def iso(ts: float | None) -> str | None:
@@ -27,7 +32,7 @@ class JobForm(TranscribeOptions):
 
     model_config = ConfigDict(extra="forbid")
 
-    job_id: str | None = None
+    job_id: str | None = Field(default=None, pattern=JOB_ID_RE.pattern)
     priority: int = Field(default=0, ge=-1000, le=1000)
     metadata: dict[str, Any] | None = None
     callback_url: str | None = Field(
@@ -45,11 +50,13 @@ class JobForm(TranscribeOptions):
     def _metadata(cls, v: Any) -> Any:
         if isinstance(v, str):
             try:
-                v = json.loads(v)
-            except json.JSONDecodeError as exc:
-                raise ValueError("metadata must be a JSON object") from exc
+                v = loads(v)
+            except SonaError as exc:
+                raise ValueError(f"metadata must be a JSON object: {exc.message}") from None
         if v is not None and not isinstance(v, dict):
             raise ValueError("metadata must be a JSON object")
+        if v is not None and depth_exceeds(v, MAX_JSON_DEPTH):  # a JSON body's metadata
+            raise ValueError(f"metadata nests deeper than {MAX_JSON_DEPTH} levels")
         return v
 
     def options(self) -> TranscribeOptions:
@@ -61,13 +68,23 @@ class JobForm(TranscribeOptions):
 class JobUrl(JobForm):
     """JSON body of POST /v1/jobs when Sona should fetch the audio itself."""  # SPEC A1
 
-    url: str
+    url: str = Field(pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#\s]+", max_length=4096)
 
 
 class ModelLoad(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    model: str | None = None
-    path: str | None = None
+    """One of ``model`` (a name) or ``path`` (a CTranslate2 directory)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": [name], "properties": {name: {"type": "string"}}}
+                for name in ("model", "path")
+            ]
+        },
+    )
+    model: str | None = Field(default=None, min_length=1, max_length=1024)
+    path: str | None = Field(default=None, min_length=1, max_length=4096)
 
 
 class ErrorDetail(BaseModel):
@@ -79,6 +96,81 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "unhealthy"]
+    model_loaded: bool
+    queue_size: int | None  # None when the store cannot be read
+    worker: WorkerState | None  # None on an API node: its workers run elsewhere
+
+
+class EngineOut(BaseModel):
+    pid: int | None  # None until the engine process first starts (on first use)
+    restarts: int
+
+
+class BatchStatsOut(BaseModel):
+    steps: int
+    chunks: int
+    most_jobs_in_a_step: int
+    last_step_s: float
+    busy_s: float
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready", "not_ready"]
+    role: Literal["api", "api+worker"]
+    worker_running: bool
+    models: list[str] = []
+    worker: WorkerState | None = None
+    engine: EngineOut | None = None
+    jobs_in_flight: int = 0
+    batches: BatchStatsOut | None = None
+
+
+class ModelOut(BaseModel):
+    """A loaded model, or an OpenAI alias (``whisper-1``) naming the model it runs
+    on (``alias_for``); OpenAI's model object plus Sona's fields."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "sona"
+    path: str | None = None
+    load_seconds: float | None = None
+    in_use: bool = False
+    loaded: bool = True
+    alias_for: str | None = None
+
+
+class ModelListOut(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelOut]
+
+
+class ModelDeletedOut(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    deleted: bool
+
+
+class ModelsDeletedOut(BaseModel):
+    object: Literal["list"] = "list"
+    deleted: list[str]
+
+
+class SeedJobOut(BaseModel):
+    job_id: str
+    status: str
+
+
+class SeedStatusOut(BaseModel):
+    job_id: str
+    status: str
+    progress: float
+    transcript: str | None
+    error: str | None
 
 
 class JobError(BaseModel):
@@ -123,9 +215,15 @@ class JobList(BaseModel):
 
 
 def job_out(job: Job) -> dict[str, Any]:
+    """The job object as JSON data (for event streams)."""
+    return job_model(job).model_dump(mode="json")
+
+
+def job_model(job: Job) -> JobOut:
     error = None
     if job.error_code:
-        error = {"code": job.error_code, "message": job.error_message or job.error_code}
+        message = public_message(job.error_message or job.error_code)
+        error = {"code": job.error_code, "message": message}
     return JobOut(
         id=job.id,
         status=job.status,
@@ -148,7 +246,13 @@ def job_out(job: Job) -> dict[str, Any]:
         cancel_requested=job.cancel_requested,
         warnings=job.warnings,
         cached=job.cached,
-    ).model_dump(mode="json")
+    )
+
+
+def json_model(body: BaseModel, status: int = 200) -> web.Response:
+    """The response for a declared model: handlers answer through this, so the
+    body is exactly what /openapi.json shows."""
+    return web.json_response(body.model_dump(mode="json"), status=status)
 
 
 class WebhookAttemptOut(BaseModel):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from service.api.errors import public_message
 from service.api.jobs import finished_transcript, load_job, submit
+from service.api.schemas import SeedJobOut, SeedStatusOut, json_model
 from service.jobs import Status
 
 routes = web.RouteTableDef()
@@ -14,20 +16,20 @@ routes = web.RouteTableDef()
 @routes.post("/transcribe")
 async def transcribe(request: web.Request) -> web.Response:
     job, _ = await submit(request)
-    return web.json_response({"job_id": job.id, "status": job.status.value})
+    return json_model(SeedJobOut(job_id=job.id, status=job.status.value))
 
 
 @routes.get("/status/{job_id}")
 async def status(request: web.Request) -> web.Response:
     job = await load_job(request)
-    return web.json_response(
-        {
-            "job_id": job.id,
-            "status": job.status.value,
-            "progress": round(job.progress, 4),
-            "transcript": job.text if job.status == Status.COMPLETED else None,
-            "error": job.error_message,
-        }
+    return json_model(
+        SeedStatusOut(
+            job_id=job.id,
+            status=job.status.value,
+            progress=round(job.progress, 4),
+            transcript=job.text if job.status == Status.COMPLETED else None,
+            error=public_message(job.error_message) if job.error_message else None,
+        )
     )
 
 

@@ -32,7 +32,10 @@ def bundled_model_path() -> Path | None:
 
 
 def _is_model_dir(path: Path) -> bool:
-    return (path / "model.bin").is_file() and (path / "config.json").is_file()
+    try:
+        return (path / "model.bin").is_file() and (path / "config.json").is_file()
+    except OSError:  # a name no file system accepts (too long, say): not a directory
+        return False
 
 
 @dataclass

@@ -219,7 +219,8 @@
 
   async function refreshModels() {
     const resp = await api("v1/models");
-    if (resp.ok) renderModels((await resp.json()).data);
+    // Aliases (whisper-1 → the default model) are not loaded models to unload.
+    if (resp.ok) renderModels((await resp.json()).data.filter((m) => !m.alias_for));
   }
 
   async function loadModel(event) {

@@ -1,0 +1,229 @@
+"""Limits against hostile clients (F5; RELIABILITY 18): slow request heads,
+too many connections, uploads and requests from one client, and asyncio's own
+error flood. Connection-level limits live in the daemon's listener, so those
+tests run a real ``sona serve``; slow clients come from other loopback
+addresses (127.0.0.2…), which Linux routes to lo like 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import structlog
+from structlog.testing import capture_logs
+
+from service.loop_errors import LoopErrorLog
+from tests.helpers import audio_form, idle_app
+
+
+async def _open_from(source: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+
+
+async def _closed_by_server(reader: asyncio.StreamReader, timeout: float) -> bool:
+    try:
+        async with asyncio.timeout(timeout):
+            return await reader.read(1024) == b""
+    except (ConnectionResetError, TimeoutError):
+        return False
+
+
+async def _trickle(writer: asyncio.StreamWriter, head: bytes, every_s: float) -> None:
+    """Send ``head`` one byte at a time until the server closes the socket."""
+    for byte in head:
+        if writer.is_closing():
+            return
+        try:
+            writer.write(bytes([byte]))
+            await writer.drain()
+        except (ConnectionResetError, BrokenPipeError):
+            return
+        await asyncio.sleep(every_s)
+
+
+def test_r18_slow_clients_are_closed_after_the_header_timeout_while_a_fast_client_is_served(
+    daemon_factory: Any,
+) -> None:
+    d = daemon_factory("--model", "tiny.en", env={"SONA_HEADER_TIMEOUT_S": "2"})
+
+    async def run() -> None:
+        slow = [await _open_from(f"127.0.0.{2 + i % 4}", d.port) for i in range(40)]
+        trickles = [
+            asyncio.create_task(_trickle(w, b"GET /health HTTP/1.1\r\nHost: localhost\r\n", 1.0))
+            for _, w in slow
+        ]
+        async with aiohttp.ClientSession() as session:
+            for _ in range(5):  # served while the slow ones trickle
+                async with session.get(d.url + "/health") as resp:
+                    assert resp.status == 200
+        # The 2 s deadline, with a generous margin for a loaded machine.
+        closed = await asyncio.gather(*(_closed_by_server(r, 30) for r, _ in slow))
+        assert all(closed), f"{closed.count(False)} slow connections still open"
+        for task in trickles:
+            task.cancel()
+        for _, w in slow:
+            w.close()
+
+    asyncio.run(run())
+    assert '"connection.header_timeout"' in d.stderr()
+
+
+def test_r18_connections_per_client_are_capped_with_429_and_retry_after(
+    daemon_factory: Any,
+) -> None:
+    d = daemon_factory(env={"SONA_MAX_CONNECTIONS_PER_CLIENT": "3"})
+
+    async def run() -> None:
+        held = [await _open_from("127.0.0.5", d.port) for _ in range(3)]
+        reader, writer = await _open_from("127.0.0.5", d.port)
+        writer.write(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        async with asyncio.timeout(30):
+            answer = await reader.read()
+        assert answer.startswith(b"HTTP/1.1 429 ") and b"Retry-After: 1" in answer
+        assert b'"code": "busy"' in answer
+        async with (  # another client is served
+            aiohttp.ClientSession() as session,
+            session.get(d.url + "/health") as resp,
+        ):
+            assert resp.status == 200
+        for _, w in [*held, (reader, writer)]:
+            w.close()
+
+    asyncio.run(run())
+
+
+async def _stalled_upload(port: int) -> asyncio.StreamWriter:
+    """An upload whose body has begun and then stops: it holds an upload slot."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    part = (
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+        b"RIFF\x00\x00\x00\x00WAVE" + b"\x00" * 1000
+    )
+    writer.write(
+        b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: multipart/form-data; boundary=b\r\n"
+        + f"Content-Length: {len(part) + 100_000}\r\n\r\n".encode()
+        + part
+    )
+    await writer.drain()
+    return writer
+
+
+async def test_r18_too_many_concurrent_uploads_is_429_with_retry_after(
+    aiohttp_client: Any, make_settings: Any, fox_wav: Path
+) -> None:
+    client = await idle_app(aiohttp_client, make_settings, max_uploads=2)
+    stalled = [await _stalled_upload(client.server.port) for _ in range(2)]
+    uploads = make_settings().data_dir / "uploads"
+    deadline = time.monotonic() + 30
+    while len(list(uploads.iterdir())) < 2:  # both are streaming to disk
+        assert time.monotonic() < deadline, "the stalled uploads never started"
+        await asyncio.sleep(0.05)
+    resp = await client.post("/v1/jobs", data=audio_form(fox_wav))
+    body = await resp.json()
+    assert resp.status == 429 and body["error"]["code"] == "busy", body
+    assert int(resp.headers["Retry-After"]) >= 1
+    assert (await client.get("/v1/jobs")).status == 200  # other requests still served
+    for w in stalled:
+        w.close()
+    deadline = time.monotonic() + 30
+    while True:  # slots come back when the uploads end
+        resp = await client.post("/v1/jobs", data=audio_form(fox_wav))
+        if resp.status == 202:
+            break
+        assert resp.status == 429 and time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+
+
+async def test_r18_uploads_per_client_are_capped(
+    aiohttp_client: Any, make_settings: Any, fox_wav: Path
+) -> None:
+    client = await idle_app(aiohttp_client, make_settings, max_uploads_per_client=1)
+    stalled = await _stalled_upload(client.server.port)
+    uploads = make_settings().data_dir / "uploads"
+    deadline = time.monotonic() + 30
+    while not any(uploads.iterdir()):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    resp = await client.post("/v1/jobs", data=audio_form(fox_wav))
+    assert resp.status == 429 and "Retry-After" in resp.headers
+    assert "this client" in (await resp.json())["error"]["message"]
+    stalled.close()
+
+
+async def test_rate_limit_per_client_is_429_with_retry_after(
+    aiohttp_client: Any, make_settings: Any
+) -> None:
+    client = await idle_app(aiohttp_client, make_settings, rate_limit_per_s=0.5, rate_limit_burst=3)
+    statuses = [(await client.get("/v1/jobs")).status for _ in range(3)]
+    assert statuses == [200, 200, 200]
+    refused = await client.get("/v1/jobs")
+    assert refused.status == 429
+    assert (await refused.json())["error"]["type"] == "rate_limit_error"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 2
+    assert (await client.get("/health")).status == 200  # probes are never limited
+
+
+async def test_rate_limit_is_keyed_by_api_key(aiohttp_client: Any, make_settings: Any) -> None:
+    from pydantic import SecretStr
+
+    client = await idle_app(
+        aiohttp_client,
+        make_settings,
+        rate_limit_per_s=0.1,
+        rate_limit_burst=1,
+        api_keys=[SecretStr("k1"), SecretStr("k2")],
+    )
+    one = {"Authorization": "Bearer k1"}
+    two = {"Authorization": "Bearer k2"}
+    assert (await client.get("/v1/jobs", headers=one)).status == 200
+    assert (await client.get("/v1/jobs", headers=one)).status == 429
+    assert (await client.get("/v1/jobs", headers=two)).status == 200  # its own bucket
+
+
+def test_asyncio_error_flood_is_rate_limited_into_the_log() -> None:
+    now = [0.0]
+    handler = LoopErrorLog(limit=5, interval_s=10, clock=lambda: now[0])
+    loop = asyncio.new_event_loop()
+    try:
+        context = {"message": "socket.accept() out of system resource", "exception": OSError(24)}
+        with capture_logs() as logs:
+            for _ in range(10_000):
+                handler(loop, context)
+            now[0] = 11.0
+            handler(loop, context)
+    finally:
+        loop.close()
+    assert len(logs) == 6
+    assert all(e["event"] == "loop.error" and e["log_level"] == "error" for e in logs)
+    assert logs[0]["message"] == "socket.accept() out of system resource"
+    assert logs[-1]["suppressed"] == 10_000 - 5
+    structlog.reset_defaults()
+
+
+def test_header_timeout_does_not_cut_a_slow_body_or_a_long_response(
+    daemon_factory: Any, fox_wav: Path
+) -> None:
+    """The head deadline is for heads only: an upload that takes longer than
+    it, sent promptly in pieces, is stored."""
+    d = daemon_factory(env={"SONA_HEADER_TIMEOUT_S": "1"})
+    audio = fox_wav.read_bytes()
+
+    async def run() -> int:
+        async def body():  # type: ignore[no-untyped-def]
+            for i in range(0, len(audio), len(audio) // 4 + 1):
+                yield audio[i : i + len(audio) // 4 + 1]
+                await asyncio.sleep(0.6)  # 4 pieces: ~2.4 s in all, past the 1 s deadline
+
+        form = aiohttp.FormData()
+        form.add_field("file", body(), filename="fox.wav", content_type="audio/wav")
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(d.url + "/v1/jobs", data=form) as resp,
+        ):
+            return resp.status
+
+    assert asyncio.run(run()) == 202
