@@ -284,7 +284,7 @@ OPERATIONS: tuple[Op, ...] = (
        query=(("format", FMT, "output format (default text)"),)),
     Op("GET", "/v1/jobs/{job_id}/webhooks", "jobs", "The job's webhook deliveries",
        {200: json_of("WebhookList")}, (400, 404),
-       description="Each delivery to the job's callback_url (E2): state (pending | "
+       description="Each delivery to the job's callback_url: state (pending | "
        "delivered | dead | disabled), every attempt with its status code and error, "
        "the next attempt while pending. Empty for a job without callback_url."),
     Op("GET", "/v1/jobs/{job_id}/events", "jobs", "Follow a job (Server-Sent Events)",

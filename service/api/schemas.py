@@ -72,7 +72,7 @@ class JobUrl(JobForm):
 
 
 class ModelLoad(BaseModel):
-    """One of ``model`` (a name) or ``path`` (a CTranslate2 directory)."""
+    """One of `model` (a name) or `path` (a CTranslate2 directory)."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -130,8 +130,8 @@ class ReadyOut(BaseModel):
 
 
 class ModelOut(BaseModel):
-    """A loaded model, or an OpenAI alias (``whisper-1``) naming the model it runs
-    on (``alias_for``); OpenAI's model object plus Sona's fields."""
+    """A loaded model, or an OpenAI alias (`whisper-1`) naming the model it runs
+    on (`alias_for`); OpenAI's model object plus Sona's fields."""
 
     id: str
     object: Literal["model"] = "model"
@@ -264,7 +264,7 @@ class WebhookAttemptOut(BaseModel):
 
 
 class WebhookOut(BaseModel):
-    """One webhook delivery of a job (E2)."""
+    """One webhook delivery of a job."""
 
     id: str  # the webhook-id header of every attempt
     object: Literal["webhook_delivery"] = "webhook_delivery"

@@ -36,7 +36,7 @@ class Recovery:
 
 
 class DeliveryState(StrEnum):
-    """A webhook delivery's state. Only ``pending`` is ever sent."""
+    """A webhook delivery's state. Only `pending` is ever sent."""
 
     PENDING = "pending"  # due at ``next_attempt_at``
     DELIVERED = "delivered"  # a 2xx answer
