@@ -1,14 +1,14 @@
-"""``python -m mcp_tools [--http PORT]``: the same server as ``sona mcp``."""
+"""``python -m sona_mcp [--http PORT]``: the same server as ``sona mcp``."""
 
 from __future__ import annotations
 
 import argparse
 
-from mcp_tools.server import run
+from sona_mcp.server import run
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m mcp_tools", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m sona_mcp", description=__doc__)
     parser.add_argument("--http", type=int, metavar="PORT", help="serve streamable HTTP instead")
     run(http_port=parser.parse_args(argv).http)
 

@@ -1,7 +1,7 @@
 """Sona's MCP tools (D1–D4): let an agent transcribe audio through a running
 daemon without ever blocking longer than its host allows.
 
-The tools talk to the daemon over HTTP only, through ``service.client``. Every
+The tools talk to the daemon over HTTP only, through ``sona.client``. Every
 anticipated failure becomes the SDK's ``ToolError``, whose message reaches the
 agent as the tool result; stdout carries nothing but JSON-RPC (the SDK logs to
 stderr)."""
@@ -20,7 +20,8 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
-from mcp_tools.files import (
+from sona.client import ApiError, ServiceUnreachable, SonaClient, SonaClientError
+from sona_mcp.files import (
     STATUS_SUFFIX,
     check_audio,
     find_status_file,
@@ -31,7 +32,6 @@ from mcp_tools.files import (
     write_files,
     write_status_file,
 )
-from service.client import ApiError, ServiceUnreachable, SonaClient, SonaClientError
 
 # Hosts often cut a tool call at 60 s; waiting stops short of that.
 MAX_WAIT_S = 55.0

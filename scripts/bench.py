@@ -42,8 +42,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from service.audio import SAMPLE_RATE, decode  # noqa: E402
-from service.engine.registry import bundled_model_path  # noqa: E402
+from sona.audio import SAMPLE_RATE, decode  # noqa: E402
+from sona.engine.registry import bundled_model_path  # noqa: E402
 
 TEST_AUDIO = REPO / "tests" / "audio"
 SENTENCES = ("fox.wav", "report.wav", "weather.wav", "numbers.wav", "meeting.wav")
@@ -144,13 +144,13 @@ def cpu_over(pid: int, seconds: float) -> float:
 
 
 class Daemon:
-    """``python -m service serve`` as a subprocess, and a client for it."""
+    """``python -m sona serve`` as a subprocess, and a client for it."""
 
     def __init__(self, tmp: Path, device: str) -> None:
         env = {**os.environ, "SONA_DEVICE": device}
         self.log_path = tmp / "daemon.log"
         self._log = self.log_path.open("w")
-        cmd = [sys.executable, "-m", "service", "serve", "--port", "0", "--model", "tiny.en"]
+        cmd = [sys.executable, "-m", "sona", "serve", "--port", "0", "--model", "tiny.en"]
         self.proc = subprocess.Popen(
             [*cmd, "--data-dir", str(tmp / "data")],
             stdout=subprocess.PIPE,

@@ -35,7 +35,7 @@ PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
 def _spawn(args: list[str], log: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     with log.open("w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "service", *args],
+            [sys.executable, "-m", "sona", *args],
             stdout=subprocess.PIPE,
             stderr=err,
             text=True,

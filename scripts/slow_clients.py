@@ -74,7 +74,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve", "--port", "0", "--data-dir", tmp],
+            [sys.executable, "-m", "sona", "serve", "--port", "0", "--data-dir", tmp],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

@@ -1,4 +1,4 @@
-from service.cli import main
+from sona.cli import main
 
 # Guarded: the engine process is spawned, and a spawned child imports __main__.
 if __name__ == "__main__":

@@ -14,14 +14,14 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from service import loop_errors
-from service.api import routes
-from service.api.connections import connection_middleware, handler_options, listen
-from service.api.errors import error_middleware
-from service.api.limits import LIMITS, Limits, rate_limit_middleware
-from service.api.middleware import access_middleware, add_request_id, guard_middleware
-from service.errors import SonaError, StartupFailed
-from service.keys import (
+from sona import loop_errors
+from sona.api import routes
+from sona.api.connections import connection_middleware, handler_options, listen
+from sona.api.errors import error_middleware
+from sona.api.limits import LIMITS, Limits, rate_limit_middleware
+from sona.api.middleware import access_middleware, add_request_id, guard_middleware
+from sona.errors import SonaError, StartupFailed
+from sona.keys import (
     API_KEYS,
     ENGINE,
     EVENTS,
@@ -35,10 +35,10 @@ from service.keys import (
     UPLOADS,
     WORKER,
 )
-from service.metrics import Metrics
-from service.runtime import start_runtime
-from service.settings import Settings
-from service.startup import bind_tcp, check_data_dir
+from sona.metrics import Metrics
+from sona.runtime import start_runtime
+from sona.settings import Settings
+from sona.startup import bind_tcp, check_data_dir
 
 log = structlog.get_logger("sona")
 

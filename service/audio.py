@@ -15,7 +15,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from service.errors import AudioTooLong, InvalidAudio
+from sona.errors import AudioTooLong, InvalidAudio
 
 SAMPLE_RATE = 16_000
 SNIFF_BYTES = 64

@@ -18,10 +18,10 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 
-from service import __version__
-from service.errors import ConfigError, DataDirInUse, SonaError, StartupFailed
-from service.logs import configure as configure_logs
-from service.settings import Settings, check_environment
+from sona import __version__
+from sona.errors import ConfigError, DataDirInUse, SonaError, StartupFailed
+from sona.logs import configure as configure_logs
+from sona.settings import Settings, check_environment
 
 # argparse dest → Settings field, for flags that override configuration.
 COMMON_FLAGS = (
@@ -227,7 +227,7 @@ def _validation_message(exc: ValidationError) -> str:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from service.app import serve
+    from sona.app import serve
 
     try:
         settings = settings_from(args)
@@ -251,7 +251,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from service.node import run_worker_node
+    from sona.node import run_worker_node
 
     try:
         settings = settings_from(args).model_copy(update={"worker": True, "host": args.host})
@@ -283,14 +283,14 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_mcp(args: argparse.Namespace) -> int:
-    from mcp_tools.server import run
+    from sona_mcp.server import run
 
     run(http_port=args.http)
     return 0
 
 
 def _cmd_transcribe(args: argparse.Namespace) -> int:
-    from service.local import transcribe_local
+    from sona.local import transcribe_local
 
     if not args.file.is_file():
         return _fail(f"no such file: {args.file}")
@@ -301,7 +301,7 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def _client_cmd(args: argparse.Namespace) -> int:
-    from service.client import SonaClient, SonaClientError
+    from sona.client import SonaClient, SonaClientError
 
     async def go() -> int:
         async with SonaClient(args.url) as client:

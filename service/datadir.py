@@ -14,7 +14,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from service.errors import DataDirInUse
+from sona.errors import DataDirInUse
 
 LOCK_NAME = "sona.lock"
 

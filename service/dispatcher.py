@@ -23,10 +23,10 @@ import aiohttp
 import structlog
 from standardwebhooks import Webhook
 
-from service.errors import AddressRefused, InvalidTransition, NotFound
-from service.netguard import GuardedResolver, check_url
-from service.store import DeliveryAttempt, DeliveryClaim, DeliveryState, JobStore
-from service.webhooks import RetryPolicy, headers, judge, payload, retry_after_s, retryable_status
+from sona.errors import AddressRefused, InvalidTransition, NotFound
+from sona.netguard import GuardedResolver, check_url
+from sona.store import DeliveryAttempt, DeliveryClaim, DeliveryState, JobStore
+from sona.webhooks import RetryPolicy, headers, judge, payload, retry_after_s, retryable_status
 
 log = structlog.get_logger("sona.webhooks")
 BATCH = 16  # deliveries claimed per round

@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from service.jobs import Job, Segment
-from service.store import JobStore
+from sona.jobs import Job, Segment
+from sona.store import JobStore
 
 POLL_S = 1.0
 # Event types: status, progress, segment, completed, failed, cancelled.

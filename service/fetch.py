@@ -9,9 +9,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from service.errors import AddressRefused, InvalidRequest, UrlRefused
-from service.netguard import GuardedResolver, check_url
-from service.uploads import CHUNK, StoredUpload, UploadDir
+from sona.errors import AddressRefused, InvalidRequest, UrlRefused
+from sona.netguard import GuardedResolver, check_url
+from sona.uploads import CHUNK, StoredUpload, UploadDir
 
 
 async def fetch(

@@ -10,8 +10,8 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from service.errors import InvalidRequest
-from service.jobs import Job, Segment, Word
+from sona.errors import InvalidRequest
+from sona.jobs import Job, Segment, Word
 
 
 def in_order(segments: Iterable[Segment]) -> list[Segment]:

@@ -10,10 +10,10 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from service.audio import probe
-from service.crashpoints import crash_point
-from service.engine.registry import OPENAI_ALIASES, ModelRegistry
-from service.errors import (
+from sona.audio import probe
+from sona.crashpoints import crash_point
+from sona.engine.registry import OPENAI_ALIASES, ModelRegistry
+from sona.errors import (
     AddressRefused,
     AudioTooLong,
     InvalidCallbackUrl,
@@ -21,10 +21,10 @@ from service.errors import (
     NoModel,
     QueueFull,
 )
-from service.jobs import METADATA_MAX_BYTES, Job, NewJob, TranscribeOptions, validate_job_id
-from service.netguard import check_resolved
-from service.store import JobStore
-from service.uploads import StoredUpload
+from sona.jobs import METADATA_MAX_BYTES, Job, NewJob, TranscribeOptions, validate_job_id
+from sona.netguard import check_resolved
+from sona.store import JobStore
+from sona.uploads import StoredUpload
 
 SYNC_PRIORITY = 1_000_000  # synchronous API requests jump the queue (C4)
 CALLBACK_URL_MAX = 2048

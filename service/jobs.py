@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from service.errors import InvalidJobId
+from sona.errors import InvalidJobId
 
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 METADATA_MAX_BYTES = 4096

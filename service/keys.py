@@ -6,17 +6,17 @@ import asyncio
 
 from aiohttp import web
 
-from service.engine import EngineHost
-from service.engine.registry import ModelRegistry
-from service.events import EventHub
-from service.intake import Intake
-from service.metrics import Metrics
-from service.notify import Notifier
-from service.runtime import Runtime
-from service.settings import Settings
-from service.store import JobStore
-from service.uploads import UploadDir
-from service.worker import Worker
+from sona.engine import EngineHost
+from sona.engine.registry import ModelRegistry
+from sona.events import EventHub
+from sona.intake import Intake
+from sona.metrics import Metrics
+from sona.notify import Notifier
+from sona.runtime import Runtime
+from sona.settings import Settings
+from sona.store import JobStore
+from sona.uploads import UploadDir
+from sona.worker import Worker
 
 SETTINGS = web.AppKey("settings", Settings)
 API_KEYS = web.AppKey("api_keys", list[str])

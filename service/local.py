@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from pathlib import Path
 
-from service.events import TERMINAL, follow
-from service.formats import render
-from service.intake import Submission
-from service.jobs import Job, Status, TranscribeOptions
-from service.runtime import start_runtime
-from service.settings import Settings
+from sona.events import TERMINAL, follow
+from sona.formats import render
+from sona.intake import Submission
+from sona.jobs import Job, Status, TranscribeOptions
+from sona.runtime import start_runtime
+from sona.settings import Settings
 
 BAR = 30
 

@@ -33,9 +33,9 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from service.events import TERMINAL, EventHub
-from service.jobs import Job
-from service.store import JobStore
+from sona.events import TERMINAL, EventHub
+from sona.jobs import Job
+from sona.store import JobStore
 
 log = structlog.get_logger("sona")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
-from service.errors import AddressRefused
+from sona.errors import AddressRefused
 
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 ALWAYS_REFUSED = [ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fe80::/10")]

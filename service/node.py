@@ -14,10 +14,10 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from service import loop_errors
-from service.metrics import CONTENT_TYPE
-from service.runtime import Runtime, start_runtime
-from service.settings import Settings
+from sona import loop_errors
+from sona.metrics import CONTENT_TYPE
+from sona.runtime import Runtime, start_runtime
+from sona.settings import Settings
 
 log = structlog.get_logger("sona")
 RUNTIME = web.AppKey("runtime", Runtime)

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import asyncpg
 import structlog
 
-from service.store import POSTGRES_SCHEMES
+from sona.store import POSTGRES_SCHEMES
 
 log = structlog.get_logger("sona.notify")
 # NOTIFY payloads must stay under 8000 bytes; several messages share one.

@@ -19,21 +19,21 @@ from typing import Any
 
 import structlog
 
-from service.datadir import DataDirLock
-from service.dispatcher import Dispatcher, DispatcherConfig
-from service.engine import EngineConfig, resolve_device
-from service.engine.host import ProcessEngineHost
-from service.engine.registry import ModelRegistry
-from service.events import TERMINAL, EventHub
-from service.intake import Intake, IntakeConfig
-from service.logs import resolve_format
-from service.metrics import LiveState, Metrics, watch_jobs
-from service.notify import Handlers, Notifier, notifier_for
-from service.settings import Settings
-from service.store import JobStore, open_store
-from service.uploads import UploadDir
-from service.webhooks import RetryPolicy, signer_for
-from service.worker import Worker, WorkerConfig
+from sona.datadir import DataDirLock
+from sona.dispatcher import Dispatcher, DispatcherConfig
+from sona.engine import EngineConfig, resolve_device
+from sona.engine.host import ProcessEngineHost
+from sona.engine.registry import ModelRegistry
+from sona.events import TERMINAL, EventHub
+from sona.intake import Intake, IntakeConfig
+from sona.logs import resolve_format
+from sona.metrics import LiveState, Metrics, watch_jobs
+from sona.notify import Handlers, Notifier, notifier_for
+from sona.settings import Settings
+from sona.store import JobStore, open_store
+from sona.uploads import UploadDir
+from sona.webhooks import RetryPolicy, signer_for
+from sona.worker import Worker, WorkerConfig
 
 log = structlog.get_logger("sona")
 RETENTION_SWEEP_S = 600

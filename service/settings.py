@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from service.errors import ConfigError
+from sona.errors import ConfigError
 
 LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from service.client import SonaClient, SonaClientError
+from sona.client import SonaClient, SonaClientError
 
 
 class SidecarError(SonaClientError):
@@ -76,7 +76,7 @@ class Sidecar:
 
 def _command() -> list[str]:
     exe = shutil.which("sona")
-    return [exe] if exe else [sys.executable, "-m", "service"]
+    return [exe] if exe else [sys.executable, "-m", "sona"]
 
 
 def serve(

@@ -11,7 +11,7 @@ import socket
 import tempfile
 from pathlib import Path
 
-from service.errors import StartupFailed
+from sona.errors import StartupFailed
 
 
 def check_data_dir(data_dir: Path) -> None:

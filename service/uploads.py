@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.audio import SNIFF_BYTES, sniff
-from service.errors import (
+from sona.audio import SNIFF_BYTES, sniff
+from sona.errors import (
     EmptyFile,
     PayloadTooLarge,
     StorageFull,

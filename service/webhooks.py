@@ -24,8 +24,8 @@ from typing import Any
 
 from standardwebhooks import Webhook
 
-from service.jobs import Job
-from service.store import AttemptOutcome, DeliveryAttempt, DeliveryState
+from sona.jobs import Job
+from sona.store import AttemptOutcome, DeliveryAttempt, DeliveryState
 
 TEXT_MAX_CHARS = 4096  # larger transcripts: fetch links.transcript
 CAP_FACTOR = 360  # the longest wait, in units of backoff_s (10 s → 1 h)

@@ -33,9 +33,9 @@ from typing import Literal
 
 import structlog
 
-from service.audio import probe
-from service.crashpoints import crash_point
-from service.engine import (
+from sona.audio import probe
+from sona.crashpoints import crash_point
+from sona.engine import (
     ChunkInfo,
     ChunksReady,
     Crashed,
@@ -45,12 +45,12 @@ from service.engine import (
     Prepared,
     PrepareFailed,
 )
-from service.engine.batcher import Pending, Pool, batch_key
-from service.engine.registry import ModelEntry, ModelRegistry
-from service.errors import EngineCrashed, InvalidTransition, ModelLoadFailed, SonaError
-from service.events import EventHub
-from service.jobs import Job, Segment, Status
-from service.store import Claim, JobStore, Lease
+from sona.engine.batcher import Pending, Pool, batch_key
+from sona.engine.registry import ModelEntry, ModelRegistry
+from sona.errors import EngineCrashed, InvalidTransition, ModelLoadFailed, SonaError
+from sona.events import EventHub
+from sona.jobs import Job, Segment, Status
+from sona.store import Claim, JobStore, Lease
 
 log = structlog.get_logger("sona.worker")
 HOST = socket.gethostname()

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from service.settings import Settings
+from sona.settings import Settings
 from tests.audio_factory import concat_wav, load_manifest
 
 AUDIO = Path(__file__).parent / "audio"
@@ -90,7 +90,7 @@ def spawn_daemon(
         [
             sys.executable,
             "-m",
-            "service",
+            "sona",
             "serve",
             "--port",
             "0",

@@ -13,8 +13,8 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from service.app import create_app
-from service.keys import WORKER
+from sona.app import create_app
+from sona.keys import WORKER
 
 
 def audio_form(

@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from service.app import create_app
+from sona.app import create_app
 from tests.audio_factory import corrupt_audio, silence_wav, truncated_copy
 from tests.helpers import audio_form, submit, wait_done
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from service.app import create_app
+from sona.app import create_app
 from tests.helpers import audio_form, poll, submit, wait_done
 
 

@@ -11,8 +11,8 @@ from typing import Any
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from service.app import create_app
-from service.keys import STORE, WORKER
+from sona.app import create_app
+from sona.keys import STORE, WORKER
 from tests.helpers import idle_app, submit, wait_done
 
 

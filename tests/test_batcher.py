@@ -3,9 +3,9 @@ order, and only options that can share a forward pass (A10, C4)."""
 
 from __future__ import annotations
 
-from service.engine import ChunkInfo
-from service.engine.batcher import Pending, Pool, batch_key, pack
-from service.jobs import TranscribeOptions
+from sona.engine import ChunkInfo
+from sona.engine.batcher import Pending, Pool, batch_key, pack
+from sona.jobs import TranscribeOptions
 
 
 def pending(

@@ -15,10 +15,10 @@ import av
 import numpy as np
 import pytest
 
-from service.app import create_app
-from service.audio import DecodeReport, decode_blocks
-from service.errors import InvalidAudio
-from service.keys import WORKER
+from sona.app import create_app
+from sona.audio import DecodeReport, decode_blocks
+from sona.errors import InvalidAudio
+from sona.keys import WORKER
 from tests.helpers import audio_form, submit, wait_done
 
 AUDIO = Path(__file__).parent / "audio"

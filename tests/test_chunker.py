@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.engine.chunker import SAMPLE_RATE, Chunker, RawChunk
+from sona.engine.chunker import SAMPLE_RATE, Chunker, RawChunk
 
 SR = SAMPLE_RATE
 

@@ -16,7 +16,7 @@ def sona(
     *args: str, env: dict[str, str] | None = None, timeout: float = 180
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "service", *args],
+        [sys.executable, "-m", "sona", *args],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -143,7 +143,7 @@ def test_closed_stdout_is_no_traceback(daemon_factory: Any) -> None:
     d = daemon_factory("--model", "tiny.en")
     for args in (["config"], ["models", "--url", d.url]):
         proc = subprocess.Popen(
-            [sys.executable, "-m", "service", *args],
+            [sys.executable, "-m", "sona", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

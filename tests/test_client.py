@@ -11,7 +11,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from service.client import ApiError, ServiceUnreachable, SonaClient, SonaClientError
+from sona.client import ApiError, ServiceUnreachable, SonaClient, SonaClientError
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from service.datadir import DataDirLock
-from service.errors import DataDirInUse
-from service.uploads import UploadDir
+from sona.datadir import DataDirLock
+from sona.errors import DataDirInUse
+from sona.uploads import UploadDir
 from tests.conftest import spawn_daemon
 from tests.test_daemon import finished, upload, wait_for
 

@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from service.app import create_app
+from sona.app import create_app
 from tests.helpers import submit, wait_done
 
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.app import create_app
+from sona.app import create_app
 from tests.helpers import submit, wait_done
 
 REPO = Path(__file__).parent.parent

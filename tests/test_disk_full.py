@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from service.errors import StorageFull
-from service.jobs import Status
-from service.store.sqlite import SqliteStore
+from sona.errors import StorageFull
+from sona.jobs import Status
+from sona.store.sqlite import SqliteStore
 from tests.test_daemon import finished, job, log_events, upload, wait_for
 from tests.test_store_contract import new_job
 

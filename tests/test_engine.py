@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from service.engine import (
+from sona.engine import (
     ChunkInfo,
     ChunksReady,
     Crashed,
@@ -22,11 +22,11 @@ from service.engine import (
     Prepared,
     PrepareFailed,
 )
-from service.engine.host import ProcessEngineHost
-from service.engine.registry import bundled_model_path
-from service.errors import EngineCrashed
-from service.formats import full_text
-from service.jobs import Segment, TranscribeOptions
+from sona.engine.host import ProcessEngineHost
+from sona.engine.registry import bundled_model_path
+from sona.errors import EngineCrashed
+from sona.formats import full_text
+from sona.jobs import Segment, TranscribeOptions
 from tests.audio_factory import concat_wav, silence_wav
 
 AUDIO = Path(__file__).parent / "audio"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from service.api.errors import public_message
+from sona.api.errors import public_message
 from tests.helpers import audio_form, idle_app
 
 

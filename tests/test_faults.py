@@ -121,7 +121,7 @@ def test_r06_kill_loop(tmp_path: Path, clip: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["service.app", "service.cli", "tests.test_faults"])
+    ctx.set_forkserver_preload(["sona.app", "sona.cli", "tests.test_faults"])
     rnd = random.Random(6)
     acknowledged: set[str] = set()
     started = time.monotonic()
@@ -169,7 +169,7 @@ def _serve_forked(data_dir: str, port: int) -> None:
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
     os.environ.update({"SONA_POLL_INTERVAL_S": "0.2", "SONA_LEASE_S": "2"})
-    from service.cli import main
+    from sona.cli import main
 
     main(["serve", "--port", str(port), "--data-dir", data_dir])
 

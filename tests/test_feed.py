@@ -15,8 +15,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from pydantic import SecretStr
 
-from service.jobs import Segment, Status
-from service.keys import STORE
+from sona.jobs import Segment, Status
+from sona.keys import STORE
 from tests.helpers import idle_app, submit
 from tests.test_job_events import Event, claim, sse
 
@@ -106,7 +106,7 @@ async def test_reconnect_with_last_event_id_gets_a_fresh_snapshot(
 async def test_feed_shows_every_active_job_beyond_the_newest(
     aiohttp_client: Any, make_settings: Any, fox_wav: Path
 ) -> None:
-    from service.api import feed
+    from sona.api import feed
 
     client = await idle_app(aiohttp_client, make_settings)
     jobs = [await submit(client, fox_wav) for _ in range(4)]
@@ -122,8 +122,8 @@ async def test_a_job_finishing_beyond_the_window_is_still_reported(
 ) -> None:
     from contextlib import aclosing
 
-    from service.api import feed
-    from service.keys import EVENTS
+    from sona.api import feed
+    from sona.keys import EVENTS
 
     client = await idle_app(aiohttp_client, make_settings)
     old, new = await submit(client, fox_wav), await submit(client, fox_wav)

@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from service.app import create_app
+from sona.app import create_app
 from tests.helpers import wait_done
 
 

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from openai.types.audio import Transcription, TranscriptionVerbose
 
-from service.errors import InvalidRequest
-from service.formats import FORMATS, full_text, render
-from service.jobs import Job, Segment, Status, TranscribeOptions, Word
+from sona.errors import InvalidRequest
+from sona.formats import FORMATS, full_text, render
+from sona.jobs import Job, Segment, Status, TranscribeOptions, Word
 
 SRT_CUE = re.compile(
     r"(\d+)\n(\d{2,}:\d{2}:\d{2},\d{3}) --> (\d{2,}:\d{2}:\d{2},\d{3})\n((?:.+\n)+)\n"

@@ -16,12 +16,12 @@ from typing import Any
 
 from aiohttp import ClientResponse
 
-from service.api.job_events import PING, sse_frames
-from service.app import create_app
-from service.events import JobUpdate, follow
-from service.jobs import Job, Segment, Status, TranscribeOptions
-from service.keys import EVENTS, STORE
-from service.store import Claim, JobStore
+from sona.api.job_events import PING, sse_frames
+from sona.app import create_app
+from sona.events import JobUpdate, follow
+from sona.jobs import Job, Segment, Status, TranscribeOptions
+from sona.keys import EVENTS, STORE
+from sona.store import Claim, JobStore
 from tests.helpers import idle_app, submit
 
 STEP_S = 10  # generous: the store is polled every second

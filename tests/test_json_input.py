@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from service.api.json_input import MAX_JSON_BYTES, MAX_JSON_DEPTH, depth_exceeds, loads
-from service.errors import InvalidRequest, PayloadTooLarge
+from sona.api.json_input import MAX_JSON_BYTES, MAX_JSON_DEPTH, depth_exceeds, loads
+from sona.errors import InvalidRequest, PayloadTooLarge
 from tests.helpers import audio_form, idle_app
 
 DEEP = "[" * 100_000  # RecursionError in json.loads before the limits

@@ -52,7 +52,7 @@ def _modules() -> list[Path]:
 
 def _layer_of(dotted: str) -> int | None:
     parts = dotted.split(".")
-    if parts[0] != "service" or len(parts) < 2:
+    if parts[0] != "sona" or len(parts) < 2:
         return None
     return LAYER.get(parts[1])
 
@@ -76,7 +76,7 @@ def test_imports_flow_down(path: Path) -> None:
     for name in _imports(path):
         layer = _layer_of(name)
         assert layer is None or layer <= own, f"{rel} (L{own}) imports {name} (L{layer})"
-        if rel.parts[0] in ("store", "engine") and name.startswith("service."):
+        if rel.parts[0] in ("store", "engine") and name.startswith("sona."):
             other = name.split(".")[1]
             assert {rel.parts[0], other} != {"store", "engine"}, f"{rel} imports {name}"
 
@@ -97,5 +97,5 @@ def test_only_api_and_app_import_aiohttp_web() -> None:
 def test_mcp_tools_use_only_the_client() -> None:
     for path in (ROOT.parent / "mcp_tools").rglob("*.py"):
         for name in _imports(path):
-            if name.split(".")[0] == "service":
-                assert name.startswith("service.client"), f"{path.name} imports {name}"
+            if name.split(".")[0] == "sona":
+                assert name.startswith("sona.client"), f"{path.name} imports {name}"

@@ -15,7 +15,7 @@ import aiohttp
 import structlog
 from structlog.testing import capture_logs
 
-from service.loop_errors import LoopErrorLog
+from sona.loop_errors import LoopErrorLog
 from tests.helpers import audio_form, idle_app
 
 

@@ -12,8 +12,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from service import loop_errors
-from service.logs import configure
+from sona import loop_errors
+from sona.logs import configure
 
 REPO = Path(__file__).parent.parent
 
@@ -62,7 +62,7 @@ def test_console_format_when_asked(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "service",
+            "sona",
             "config",
             "--log-format",
             "console",
@@ -81,7 +81,7 @@ def test_console_format_when_asked(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "service",
+            "sona",
             "serve",
             "--port",
             "0",

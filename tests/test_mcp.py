@@ -21,13 +21,13 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.types import CallToolResult
 
-from mcp_tools.files import safe_stem, sniff_audio
+from sona_mcp.files import safe_stem, sniff_audio
 from tests.webhook_receiver import Receiver
 
 # The installed console script when there is one (pip install -e puts it next to
 # the interpreter), else the same entry point through the module.
 _SCRIPT = Path(sys.executable).with_name("sona")
-SONA = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "service"]
+SONA = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "sona"]
 
 TOOLS = {
     "transcribe_wav",
@@ -45,7 +45,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The URL of one ``sona serve --port 0`` for the module: the model loads once."""
     root = tmp_path_factory.mktemp("mcp")
     log = root / "stderr.log"
-    cmd = [sys.executable, "-m", "service", "serve", "--port", "0", "--data-dir", str(root)]
+    cmd = [sys.executable, "-m", "sona", "serve", "--port", "0", "--data-dir", str(root)]
     with log.open("w") as err:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
             [*cmd, "--model", "tiny.en"], stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO
@@ -270,7 +270,9 @@ def test_stdout_carries_only_json_rpc(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
-        env={**os.environ, **server_env(UNREACHABLE)},
+        # COLUMNS: the SDK's log handler wraps lines at the terminal width,
+        # which would split the message this test looks for.
+        env={**os.environ, **server_env(UNREACHABLE), "COLUMNS": "1000"},
     )
     assert proc.stdin and proc.stdout and proc.stderr
     try:

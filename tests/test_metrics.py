@@ -9,8 +9,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.app import create_app
-from service.keys import METRICS
+from sona.app import create_app
+from sona.keys import METRICS
 from tests.helpers import audio_form, submit, wait_done
 
 
@@ -137,7 +137,7 @@ async def test_request_id_on_streams(
 async def test_one_access_line_per_request(
     aiohttp_client: Any, make_settings: Any, capsys: Any
 ) -> None:
-    from service.logs import configure
+    from sona.logs import configure
 
     configure("info", fmt="json")
     client = await aiohttp_client(create_app(make_settings(model=None)))

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.errors import AddressRefused
-from service.netguard import GuardedResolver, check_address, check_resolved, check_url, literal_ip
+from sona.errors import AddressRefused
+from sona.netguard import GuardedResolver, check_address, check_resolved, check_url, literal_ip
 
 
 @pytest.mark.parametrize(

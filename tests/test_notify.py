@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from service.notify import (
+from sona.notify import (
     APPLICATION_NAME,
     PAYLOAD_MAX,
     Handlers,

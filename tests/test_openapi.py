@@ -12,8 +12,8 @@ from aiohttp.test_utils import TestClient
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
-from service.jobs import Segment, Status
-from service.keys import STORE
+from sona.jobs import Segment, Status
+from sona.keys import STORE
 from tests.helpers import audio_form, idle_app, submit
 
 

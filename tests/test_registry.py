@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from service.engine.registry import ModelRegistry
-from service.errors import ModelNotFound
+from sona.engine.registry import ModelRegistry
+from sona.errors import ModelNotFound
 
 
 class CountingEngine:

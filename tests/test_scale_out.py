@@ -69,7 +69,7 @@ class Cluster:
         err_path = self.shared.parent / f"worker-{uuid.uuid4().hex[:6]}.log"
         with err_path.open("w") as err:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "service", "worker", "--store", self.url]
+                [sys.executable, "-m", "sona", "worker", "--store", self.url]
                 + ["--data-dir", str(self.shared), "--model", "tiny.en", "--port", "0"],
                 stdout=subprocess.PIPE,
                 stderr=err,

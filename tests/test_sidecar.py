@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.sidecar import SidecarError, serve
+from sona.sidecar import SidecarError, serve
 
 
 def test_serve_context_manager(tmp_path: Path, fox_wav: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from service.sidecar import SidecarError, serve
+from sona.sidecar import SidecarError, serve
 from tests.conftest import spawn_daemon
 
 START_BOUND_S = 60  # generous: the machine is shared; a hang is what we catch

@@ -14,13 +14,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from service.errors import IdempotencyConflict, InvalidTransition, NotFound, StorageFull
-from service.formats import in_order, render
-from service.jobs import TRANSITIONS, NewJob, Segment, Status, TranscribeOptions
-from service.store import Claim, JobStore, Lease, open_store
-from service.store.postgres import PostgresStore
-from service.store.postgres_schema import MIGRATIONS
-from service.store.sqlite import SqliteStore
+from sona.errors import IdempotencyConflict, InvalidTransition, NotFound, StorageFull
+from sona.formats import in_order, render
+from sona.jobs import TRANSITIONS, NewJob, Segment, Status, TranscribeOptions
+from sona.store import Claim, JobStore, Lease, open_store
+from sona.store.postgres import PostgresStore
+from sona.store.postgres_schema import MIGRATIONS
+from sona.store.sqlite import SqliteStore
 from tests.pg import pg_schema_url
 
 _ids = itertools.count()

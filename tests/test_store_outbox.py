@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import InvalidTransition, NotFound
-from service.jobs import Status
-from service.store import AttemptOutcome, DeliveryAttempt, DeliveryState, JobStore, open_store
-from service.store.postgres import PostgresStore
+from sona.errors import InvalidTransition, NotFound
+from sona.jobs import Status
+from sona.store import AttemptOutcome, DeliveryAttempt, DeliveryState, JobStore, open_store
+from sona.store.postgres import PostgresStore
 from tests.pg import pg_schema_url
 from tests.test_store_contract import add, claim_of, new_job, seg
 

@@ -16,12 +16,12 @@ import asyncio
 from collections import Counter
 from pathlib import Path
 
-from service.engine import ChunkInfo, ChunksReady, EngineEvent, JobSpec, Prepared
-from service.engine.registry import ModelRegistry
-from service.events import EventHub
-from service.jobs import NewJob, Segment, Status, TranscribeOptions
-from service.store.sqlite import SqliteStore
-from service.worker import Worker, WorkerConfig
+from sona.engine import ChunkInfo, ChunksReady, EngineEvent, JobSpec, Prepared
+from sona.engine.registry import ModelRegistry
+from sona.events import EventHub
+from sona.jobs import NewJob, Segment, Status, TranscribeOptions
+from sona.store.sqlite import SqliteStore
+from sona.worker import Worker, WorkerConfig
 
 JOBS = 1000
 

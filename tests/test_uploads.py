@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import (
+from sona.errors import (
     EmptyFile,
     PayloadTooLarge,
     StorageFull,
     UnsupportedMedia,
     UploadTimeout,
 )
-from service.uploads import UploadDir, display_name
+from sona.uploads import UploadDir, display_name
 
 WAV_HEAD = b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 60
 

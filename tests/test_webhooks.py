@@ -19,11 +19,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 from standardwebhooks import Webhook
 
-from service.app import create_app
-from service.dispatcher import Dispatcher, DispatcherConfig
-from service.store import DeliveryAttempt, DeliveryState
-from service.store.postgres import PostgresStore
-from service.webhooks import RetryPolicy, judge, retry_after_s, retryable_status, signer_for
+from sona.app import create_app
+from sona.dispatcher import Dispatcher, DispatcherConfig
+from sona.store import DeliveryAttempt, DeliveryState
+from sona.store.postgres import PostgresStore
+from sona.webhooks import RetryPolicy, judge, retry_after_s, retryable_status, signer_for
 from tests.helpers import audio_form, idle_app, submit, wait_done
 from tests.pg import pg_schema_url
 from tests.test_openapi import conforms, fetch_spec

@@ -15,16 +15,16 @@ import jiwer
 import pytest
 from aiohttp.test_utils import TestClient
 
-from service.app import create_app
-from service.engine import EngineConfig
-from service.engine.host import ProcessEngineHost
-from service.engine.registry import ModelRegistry
-from service.events import EventHub
-from service.jobs import NewJob, Status, TranscribeOptions
-from service.keys import ENGINE, STORE, WORKER
-from service.store import open_store
-from service.store.sqlite import SqliteStore
-from service.worker import Worker, WorkerConfig
+from sona.app import create_app
+from sona.engine import EngineConfig
+from sona.engine.host import ProcessEngineHost
+from sona.engine.registry import ModelRegistry
+from sona.events import EventHub
+from sona.jobs import NewJob, Status, TranscribeOptions
+from sona.keys import ENGINE, STORE, WORKER
+from sona.store import open_store
+from sona.store.sqlite import SqliteStore
+from sona.worker import Worker, WorkerConfig
 from tests.audio_factory import flac_bomb
 from tests.helpers import audio_form, poll, submit, wait_done
 

@@ -27,8 +27,8 @@ import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from service.api.errors import Handler, error_body
-from service.settings import Settings
+from sona.api.errors import Handler, error_body
+from sona.settings import Settings
 
 log = structlog.get_logger("sona.api")
 LINGER_S = 2.0  # a refused connection's request is read and dropped this long

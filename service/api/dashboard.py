@@ -13,9 +13,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from service.api.jobs import load_job
-from service.audio import SNIFF_BYTES, sniff
-from service.errors import InvalidRequest, NotFound
+from sona.api.jobs import load_job
+from sona.audio import SNIFF_BYTES, sniff
+from sona.errors import InvalidRequest, NotFound
 
 routes = web.RouteTableDef()
 

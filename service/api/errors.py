@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from service import errors as e
+from sona import errors as e
 
 log = structlog.get_logger("sona.api")
 

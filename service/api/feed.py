@@ -37,14 +37,14 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from service.api.job_events import open_sse, sse_frame
-from service.api.models import model_out
-from service.api.schemas import job_out
-from service.errors import NotFound
-from service.events import EventHub, JobEvent
-from service.jobs import Job, Status
-from service.keys import EVENTS, FEEDS_STOP, MODELS, STORE, WORKER
-from service.store import JobStore
+from sona.api.job_events import open_sse, sse_frame
+from sona.api.models import model_out
+from sona.api.schemas import job_out
+from sona.errors import NotFound
+from sona.events import EventHub, JobEvent
+from sona.jobs import Job, Status
+from sona.keys import EVENTS, FEEDS_STOP, MODELS, STORE, WORKER
+from sona.store import JobStore
 
 log = structlog.get_logger("sona.api")
 routes = web.RouteTableDef()

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from service.api.json_input import MAX_JSON_BYTES, loads
-from service.api.limits import upload_slot
-from service.api.schemas import FIELD_NAME_PATTERN, M, parse
-from service.errors import InvalidRequest, PayloadTooLarge, UploadTimeout
-from service.keys import SETTINGS
-from service.settings import Settings
-from service.uploads import CHUNK, StoredUpload, UploadDir
+from sona.api.json_input import MAX_JSON_BYTES, loads
+from sona.api.limits import upload_slot
+from sona.api.schemas import FIELD_NAME_PATTERN, M, parse
+from sona.errors import InvalidRequest, PayloadTooLarge, UploadTimeout
+from sona.keys import SETTINGS
+from sona.settings import Settings
+from sona.uploads import CHUNK, StoredUpload, UploadDir
 
 MAX_PARTS = 64
 MAX_FIELD_BYTES = 64 * 1024

@@ -29,12 +29,12 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from service.api.schemas import job_out
-from service.errors import InvalidRequest, NotFound
-from service.events import JobUpdate, follow
-from service.formats import render
-from service.jobs import Job, Segment, validate_job_id
-from service.keys import EVENTS, STORE
+from sona.api.schemas import job_out
+from sona.errors import InvalidRequest, NotFound
+from sona.events import JobUpdate, follow
+from sona.formats import render
+from sona.jobs import Job, Segment, validate_job_id
+from sona.keys import EVENTS, STORE
 
 log = structlog.get_logger("sona.api")
 routes = web.RouteTableDef()

@@ -7,9 +7,9 @@ import contextlib
 
 from aiohttp import web
 
-from service.api.forms import read_form, read_json
-from service.api.limits import upload_slot
-from service.api.schemas import (
+from sona.api.forms import read_form, read_json
+from sona.api.limits import upload_slot
+from sona.api.schemas import (
     JobForm,
     JobList,
     JobUrl,
@@ -19,15 +19,15 @@ from service.api.schemas import (
     parse,
     webhooks_out,
 )
-from service.crashpoints import crash_point
-from service.errors import InvalidRequest, JobNotFinished
-from service.events import TERMINAL, follow
-from service.fetch import fetch
-from service.formats import render
-from service.intake import Submission
-from service.jobs import Job, Status, validate_job_id
-from service.keys import EVENTS, INTAKE, NOTIFIER, RUNTIME, SETTINGS, STORE, UPLOADS
-from service.uploads import StoredUpload
+from sona.crashpoints import crash_point
+from sona.errors import InvalidRequest, JobNotFinished
+from sona.events import TERMINAL, follow
+from sona.fetch import fetch
+from sona.formats import render
+from sona.intake import Submission
+from sona.jobs import Job, Status, validate_job_id
+from sona.keys import EVENTS, INTAKE, NOTIFIER, RUNTIME, SETTINGS, STORE, UPLOADS
+from sona.uploads import StoredUpload
 
 routes = web.RouteTableDef()
 CANCEL_WAIT_S = 10.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from service.errors import InvalidRequest, PayloadTooLarge
+from sona.errors import InvalidRequest, PayloadTooLarge
 
 MAX_JSON_BYTES = 1024 * 1024  # a JSON body (options, a URL, ≤ 4 KB of metadata) is far less
 MAX_JSON_DEPTH = 32  # nesting of arrays and objects

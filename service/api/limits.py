@@ -18,10 +18,10 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
-from service.api.errors import Handler
-from service.api.middleware import OPEN_PATHS, presented_key
-from service.errors import Busy
-from service.settings import Settings
+from sona.api.errors import Handler
+from sona.api.middleware import OPEN_PATHS, presented_key
+from sona.errors import Busy
+from sona.settings import Settings
 
 log = structlog.get_logger("sona.api")
 MAX_TRACKED_CLIENTS = 10_000  # buckets kept; the least recently seen go first

@@ -11,9 +11,9 @@ import uuid
 import structlog
 from aiohttp import web
 
-from service.api.errors import Handler
-from service.errors import Forbidden, Unauthorized
-from service.keys import API_KEYS, METRICS, SETTINGS
+from sona.api.errors import Handler
+from sona.errors import Forbidden, Unauthorized
+from sona.keys import API_KEYS, METRICS, SETTINGS
 
 access_log = structlog.get_logger("sona.access")
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]", "localhost."}

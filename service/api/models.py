@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.api.forms import read_json
-from service.api.schemas import (
+from sona.api.forms import read_json
+from sona.api.schemas import (
     ModelDeletedOut,
     ModelListOut,
     ModelLoad,
@@ -15,9 +15,9 @@ from service.api.schemas import (
     ModelsDeletedOut,
     json_model,
 )
-from service.engine.registry import OPENAI_ALIASES, ModelEntry
-from service.errors import InvalidRequest, ModelNotFound, NoModel
-from service.keys import INTAKE, MODELS
+from sona.engine.registry import OPENAI_ALIASES, ModelEntry
+from sona.errors import InvalidRequest, ModelNotFound, NoModel
+from sona.keys import INTAKE, MODELS
 
 routes = web.RouteTableDef()
 

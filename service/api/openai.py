@@ -19,17 +19,17 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from service.api.errors import error_body, status_for
-from service.api.forms import read_form
-from service.api.job_events import progress_out, segment_out
-from service.api.jobs import admit, cancel
-from service.api.schemas import FIELD_NAME_PATTERN, parse
-from service.errors import Busy, InvalidRequest, SonaError, from_code
-from service.events import TERMINAL, JobUpdate, follow
-from service.formats import render
-from service.intake import SYNC_PRIORITY, Submission
-from service.jobs import LANGUAGE_PATTERN, Job, Status, TranscribeOptions
-from service.keys import EVENTS, SETTINGS, STORE, UPLOADS
+from sona.api.errors import error_body, status_for
+from sona.api.forms import read_form
+from sona.api.job_events import progress_out, segment_out
+from sona.api.jobs import admit, cancel
+from sona.api.schemas import FIELD_NAME_PATTERN, parse
+from sona.errors import Busy, InvalidRequest, SonaError, from_code
+from sona.events import TERMINAL, JobUpdate, follow
+from sona.formats import render
+from sona.intake import SYNC_PRIORITY, Submission
+from sona.jobs import LANGUAGE_PATTERN, Job, Status, TranscribeOptions
+from sona.keys import EVENTS, SETTINGS, STORE, UPLOADS
 
 routes = web.RouteTableDef()
 

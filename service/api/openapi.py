@@ -20,9 +20,9 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel
 
-from service.api.middleware import OPEN_PATHS
-from service.api.openai import OpenAIForm
-from service.api.schemas import (
+from sona.api.middleware import OPEN_PATHS
+from sona.api.openai import OpenAIForm
+from sona.api.schemas import (
     ErrorBody,
     HealthOut,
     JobForm,
@@ -39,9 +39,9 @@ from service.api.schemas import (
     SeedStatusOut,
     WebhookList,
 )
-from service.errors import NotFound
-from service.formats import CONTENT_TYPES
-from service.jobs import JOB_ID_RE
+from sona.errors import NotFound
+from sona.formats import CONTENT_TYPES
+from sona.jobs import JOB_ID_RE
 
 routes = web.RouteTableDef()
 

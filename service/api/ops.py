@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.api.schemas import BatchStatsOut, EngineOut, HealthOut, ReadyOut, json_model
-from service.keys import ENGINE, METRICS, MODELS, STORE, WORKER
-from service.metrics import CONTENT_TYPE
+from sona.api.schemas import BatchStatsOut, EngineOut, HealthOut, ReadyOut, json_model
+from sona.keys import ENGINE, METRICS, MODELS, STORE, WORKER
+from sona.metrics import CONTENT_TYPE
 
 routes = web.RouteTableDef()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.api import dashboard, feed, job_events, jobs, models, openai, openapi, ops, seed
+from sona.api import dashboard, feed, job_events, jobs, models, openai, openapi, ops, seed
 
 
 def setup(app: web.Application) -> None:

@@ -9,12 +9,12 @@ from typing import Any, Literal, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from service.api.errors import public_message
-from service.api.json_input import MAX_JSON_DEPTH, depth_exceeds, loads
-from service.errors import InvalidRequest, SonaError
-from service.jobs import JOB_ID_RE, Job, Status, TranscribeOptions
-from service.store import Delivery, DeliveryState
-from service.worker import WorkerState
+from sona.api.errors import public_message
+from sona.api.json_input import MAX_JSON_DEPTH, depth_exceeds, loads
+from sona.errors import InvalidRequest, SonaError
+from sona.jobs import JOB_ID_RE, Job, Status, TranscribeOptions
+from sona.store import Delivery, DeliveryState
+from sona.worker import WorkerState
 
 M = TypeVar("M", bound=BaseModel)
 # Names of multipart fields: what form encoders send (timestamp_granularities[]).

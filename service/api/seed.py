@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.api.errors import public_message
-from service.api.jobs import finished_transcript, load_job, submit
-from service.api.schemas import SeedJobOut, SeedStatusOut, json_model
-from service.jobs import Status
+from sona.api.errors import public_message
+from sona.api.jobs import finished_transcript, load_job, submit
+from sona.api.schemas import SeedJobOut, SeedStatusOut, json_model
+from sona.jobs import Status
 
 routes = web.RouteTableDef()
 

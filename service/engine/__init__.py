@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from service.jobs import Segment, TranscribeOptions
+from sona.jobs import Segment, TranscribeOptions
 
 SPEAKERS = ("left", "right")
 

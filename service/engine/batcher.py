@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
-from service.engine import ChunkInfo
-from service.jobs import TranscribeOptions
+from sona.engine import ChunkInfo
+from sona.jobs import TranscribeOptions
 
 
 def batch_key(model_id: str, options: TranscribeOptions, language: str, job_id: str) -> Hashable:

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from service.audio import DecodeReport, decode_blocks
-from service.crashpoints import crash_point
-from service.engine import (
+from sona.audio import DecodeReport, decode_blocks
+from sona.crashpoints import crash_point
+from sona.engine import (
     SPEAKERS,
     ChunkInfo,
     ChunksReady,
@@ -37,12 +37,12 @@ from service.engine import (
     Prepared,
     PrepareFailed,
 )
-from service.engine.batcher import owner, pack
-from service.engine.chunker import SAMPLE_RATE, Chunker, RawChunk
-from service.engine.whisper import WhisperBackend, speech_detector
-from service.errors import SonaError
-from service.jobs import Segment
-from service.logs import configure as configure_logs
+from sona.engine.batcher import owner, pack
+from sona.engine.chunker import SAMPLE_RATE, Chunker, RawChunk
+from sona.engine.whisper import WhisperBackend, speech_detector
+from sona.errors import SonaError
+from sona.jobs import Segment
+from sona.logs import configure as configure_logs
 
 
 @dataclass(frozen=True)

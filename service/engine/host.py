@@ -28,10 +28,10 @@ from typing import Any
 
 import structlog
 
-from service.engine import ChunkInfo, Crashed, EngineConfig, EngineEvent, JobSpec
-from service.engine.child import Close, Load, Open, Reply, Step, Unload, main
-from service.errors import EngineCrashed, from_code
-from service.jobs import Segment
+from sona.engine import ChunkInfo, Crashed, EngineConfig, EngineEvent, JobSpec
+from sona.engine.child import Close, Load, Open, Reply, Step, Unload, main
+from sona.errors import EngineCrashed, from_code
+from sona.jobs import Segment
 
 log = structlog.get_logger("sona.engine")
 STOP_GRACE_S = 3.0

@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.engine import EngineHost
-from service.errors import ModelNotFound, NoEngine
+from sona.engine import EngineHost
+from sona.errors import ModelNotFound, NoEngine
 
 BUNDLED = "tiny.en"
 # What OpenAI clients send; it means "the server's default model".
@@ -100,7 +100,7 @@ class ModelRegistry:
         if name == BUNDLED and (bundled := bundled_model_path()):
             return bundled
         if self._allow_download:
-            from service.engine.whisper import download  # faster-whisper: only when asked
+            from sona.engine.whisper import download  # faster-whisper: only when asked
 
             return await asyncio.to_thread(download, name, self._model_dir)
         raise ModelNotFound(

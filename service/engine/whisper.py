@@ -25,11 +25,11 @@ from faster_whisper.transcribe import (
 from faster_whisper.utils import download_model
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-from service.engine import resolve_device
-from service.engine.batcher import PACK_GAP_S
-from service.engine.chunker import SAMPLE_RATE, RawChunk, Spans
-from service.errors import ModelLoadFailed, ModelNotFound
-from service.jobs import Segment, TranscribeOptions, Word
+from sona.engine import resolve_device
+from sona.engine.batcher import PACK_GAP_S
+from sona.engine.chunker import SAMPLE_RATE, RawChunk, Spans
+from sona.errors import ModelLoadFailed, ModelNotFound
+from sona.jobs import Segment, TranscribeOptions, Word
 
 # faster-whisper's fallback schedule, for sequential decoding without a fixed temperature.
 _FALLBACK = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)

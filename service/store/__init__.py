@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from service.jobs import Job, NewJob, Segment, Status
+from sona.jobs import Job, NewJob, Segment, Status
 
 
 @dataclass(frozen=True)
@@ -239,11 +239,11 @@ async def open_store(url: str) -> JobStore:
     """``sqlite:PATH`` (the default, one machine) or ``postgresql://…`` /
     ``postgres://…`` (many workers on many machines, docs/scaling.md)."""
     if url.startswith("sqlite:"):
-        from service.store.sqlite import SqliteStore
+        from sona.store.sqlite import SqliteStore
 
         return await SqliteStore.open(url.removeprefix("sqlite:"))
     if url.startswith(POSTGRES_SCHEMES):
-        from service.store.postgres import PostgresStore
+        from sona.store.postgres import PostgresStore
 
         return await PostgresStore.open(url)
     raise ValueError(

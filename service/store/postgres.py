@@ -25,13 +25,13 @@ from typing import Any
 
 import asyncpg
 
-from service.errors import IdempotencyConflict, InvalidTransition, NotFound, StorageFull
-from service.formats import full_text
-from service.jobs import FINISHED, TRANSITIONS, Job, NewJob, Segment, Status, sources_of
-from service.store import Claim, DeadOwner, Lease, Recovery
-from service.store.postgres_outbox import OutboxMixin, write_outbox
-from service.store.postgres_schema import NOW, migrate
-from service.store.rows import job_from_row, segment_data, segment_from_row
+from sona.errors import IdempotencyConflict, InvalidTransition, NotFound, StorageFull
+from sona.formats import full_text
+from sona.jobs import FINISHED, TRANSITIONS, Job, NewJob, Segment, Status, sources_of
+from sona.store import Claim, DeadOwner, Lease, Recovery
+from sona.store.postgres_outbox import OutboxMixin, write_outbox
+from sona.store.postgres_schema import NOW, migrate
+from sona.store.rows import job_from_row, segment_data, segment_from_row
 
 _FENCE = "id = $1 AND lease_token = $2 AND status = 'processing'"
 # Stream order: as stored. The transcript's order is formats.in_order's.

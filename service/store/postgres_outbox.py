@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from service.errors import InvalidTransition
-from service.store import AttemptOutcome, Delivery, DeliveryClaim, DeliveryState
-from service.store.postgres_schema import NOW
-from service.store.rows import delivery_from_rows
+from sona.errors import InvalidTransition
+from sona.store import AttemptOutcome, Delivery, DeliveryClaim, DeliveryState
+from sona.store.postgres_schema import NOW
+from sona.store.rows import delivery_from_rows
 
 if TYPE_CHECKING:
-    from service.jobs import Job
+    from sona.jobs import Job
 
 # The outbox row of a job that has just ended (no row without a callback_url):
 # a fresh id, due at once. One clock reading serves both times.

@@ -7,8 +7,8 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from service.jobs import Job, Segment, Status, TranscribeOptions, Word
-from service.store import Delivery, DeliveryAttempt, DeliveryState
+from sona.jobs import Job, Segment, Status, TranscribeOptions, Word
+from sona.store import Delivery, DeliveryAttempt, DeliveryState
 
 Row = Any
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import aiosqlite
 
-from service.errors import IdempotencyConflict, InvalidTransition, NotFound, StorageFull
-from service.formats import full_text
-from service.jobs import (
+from sona.errors import IdempotencyConflict, InvalidTransition, NotFound, StorageFull
+from sona.formats import full_text
+from sona.jobs import (
     FINISHED,
     TRANSITIONS,
     Job,
@@ -28,9 +28,9 @@ from service.jobs import (
     Status,
     sources_of,
 )
-from service.store import Claim, DeadOwner, Lease, Recovery
-from service.store.rows import job_from_row, segment_data, segment_from_row
-from service.store.sqlite_outbox import MIGRATION_3, OutboxMixin
+from sona.store import Claim, DeadOwner, Lease, Recovery
+from sona.store.rows import job_from_row, segment_data, segment_from_row
+from sona.store.sqlite_outbox import MIGRATION_3, OutboxMixin
 
 SCHEMA = [
     """

@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 
 import aiosqlite
 
-from service.errors import InvalidTransition
-from service.store import AttemptOutcome, Delivery, DeliveryClaim, DeliveryState
-from service.store.rows import delivery_from_rows
+from sona.errors import InvalidTransition
+from sona.store import AttemptOutcome, Delivery, DeliveryClaim, DeliveryState
+from sona.store.rows import delivery_from_rows
 
 if TYPE_CHECKING:
-    from service.jobs import Job
+    from sona.jobs import Job
 
 # Version 3: the webhook outbox (E1, E2). A delivery row is written in the same
 # transaction as its job's terminal status; each attempt is a row of its own.
