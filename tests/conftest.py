@@ -138,3 +138,10 @@ def daemon_factory(tmp_path: Path) -> Iterator[Any]:
             d.proc.wait(10)
         if d.proc.stdout:
             d.proc.stdout.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long tests first: run in parallel (pytest-xdist, `-n 2` in
+    pyproject.toml), each takes a worker at once and the short ones fill in
+    around it, instead of a soak starting last and running alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -5,7 +5,6 @@ item to its test is in docs/architecture.md ("Reliability")."""
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
 import random
@@ -25,8 +24,8 @@ from tests.conftest import start_daemon
 from tests.test_daemon import finished, upload, wait_for
 
 AUDIO = Path(__file__).parent / "audio"
-KILL_LOOP_ITERATIONS = int(os.environ.get("SONA_KILL_LOOP_ITERATIONS", "300"))
-SOAK_JOBS = int(os.environ.get("SONA_SOAK_JOBS", "500"))
+KILL_LOOP_ITERATIONS = int(os.environ.get("SONA_TEST_KILL_LOOP_ITERATIONS", "300"))
+SOAK_JOBS = int(os.environ.get("SONA_TEST_SOAK_JOBS", "500"))
 SOAK_JOBS_WAVE = 50
 
 
@@ -136,9 +135,12 @@ def test_r06_kill_loop(tmp_path: Path, clip: Path) -> None:
         submitter.start()
         time.sleep(max(0.0, kill_at - time.monotonic()))
         assert proc.pid is not None
-        with contextlib.suppress(ProcessLookupError):
+        try:
             os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:  # killed before its setsid(): no group yet, and
+            proc.kill()  # no engine either; left alive it would hold the data dir's lock
         proc.join(30)
+        assert proc.exitcode is not None, "a killed daemon lived on"
         submitter.join(60)
     print(
         f"kill loop: {KILL_LOOP_ITERATIONS} kills, {len(acknowledged)} jobs acknowledged, "

@@ -19,6 +19,7 @@ REPO = Path(__file__).parent.parent
 MAX_EXAMPLES = 10  # per operation and phase: about two minutes on one loaded core
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_r24_schemathesis_finds_no_server_error_and_no_conformance_failure(
     daemon_factory: Any, tmp_path: Path
