@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import sys
 from collections.abc import AsyncIterator
 
@@ -38,6 +37,7 @@ from sona.keys import (
 from sona.metrics import Metrics
 from sona.runtime import start_runtime
 from sona.settings import Settings
+from sona.signals import stop_on_signals
 from sona.startup import bind_tcp, check_data_dir
 
 log = structlog.get_logger("sona")
@@ -118,20 +118,7 @@ async def serve(settings: Settings) -> int:
         raise StartupFailed("bind_failed", f"cannot listen on {settings.socket}: {exc}") from exc
     if settings.pidfile:
         settings.pidfile.write_text(f"{os.getpid()}\n")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_signal(signum: int) -> None:
-        if stop.is_set():
-            # Second signal: leave now. The job row stays 'processing' under our
-            # dead pid and is requeued at the next start.
-            log.warning("server.forced_exit", signal=signum)
-            os._exit(128 + signum)
-        log.info("server.stopping", signal=signum)
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
+    stop = stop_on_signals("server")
     print(json.dumps(ready_line(listener, settings), separators=(",", ":")), flush=True)
     log.info("server.ready", **ready_line(listener, settings))
     await stop.wait()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 from typing import Any
 
 import structlog
@@ -18,6 +17,7 @@ from sona import loop_errors
 from sona.metrics import CONTENT_TYPE
 from sona.runtime import Runtime, start_runtime
 from sona.settings import Settings
+from sona.signals import stop_on_signals
 
 log = structlog.get_logger("sona")
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -60,27 +60,11 @@ async def _probe(rt: Runtime, host: str, port: int) -> tuple[web.AppRunner, int]
     return runner, runner.addresses[0][1]
 
 
-def _stop_on_signals() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_signal(signum: int) -> None:
-        if stop.is_set():  # second signal: leave now; the leases lapse, others take over
-            log.warning("worker.forced_exit", signal=signum)
-            os._exit(128 + signum)
-        log.info("worker.stopping", signal=signum)
-        stop.set()
-
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
-    return stop
-
-
 async def run_worker_node(settings: Settings, *, probe_port: int | None) -> int:
     """Work until SIGTERM/SIGINT, then drain (jobs still running after the drain
     timeout go back to the queue for another worker); returns the exit code."""
     settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
-    stop = _stop_on_signals()
+    stop = stop_on_signals("worker")
     loop_errors.install(asyncio.get_running_loop())
     async with start_runtime(settings) as rt:
         assert rt.worker is not None  # settings.worker is on: start_runtime made one

@@ -392,35 +392,40 @@ class Worker:
             await _wait(self._work, self.config.poll_interval_s)
             return
         self.wake()  # the pool shrank: maybe room for another job
-        model_id = self.flights[batch[0].job_id].spec.model_id
+        # The flights the batch was cut for. One let go during the step (a failed
+        # write) may be claimed again before it ends: that new flight has its own
+        # chunks, and this step's results are not its.
+        flights = {c.job_id: self.flights[c.job_id] for c in batch}
+        model_id = flights[batch[0].job_id].spec.model_id
         started = time.monotonic()
         try:
             results = await asyncio.wait_for(
                 self.engine.step(model_id, batch), self.config.step_timeout_s
             )
         except TimeoutError:
-            await self._on_hung_step(batch)
+            await self._on_hung_step(self._still_flying(flights))
             return
         except EngineCrashed:
             return  # the engine loop requeues or fails what was in flight
         except SonaError as exc:
-            for flight in self._flights_of(batch):
+            for flight in self._still_flying(flights):
                 await self._end(flight, Status.FAILED, exc.code, exc.message)
             return
         self.stats.record(batch, time.monotonic() - started)
         for chunk, segments in zip(batch, results, strict=True):
-            if chunk.job_id in self.flights:
-                self.flights[chunk.job_id].decoded[chunk.no] = segments
-        for flight in self._flights_of(batch):
+            flight = flights[chunk.job_id]
+            if self.flights.get(chunk.job_id) is flight:
+                flight.decoded[chunk.no] = segments
+        for flight in self._still_flying(flights):
             await self._store_decoded(flight)
 
-    def _flights_of(self, batch: list[ChunkInfo]) -> list[Flight]:
-        ids = dict.fromkeys(c.job_id for c in batch)
-        return [self.flights[i] for i in ids if i in self.flights]
+    def _still_flying(self, flights: dict[str, Flight]) -> list[Flight]:
+        """Those of ``flights`` this worker still runs: the same claim, not a later one."""
+        return [f for job_id, f in flights.items() if self.flights.get(job_id) is f]
 
-    async def _on_hung_step(self, batch: list[ChunkInfo]) -> None:
-        log.error("engine.step_hung", jobs=[c.job_id for c in batch])
-        for flight in self._flights_of(batch):
+    async def _on_hung_step(self, flights: list[Flight]) -> None:
+        log.error("engine.step_hung", jobs=[f.job.id for f in flights])
+        for flight in flights:
             await self._end(flight, Status.FAILED, "timeout", "the engine hung on this job's audio")
         await self.engine.kill()  # the others are requeued, their crash not counted
 

@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 
 from sona.settings import Settings
+from sona.store import open_store
 from tests.audio_factory import concat_wav, load_manifest
+from tests.pg import pg_schema_url
 
 AUDIO = Path(__file__).parent / "audio"
 REPO = Path(__file__).parent.parent
@@ -41,6 +43,21 @@ def long_wav(tmp_path_factory: pytest.TempPathFactory, manifest: dict[str, Any])
     sentences = [AUDIO / name for name in manifest if name != "stereo.wav"]
     concat_wav(sentences, out, gap_s=1.0, repeat=4)
     return out
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Each store in turn: the JobStore contract holds for both (PostgreSQL
+    skips, saying why, where no server answers)."""
+    if request.param == "sqlite":
+        s = await open_store(f"sqlite:{tmp_path / 'db.sqlite'}")
+        yield s
+        await s.close()
+        return
+    async with pg_schema_url() as url:
+        s = await open_store(url)
+        yield s
+        await s.close()
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from sona import audio
 from sona.engine import (
     ChunkInfo,
     ChunksReady,
@@ -22,8 +23,10 @@ from sona.engine import (
     Prepared,
     PrepareFailed,
 )
+from sona.engine.chunker import Chunker
 from sona.engine.host import ProcessEngineHost
 from sona.engine.registry import bundled_model_path
+from sona.engine.whisper import Stopped, WhisperBackend
 from sona.errors import EngineCrashed
 from sona.formats import full_text
 from sona.jobs import Segment, TranscribeOptions
@@ -239,3 +242,24 @@ async def test_sequential_decoding_pulls_one_segment_a_step(
     assert event.total == len(segments) + 1  # the last step found the end
     assert len(segments) >= 2 and "conference" in full_text(segments).lower()
     assert [s.start for s in segments] == sorted(s.start for s in segments)
+
+
+def test_a_batch_whose_jobs_are_all_gone_stops_after_the_encoder(fox_wav: Path) -> None:
+    """CTranslate2 cannot interrupt a call, so a cancel is checked between the
+    stages of a batch: with every job of the batch closed, the decoder never
+    starts. The same backend, not stopped, reads the clip."""
+    backend = WhisperBackend(device="cpu", compute_type="auto", cpu_threads=0)
+    backend.load("tiny.en", bundled_model_path())
+    chunker = Chunker(None, max_s=20)
+    rows = [chunker.feed(audio.decode(fox_wav, max_seconds=60)) + chunker.finish()]
+    asked: list[str] = []
+
+    def gone() -> bool:
+        asked.append("stop?")
+        return True
+
+    with pytest.raises(Stopped):
+        backend.decode("tiny.en", TranscribeOptions(), "en", rows, stop=gone)
+    assert asked == ["stop?"]  # asked once, after the encoder: the decoder did not run
+    [[segments]] = backend.decode("tiny.en", TranscribeOptions(), "en", rows)
+    assert "quick brown fox" in full_text(segments).lower()

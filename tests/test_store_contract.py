@@ -17,7 +17,7 @@ import pytest
 from sona.errors import IdempotencyConflict, InvalidTransition, NotFound, StorageFull
 from sona.formats import in_order, render
 from sona.jobs import TRANSITIONS, NewJob, Segment, Status, TranscribeOptions
-from sona.store import Claim, JobStore, Lease, open_store
+from sona.store import Claim, JobStore, Lease
 from sona.store.postgres import PostgresStore
 from sona.store.postgres_schema import MIGRATIONS
 from sona.store.sqlite import SqliteStore
@@ -41,19 +41,6 @@ def new_job(**kw: object) -> NewJob:
     )
     base.update(kw)
     return NewJob(**base)  # type: ignore[arg-type]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
-    if request.param == "sqlite":
-        s = await open_store(f"sqlite:{tmp_path / 'db.sqlite'}")
-        yield s
-        await s.close()
-        return
-    async with pg_schema_url() as url:
-        s = await open_store(url)
-        yield s
-        await s.close()
 
 
 def seg(i: int, text: str = "word") -> Segment:

@@ -8,31 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from pathlib import Path
 
 import pytest
 
 from sona.errors import InvalidTransition, NotFound
 from sona.jobs import Status
-from sona.store import AttemptOutcome, DeliveryAttempt, DeliveryState, JobStore, open_store
+from sona.store import AttemptOutcome, DeliveryAttempt, DeliveryState, JobStore
 from sona.store.postgres import PostgresStore
 from tests.pg import pg_schema_url
 from tests.test_store_contract import add, claim_of, new_job, seg
 
 HOOK = "http://127.0.0.1:9/hook"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
-    if request.param == "sqlite":
-        s = await open_store(f"sqlite:{tmp_path / 'db.sqlite'}")
-        yield s
-        await s.close()
-        return
-    async with pg_schema_url() as url:
-        s = await open_store(url)
-        yield s
-        await s.close()
 
 
 async def events(store: JobStore, job_id: str) -> list[str]:

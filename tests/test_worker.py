@@ -16,11 +16,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from sona.app import create_app
-from sona.engine import EngineConfig
+from sona.engine import ChunkInfo, ChunksReady, EngineConfig, JobSpec, Prepared
 from sona.engine.host import ProcessEngineHost
 from sona.engine.registry import ModelRegistry
 from sona.events import EventHub
-from sona.jobs import NewJob, Status, TranscribeOptions
+from sona.jobs import NewJob, Segment, Status, TranscribeOptions
 from sona.keys import ENGINE, STORE, WORKER
 from sona.store import open_store
 from sona.store.sqlite import SqliteStore
@@ -241,6 +241,92 @@ async def test_r17_the_worker_outlives_store_errors_and_resumes(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await engine.stop()
+        await store.close()
+
+
+class HeldStepEngine:
+    """A test double for the race below: one chunk per job. The first step says
+    the first claim's file is decoded (its ``Prepared``, whose write then fails)
+    and is held until released; it answers ``[]``, as the engine does for a job
+    closed mid-step. Later steps decode."""
+
+    def __init__(self) -> None:
+        self.events: asyncio.Queue[Any] = asyncio.Queue()
+        self.pid, self.restarts, self.generation = None, 0, 0
+        self.release = asyncio.Event()
+        self.steps = 0
+        self.opened: list[str] = []
+
+    async def load(self, model_id: str, path: Path) -> None:
+        return None
+
+    async def unload(self, model_id: str) -> None:
+        return None
+
+    def open(self, spec: JobSpec) -> None:
+        self.opened.append(spec.token)
+        chunk = ChunkInfo(spec.job_id, 0, 0, 0.0, 1.0, 1.0)
+        self.events.put_nowait(ChunksReady(spec.job_id, [chunk], "en", spec.token))
+        if len(self.opened) > 1:
+            self.events.put_nowait(Prepared(spec.job_id, 1.0, 1, spec.token))
+
+    def close(self, job_id: str) -> None:
+        return None
+
+    async def step(self, model_id: str, items: list[ChunkInfo]) -> list[list[Segment]]:
+        self.steps += 1
+        if self.steps == 1:
+            self.events.put_nowait(Prepared(items[0].job_id, 1.0, 1, self.opened[0]))
+            await self.release.wait()
+            return [[] for _ in items]
+        return [[Segment(index=0, start=0.0, end=1.0, text=" decoded")] for _ in items]
+
+    async def kill(self) -> None:
+        return None
+
+
+async def test_a_step_that_ends_after_its_job_was_let_go_is_not_the_next_claims(
+    tmp_path: Path,
+) -> None:
+    """A write fails mid-step (the job is let go), recovery hands the job to a
+    new claim, then the step ends: its (empty) result belonged to the old claim
+    and must not be stored as the new one's chunk 0."""
+    store = await SqliteStore.open(str(tmp_path / "db.sqlite"))
+    flaky = FlakyStore(store, "set_info", failures=1)
+    engine = HeldStepEngine()
+    models = ModelRegistry(engine, model_dir=tmp_path, allow_download=False, max_loaded=1)
+    config = WorkerConfig(max_audio_seconds=600, poll_interval_s=0.05, lease_s=0.5)
+    worker = Worker(flaky, models, engine, EventHub(), config)  # type: ignore[arg-type]
+    task = asyncio.create_task(worker.run())
+    try:
+        await store.create(
+            NewJob(
+                id="let-go",
+                options=TranscribeOptions(model="tiny.en", language="en"),
+                model="tiny.en",
+                priority=0,
+                file_path="/nowhere",
+                file_name="a.wav",
+                file_sha256="x",
+                file_size=1,
+                duration=1.0,
+                max_attempts=3,
+            )
+        )
+        worker.wake()
+        deadline = time.monotonic() + 60
+        while len(engine.opened) < 2:  # let go, recovered, claimed again
+            assert time.monotonic() < deadline and not task.done()
+            await asyncio.sleep(0.05)
+        engine.release.set()
+        while (job := await store.get("let-go")).status != Status.COMPLETED:
+            assert time.monotonic() < deadline and not task.done(), job
+            await asyncio.sleep(0.05)
+        assert job.text == "decoded", job
+        assert job.attempts == 2, job
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
         await store.close()
 
 

@@ -39,7 +39,7 @@ from sona.engine import (
 )
 from sona.engine.batcher import owner, pack
 from sona.engine.chunker import SAMPLE_RATE, Chunker, RawChunk
-from sona.engine.whisper import WhisperBackend, speech_detector
+from sona.engine.whisper import Stopped, WhisperBackend, speech_detector
 from sona.errors import SonaError
 from sona.jobs import Segment
 from sona.logs import configure as configure_logs
@@ -194,12 +194,17 @@ class EngineProcess:
                 self.config.chunk_s,
             )
         ]
-        decoded = self.backend.decode(
-            step.model_id,
-            first.spec.options,
-            first.language or "en",
-            [[chunk for *_, chunk in row] for row in rows],
-        )
+        jobs = {id(job): job for *_, job, _ in live}.values()
+        try:
+            decoded = self.backend.decode(
+                step.model_id,
+                first.spec.options,
+                first.language or "en",
+                [[chunk for *_, chunk in row] for row in rows],
+                stop=lambda: all(job.closed.is_set() for job in jobs),
+            )
+        except Stopped:  # cancelled mid-batch: nobody waits for these segments
+            return results
         for row, row_segments in zip(rows, decoded, strict=True):
             for (n, item, job, _), segments in zip(row, row_segments, strict=True):
                 speaker = SPEAKERS[item.channel] if job.spec.channels == 2 else None

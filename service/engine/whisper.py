@@ -62,6 +62,32 @@ def speech_detector(chunk_s: float) -> Callable[[np.ndarray], Spans]:
     return detect
 
 
+class Stopped(Exception):
+    """Every job of the batch in flight was closed: its remaining stages are skipped."""
+
+
+class _StoppableModel(WhisperModel):
+    """faster-whisper's model, with a check between the stages of a batch.
+
+    CTranslate2 cannot interrupt a call, but a batch is three of them: the
+    encoder, the decoder, and (with word timestamps) the alignment. When
+    ``stop()`` says the batch's jobs are all gone, the next stage does not
+    start, so a cancel wastes at most the stage in flight."""
+
+    stop: Callable[[], bool] = staticmethod(lambda: False)
+
+    def encode(self, features: np.ndarray) -> Any:
+        encoded = super().encode(features)
+        if self.stop():
+            raise Stopped
+        return encoded
+
+    def add_word_timestamps(self, *args: Any, **kwargs: Any) -> Any:
+        if self.stop():
+            raise Stopped
+        return super().add_word_timestamps(*args, **kwargs)
+
+
 class WhisperBackend:
     """The models of one engine process, by id."""
 
@@ -69,13 +95,13 @@ class WhisperBackend:
         self.device = resolve_device(device)
         self.compute_type = resolve_compute_type(compute_type, device)
         self.cpu_threads = cpu_threads
-        self._models: dict[str, tuple[WhisperModel, BatchedInferencePipeline]] = {}
+        self._models: dict[str, tuple[_StoppableModel, BatchedInferencePipeline]] = {}
 
     def load(self, model_id: str, path: Path) -> None:
         if model_id in self._models:
             return
         try:
-            model = WhisperModel(
+            model = _StoppableModel(
                 str(path),
                 device=self.device,
                 compute_type=self.compute_type,
@@ -108,11 +134,27 @@ class WhisperBackend:
         options: TranscribeOptions,
         language: str,
         rows: list[list[RawChunk]],
+        stop: Callable[[], bool] = lambda: False,
     ) -> list[list[list[Segment]]]:
         """One batch: each row is one window, one chunk or several short ones a
         gap of silence apart (``batcher.pack``). Returns, per row and chunk, the
-        chunk's segments, timed on its recording."""
+        chunk's segments, timed on its recording. Raises ``Stopped`` when
+        ``stop()`` turns true between two stages of the batch."""
         model, pipeline = self._model(model_id)
+        model.stop = stop
+        try:
+            return self._decode(model, pipeline, options, language, rows)
+        finally:
+            model.stop = _StoppableModel.stop
+
+    def _decode(
+        self,
+        model: _StoppableModel,
+        pipeline: BatchedInferencePipeline,
+        options: TranscribeOptions,
+        language: str,
+        rows: list[list[RawChunk]],
+    ) -> list[list[list[Segment]]]:
         tokenizer = Tokenizer(
             model.hf_tokenizer, model.model.is_multilingual, task=options.task, language=language
         )
@@ -154,7 +196,7 @@ class WhisperBackend:
         )
         return info.language, (_sequential_segment(seg, options) for seg in segments)
 
-    def _model(self, model_id: str) -> tuple[WhisperModel, BatchedInferencePipeline]:
+    def _model(self, model_id: str) -> tuple[_StoppableModel, BatchedInferencePipeline]:
         try:
             return self._models[model_id]
         except KeyError:
