@@ -21,7 +21,12 @@ import structlog
 
 from sona.datadir import DataDirLock
 from sona.dispatcher import Dispatcher, DispatcherConfig
-from sona.engine import EngineConfig, resolve_device
+from sona.engine import (
+    EngineConfig,
+    resolve_cpu_threads,
+    resolve_device,
+    resolve_parallel_steps,
+)
 from sona.engine.host import ProcessEngineHost
 from sona.engine.registry import ModelRegistry
 from sona.events import TERMINAL, EventHub
@@ -154,11 +159,13 @@ def _live_state(rt: Runtime) -> LiveState:
 
 
 async def _start_engine(settings: Settings, stack: contextlib.AsyncExitStack) -> ProcessEngineHost:
+    steps = resolve_parallel_steps(settings.parallel_steps, settings.device)
     engine = ProcessEngineHost(
         EngineConfig(
             device=settings.device,
             compute_type=settings.compute_type,
-            cpu_threads=settings.cpu_threads,
+            cpu_threads=resolve_cpu_threads(settings.cpu_threads, steps),
+            replicas=steps,
             chunk_s=settings.chunk_s,
             nice=settings.engine_nice,
             log_level=settings.log_level,
@@ -190,8 +197,9 @@ def _intake_config(settings: Settings) -> IntakeConfig:
 def _worker_config(settings: Settings) -> WorkerConfig:
     return WorkerConfig(
         max_audio_seconds=settings.max_audio_seconds,
-        batch_size=settings.batch_size or (8 if resolve_device(settings.device) == "cuda" else 4),
+        batch_size=settings.batch_size or (8 if resolve_device(settings.device) == "cuda" else 2),
         chunk_s=settings.chunk_s,
+        parallel_steps=resolve_parallel_steps(settings.parallel_steps, settings.device),
         beam_size=settings.beam_size,
         max_jobs=settings.max_jobs_in_flight,
         lease_s=settings.lease_s,

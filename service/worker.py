@@ -64,6 +64,7 @@ WorkerState = Literal["running", "retrying", "drained", "stopped"]
 class WorkerConfig:
     max_audio_seconds: float
     batch_size: int = 8  # windows of speech per engine step
+    parallel_steps: int = 1  # engine steps in flight at once (EngineConfig.replicas)
     chunk_s: float = 20.0  # most speech in one window (EngineConfig.chunk_s)
     beam_size: int = 1  # when a job does not say
     max_jobs: int = 16  # jobs in flight at once, their chunks sharing batches
@@ -121,6 +122,7 @@ class Flight:
     language: str | None = None
     chunks: dict[int, ChunkInfo] = field(default_factory=dict)
     decoded: dict[int, list[Segment]] = field(default_factory=dict)
+    storing: bool = False  # a write of decoded chunks is under way (one at a time)
     channel_end: list[float] = field(default_factory=lambda: [0.0, 0.0])
 
     @property
@@ -183,8 +185,10 @@ class Worker:
         ]
         try:
             await self._forever("recover", self._recover, until_done=True)
-            await self._forever("step", lambda: self._step_once(burst))
-        except _Done:
+            async with asyncio.TaskGroup() as steps:
+                for _ in range(self.config.parallel_steps):
+                    steps.create_task(self._forever("step", lambda: self._step_once(burst)))
+        except* _Done:  # one step loop saw nothing left; the group ended the others
             self._drained = True
         finally:
             for task in helpers:
@@ -414,14 +418,14 @@ class Worker:
         self.stats.record(batch, time.monotonic() - started)
         for chunk, segments in zip(batch, results, strict=True):
             flight = flights[chunk.job_id]
-            if self.flights.get(chunk.job_id) is flight:
+            if self._flying(flight):
                 flight.decoded[chunk.no] = segments
         for flight in self._still_flying(flights):
             await self._store_decoded(flight)
 
     def _still_flying(self, flights: dict[str, Flight]) -> list[Flight]:
         """Those of ``flights`` this worker still runs: the same claim, not a later one."""
-        return [f for job_id, f in flights.items() if self.flights.get(job_id) is f]
+        return [f for f in flights.values() if self._flying(f)]
 
     async def _on_hung_step(self, flights: list[Flight]) -> None:
         log.error("engine.step_hung", jobs=[f.job.id for f in flights])
@@ -430,12 +434,26 @@ class Worker:
         await self.engine.kill()  # the others are requeued, their crash not counted
 
     async def _store_decoded(self, flight: Flight) -> None:
-        """Store the decoded chunks that come next in order, in one transaction."""
+        """Store the decoded chunks that come next in order. Steps run in
+        parallel and may end out of order: one write at a time per job, and
+        whatever landed meanwhile goes in the next."""
+        if flight.storing:
+            return  # the write under way goes on with these
+        flight.storing = True
+        try:
+            while flight.job.chunks_done in flight.decoded and self._flying(flight):
+                await self._store_next(flight)
+        finally:
+            flight.storing = False
+
+    def _flying(self, flight: Flight) -> bool:
+        return self.flights.get(flight.job.id) is flight
+
+    async def _store_next(self, flight: Flight) -> None:
+        """The decoded chunks that come next in order, in one transaction."""
         first, nos = flight.job.chunks_done, list[int]()
         while first + len(nos) in flight.decoded:
             nos.append(first + len(nos))
-        if not nos:
-            return
         index = flight.job.segments_done
         segments = []
         for no in nos:

@@ -16,43 +16,28 @@ import asyncio
 from collections import Counter
 from pathlib import Path
 
-from sona.engine import ChunkInfo, ChunksReady, EngineEvent, JobSpec, Prepared
+from sona.engine import ChunkInfo, ChunksReady, JobSpec, Prepared
 from sona.engine.registry import ModelRegistry
 from sona.events import EventHub
-from sona.jobs import NewJob, Segment, Status, TranscribeOptions
+from sona.jobs import Segment, Status
 from sona.store.sqlite import SqliteStore
 from sona.worker import Worker, WorkerConfig
+from tests.engine_double import EngineDouble, fake_job
 
 JOBS = 1000
 
 
-class OneChunkEngine:
+class OneChunkEngine(EngineDouble):
     """Every job is one chunk whose segment is the job's id."""
-
-    def __init__(self) -> None:
-        self.events: asyncio.Queue[EngineEvent] = asyncio.Queue()
-        self.pid, self.restarts, self.generation = None, 0, 0
-
-    async def load(self, model_id: str, path: Path) -> None:
-        return None
-
-    async def unload(self, model_id: str) -> None:
-        return None
 
     def open(self, spec: JobSpec) -> None:
         chunk = ChunkInfo(spec.job_id, 0, 0, 0.0, 1.0, 1.0)
         self.events.put_nowait(ChunksReady(spec.job_id, [chunk], "en", spec.token))
         self.events.put_nowait(Prepared(spec.job_id, 1.0, 1, spec.token))
 
-    def close(self, job_id: str) -> None:
-        return None
-
     async def step(self, model_id: str, items: list[ChunkInfo]) -> list[list[Segment]]:
         await asyncio.sleep(0)  # let the other worker in, as a real step would
         return [[Segment(index=0, start=0.0, end=1.0, text=f" {c.job_id}")] for c in items]
-
-    async def kill(self) -> None:
-        return None
 
 
 async def test_r08_two_workers_complete_1000_jobs_each_exactly_once(tmp_path: Path) -> None:
@@ -60,20 +45,7 @@ async def test_r08_two_workers_complete_1000_jobs_each_exactly_once(tmp_path: Pa
     stores = [await SqliteStore.open(db), await SqliteStore.open(db)]
     try:
         for n in range(JOBS):
-            await stores[0].create(
-                NewJob(
-                    id=f"j{n:04d}",
-                    options=TranscribeOptions(model="tiny.en", language="en"),
-                    model="tiny.en",
-                    priority=0,
-                    file_path=f"/nowhere/{n}",
-                    file_name="a.wav",
-                    file_sha256=str(n),
-                    file_size=1,
-                    duration=1.0,
-                    max_attempts=3,
-                )
-            )
+            await stores[0].create(fake_job(f"j{n:04d}", n=n))
         workers = []
         for store in stores:
             engine = OneChunkEngine()

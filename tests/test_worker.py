@@ -26,6 +26,7 @@ from sona.store import open_store
 from sona.store.sqlite import SqliteStore
 from sona.worker import Worker, WorkerConfig
 from tests.audio_factory import flac_bomb
+from tests.engine_double import EngineDouble, fake_job
 from tests.helpers import audio_form, poll, submit, wait_done
 
 AUDIO = Path(__file__).parent / "audio"
@@ -244,24 +245,35 @@ async def test_r17_the_worker_outlives_store_errors_and_resumes(
         await store.close()
 
 
-class HeldStepEngine:
+def run_worker(
+    store: Any, engine: EngineDouble, tmp_path: Path, **config: Any
+) -> tuple[Worker, asyncio.Task[None]]:
+    """A worker on ``store`` and an engine double, running."""
+    models = ModelRegistry(engine, model_dir=tmp_path, allow_download=False, max_loaded=1)
+    settings = WorkerConfig(max_audio_seconds=600, poll_interval_s=0.05, **config)
+    worker = Worker(store, models, engine, EventHub(), settings)  # type: ignore[arg-type]
+    return worker, asyncio.create_task(worker.run())
+
+
+async def completed(store: SqliteStore, job_id: str, task: asyncio.Task[None]) -> Any:
+    deadline = time.monotonic() + 60
+    while (job := await store.get(job_id)).status != Status.COMPLETED:
+        assert time.monotonic() < deadline and not task.done(), job
+        await asyncio.sleep(0.05)
+    return job
+
+
+class HeldStepEngine(EngineDouble):
     """A test double for the race below: one chunk per job. The first step says
     the first claim's file is decoded (its ``Prepared``, whose write then fails)
     and is held until released; it answers ``[]``, as the engine does for a job
     closed mid-step. Later steps decode."""
 
     def __init__(self) -> None:
-        self.events: asyncio.Queue[Any] = asyncio.Queue()
-        self.pid, self.restarts, self.generation = None, 0, 0
+        super().__init__()
         self.release = asyncio.Event()
         self.steps = 0
         self.opened: list[str] = []
-
-    async def load(self, model_id: str, path: Path) -> None:
-        return None
-
-    async def unload(self, model_id: str) -> None:
-        return None
 
     def open(self, spec: JobSpec) -> None:
         self.opened.append(spec.token)
@@ -270,9 +282,6 @@ class HeldStepEngine:
         if len(self.opened) > 1:
             self.events.put_nowait(Prepared(spec.job_id, 1.0, 1, spec.token))
 
-    def close(self, job_id: str) -> None:
-        return None
-
     async def step(self, model_id: str, items: list[ChunkInfo]) -> list[list[Segment]]:
         self.steps += 1
         if self.steps == 1:
@@ -280,9 +289,6 @@ class HeldStepEngine:
             await self.release.wait()
             return [[] for _ in items]
         return [[Segment(index=0, start=0.0, end=1.0, text=" decoded")] for _ in items]
-
-    async def kill(self) -> None:
-        return None
 
 
 async def test_a_step_that_ends_after_its_job_was_let_go_is_not_the_next_claims(
@@ -294,36 +300,87 @@ async def test_a_step_that_ends_after_its_job_was_let_go_is_not_the_next_claims(
     store = await SqliteStore.open(str(tmp_path / "db.sqlite"))
     flaky = FlakyStore(store, "set_info", failures=1)
     engine = HeldStepEngine()
-    models = ModelRegistry(engine, model_dir=tmp_path, allow_download=False, max_loaded=1)
-    config = WorkerConfig(max_audio_seconds=600, poll_interval_s=0.05, lease_s=0.5)
-    worker = Worker(flaky, models, engine, EventHub(), config)  # type: ignore[arg-type]
-    task = asyncio.create_task(worker.run())
+    worker, task = run_worker(flaky, engine, tmp_path, lease_s=0.5)
     try:
-        await store.create(
-            NewJob(
-                id="let-go",
-                options=TranscribeOptions(model="tiny.en", language="en"),
-                model="tiny.en",
-                priority=0,
-                file_path="/nowhere",
-                file_name="a.wav",
-                file_sha256="x",
-                file_size=1,
-                duration=1.0,
-                max_attempts=3,
-            )
-        )
+        await store.create(fake_job("let-go", duration=1.0))
         worker.wake()
         deadline = time.monotonic() + 60
         while len(engine.opened) < 2:  # let go, recovered, claimed again
             assert time.monotonic() < deadline and not task.done()
             await asyncio.sleep(0.05)
         engine.release.set()
-        while (job := await store.get("let-go")).status != Status.COMPLETED:
-            assert time.monotonic() < deadline and not task.done(), job
-            await asyncio.sleep(0.05)
+        job = await completed(store, "let-go", task)
         assert job.text == "decoded", job
         assert job.attempts == 2, job
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await store.close()
+
+
+class OutOfOrderEngine(EngineDouble):
+    """A test double: one job of three chunks, each a step of its own. With
+    ``hold_first`` the step of chunk 0 ends only after those of chunks 1 and 2
+    have, which it can only do if the worker runs steps in parallel."""
+
+    def __init__(self, hold_first: bool) -> None:
+        super().__init__()
+        self.hold_first = hold_first
+        self.others_done = asyncio.Event()
+        self.ended: list[int] = []
+
+    def open(self, spec: JobSpec) -> None:
+        # 15 s each: no two share a 20 s window, so each is a step of its own.
+        chunks = [ChunkInfo(spec.job_id, n, 0, n * 20.0, n * 20.0 + 15, 15.0) for n in range(3)]
+        self.events.put_nowait(ChunksReady(spec.job_id, chunks, "en", spec.token))
+        self.events.put_nowait(Prepared(spec.job_id, 60.0, 3, spec.token))
+
+    async def step(self, model_id: str, items: list[ChunkInfo]) -> list[list[Segment]]:
+        [item] = items
+        if item.no == 0 and self.hold_first:
+            await asyncio.wait_for(self.others_done.wait(), 30)
+        self.ended.append(item.no)
+        if {1, 2} <= set(self.ended):
+            self.others_done.set()
+        words = ("zero", "one", "two")
+        return [[Segment(index=0, start=item.start, end=item.end, text=f" {words[item.no]}")]]
+
+
+class SlowFirstWrite:
+    """A real store whose first ``add_chunks`` waits for ``go``: later chunks are
+    decoded while the first write is under way."""
+
+    def __init__(self, store: SqliteStore, go: asyncio.Event) -> None:
+        self._store, self._go, self._first = store, go, True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def add_chunks(self, *args: Any, **kw: Any) -> Any:
+        if self._first:
+            self._first = False
+            await asyncio.wait_for(self._go.wait(), 30)
+        return await self._store.add_chunks(*args, **kw)
+
+
+@pytest.mark.parametrize("late", ["step", "write"])
+async def test_steps_in_parallel_that_end_out_of_order_store_a_job_in_order(
+    tmp_path: Path, late: str
+) -> None:
+    """Two steps at once: chunk 0's step ends last, or first but its write is
+    still under way when chunks 1 and 2 are decoded. Either way the job's
+    segments are stored in order, and all of them."""
+    store = await SqliteStore.open(str(tmp_path / "db.sqlite"))
+    engine = OutOfOrderEngine(hold_first=late == "step")
+    writes = SlowFirstWrite(store, engine.others_done) if late == "write" else store
+    worker, task = run_worker(writes, engine, tmp_path, batch_size=1, parallel_steps=2)
+    try:
+        await store.create(fake_job("three", duration=60.0))
+        worker.wake()
+        job = await completed(store, "three", task)
+        assert engine.ended[-1 if late == "step" else 0] == 0
+        assert job.text == "zero one two", job
+        assert [s.text for s in await store.segments("three")] == [" zero", " one", " two"]
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -19,6 +19,7 @@ Only ``engine/whisper.py`` knows faster-whisper."""
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -38,11 +39,31 @@ def resolve_device(device: str) -> str:
     return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
 
 
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity, not the machine's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def resolve_parallel_steps(parallel_steps: int | None, device: str) -> int:
+    """Steps decoded at once. A small model's matrices keep one thread busy
+    better than several: two one-thread replicas beat one two-thread replica on
+    two cores (docs/performance.md). On CUDA one step fills the GPU."""
+    if parallel_steps is not None:
+        return parallel_steps
+    return 1 if resolve_device(device) == "cuda" else min(2, usable_cores())
+
+
+def resolve_cpu_threads(cpu_threads: int, parallel_steps: int) -> int:
+    """Threads per step: asked for, else the cores shared out among the steps."""
+    return cpu_threads or max(1, usable_cores() // parallel_steps)
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     device: str = "auto"
     compute_type: str = "auto"
-    cpu_threads: int = 0
+    cpu_threads: int = 0  # per replica; 0: CTranslate2's default
+    replicas: int = 1  # steps decoded at once (``resolve_parallel_steps``)
     # Most speech in one chunk. Whisper's window holds 30 s, but tiny models end
     # a window early when it is nearly full of speech (WER 0.4 against 0.045 at
     # 20 s on the bench's long file, at the same speed: docs/performance.md).

@@ -8,7 +8,8 @@ Three kinds of thread, so that no job waits on another's slow part:
   into chunks, staying at most ``EngineConfig.ahead`` chunks ahead of the
   batches (memory does not grow with the file); a close stops it at the next
   block;
-* one inference thread decodes batches, one ``Step`` at a time.
+* ``EngineConfig.replicas`` inference threads decode batches, each one
+  ``Step`` at a time on its own CTranslate2 replica of the model.
 
 Messages out (replies and events) go through one lock-guarded pipe."""
 
@@ -121,7 +122,10 @@ class EngineProcess:
         self.conn = conn
         self.config = config
         self.backend = WhisperBackend(
-            device=config.device, compute_type=config.compute_type, cpu_threads=config.cpu_threads
+            device=config.device,
+            compute_type=config.compute_type,
+            cpu_threads=config.cpu_threads,
+            replicas=config.replicas,
         )
         self.jobs: dict[str, _Job] = {}
         self._steps: queue.Queue[Step] = queue.Queue()
@@ -132,7 +136,8 @@ class EngineProcess:
             self.conn.send(msg)
 
     def serve(self) -> None:
-        threading.Thread(target=self._infer, name="sona-infer", daemon=True).start()
+        for n in range(self.config.replicas):  # one per CTranslate2 replica
+            threading.Thread(target=self._infer, name=f"sona-infer-{n}", daemon=True).start()
         while True:
             try:
                 msg = self.conn.recv()

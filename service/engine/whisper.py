@@ -8,7 +8,9 @@ faster-whisper's own batched forward pass, so a batch gives exactly what
 from __future__ import annotations
 
 import bisect
+import contextlib
 import gc
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -74,7 +76,22 @@ class _StoppableModel(WhisperModel):
     ``stop()`` says the batch's jobs are all gone, the next stage does not
     start, so a cancel wastes at most the stage in flight."""
 
-    stop: Callable[[], bool] = staticmethod(lambda: False)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._batch = threading.local()  # batches run on several threads at once
+
+    def stop(self) -> bool:
+        check: Callable[[], bool] | None = getattr(self._batch, "stop", None)
+        return check is not None and check()
+
+    @contextlib.contextmanager
+    def stoppable(self, stop: Callable[[], bool]) -> Iterator[None]:
+        """Check ``stop`` between the stages of what this thread runs inside."""
+        self._batch.stop = stop
+        try:
+            yield
+        finally:
+            self._batch.stop = None
 
     def encode(self, features: np.ndarray) -> Any:
         encoded = super().encode(features)
@@ -91,11 +108,14 @@ class _StoppableModel(WhisperModel):
 class WhisperBackend:
     """The models of one engine process, by id."""
 
-    def __init__(self, *, device: str, compute_type: str, cpu_threads: int) -> None:
+    def __init__(
+        self, *, device: str, compute_type: str, cpu_threads: int, replicas: int = 1
+    ) -> None:
         self.device = resolve_device(device)
         self.compute_type = resolve_compute_type(compute_type, device)
         self.cpu_threads = cpu_threads
-        self._models: dict[str, tuple[_StoppableModel, BatchedInferencePipeline]] = {}
+        self.replicas = replicas
+        self._models: dict[str, _StoppableModel] = {}
 
     def load(self, model_id: str, path: Path) -> None:
         if model_id in self._models:
@@ -106,11 +126,12 @@ class WhisperBackend:
                 device=self.device,
                 compute_type=self.compute_type,
                 cpu_threads=self.cpu_threads,
+                num_workers=self.replicas,
                 local_files_only=True,
             )
         except Exception as exc:  # a broken directory fails in many ways
             raise ModelLoadFailed(f"model {model_id} did not load: {exc}") from exc
-        self._models[model_id] = (model, BatchedInferencePipeline(model))
+        self._models[model_id] = model
 
     def unload(self, model_id: str) -> None:
         # CTranslate2 frees the weights when the last reference goes.
@@ -120,7 +141,7 @@ class WhisperBackend:
     def language(self, model_id: str, options: TranscribeOptions, sample: np.ndarray) -> str:
         """The language a job is decoded in: asked for, else detected on its first
         chunk; English-only models know one."""
-        model, _ = self._model(model_id)
+        model = self._model(model_id)
         if not model.model.is_multilingual:
             return "en"
         if options.language:
@@ -140,12 +161,11 @@ class WhisperBackend:
         gap of silence apart (``batcher.pack``). Returns, per row and chunk, the
         chunk's segments, timed on its recording. Raises ``Stopped`` when
         ``stop()`` turns true between two stages of the batch."""
-        model, pipeline = self._model(model_id)
-        model.stop = stop
-        try:
-            return self._decode(model, pipeline, options, language, rows)
-        finally:
-            model.stop = _StoppableModel.stop
+        model = self._model(model_id)
+        with model.stoppable(stop):
+            # A pipeline per batch: it keeps per-call state (the last speech
+            # timestamp), and batches run on several threads.
+            return self._decode(model, BatchedInferencePipeline(model), options, language, rows)
 
     def _decode(
         self,
@@ -181,7 +201,7 @@ class WhisperBackend:
     ) -> tuple[str, Iterator[Segment]]:
         """faster-whisper's own sequential decode, each window conditioned on the
         text before it: (language, segments as the generator yields them)."""
-        model, _ = self._model(model_id)
+        model = self._model(model_id)
         segments, info = model.transcribe(
             audio,
             language=options.language,
@@ -196,7 +216,7 @@ class WhisperBackend:
         )
         return info.language, (_sequential_segment(seg, options) for seg in segments)
 
-    def _model(self, model_id: str) -> tuple[_StoppableModel, BatchedInferencePipeline]:
+    def _model(self, model_id: str) -> _StoppableModel:
         try:
             return self._models[model_id]
         except KeyError:
