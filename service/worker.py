@@ -22,6 +22,7 @@ spent on it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -185,16 +186,21 @@ class Worker:
         ]
         try:
             await self._forever("recover", self._recover, until_done=True)
-            async with asyncio.TaskGroup() as steps:
-                for _ in range(self.config.parallel_steps):
-                    steps.create_task(self._forever("step", lambda: self._step_once(burst)))
-        except* _Done:  # one step loop saw nothing left; the group ended the others
+            # One step loop per parallel step. Each ends on its own once nothing is
+            # left; ending them together would cut one short in a job's last write.
+            await asyncio.gather(
+                *(self._step_loop(burst) for _ in range(self.config.parallel_steps))
+            )
             self._drained = True
         finally:
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             self.running = False
+
+    async def _step_loop(self, burst: bool) -> None:
+        with contextlib.suppress(_Done):  # drained, or a burst with nothing left
+            await self._forever("step", lambda: self._step_once(burst))
 
     async def _forever(
         self, name: str, once: Callable[[], Awaitable[None]], *, until_done: bool = False

@@ -24,6 +24,7 @@ LAYER = {
     "metrics": 1,
     "logs": 1,
     "loop_errors": 1,
+    "signals": 1,
     "events": 1,
     "notify": 1,
     "fetch": 1,
