@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import av
 import pytest
 
 from sona.app import create_app
@@ -18,6 +19,20 @@ from tests.helpers import audio_form, submit, wait_done
 @pytest.fixture
 async def client(aiohttp_client: Any, make_settings: Any) -> Any:
     return await aiohttp_client(create_app(make_settings(max_upload_mb=1, max_audio_seconds=600)))
+
+
+@pytest.fixture
+def decoder_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every file handed to FFmpeg (PyAV's ``av.open``) while the test runs."""
+    opened: list[str] = []
+    real_open = av.open
+
+    def spy(path: Any, *args: Any, **kw: Any) -> Any:
+        opened.append(str(path))
+        return real_open(path, *args, **kw)
+
+    monkeypatch.setattr(av, "open", spy)
+    return opened
 
 
 def uploads_dir(make_settings: Any) -> Path:
@@ -43,13 +58,27 @@ def _zip() -> bytes:
     ids=["empty", "html", "zip", "playlist", "text"],
 )
 async def test_r11_non_audio_is_refused_and_nothing_kept(
-    client: Any, make_settings: Any, payload: bytes, status: int, code: str
+    client: Any,
+    make_settings: Any,
+    decoder_opens: list[str],
+    payload: bytes,
+    status: int,
+    code: str,
 ) -> None:
     resp = await client.post("/v1/jobs", data=audio_form(data=payload))
     body = await resp.json()
     assert resp.status == status, body
     assert body["error"]["code"] == code and body["error"]["message"]
     assert list(uploads_dir(make_settings).iterdir()) == []
+    assert decoder_opens == []  # refused by its first bytes: FFmpeg never parsed it
+
+
+async def test_r11_the_decoder_spy_sees_real_audio(
+    client: Any, decoder_opens: list[str], fox_wav: Path
+) -> None:
+    """The spy above can fail: a real upload does reach the decoder (probed at submit)."""
+    await submit(client, fox_wav)
+    assert decoder_opens
 
 
 async def test_r10_oversize_upload_is_413_and_removed(client: Any, make_settings: Any) -> None:

@@ -230,6 +230,38 @@ def test_r26_soak(daemon_factory: Any, clip: Path) -> None:
     assert all("quick" in j["text"].lower() for j in listed["data"]), listed["data"][0]
 
 
+def test_r10_oversize_uploads_leave_the_daemons_memory_flat(daemon_factory: Any) -> None:
+    """Five uploads of 64 MB, chunked (no length declared) against an 8 MB
+    limit: each is refused once 8 MB are counted, and the daemon's resident
+    memory does not grow with what was sent."""
+    d = daemon_factory("--max-upload-mb", "8")
+    boundary = "sona-r10"
+    head = (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="file"; filename="big.wav"\r\n'
+        "Content-Type: audio/wav\r\n\r\n"
+    ).encode()
+
+    def body() -> Any:
+        yield head + b"RIFF\x00\x00\x00\x00WAVE"
+        for _ in range(1024):
+            yield b"\x00" * 65536
+        yield f"\r\n--{boundary}--\r\n".encode()
+
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    httpx.get(f"{d.url}/health").raise_for_status()
+    before = _rss_kb(d.proc.pid)
+    for _ in range(5):
+        try:
+            r = httpx.post(f"{d.url}/v1/jobs", content=body(), headers=headers, timeout=60)
+            assert r.status_code == 413, r.text
+        except httpx.TransportError:
+            pass  # refused and closed while the client was still sending
+    after = _rss_kb(d.proc.pid)
+    assert after - before < 32 * 1024, (before, after)  # 320 MB were sent
+    assert list((d.data_dir / "uploads").iterdir()) == []
+
+
 def _steady_fds(pid: int) -> int:
     """Open descriptors, the fewest of a few looks over a second: a connection
     the test just closed may linger a moment; a leaked descriptor stays."""
