@@ -107,7 +107,7 @@ class Settings(BaseSettings):
     batch_size: int | None = Field(default=None, ge=1, le=64)
     # Engine steps decoded at once, each on its own CTranslate2 replica; None:
     # 2 on a CPU with two cores or more (two one-thread replicas decode a small
-    # model's batches 1.4x faster than one two-thread replica), 1 on CUDA.
+    # model's batches 1.3-1.4x faster than one replica with two threads), 1 on CUDA.
     parallel_steps: int | None = Field(default=None, ge=1, le=16)
     engine_nice: int = Field(default=5, ge=0, le=19)  # the API stays responsive
     beam_size: int = Field(default=1, ge=1, le=10)  # when a request does not say
