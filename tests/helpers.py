@@ -61,3 +61,23 @@ async def idle_app(
     client = await aiohttp_client(create_app(make_settings(model=None, **overrides)))
     await client.app[WORKER].drain(0)
     return client
+
+
+async def stalled_upload(host: str, port: int) -> asyncio.StreamWriter:
+    """A raw ``POST /v1/jobs`` whose WAV body has begun (100 KB of it) and then
+    stops with more declared: it holds an upload slot, and its partial file
+    stays, until the caller closes the writer."""
+    _, writer = await asyncio.open_connection(host, port)
+    part = (
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+        + b"RIFF\x00\x00\x00\x00WAVE"
+        + b"\x00" * 100_000
+    )
+    writer.write(
+        b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: multipart/form-data; boundary=b\r\n"
+        + f"Content-Length: {len(part) + 500_000}\r\n\r\n".encode()
+        + part
+    )
+    await writer.drain()
+    return writer

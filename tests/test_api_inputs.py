@@ -13,7 +13,7 @@ import pytest
 
 from sona.app import create_app
 from tests.audio_factory import corrupt_audio, silence_wav, truncated_copy
-from tests.helpers import audio_form, submit, wait_done
+from tests.helpers import audio_form, stalled_upload, submit, wait_done
 
 
 @pytest.fixture
@@ -238,19 +238,7 @@ async def test_r19_disconnect_mid_upload_leaves_no_partial_file(
 ) -> None:
     import asyncio
 
-    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
-    head = (
-        (b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n')
-        + b"RIFF\x00\x00\x00\x00WAVE"
-        + b"\x00" * 100_000
-    )
-    writer.write(
-        b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        b"Content-Type: multipart/form-data; boundary=b\r\n"
-        + f"Content-Length: {len(head) + 500_000}\r\n\r\n".encode()
-        + head
-    )
-    await writer.drain()
+    writer = await stalled_upload(client.server.host, client.server.port)
     uploads = uploads_dir(make_settings)
     for _ in range(100):  # the partial file exists while the upload streams
         if any(uploads.iterdir()):
@@ -264,4 +252,3 @@ async def test_r19_disconnect_mid_upload_leaves_no_partial_file(
             break
         await asyncio.sleep(0.05)
     assert list(uploads.iterdir()) == []
-    del reader

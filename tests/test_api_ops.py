@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 
 from sona.app import create_app
 from sona.keys import STORE, WORKER
-from tests.helpers import idle_app, submit, wait_done
+from tests.helpers import idle_app, stalled_upload, submit, wait_done
 
 
 async def test_r23_api_keys_guard_everything_but_probes(
@@ -125,19 +125,7 @@ async def test_r19_client_disconnect_mid_upload_is_logged_as_aborted_without_tra
     assert (await client.get("/health")).status == 200  # warm: lazily opened things exist
     fds, tasks = len(os.listdir("/proc/self/fd")), len(asyncio.all_tasks())
     with capture_logs() as logs:
-        reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
-        head = (
-            b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
-            + b"RIFF\x00\x00\x00\x00WAVE"
-            + b"\x00" * 100_000
-        )
-        writer.write(
-            b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"Content-Type: multipart/form-data; boundary=b\r\n"
-            + f"Content-Length: {len(head) + 500_000}\r\n\r\n".encode()
-            + head
-        )
-        await writer.drain()
+        writer = await stalled_upload(client.server.host, client.server.port)
         deadline = time.monotonic() + 30
         while not any(uploads.iterdir()):
             assert time.monotonic() < deadline, "the upload never started"
@@ -156,4 +144,3 @@ async def test_r19_client_disconnect_mid_upload_is_logged_as_aborted_without_tra
     aborted = [e for e in logs if e["event"] == "request.aborted"]
     assert aborted[0]["log_level"] == "info" and "exc_info" not in aborted[0]
     assert not [e for e in logs if e["event"] == "request.crashed"]
-    del reader

@@ -16,7 +16,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from sona.loop_errors import LoopErrorLog
-from tests.helpers import audio_form, idle_app
+from tests.helpers import audio_form, idle_app, stalled_upload
 
 
 async def _open_from(source: str, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -95,28 +95,11 @@ def test_r18_connections_per_client_are_capped_with_429_and_retry_after(
     asyncio.run(run())
 
 
-async def _stalled_upload(port: int) -> asyncio.StreamWriter:
-    """An upload whose body has begun and then stops: it holds an upload slot."""
-    _, writer = await asyncio.open_connection("127.0.0.1", port)
-    part = (
-        b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
-        b"RIFF\x00\x00\x00\x00WAVE" + b"\x00" * 1000
-    )
-    writer.write(
-        b"POST /v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        b"Content-Type: multipart/form-data; boundary=b\r\n"
-        + f"Content-Length: {len(part) + 100_000}\r\n\r\n".encode()
-        + part
-    )
-    await writer.drain()
-    return writer
-
-
 async def test_r18_too_many_concurrent_uploads_is_429_with_retry_after(
     aiohttp_client: Any, make_settings: Any, fox_wav: Path
 ) -> None:
     client = await idle_app(aiohttp_client, make_settings, max_uploads=2)
-    stalled = [await _stalled_upload(client.server.port) for _ in range(2)]
+    stalled = [await stalled_upload("127.0.0.1", client.server.port) for _ in range(2)]
     uploads = make_settings().data_dir / "uploads"
     deadline = time.monotonic() + 30
     while len(list(uploads.iterdir())) < 2:  # both are streaming to disk
@@ -142,7 +125,7 @@ async def test_r18_uploads_per_client_are_capped(
     aiohttp_client: Any, make_settings: Any, fox_wav: Path
 ) -> None:
     client = await idle_app(aiohttp_client, make_settings, max_uploads_per_client=1)
-    stalled = await _stalled_upload(client.server.port)
+    stalled = await stalled_upload("127.0.0.1", client.server.port)
     uploads = make_settings().data_dir / "uploads"
     deadline = time.monotonic() + 30
     while not any(uploads.iterdir()):

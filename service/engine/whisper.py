@@ -233,7 +233,7 @@ def _forward(
     """faster-whisper's batched forward pass over ``windows``: raw segments each."""
     features = np.stack([pad_or_trim(model.feature_extractor(w)[..., :-1]) for w in windows])
     meta = [{"offset": 0.0, "duration": w.size / SAMPLE_RATE} for w in windows]
-    pipeline.last_speech_timestamp = 0.0  # chunks of other jobs came before
+    pipeline.last_speech_timestamp = 0.0  # the batch's other group of windows came before
     raws: list[list[dict[str, Any]]] = pipeline.forward(features, tokenizer, meta, options)
     return raws
 

@@ -31,7 +31,7 @@ from sona.jobs import FINISHED, TRANSITIONS, Job, NewJob, Segment, Status, sourc
 from sona.store import Claim, DeadOwner, Lease, Recovery
 from sona.store.postgres_outbox import OutboxMixin, write_outbox
 from sona.store.postgres_schema import NOW, migrate
-from sona.store.rows import job_from_row, segment_data, segment_from_row
+from sona.store.rows import job_from_row, new_job_values, segment_data, segment_from_row
 
 _FENCE = "id = $1 AND lease_token = $2 AND status = 'processing'"
 # Stream order: as stored. The transcript's order is formats.in_order's.
@@ -116,19 +116,7 @@ class PostgresStore(OutboxMixin):
                VALUES ($1, 'queued', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,
                        {NOW})
                ON CONFLICT DO NOTHING RETURNING *""",
-            new.id,
-            new.priority,
-            new.model,
-            new.options.model_dump_json(),
-            new.file_path,
-            new.file_name,
-            new.file_sha256,
-            new.file_size,
-            new.idempotency_key,
-            new.callback_url,
-            json.dumps(new.metadata) if new.metadata is not None else None,
-            new.duration,
-            new.max_attempts,
+            *new_job_values(new),
         )
 
     async def _same_result(self, db: Any, new: NewJob) -> str | None:

@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from sona.jobs import Job, Segment, Status, TranscribeOptions, Word
+from sona.jobs import Job, NewJob, Segment, Status, TranscribeOptions, Word
 from sona.store import Delivery, DeliveryAttempt, DeliveryState
 
 Row = Any
@@ -45,6 +45,27 @@ def job_from_row(row: Row) -> Job:
         lease_token=row["lease_token"],
         warnings=json.loads(row["warnings"] or "[]"),
         cached=bool(row["cached"]),
+    )
+
+
+def new_job_values(new: NewJob) -> tuple[Any, ...]:
+    """A new job's column values, in the order both stores insert them: id,
+    priority, model, options, file_path, file_name, file_sha256, file_size,
+    idempotency_key, callback_url, metadata, duration, max_attempts."""
+    return (
+        new.id,
+        new.priority,
+        new.model,
+        new.options.model_dump_json(),
+        new.file_path,
+        new.file_name,
+        new.file_sha256,
+        new.file_size,
+        new.idempotency_key,
+        new.callback_url,
+        json.dumps(new.metadata) if new.metadata is not None else None,
+        new.duration,
+        new.max_attempts,
     )
 
 

@@ -29,7 +29,7 @@ from sona.jobs import (
     sources_of,
 )
 from sona.store import Claim, DeadOwner, Lease, Recovery
-from sona.store.rows import job_from_row, segment_data, segment_from_row
+from sona.store.rows import job_from_row, new_job_values, segment_data, segment_from_row
 from sona.store.sqlite_outbox import MIGRATION_3, OutboxMixin
 
 SCHEMA = [
@@ -178,22 +178,7 @@ class SqliteStore(OutboxMixin):
                    file_name, file_sha256, file_size, idempotency_key, callback_url,
                    metadata, duration, max_attempts, created_at)
                    VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (
-                    new.id,
-                    new.priority,
-                    new.model,
-                    new.options.model_dump_json(),
-                    new.file_path,
-                    new.file_name,
-                    new.file_sha256,
-                    new.file_size,
-                    new.idempotency_key,
-                    new.callback_url,
-                    json.dumps(new.metadata) if new.metadata is not None else None,
-                    new.duration,
-                    new.max_attempts,
-                    time.time(),
-                ),
+                (*new_job_values(new), time.time()),
             )
             return await self._get(new.id), True
 
