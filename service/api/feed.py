@@ -38,12 +38,14 @@ import structlog
 from aiohttp import web
 
 from sona.api.job_events import open_sse, sse_frame
+from sona.api.jobs import throughput
 from sona.api.models import model_out
 from sona.api.schemas import job_out
 from sona.errors import NotFound
 from sona.events import EventHub, JobEvent
 from sona.jobs import Job, Status
 from sona.keys import EVENTS, FEEDS_STOP, MODELS, STORE, WORKER
+from sona.standing import standings
 from sona.store import JobStore
 
 log = structlog.get_logger("sona.api")
@@ -57,6 +59,7 @@ HEARTBEAT_S = 15.0
 RETRY_MS = 2000
 
 StateReader = Callable[[], Awaitable[dict[str, Any]]]
+RateReader = Callable[[], float | None]  # a worker's measured throughput, for the ETAs
 
 
 @dataclass(frozen=True)
@@ -110,13 +113,15 @@ async def _departed(store: JobStore, sent: dict[str, dict[str, Any]]) -> list[Fe
 
 
 async def _read(
-    store: JobStore, read_state: StateReader, window: int
+    store: JobStore, read_state: StateReader, window: int, rate: RateReader
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """The job objects in view by id (newest first) and the state."""
+    """The job objects in view by id (newest first), queued and processing ones
+    with their standing, and the state."""
     jobs = await jobs_in_view(store, window)
     state = await read_state()
     state["processing"] = sum(job.status == Status.PROCESSING for job in jobs)
-    return {job.id: job_out(job) for job in jobs}, state
+    where = await standings(store, jobs, rate())
+    return {job.id: job_out(job, where.get(job.id)) for job in jobs}, state
 
 
 async def watch(
@@ -127,6 +132,7 @@ async def watch(
     last_event_id: str | None = None,
     poll_s: float = POLL_S,
     window: int = WINDOW,
+    rate: RateReader = lambda: None,
 ) -> AsyncGenerator[FeedUpdate, None]:
     """Follow the whole queue forever: a ``snapshot`` first, then ``job``,
     ``removed`` and ``state`` updates as the store changes, and ``idle`` after
@@ -134,13 +140,13 @@ async def watch(
     every ``poll_s``). Use it inside ``contextlib.aclosing``."""
     # Subscribe before the first read, so no write falls between the two.
     with hub.subscribe_all() as inbox:
-        sent, state = await _read(store, read_state, window)
+        sent, state = await _read(store, read_state, window, rate)
         snapshot = {"jobs": list(sent.values()), "state": state, "last_event_id": last_event_id}
         yield FeedUpdate("snapshot", snapshot)
         while True:
             await _wait_wake(inbox, poll_s)
             changed = False
-            current, new_state = await _read(store, read_state, window)
+            current, new_state = await _read(store, read_state, window, rate)
             gone = {job_id: out for job_id, out in sent.items() if job_id not in current}
             for update in await _departed(store, gone):
                 changed = True
@@ -208,7 +214,13 @@ def _gone(request: web.Request) -> bool:
 async def all_events(request: web.Request) -> web.StreamResponse:
     app = request.app
     last_id = request.headers.get("Last-Event-ID", "").strip()[:64] or None
-    updates = watch(app[STORE], app[EVENTS], app_state(app), last_event_id=last_id)
+    updates = watch(
+        app[STORE],
+        app[EVENTS],
+        app_state(app),
+        last_event_id=last_id,
+        rate=lambda: throughput(app),
+    )
     async with contextlib.aclosing(updates):
         first = await anext(updates)  # read before answering: a store error stays a 5xx
         resp = await open_sse(request)

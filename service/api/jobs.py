@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 from aiohttp import web
 
@@ -26,7 +27,8 @@ from sona.fetch import fetch
 from sona.formats import render
 from sona.intake import Submission
 from sona.jobs import Job, Status, validate_job_id
-from sona.keys import EVENTS, INTAKE, NOTIFIER, RUNTIME, SETTINGS, STORE, UPLOADS
+from sona.keys import EVENTS, INTAKE, NOTIFIER, RUNTIME, SETTINGS, STORE, UPLOADS, WORKER
+from sona.standing import standings
 from sona.uploads import StoredUpload
 
 routes = web.RouteTableDef()
@@ -99,7 +101,15 @@ async def load_job(request: web.Request) -> Job:
 
 @routes.get("/v1/jobs/{job_id}")
 async def get_job(request: web.Request) -> web.Response:
-    return json_model(job_model(await load_job(request)))
+    job = await load_job(request)
+    standing = await standings(request.app[STORE], [job], throughput(request.app))
+    return json_model(job_model(job, standing.get(job.id)))
+
+
+def throughput(app: web.Application) -> float | None:
+    """This process's worker's measured rate; ``None`` on an API node."""
+    worker = app[WORKER]
+    return worker.throughput.rate(time.monotonic()) if worker is not None else None
 
 
 async def finished_transcript(request: web.Request, job: Job, fmt: str) -> web.Response:

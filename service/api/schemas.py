@@ -13,6 +13,7 @@ from sona.api.errors import public_message
 from sona.api.json_input import MAX_JSON_DEPTH, depth_exceeds, loads
 from sona.errors import InvalidRequest, SonaError
 from sona.jobs import JOB_ID_RE, Job, Status, TranscribeOptions
+from sona.standing import Standing
 from sona.store import Delivery, DeliveryState
 from sona.worker import WorkerState
 
@@ -205,6 +206,19 @@ class JobOut(BaseModel):
     # is damaged or shorter than its header says; what could be decoded is here).
     warnings: list[str] = []
     cached: bool = False  # answered from an earlier job with the same file and options
+    queue_position: int | None = Field(
+        default=None,
+        description="While queued: 1 is the next job a worker takes, 2 the one after; "
+        "0 while processing; null when finished (or in a job list)",
+    )
+    eta_s: float | None = Field(
+        default=None,
+        description="An estimate, not a promise: seconds until the job should be finished, "
+        "from the worker's measured throughput (audio seconds per wall second, its last "
+        "few minutes of work) and the audio ahead of and sharing the worker with this job; "
+        "null when unknown (nothing measured yet, an API node without a worker, a job "
+        "whose duration is unknown) or finished",
+    )
 
 
 class JobList(BaseModel):
@@ -214,12 +228,12 @@ class JobList(BaseModel):
     next_before: str | None
 
 
-def job_out(job: Job) -> dict[str, Any]:
+def job_out(job: Job, standing: Standing | None = None) -> dict[str, Any]:
     """The job object as JSON data (for event streams)."""
-    return job_model(job).model_dump(mode="json")
+    return job_model(job, standing).model_dump(mode="json")
 
 
-def job_model(job: Job) -> JobOut:
+def job_model(job: Job, standing: Standing | None = None) -> JobOut:
     error = None
     if job.error_code:
         message = public_message(job.error_message or job.error_code)
@@ -246,6 +260,8 @@ def job_model(job: Job) -> JobOut:
         cancel_requested=job.cancel_requested,
         warnings=job.warnings,
         cached=job.cached,
+        queue_position=standing.position if standing else None,
+        eta_s=standing.eta_s if standing else None,
     )
 
 
