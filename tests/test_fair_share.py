@@ -147,4 +147,4 @@ async def test_a_clip_submitted_behind_a_long_job_completes_while_it_runs(
         assert all(w in words for w in ("fox", "dog", "report", "friday")), words
         ready = (await http.get("/ready")).json()
         assert ready["batches"]["most_jobs_in_a_step"] >= 2, ready
-        await http.post(f"/v1/jobs/{long_id}/cancel")
+        await http.delete(f"/v1/jobs/{long_id}")

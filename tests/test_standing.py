@@ -3,11 +3,20 @@
 
 from __future__ import annotations
 
+import re
+import time
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
+from sona.app import create_app
 from sona.jobs import NewJob, Status, TranscribeOptions
 from sona.standing import Standing, Throughput, eta_in_flight, eta_queued, rounded, standings
 from sona.store import open_store
+from tests.audio_factory import AUDIO, concat_wav
+from tests.helpers import idle_app, poll, submit, wait_done
+from tests.test_feed import conforms, next_event
+from tests.test_job_events import sse
 
 
 def test_throughput_counts_audio_per_second_of_work_not_of_idling() -> None:
@@ -80,3 +89,68 @@ async def test_standings_read_the_queue_from_the_store(tmp_path: Path) -> None:
         assert done == {}  # a finished job stands nowhere
     finally:
         await store.close()
+
+
+async def test_queued_jobs_show_their_place_in_the_api_and_the_feed(
+    aiohttp_client: Any, make_settings: Any, fox_wav: Path
+) -> None:
+    """No worker takes them (drained): positions follow submission order, more
+    urgent first; no throughput is measured, so no ETA."""
+    client = await idle_app(aiohttp_client, make_settings)
+    spec = await (await client.get("/openapi.json")).json()
+    first = await submit(client, fox_wav)
+    second = await submit(client, fox_wav)
+    urgent = await submit(client, fox_wav, priority="5")
+    for job, place in ((urgent, 1), (first, 2), (second, 3)):
+        got = await (await client.get(f"/v1/jobs/{job['id']}")).json()
+        assert (got["queue_position"], got["eta_s"]) == (place, None), got
+        conforms(spec, "JobOut", got)
+    resp = await client.get("/v1/events")
+    await resp.content.readline()  # retry:
+    snap = await next_event(sse(resp))
+    places = {j["id"]: j["queue_position"] for j in snap.data["jobs"]}
+    assert places == {urgent["id"]: 1, first["id"]: 2, second["id"]: 3}
+    await client.delete(f"/v1/jobs/{urgent['id']}")
+    got = await (await client.get(f"/v1/jobs/{first['id']}")).json()
+    assert got["queue_position"] == 1  # moved up
+    gone = await (await client.get(f"/v1/jobs/{urgent['id']}")).json()
+    assert (gone["status"], gone["queue_position"], gone["eta_s"]) == ("cancelled", None, None)
+    resp.close()
+
+
+async def test_eta_from_measured_throughput_and_a_realtime_factor_without_the_wait(
+    aiohttp_client: Any, make_settings: Any, tmp_path: Path, manifest: dict[str, Any]
+) -> None:
+    """The real model: one job in flight at a time, so two clips wait queued
+    behind a long file. Once the worker has measured its throughput, the waiting
+    clips and the running job carry an ETA. The realtime factor (metrics, and
+    the dashboard's, both from started_at) leaves the queued time out."""
+    sentences = [AUDIO / name for name in manifest if name != "stereo.wav"]
+    long_wav = concat_wav(sentences, tmp_path / "long.wav", gap_s=1.0, repeat=12)
+    client = await aiohttp_client(create_app(make_settings(max_jobs_in_flight=1)))
+    long = await submit(client, long_wav)
+    await poll(client, long["id"], lambda j: j["processed_seconds"] > 0)
+    a, b = await submit(client, AUDIO / "fox.wav"), await submit(client, AUDIO / "report.wav")
+    seen_queued = time.time()
+    got_b = await poll(client, b["id"], lambda j: j["eta_s"] is not None)
+    got_a = await (await client.get(f"/v1/jobs/{a['id']}")).json()
+    running = await (await client.get(f"/v1/jobs/{long['id']}")).json()
+    assert got_b["status"] == "queued" and got_b["queue_position"] == 2, got_b
+    assert got_a["status"] == "queued" and got_a["queue_position"] == 1, got_a
+    assert got_a["eta_s"] > 0 and got_b["eta_s"] > 0 and running["eta_s"] > 0
+    assert running["queue_position"] == 0
+    await client.delete(f"/v1/jobs/{long['id']}")
+    done = [await wait_done(client, j["id"]) for j in (a, b)]
+    rtfs = []
+    for job in done:
+        assert job["status"] == "completed" and job["eta_s"] is None, job
+        started, finished = (stamp(job[k]) for k in ("started_at", "finished_at"))
+        assert started >= seen_queued - 1, job  # the time it waited is not processing
+        rtfs.append((finished - started) / job["duration"])
+    metrics = await (await client.get("/metrics")).text()
+    total = float(re.search(r"^sona_job_realtime_factor_sum (\S+)$", metrics, re.M)[1])  # type: ignore[index]
+    assert abs(total - sum(rtfs)) < 0.01, (total, rtfs)
+
+
+def stamp(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
