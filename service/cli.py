@@ -330,9 +330,12 @@ async def _submit(client: Any, args: argparse.Namespace) -> int:
 
 
 def _progress_line(job: dict[str, Any]) -> None:
-    print(
-        f"\r{job['status']:<10} {job['progress'] * 100:5.1f}%", end="", file=sys.stderr, flush=True
-    )
+    from sona.client import standing
+
+    where = standing(job)
+    line = f"{job['status']:<10} {job['progress'] * 100:5.1f}%" + (f"  {where}" if where else "")
+    # Padded: a shorter line must cover the longer one before it.
+    print(f"\r{line:<60}", end="", file=sys.stderr, flush=True)
 
 
 async def _status(client: Any, args: argparse.Namespace) -> int:

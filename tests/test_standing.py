@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sona.app import create_app
+from sona.client import standing
 from sona.jobs import NewJob, Status, TranscribeOptions
 from sona.standing import Standing, Throughput, eta_in_flight, eta_queued, rounded, standings
 from sona.store import open_store
@@ -154,3 +155,19 @@ async def test_eta_from_measured_throughput_and_a_realtime_factor_without_the_wa
 
 def stamp(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
+
+
+def test_the_clients_line_for_a_job_says_its_place_and_time_left() -> None:
+    """What ``sona submit --wait`` prints beside the progress (client.standing)."""
+    assert standing({"queue_position": 2, "eta_s": 90.0}) == "2nd in queue, about 1 min 30 s left"
+    assert standing({"queue_position": 11, "eta_s": None}) == "11th in queue"
+    assert standing({"queue_position": 0, "eta_s": 7.0}) == "about 7 s left"
+    assert standing({"queue_position": 0, "eta_s": 3720.0}) == "about 1 h 2 min left"
+    assert standing({"status": "completed", "queue_position": None, "eta_s": None}) == ""
+
+
+def test_sona_submit_wait_shows_the_place_and_time_left(capsys: Any) -> None:
+    from sona.cli import _progress_line
+
+    _progress_line({"status": "queued", "progress": 0.0, "queue_position": 3, "eta_s": 42.0})
+    assert "queued       0.0%  3rd in queue, about 42 s left" in capsys.readouterr().err
