@@ -9,6 +9,7 @@ explains each row.
 
     python scripts/bench.py [--device cpu|cuda] [--audio-dir DIR] [--soak 500]
                             [--quick] [--json OUT] [--scale-out [PG_URL]]
+                            [--only PHASE,...]
 
 Nothing else runs here while a side is timed: the in-process model idles while
 the daemon works, and the daemon idles while the in-process model works.
@@ -622,6 +623,49 @@ def bench_disconnect(b: Bench) -> None:
     )
 
 
+def bench_fair_share(b: Bench) -> None:
+    """Row 8: a clip submitted right behind a long upload (issue 18), against
+    each of them alone: the clip's wait, and what it costs the long job."""
+    clip = b.interactive.path
+    log(f"8  {clip.name} alone, on an idle daemon (warm-up, then 3 runs)")
+    b.daemon.transcribe(clip)
+    idle_s = statistics.median(b.daemon.transcribe(clip)[0] for _ in range(3))
+    log(f"8  the long file alone ({b.long_s / 60:.1f} min)")
+    alone_s, _ = b.daemon.transcribe(b.long.path)
+    log(f"8  the long file, and {clip.name} once it is decoding")
+    started = time.perf_counter()
+    long_id = b.daemon.submit(b.long.path)
+    b.daemon.processing(long_id)
+    clip_s, clip_job = b.daemon.transcribe(clip)
+    long_then = b.daemon.job(long_id)
+    long_job = b.daemon.wait(long_id)
+    shared_s = time.perf_counter() - started
+    grew_s = shared_s - alone_s
+    b.raw["fair_share"] = {
+        "clip": clip.name,
+        "clip_s": {"idle": idle_s, "behind_long": clip_s},
+        "long_s": {"alone": alone_s, "with_clip": shared_s},
+        "long_progress_when_clip_done": long_then["progress"],
+        "statuses": [clip_job["status"], long_job["status"]],
+        "most_jobs_in_a_step": b.daemon.ready()["batches"]["most_jobs_in_a_step"],
+    }
+    ran = long_then["status"] == "processing" and clip_job["status"] == "completed"
+    b.row(
+        f"8a {clip.name} behind a long job vs alone",
+        f"{clip_s:.1f} s, alone {idle_s:.1f} s ({clip_s / idle_s:.1f}x)",
+        "<= 3x alone + 2 s",
+        ran and clip_s <= 3 * idle_s + 2,
+    )
+    b.row(
+        "8b long job's time, the clip beside it",
+        f"{shared_s:.1f} s, alone {alone_s:.1f} s ({grew_s:+.1f} s)",
+        f"+ <= the clip's {idle_s:.1f} s",
+        long_job["status"] == "completed" and grew_s <= idle_s,
+    )
+    if not ran:
+        b.notes.append("row 8: the long job was not processing when the clip finished")
+
+
 def bench_restart(b: Bench, fox: Path) -> None:
     """Row 5: kill -9 the idle engine; a short job is submitted at once."""
     log("5  kill -9 the engine while idle")
@@ -757,7 +801,10 @@ def run(b: Bench) -> None:
         ("disconnect", lambda: bench_disconnect(b)),
         ("restart", lambda: bench_restart(b, fox)),
         ("memory", lambda: bench_soak(b)),
+        ("fair share", lambda: bench_fair_share(b)),
     ]
+    if b.args.only:
+        phases = [(n, f) for n, f in phases if n.replace(" ", "-") in b.args.only]
     if b.args.scale_out:
         phases.append(("scale-out", lambda: bench_scale_out(b)))
     for name, phase in phases:
@@ -772,6 +819,13 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--soak", type=int, help="short jobs for the memory row (default 500)")
     ap.add_argument("--quick", action="store_true", help="small sizes, to smoke-test the script")
     ap.add_argument("--json", type=Path, metavar="OUT", help="write every raw number here")
+    ap.add_argument(
+        "--only",
+        type=lambda v: set(v.split(",")),
+        metavar="PHASES",
+        help="run only these phases, comma-separated: idle, long-file, short-clips, busy, "
+        "disconnect, restart, memory, fair-share",
+    )
     ap.add_argument(
         "--scale-out",
         nargs="?",
