@@ -102,6 +102,7 @@ async def test_queued_jobs_show_their_place_in_the_api_and_the_feed(
     first = await submit(client, fox_wav)
     second = await submit(client, fox_wav)
     urgent = await submit(client, fox_wav, priority="5")
+    assert (second["queue_position"], urgent["queue_position"]) == (2, 1)  # the 202 says it
     for job, place in ((urgent, 1), (first, 2), (second, 3)):
         got = await (await client.get(f"/v1/jobs/{job['id']}")).json()
         assert (got["queue_position"], got["eta_s"]) == (place, None), got

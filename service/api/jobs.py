@@ -13,6 +13,7 @@ from sona.api.limits import upload_slot
 from sona.api.schemas import (
     JobForm,
     JobList,
+    JobOut,
     JobUrl,
     WebhookList,
     job_model,
@@ -92,7 +93,7 @@ async def create_job(request: web.Request) -> web.Response:
     else:
         job, created = await submit(request)
     crash_point("after_commit")  # the row is committed, the client not yet told
-    return json_model(job_model(job), status=202 if created else 200)
+    return json_model(await standing_model(request.app, job), status=202 if created else 200)
 
 
 async def load_job(request: web.Request) -> Job:
@@ -101,9 +102,13 @@ async def load_job(request: web.Request) -> Job:
 
 @routes.get("/v1/jobs/{job_id}")
 async def get_job(request: web.Request) -> web.Response:
-    job = await load_job(request)
-    standing = await standings(request.app[STORE], [job], throughput(request.app))
-    return json_model(job_model(job, standing.get(job.id)))
+    return json_model(await standing_model(request.app, await load_job(request)))
+
+
+async def standing_model(app: web.Application, job: Job) -> JobOut:
+    """The job object with where the job stands (queue position, ETA)."""
+    where = await standings(app[STORE], [job], throughput(app))
+    return job_model(job, where.get(job.id))
 
 
 def throughput(app: web.Application) -> float | None:
