@@ -1,9 +1,10 @@
 """The bar the CLI draws on stderr while a job runs (``sona transcribe``,
 ``sona submit --wait``): tqdm, in percent of the audio, with the seconds done,
-the queue position and an ETA. The daemon's own estimate (``eta_s`` or ``eta``
-on the job, with ``queue_position``) is shown when it sends one; otherwise the
-ETA comes from this job's rate since it started processing, so time spent
-queued does not make the estimate look better or worse than it is."""
+the queue position and an ETA. The daemon's own estimate (``eta_s``,
+``eta_seconds`` or ``eta`` on the job, with ``queue_position``) is shown when
+it sends one; otherwise the ETA comes from this job's rate since it started
+processing, so time spent queued does not make the estimate look better or
+worse than it is."""
 
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ def describe(status: str, done_s: float, total_s: float | None, job: dict[str, A
     """The words after the bar; ``job`` may carry the daemon's queue fields."""
     text = f"{status} {done_s:.1f}/{total_s:.1f} s" if total_s else status
     position = job.get("queue_position")
-    if position is not None and status == "queued":
+    if position is not None and status in ("queued", "processing"):
         text += f", queue position {position}"
-    eta = job.get("eta_s", job.get("eta"))
+    # The daemon's estimate, in seconds (or an ISO time, shown as it is).
+    eta = next((job[k] for k in ("eta_s", "eta_seconds", "eta") if job.get(k) is not None), None)
     if isinstance(eta, int | float) and not isinstance(eta, bool):
         text += f", ETA {tqdm.format_interval(max(0.0, eta))}"
     elif isinstance(eta, str) and eta:

@@ -204,7 +204,7 @@ def _row(job: dict[str, Any]) -> tuple[str, ...]:
     status = job["status"]
     if status in ("failed", "cancelled") and job.get("error"):
         progress = job["error"]["code"]
-    elif status == "queued" and job.get("queue_position") is not None:
+    elif job.get("queue_position") is not None and not job["progress"]:
         progress = f"#{job['queue_position']} in queue"
     else:
         progress = f"{job['progress'] * 100:.0f}%"

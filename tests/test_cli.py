@@ -21,7 +21,7 @@ from sona.cli import build_parser
 from sona.client import SonaClient
 from sona.formats import format_for_output
 from sona.progress import JobBar
-from sona.remote import ACTIONS
+from sona.remote import ACTIONS, job_table
 from tests.audio_factory import concat_wav
 
 REPO = Path(__file__).parent.parent
@@ -349,3 +349,19 @@ def test_ctrl_c_while_waiting_leaves_the_job_running(daemon_factory: Any, tmp_pa
 async def _wait_done(url: str, job_id: str) -> dict[str, Any]:
     async with SonaClient(url) as client:
         return await client.wait(job_id, timeout_s=600)
+
+
+def test_list_table_shows_queue_position_and_error_codes() -> None:
+    def job(**kw: Any) -> dict[str, Any]:
+        base = {"id": "a" * 32, "status": "queued", "progress": 0.0, "duration": 11.0}
+        return {**base, "created_at": "2026-12-06T02:26:54.123Z", "file_name": "a.wav", **kw}
+
+    rows = job_table(
+        [
+            job(queue_position=2),
+            job(id="b" * 32),
+            job(id="c" * 32, status="failed", error={"code": "invalid_audio", "message": "x"}),
+        ]
+    ).splitlines()
+    assert [r.split()[2] for r in rows[1:]] == ["#2", "0%", "invalid_audio"]
+    assert "2026-12-06 02:26:54" in rows[1] and rows[1].endswith("a.wav")
