@@ -6,8 +6,9 @@ every process sharing the store), sends each once, and records the attempt
 with what follows (``webhooks.judge``). Between rounds it sleeps until the
 next delivery is due, a poll interval at most, or until ``wake()``.
 
-Sending: POST with aiohttp through ``netguard.GuardedResolver`` (the address
-checked is the address dialled; Host and SNI stay the URL's), redirects never
+Sending: POST with aiohttp through ``netguard.GuardedConnector`` (the address
+checked is the address dialled, names and IP literals alike; Host and SNI stay
+the URL's), redirects never
 followed, one ``timeout_s`` for the whole attempt. Nothing is kept in memory
 that the store does not have: a restart resumes where the rows say."""
 
@@ -24,7 +25,7 @@ import structlog
 from standardwebhooks import Webhook
 
 from sona.errors import AddressRefused, InvalidTransition, NotFound
-from sona.netguard import GuardedResolver, check_url
+from sona.netguard import GuardedConnector, check_url
 from sona.store import DeliveryAttempt, DeliveryClaim, DeliveryState, JobStore
 from sona.webhooks import RetryPolicy, headers, judge, payload, retry_after_s, retryable_status
 
@@ -78,8 +79,8 @@ class Dispatcher:
         """Send due deliveries forever; an error (a locked database) is logged
         and retried with backoff, never the end of the dispatcher."""
         delay = self.config.poll_interval_s
-        connector = aiohttp.TCPConnector(
-            resolver=GuardedResolver(allow_private=self.config.allow_private),
+        connector = GuardedConnector(
+            allow_private=self.config.allow_private,
             use_dns_cache=False,  # every attempt resolves, and checks, afresh
             force_close=True,
         )
@@ -99,10 +100,8 @@ class Dispatcher:
         later waits in the store for the next start."""
         if timeout_s <= 0:
             return
-        connector = aiohttp.TCPConnector(
-            resolver=GuardedResolver(allow_private=self.config.allow_private),
-            use_dns_cache=False,
-            force_close=True,
+        connector = GuardedConnector(
+            allow_private=self.config.allow_private, use_dns_cache=False, force_close=True
         )
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s), aiohttp.ClientSession(connector=connector) as s:
@@ -169,7 +168,7 @@ class Dispatcher:
         """(status code, error, Retry-After seconds, retryable) of one POST."""
         timeout = aiohttp.ClientTimeout(total=self.config.timeout_s)
         try:
-            check_url(url, allow_private=self.config.allow_private)  # literals skip the resolver
+            check_url(url, allow_private=self.config.allow_private)  # refused before connecting
             async with session.post(
                 url,
                 data=body,
