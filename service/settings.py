@@ -3,9 +3,11 @@ config file (SONA_CONFIG_FILE, TOML) > defaults."""
 
 from __future__ import annotations
 
+import hmac
 import os
+import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -49,9 +51,40 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _without_password(url: str) -> str:
-    """``postgresql://user:secret@host/db`` → ``postgresql://user:***@host/db``."""
-    password = urlsplit(url).password if "://" in url else None
-    return url.replace(f":{password}@", ":***@", 1) if password else url
+    """``postgresql://user:secret@host/db`` → ``postgresql://user:***@host/db``;
+    a ``password=`` query parameter (libpq's other spelling) is masked too."""
+    try:
+        password = urlsplit(url).password if "://" in url else None
+    except ValueError:
+        password = None
+    masked = url.replace(f":{password}@", ":***@", 1) if password else url
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", masked, flags=re.IGNORECASE)
+
+
+class ApiKeys:
+    """The API keys in force, compared in constant time. They never show in a
+    repr or str, so no log line or traceback can carry them."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, keys: Iterable[str] = ()) -> None:
+        self._keys = tuple(keys)
+
+    def __bool__(self) -> bool:
+        return bool(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def matches(self, given: str) -> bool:
+        """Whether ``given`` is one of the keys; every key is compared."""
+        found = [hmac.compare_digest(given.encode(), k.encode()) for k in self._keys]
+        return any(found)
+
+    def __repr__(self) -> str:
+        return f"ApiKeys(<{len(self._keys)} masked>)"
+
+    __str__ = __repr__
 
 
 class TomlFileSource(PydanticBaseSettingsSource):
@@ -187,11 +220,17 @@ class Settings(BaseSettings):
             return self.on_loopback
         return self.allow_private_urls
 
-    def all_api_keys(self) -> list[str]:
+    def all_api_keys(self) -> ApiKeys:
         keys = [k.get_secret_value() for k in self.api_keys]
         if self.api_key_file:
             keys += [ln.strip() for ln in self.api_key_file.read_text().splitlines() if ln.strip()]
-        return keys
+        return ApiKeys(keys)
+
+    def __repr_args__(self) -> Any:
+        # repr and str (and so any log line or traceback showing the settings)
+        # carry the store URL without its password; keys are SecretStr already.
+        for name, value in super().__repr_args__():
+            yield name, _without_password(value) if name == "store" and value else value
 
     @property
     def resolved_model_dir(self) -> Path:

@@ -4,7 +4,6 @@ check, API keys."""
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 import uuid
 
@@ -115,5 +114,4 @@ def presented_key(request: web.Request) -> str | None:
     given = given.strip()
     if scheme.lower() != "bearer" or not given:
         return None
-    matches = [hmac.compare_digest(given.encode(), k.encode()) for k in request.app[API_KEYS]]
-    return given if any(matches) else None
+    return given if request.app[API_KEYS].matches(given) else None
