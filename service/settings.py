@@ -13,7 +13,12 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from sona.errors import ConfigError
 
@@ -33,6 +38,18 @@ def check_environment(environ: Mapping[str, str] | None = None) -> None:
         upper = name.upper()
         if upper.startswith("SONA_") and upper not in known and not upper.startswith("SONA_TEST_"):
             raise ConfigError(f"unknown environment variable {name} (not a Sona setting)")
+
+
+def unparsable(exc: SettingsError) -> ConfigError:
+    """A SONA_* value that pydantic-settings cannot parse (a list setting that
+    is not JSON) as a configuration error. The value is never repeated: it may
+    be a key."""
+    found = re.search(r'field "(\w+)"', str(exc))
+    name = found.group(1) if found else "?"
+    return ConfigError(
+        f"invalid setting {name}: SONA_{name.upper()} is not valid JSON "
+        f'(a list is written like SONA_{name.upper()}=\'["first", "second"]\')'
+    )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -112,6 +129,9 @@ class Settings(BaseSettings):
     insecure: bool = False
     api_keys: list[SecretStr] = Field(default_factory=list)
     api_key_file: Path | None = None
+    # Browser origins (scheme://host[:port]) besides the daemon's own allowed to
+    # send state-changing requests; "*": any (docs/security.md, cross-origin).
+    allowed_origins: list[str] = Field(default_factory=list)
     pidfile: Path | None = None
 
     # Storage
