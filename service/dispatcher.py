@@ -159,7 +159,8 @@ class Dispatcher:
         self._tasks.pop(task, None)
         if not self._tasks:
             self._quiet.set()
-        self._wake.set()  # a slot is free
+        if len(self._tasks) == MAX_IN_FLIGHT - 1:
+            self._wake.set()  # the first free slot: the loop may claim again
 
     async def _attempt(self, session: aiohttp.ClientSession, claim: DeliveryClaim) -> None:
         try:
