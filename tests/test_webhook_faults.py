@@ -6,6 +6,7 @@ sent independently, not in rounds)."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Iterator
 from email.utils import formatdate
@@ -106,3 +107,28 @@ async def test_r35_hanging_receivers_do_not_hold_up_a_healthy_one(
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
     assert len(hanging.posts()) == 64  # none answered, none retried yet
+
+
+async def test_r33_a_row_written_before_the_cap_still_reads(
+    aiohttp_client: Any, make_settings: Any, receiver: Any, fox_wav: Path
+) -> None:
+    """A pending delivery whose next attempt an older version set to 1e20 or
+    infinity: the API shows no time for it instead of a 500."""
+    rx = receiver(["500"])
+    settings = make_settings(model=None, webhook_backoff_s=100)
+    client = await idle_app(aiohttp_client, make_settings, webhook_backoff_s=100)
+    job_id = await ended_job(client, fox_wav, rx.url)
+    await hits(rx, 1, timeout=30)
+    deadline = time.monotonic() + 30
+    while not (await (await client.get(f"/v1/jobs/{job_id}/webhooks")).json())["data"][0][
+        "attempts"
+    ]:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    for absurd in (1e20, float("inf")):
+        with sqlite3.connect(settings.data_dir / "sona.db") as db:
+            db.execute("UPDATE webhook_deliveries SET next_attempt_at = ?", (absurd,))
+        resp = await client.get(f"/v1/jobs/{job_id}/webhooks")
+        assert resp.status == 200, await resp.text()
+        [delivery] = (await resp.json())["data"]
+        assert delivery["state"] == "pending" and delivery["next_attempt_at"] is None
