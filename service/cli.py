@@ -18,6 +18,7 @@ from typing import Any
 
 import structlog
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from sona import __version__
 from sona.errors import ConfigError, DataDirInUse, SonaError, StartupFailed
@@ -26,7 +27,7 @@ from sona.remote import ACTIONS as CLIENT_ACTIONS
 from sona.remote import add_parsers as add_client_parsers
 from sona.remote import check_output, output_options
 from sona.remote import run as run_client
-from sona.settings import Settings, check_environment
+from sona.settings import Settings, check_environment, unparsable
 
 # argparse dest → Settings field, for flags that override configuration.
 COMMON_FLAGS = (
@@ -147,7 +148,10 @@ def settings_from(args: argparse.Namespace, **defaults: Any) -> Settings:
     check_environment()
     flags = {"serve": SERVE_FLAGS, "worker": WORKER_FLAGS}.get(args.command, COMMON_FLAGS)
     overrides = {f: getattr(args, f) for f in flags if getattr(args, f, None) is not None}
-    settings = Settings(**overrides)
+    try:
+        settings = Settings(**overrides)
+    except SettingsError as exc:
+        raise unparsable(exc) from None
     unset = {k: v for k, v in defaults.items() if k not in settings.model_fields_set}
     return settings.model_copy(update=unset) if unset else settings
 
