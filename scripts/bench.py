@@ -624,15 +624,15 @@ def bench_disconnect(b: Bench) -> None:
 
 
 def bench_fair_share(b: Bench) -> None:
-    """Row 8: a clip submitted right behind a long upload (issue 18), against
+    """Row 9: a clip submitted right behind a long upload (issue 18), against
     each of them alone: the clip's wait, and what it costs the long job."""
     clip = b.interactive.path
-    log(f"8  {clip.name} alone, on an idle daemon (warm-up, then 3 runs)")
+    log(f"9  {clip.name} alone, on an idle daemon (warm-up, then 3 runs)")
     b.daemon.transcribe(clip)
     idle_s = statistics.median(b.daemon.transcribe(clip)[0] for _ in range(3))
-    log(f"8  the long file alone ({b.long_s / 60:.1f} min)")
+    log(f"9  the long file alone ({b.long_s / 60:.1f} min)")
     alone_s, _ = b.daemon.transcribe(b.long.path)
-    log(f"8  the long file, and {clip.name} once it is decoding")
+    log(f"9  the long file, and {clip.name} once it is decoding")
     started = time.perf_counter()
     long_id = b.daemon.submit(b.long.path)
     b.daemon.processing(long_id)
@@ -651,19 +651,19 @@ def bench_fair_share(b: Bench) -> None:
     }
     ran = long_then["status"] == "processing" and clip_job["status"] == "completed"
     b.row(
-        f"8a {clip.name} behind a long job vs alone",
+        f"9a {clip.name} behind a long job vs alone",
         f"{clip_s:.1f} s, alone {idle_s:.1f} s ({clip_s / idle_s:.1f}x)",
         "<= 3x alone + 2 s",
         ran and clip_s <= 3 * idle_s + 2,
     )
     b.row(
-        "8b long job's time, the clip beside it",
+        "9b long job's time, the clip beside it",
         f"{shared_s:.1f} s, alone {alone_s:.1f} s ({grew_s:+.1f} s)",
         f"+ <= the clip's {idle_s:.1f} s",
         long_job["status"] == "completed" and grew_s <= idle_s,
     )
     if not ran:
-        b.notes.append("row 8: the long job was not processing when the clip finished")
+        b.notes.append("row 9: the long job was not processing when the clip finished")
 
 
 def bench_restart(b: Bench, fox: Path) -> None:
@@ -791,6 +791,23 @@ def bench_scale_out(b: Bench) -> None:
         b.notes.append("scale-out ratio not judged: fewer than 2 cores per worker here")
 
 
+def bench_store_writes(b: Bench) -> None:
+    """Per-chunk write time at the start and end of a 3-hour job (scripts/bench_store.py):
+    a chunk's write must not grow with the transcript before it."""
+    from bench_store import run as store_run  # scripts/ is this script's directory
+
+    hours = 0.5 if b.args.quick else 3.0
+    results = store_run(hours)
+    b.raw["store_writes"] = results
+    for name, r in results.items():
+        b.row(
+            f"8  {name}: chunk write, first vs last 20 of {r['chunks']}",
+            f"{r['first_ms']} ms vs {r['last_ms']} ms ({r['ratio']}x)",
+            "last <= 1.5x first",
+            r["ratio"] <= 1.5,
+        )
+
+
 def run(b: Bench) -> None:
     fox = TEST_AUDIO / "fox.wav"
     phases: list[tuple[str, Callable[[], None]]] = [
@@ -801,6 +818,7 @@ def run(b: Bench) -> None:
         ("disconnect", lambda: bench_disconnect(b)),
         ("restart", lambda: bench_restart(b, fox)),
         ("memory", lambda: bench_soak(b)),
+        ("store writes", lambda: bench_store_writes(b)),
         ("fair share", lambda: bench_fair_share(b)),
     ]
     if b.args.only:
@@ -824,7 +842,7 @@ def parse_args() -> argparse.Namespace:
         type=lambda v: set(v.split(",")),
         metavar="PHASES",
         help="run only these phases, comma-separated: idle, long-file, short-clips, busy, "
-        "disconnect, restart, memory, fair-share",
+        "disconnect, restart, memory, store-writes, fair-share",
     )
     ap.add_argument(
         "--scale-out",

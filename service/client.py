@@ -36,34 +36,6 @@ WATCHED = ("status", "progress", "segments_done", "queue_position", "eta_s")
 ProgressCallback = Callable[[dict[str, Any]], Awaitable[None] | None]
 
 
-def standing(job: dict[str, Any]) -> str:
-    """Where a job stands, for people: its place in the queue and the daemon's
-    estimate of the time left (``queue_position`` and ``eta_s`` of the job
-    object), e.g. ``"2nd in queue, about 1 min 30 s left"``; empty when the job
-    has neither (finished, or nothing measured yet)."""
-    parts = []
-    position, eta = job.get("queue_position"), job.get("eta_s")
-    if position:  # 0 is processing: the progress says more
-        parts.append(f"{_ordinal(position)} in queue")
-    if eta is not None:
-        parts.append(f"about {_duration(eta)} left")
-    return ", ".join(parts)
-
-
-def _ordinal(n: int) -> str:
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
-
-
-def _duration(seconds: float) -> str:
-    s = round(seconds)
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60} s" if s % 60 else f"{s // 60} min"
-    return f"{s // 3600} h {s % 3600 // 60} min"
-
-
 class SonaClientError(Exception):
     """Base of every error this client raises."""
 

@@ -3,15 +3,22 @@ config file (SONA_CONFIG_FILE, TOML) > defaults."""
 
 from __future__ import annotations
 
+import hmac
 import os
+import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from sona.errors import ConfigError
 
@@ -33,6 +40,18 @@ def check_environment(environ: Mapping[str, str] | None = None) -> None:
             raise ConfigError(f"unknown environment variable {name} (not a Sona setting)")
 
 
+def unparsable(exc: SettingsError) -> ConfigError:
+    """A SONA_* value that pydantic-settings cannot parse (a list setting that
+    is not JSON) as a configuration error. The value is never repeated: it may
+    be a key."""
+    found = re.search(r'field "(\w+)"', str(exc))
+    name = found.group(1) if found else "?"
+    return ConfigError(
+        f"invalid setting {name}: SONA_{name.upper()} is not valid JSON "
+        f'(a list is written like SONA_{name.upper()}=\'["first", "second"]\')'
+    )
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text())
@@ -49,9 +68,40 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _without_password(url: str) -> str:
-    """``postgresql://user:secret@host/db`` → ``postgresql://user:***@host/db``."""
-    password = urlsplit(url).password if "://" in url else None
-    return url.replace(f":{password}@", ":***@", 1) if password else url
+    """``postgresql://user:secret@host/db`` → ``postgresql://user:***@host/db``;
+    a ``password=`` query parameter (libpq's other spelling) is masked too."""
+    try:
+        password = urlsplit(url).password if "://" in url else None
+    except ValueError:
+        password = None
+    masked = url.replace(f":{password}@", ":***@", 1) if password else url
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", masked, flags=re.IGNORECASE)
+
+
+class ApiKeys:
+    """The API keys in force, compared in constant time. They never show in a
+    repr or str, so no log line or traceback can carry them."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, keys: Iterable[str] = ()) -> None:
+        self._keys = tuple(keys)
+
+    def __bool__(self) -> bool:
+        return bool(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def matches(self, given: str) -> bool:
+        """Whether ``given`` is one of the keys; every key is compared."""
+        found = [hmac.compare_digest(given.encode(), k.encode()) for k in self._keys]
+        return any(found)
+
+    def __repr__(self) -> str:
+        return f"ApiKeys(<{len(self._keys)} masked>)"
+
+    __str__ = __repr__
 
 
 class TomlFileSource(PydanticBaseSettingsSource):
@@ -79,6 +129,9 @@ class Settings(BaseSettings):
     insecure: bool = False
     api_keys: list[SecretStr] = Field(default_factory=list)
     api_key_file: Path | None = None
+    # Browser origins (scheme://host[:port]) besides the daemon's own allowed to
+    # send state-changing requests; "*": any (docs/security.md, cross-origin).
+    allowed_origins: list[str] = Field(default_factory=list)
     pidfile: Path | None = None
 
     # Storage
@@ -187,11 +240,17 @@ class Settings(BaseSettings):
             return self.on_loopback
         return self.allow_private_urls
 
-    def all_api_keys(self) -> list[str]:
+    def all_api_keys(self) -> ApiKeys:
         keys = [k.get_secret_value() for k in self.api_keys]
         if self.api_key_file:
             keys += [ln.strip() for ln in self.api_key_file.read_text().splitlines() if ln.strip()]
-        return keys
+        return ApiKeys(keys)
+
+    def __repr_args__(self) -> Any:
+        # repr and str (and so any log line or traceback showing the settings)
+        # carry the store URL without its password; keys are SecretStr already.
+        for name, value in super().__repr_args__():
+            yield name, _without_password(value) if name == "store" and value else value
 
     @property
     def resolved_model_dir(self) -> Path:

@@ -23,9 +23,9 @@ IN_FLIGHT_MAX = 1000  # processing jobs read for an estimate: more than any flee
 
 @dataclass(frozen=True)
 class Standing:
-    """``position``: 1 is the next job to be claimed, 0 a job being processed;
-    ``eta_s``: seconds until it should be finished. ``None``: not known, or
-    not applicable (a finished job)."""
+    """``position``: a queued job's place, 1 the next to be claimed; ``eta_s``:
+    seconds until it should be finished. ``None``: not known, or not
+    applicable (a processing job has no place; a finished one neither)."""
 
     position: int | None = None
     eta_s: float | None = None
@@ -111,7 +111,7 @@ async def standings(store: JobStore, jobs: list[Job], rate: float | None) -> dic
         others = [s for j in flying if j.id != job.id and (s := left(j)) is not None]
         if job.status == Status.PROCESSING:
             eta = None if own is None or rate is None else eta_in_flight(own, others, rate)
-            out[job.id] = Standing(0, eta)
+            out[job.id] = Standing(None, eta)
             continue
         count, ahead_s = await store.queue_ahead(job)
         eta = None if own is None or rate is None else eta_queued(own, ahead_s, others, rate)

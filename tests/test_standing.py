@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from sona.app import create_app
-from sona.client import standing
 from sona.jobs import NewJob, Status, TranscribeOptions
+from sona.progress import describe
 from sona.standing import Standing, Throughput, eta_in_flight, eta_queued, rounded, standings
 from sona.store import open_store
 from tests.audio_factory import AUDIO, concat_wav
@@ -80,7 +80,7 @@ async def test_standings_read_the_queue_from_the_store(tmp_path: Path) -> None:
         await store.add_chunks(claim, first=0, count=1, segments=[], processed_seconds=100)
         jobs = [await store.get(i) for i in ("long", "q1", "q2", "q3")]
         where = await standings(store, jobs, rate=10.0)
-        assert where["long"] == Standing(0, 80.0)  # 800 s left alone, at 10 audio s/s
+        assert where["long"] == Standing(None, 80.0)  # 800 s left alone, at 10 audio s/s
         assert where["q1"] == Standing(1, 86.0)  # (800 + 60) / 10
         assert where["q2"] == Standing(2, None)  # its length is unknown
         assert where["q3"] == Standing(3, 88.0)  # 800 + 60 + 0 + 20
@@ -140,7 +140,10 @@ async def test_eta_from_measured_throughput_and_a_realtime_factor_without_the_wa
     assert got_b["status"] == "queued" and got_b["queue_position"] == 2, got_b
     assert got_a["status"] == "queued" and got_a["queue_position"] == 1, got_a
     assert got_a["eta_s"] > 0 and got_b["eta_s"] > 0 and running["eta_s"] > 0
-    assert running["queue_position"] == 0
+    assert running["queue_position"] is None  # a worker has it
+    # What `sona submit --wait` draws beside its bar (sona.progress).
+    words = describe(got_a["status"], 0.0, got_a["duration"], got_a)
+    assert "queue position 1" in words and "ETA " in words, words
     await client.delete(f"/v1/jobs/{long['id']}")
     done = [await wait_done(client, j["id"]) for j in (a, b)]
     rtfs = []
@@ -156,19 +159,3 @@ async def test_eta_from_measured_throughput_and_a_realtime_factor_without_the_wa
 
 def stamp(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
-
-
-def test_the_clients_line_for_a_job_says_its_place_and_time_left() -> None:
-    """What ``sona submit --wait`` prints beside the progress (client.standing)."""
-    assert standing({"queue_position": 2, "eta_s": 90.0}) == "2nd in queue, about 1 min 30 s left"
-    assert standing({"queue_position": 11, "eta_s": None}) == "11th in queue"
-    assert standing({"queue_position": 0, "eta_s": 7.0}) == "about 7 s left"
-    assert standing({"queue_position": 0, "eta_s": 3720.0}) == "about 1 h 2 min left"
-    assert standing({"status": "completed", "queue_position": None, "eta_s": None}) == ""
-
-
-def test_sona_submit_wait_shows_the_place_and_time_left(capsys: Any) -> None:
-    from sona.cli import _progress_line
-
-    _progress_line({"status": "queued", "progress": 0.0, "queue_position": 3, "eta_s": 42.0})
-    assert "queued       0.0%  3rd in queue, about 42 s left" in capsys.readouterr().err

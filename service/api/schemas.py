@@ -3,6 +3,7 @@ and feed /openapi.json."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
@@ -20,12 +21,14 @@ from sona.worker import WorkerState
 M = TypeVar("M", bound=BaseModel)
 # Names of multipart fields: what form encoders send (timestamp_granularities[]).
 FIELD_NAME_PATTERN = r"^[A-Za-z0-9_.\[\]-]{1,64}$"
+ISO_MAX_TS = 253_402_300_799  # 9999-12-31T23:59:59Z, the last time datetime can show
 
 
 def iso(ts: float | None) -> str | None:
-    return (
-        None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
-    )
+    if ts is None or not math.isfinite(ts) or abs(ts) > ISO_MAX_TS:
+        # Unrepresentable (a delivery row from before Retry-After was capped): no time.
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 class JobForm(TranscribeOptions):
@@ -209,7 +212,7 @@ class JobOut(BaseModel):
     queue_position: int | None = Field(
         default=None,
         description="While queued: 1 is the next job a worker takes, 2 the one after; "
-        "0 while processing; null when finished (or in a job list)",
+        "null once a worker has it (or in a job list)",
     )
     eta_s: float | None = Field(
         default=None,

@@ -264,7 +264,7 @@
   }
 
   /** Where a job stands: its place in the queue and the daemon's estimate of the
-   * time left (queue_position, eta_s; the same words as `sona submit --wait`). */
+   * time left (queue_position, eta_s). */
   function standing(job) {
     const parts = [];
     const n = job.queue_position;
