@@ -7,8 +7,9 @@ OOM killer, our own ``kill()`` — every pending request fails with
 ``EngineCrashed``, a ``Crashed`` event tells the worker, and a fresh child is
 started with the same models loaded, so the daemon keeps serving. A child
 that keeps dying young is restarted with growing pauses; what is sent
-meanwhile waits for it. A model load past ``load_timeout_s`` is a hung child:
-it is killed like a crashed one.
+meanwhile waits for it. A model load past ``load_timeout_s`` (counted from the
+request, a fresh child's start included) is a hung child: it is killed, and
+restarts like a crashed one.
 
 The host pings the child's command thread every ``ping_interval_s``; a ping
 left unanswered past ``ping_timeout_s`` (a SIGSTOP, a wedged process) shows in
