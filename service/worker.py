@@ -156,8 +156,11 @@ class StepGate:
         async with self._cond:
             if alone:
                 self._waiting_alone += 1
-                await self._cond.wait_for(lambda: self._running == 0)
-                self._waiting_alone -= 1
+                try:
+                    await self._cond.wait_for(lambda: self._running == 0)
+                finally:  # a cancelled wait must not hold the others back
+                    self._waiting_alone -= 1
+                    self._cond.notify_all()
             else:
                 await self._cond.wait_for(lambda: not self._alone and not self._waiting_alone)
             self._running += 1
