@@ -195,9 +195,15 @@ class EngineError(SonaError):
 
 
 class EngineCrashed(SonaError):
-    """The engine child process died; whatever it had in flight is lost."""
+    """The engine child process died; whatever it had in flight is lost.
+    ``deliberate``: Sona killed it (for another job's hung step), so the
+    waiting request is not to blame."""
 
     code = "engine_crashed"
+
+    def __init__(self, message: str, *, deliberate: bool = False) -> None:
+        super().__init__(message)
+        self.deliberate = deliberate
 
 
 class ConfigError(SonaError):

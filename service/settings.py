@@ -169,6 +169,9 @@ class Settings(BaseSettings):
     # jobs run on `sona worker` nodes sharing the store (docs/scaling.md).
     worker: bool = True
     step_timeout_s: float = Field(default=300, gt=0)  # a batch past this: the engine hung
+    model_load_timeout_s: float = Field(default=300, gt=0)  # a model load past this: hung
+    # An engine ping unanswered this long: /ready says the engine is not answering.
+    engine_ping_timeout_s: float = Field(default=10, gt=0)
     max_loaded_models: int = Field(default=2, ge=1)
     model_idle_ttl_s: float = 0  # 0: never unload idle models
 
