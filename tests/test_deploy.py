@@ -135,6 +135,11 @@ def test_kubernetes_manifests() -> None:
     assert k["Service"]["spec"]["selector"] == k["Deployment"]["spec"]["selector"]["matchLabels"]
 
 
+def test_kubernetes_pod_gets_no_service_links() -> None:
+    pod = _k8s()["Deployment"]["spec"]["template"]["spec"]
+    assert pod["enableServiceLinks"] is False
+
+
 def test_compose_profiles() -> None:
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     services = compose["services"]
