@@ -167,15 +167,15 @@ def test_documented_default_agrees(name: str) -> None:
         return  # unset or derived: the cell says from what, in words
     literal = _documented_default(cell)
     assert _agrees(field, default, literal), (
-        f"docs/configuration.md gives {name}'s default as {literal!r}; "
-        f"Settings says {default!r}"
+        f"docs/configuration.md gives {name}'s default as {literal!r}; Settings says {default!r}"
     )
 
 
 def test_the_walk_catches_drift() -> None:
     """The parser itself: a missing row and a wrong default are both seen."""
     table = "| setting | flag | env | default | meaning |\n| --- | --- | --- | --- | --- |\n"
-    rows = documented_settings(table + "| `port` | `--port` | `SONA_PORT` | `80` | a\\|b in `x|y` |\n")
+    row = "| `port` | `--port` | `SONA_PORT` | `80` | a\\|b in `x|y` |\n"
+    rows = documented_settings(table + row)
     assert set(rows) == {"port"} and rows["port"]["meaning"] == "a\\|b in `x|y`"
     field = Settings.model_fields["port"]
     assert not _agrees(field, field.default, _documented_default(rows["port"]["default"]))
