@@ -104,7 +104,7 @@ class TranscribeOptions(BaseModel):
     hotwords: str | None = None
     task: Literal["transcribe", "translate"] = "transcribe"
     word_timestamps: bool = False
-    vad_filter: bool | None = None  # None: on (F9); off cuts plain 30 s windows
+    vad_filter: bool | None = None  # None: on (F9); off cuts plain chunk_s slices
     diarize: Literal["none", "channels"] = "none"
     temperature: float | None = Field(default=None, ge=0.0, le=1.0)
     beam_size: int | None = Field(default=None, ge=1, le=10)
