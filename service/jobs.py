@@ -8,14 +8,21 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from sona.errors import InvalidJobId
 
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 METADATA_MAX_BYTES = 4096
-LANGUAGE_PATTERN = r"^[a-z]{2,3}$"  # an ISO-639-1 code such as "en"
 # The codes Whisper knows, as faster-whisper lists them
 # (faster_whisper.tokenizer._LANGUAGE_CODES; a test keeps the two equal). Copied
 # because the daemon does not import the engine's libraries.
@@ -40,15 +47,15 @@ def _known_language(code: str | None, info: ValidationInfo) -> str | None:
             "unknown_language",
             "unknown language code '{code}': not in faster-whisper's (Whisper's) language "
             "list ({known}); leave language unset to have it detected",
-            {"code": code, "known": ", ".join(sorted(LANGUAGES))},
+            {"code": code[:32], "known": ", ".join(sorted(LANGUAGES))},
         )
     return code
 
 
 # A language a request names: a Whisper language code, or None (detect it).
-Language = Annotated[
-    str | None, Field(default=None, pattern=LANGUAGE_PATTERN), AfterValidator(_known_language)
-]
+# The schema lists the codes, so /openapi.json says which are valid.
+_LanguageCode = Annotated[str, WithJsonSchema({"type": "string", "enum": sorted(LANGUAGES)})]
+Language = Annotated[_LanguageCode | None, AfterValidator(_known_language)]
 
 
 class Status(StrEnum):
