@@ -41,6 +41,8 @@ SonaError                      base; ``code`` is the stable machine-readable nam
 
 from __future__ import annotations
 
+from os import PathLike
+
 
 class SonaError(Exception):
     """Base of every deliberate error. ``param`` names the offending input, if any."""
@@ -99,7 +101,9 @@ class NotFound(SonaError):
 class ModelNotFound(NotFound):
     code = "model_not_found"
 
-    def __init__(self, message: str, *, param: str | None = None, shown: object = None) -> None:
+    def __init__(
+        self, message: str, *, param: str | None = None, shown: PathLike[str] | None = None
+    ) -> None:
         """``shown``: the directory searched (the configured model directory),
         which the client may see: it is where the operator puts models."""
         super().__init__(message, param=param)
