@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
@@ -29,6 +30,24 @@ LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 # name, and test hooks (any SONA_TEST_*).
 NON_SETTINGS_ENV = {"SONA_URL", "SONA_API_KEY", "SONA_CONFIG_FILE"}
 
+# Kubernetes service links (a pod's enableServiceLinks, on by default) give
+# every pod variables for each Service in its namespace; a Service named `sona`
+# yields these, which are not Sona's to read. SONA_PORT is also the port
+# setting: the service link's is a URL (tcp://10.0.0.7:8765), the setting's a number.
+_SERVICE_LINK = re.compile(
+    r"SONA_SERVICE_(?:HOST|PORT(?:_[A-Z0-9_]+)?)"
+    r"|SONA_PORT_\d+_(?:TCP|UDP|SCTP)(?:_(?:ADDR|PORT|PROTO))?"
+)
+_SERVICE_LINK_URL = re.compile(r"(?:tcp|udp|sctp)://.*")
+
+
+def is_service_link(name: str, value: str) -> bool:
+    """Is ``name=value`` a variable Kubernetes injected for a Service named sona?"""
+    name = name.upper()
+    if name == "SONA_PORT":
+        return _SERVICE_LINK_URL.fullmatch(value.strip()) is not None
+    return _SERVICE_LINK.fullmatch(name) is not None
+
 
 def check_environment(environ: Mapping[str, str] | None = None) -> None:
     """A misspelt SONA_* variable is an error, not silently ignored."""
@@ -36,7 +55,12 @@ def check_environment(environ: Mapping[str, str] | None = None) -> None:
     known = {f"SONA_{name.upper()}" for name in Settings.model_fields} | NON_SETTINGS_ENV
     for name in sorted(env):
         upper = name.upper()
-        if upper.startswith("SONA_") and upper not in known and not upper.startswith("SONA_TEST_"):
+        if (
+            upper.startswith("SONA_")
+            and upper not in known
+            and not upper.startswith("SONA_TEST_")
+            and not is_service_link(upper, env[name])
+        ):
             raise ConfigError(f"unknown environment variable {name} (not a Sona setting)")
 
 
@@ -50,6 +74,15 @@ def unparsable(exc: SettingsError) -> ConfigError:
         f"invalid setting {name}: SONA_{name.upper()} is not valid JSON "
         f'(a list is written like SONA_{name.upper()}=\'["first", "second"]\')'
     )
+
+
+class EnvSource(EnvSettingsSource):
+    """The SONA_* environment, less what Kubernetes service links put there
+    (a ``SONA_PORT=tcp://…`` must not be read as the port)."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        env = super()._load_env_vars()
+        return {k: v for k, v in env.items() if not is_service_link(k, v or "")}
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -169,6 +202,9 @@ class Settings(BaseSettings):
     # jobs run on `sona worker` nodes sharing the store (docs/scaling.md).
     worker: bool = True
     step_timeout_s: float = Field(default=300, gt=0)  # a batch past this: the engine hung
+    model_load_timeout_s: float = Field(default=300, gt=0)  # a model load past this: hung
+    # An engine ping unanswered this long: /ready says the engine is not answering.
+    engine_ping_timeout_s: float = Field(default=10, gt=0)
     max_loaded_models: int = Field(default=2, ge=1)
     model_idle_ttl_s: float = 0  # 0: never unload idle models
 
@@ -220,7 +256,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlFileSource(settings_cls))
+        return (init_settings, EnvSource(settings_cls), TomlFileSource(settings_cls))
 
     @property
     def store_url(self) -> str:

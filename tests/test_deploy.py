@@ -18,6 +18,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from sona.app import create_app
+from sona.settings import Settings
 from tests.helpers import submit, wait_done
 
 REPO = Path(__file__).parent.parent
@@ -59,6 +60,17 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     for hardening in ("NoNewPrivileges=yes", "ProtectSystem=strict", "DynamicUser=yes"):
         assert hardening in unit
+
+
+def test_systemd_unit_reads_the_config_file_it_installs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The unit names a config file, its install lines put the shipped one there,
+    and that file is valid Sona settings (unknown keys would be refused)."""
+    unit = (DEPLOY / "systemd" / "sona.service").read_text()
+    (path,) = re.findall(r"^Environment=SONA_CONFIG_FILE=(\S+)$", unit, re.MULTILINE)
+    assert f"deploy/systemd/sona.toml {path}" in unit  # the install line
+    monkeypatch.setenv("SONA_CONFIG_FILE", str(DEPLOY / "systemd" / "sona.toml"))
+    settings = Settings()
+    assert settings.model == "tiny.en" and settings.log_format == "json"
 
 
 def test_alert_rules_pass_promtool() -> None:
@@ -135,6 +147,11 @@ def test_kubernetes_manifests() -> None:
     claim = {v["name"]: v for v in pod["volumes"]}["data"]["persistentVolumeClaim"]["claimName"]
     assert claim == k["PersistentVolumeClaim"]["metadata"]["name"]
     assert k["Service"]["spec"]["selector"] == k["Deployment"]["spec"]["selector"]["matchLabels"]
+
+
+def test_kubernetes_pod_gets_no_service_links() -> None:
+    pod = _k8s()["Deployment"]["spec"]["template"]["spec"]
+    assert pod["enableServiceLinks"] is False
 
 
 def test_compose_profiles() -> None:

@@ -48,8 +48,11 @@ def _client_of(transport: asyncio.BaseTransport) -> str:
 
 
 def _refusal() -> bytes:
-    body = json.dumps(
-        error_body("too many connections from this client; try again shortly", 429, "busy")
+    body = (
+        json.dumps(
+            error_body("too many connections from this client; try again shortly", 429, "busy")
+        )
+        + "\n"  # as every JSON body (api/middleware.end_json_with_newline)
     ).encode()
     head = (
         "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"

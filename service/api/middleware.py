@@ -9,7 +9,7 @@ import uuid
 from urllib.parse import urlsplit
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from sona.api.errors import Handler
 from sona.errors import Forbidden, Unauthorized
@@ -86,6 +86,23 @@ async def add_request_id(request: web.Request, response: web.StreamResponse) -> 
     rid = request.get(REQUEST_ID)
     if rid:
         response.headers["X-Request-ID"] = rid
+
+
+async def end_json_with_newline(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every JSON body ends with a newline, so curl's output
+    does not run into the shell prompt. The one place for all of them: our
+    ``json_response`` calls, error bodies, the transcript's JSON formats."""
+    if not isinstance(response, web.Response) or response.content_type != "application/json":
+        return
+    body = response.body
+    if not isinstance(body, (bytes, bytearray)) or not body or body.endswith(b"\n"):
+        return
+    if response.compression:  # never on here; a compressed body is not ours to extend
+        return
+    response.body = bytes(body) + b"\n"
+    # aiohttp may have counted the body already; the newline is part of it.
+    if hdrs.CONTENT_LENGTH in response.headers:
+        response.headers[hdrs.CONTENT_LENGTH] = str(len(response.body))
 
 
 def _host_name(host: str) -> str:

@@ -112,6 +112,9 @@ class HealthOut(BaseModel):
 class EngineOut(BaseModel):
     pid: int | None  # None until the engine process first starts (on first use)
     restarts: int
+    # Seconds a ping has gone unanswered, once past engine_ping_timeout_s (a
+    # stopped or wedged engine process); null while it answers.
+    silent_s: float | None = None
 
 
 class BatchStatsOut(BaseModel):
@@ -126,6 +129,7 @@ class ReadyOut(BaseModel):
     status: Literal["ready", "not_ready"]
     role: Literal["api", "api+worker"]
     worker_running: bool
+    reason: str | None = None  # why not ready
     models: list[str] = []
     worker: WorkerState | None = None
     engine: EngineOut | None = None

@@ -10,7 +10,9 @@ instead of waiting for the long job's chunks to drain, and a job alone still
 fills every row. Same priority only: on a CPU a batch costs about what its
 chunks cost one by one, so an interactive request padded with a long job's
 chunks would wait for all of them. A job's chunks always leave in their own
-order, so its segments are stored in order."""
+order, so its segments are stored in order. A suspect's chunk (its job crashed
+the engine before) leaves alone, one to a batch, and never beside another
+job's: should the engine die again, the blame is the suspect's only."""
 
 from __future__ import annotations
 
@@ -73,10 +75,14 @@ class Pending:
     key: Hashable
     priority: int
     age: float  # the job's creation time: older goes first among equals
+    suspect: bool = False  # its job crashed the engine before: batched with nobody
 
 
 def compatible(head: Pending, other: Pending) -> bool:
-    """May ``other`` share the batch that starts from ``head``."""
+    """May ``other`` share the batch that starts from ``head``. A suspect's
+    chunk goes alone, beside nobody's (not even its own job's next chunk)."""
+    if head.suspect or other.suspect:
+        return other is head
     return other.key == head.key and other.priority == head.priority
 
 

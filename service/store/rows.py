@@ -8,7 +8,7 @@ from dataclasses import asdict
 from typing import Any
 
 from sona.formats import full_text
-from sona.jobs import Job, NewJob, Segment, Status, TranscribeOptions, Word
+from sona.jobs import STORED, Job, NewJob, Segment, Status, TranscribeOptions, Word
 from sona.store import Delivery, DeliveryAttempt, DeliveryState
 
 Row = Any
@@ -29,7 +29,7 @@ def job_from_row(row: Row) -> Job:
     return Job(
         id=row["id"],
         status=Status(row["status"]),
-        options=TranscribeOptions.model_validate_json(row["options"]),
+        options=TranscribeOptions.model_validate_json(row["options"], context=STORED),
         model=row["model"],
         priority=row["priority"],
         file_path=row["file_path"],
