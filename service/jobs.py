@@ -6,15 +6,25 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sona.errors import InvalidJobId
 
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 METADATA_MAX_BYTES = 4096
 LANGUAGE_PATTERN = r"^[a-z]{2,3}$"  # an ISO-639-1 code such as "en"
+
+# Options with bounds that more than one request model declares (TranscribeOptions,
+# the OpenAI form), so /openapi.json shows the same limits for both. The caption
+# defaults live in captions.py, the VAD ones in engine/whisper.py.
+VadThreshold = Annotated[float | None, Field(gt=0.0, lt=1.0)]
+MinSilenceMs = Annotated[int | None, Field(ge=0, le=10_000)]
+SpeechPadMs = Annotated[int | None, Field(ge=0, le=2_000)]
+MaxLineWidth = Annotated[int | None, Field(ge=10, le=200)]
+MaxLineCount = Annotated[int | None, Field(ge=1, le=10)]
+MaxCueDuration = Annotated[float | None, Field(ge=1.0, le=60.0)]
 
 
 class Status(StrEnum):
@@ -77,11 +87,37 @@ class TranscribeOptions(BaseModel):
     # Sequential decoding, each 30 s window conditioned on the text before it
     # (faster-whisper's default mode): never batched, so slower.
     condition_on_previous_text: bool = False
+    # Silero VAD, as faster-whisper's VadOptions names them; None: Sona's default
+    # (engine/whisper.py). Stored with the job, so a resume cuts the same chunks.
+    vad_threshold: VadThreshold = None
+    min_silence_duration_ms: MinSilenceMs = None
+    speech_pad_ms: SpeechPadMs = None
+    # SRT/VTT cue layout (captions.py); None: the common subtitle defaults.
+    # Stored with the job: its downloads use them unless the request overrides.
+    max_line_width: MaxLineWidth = None
+    max_line_count: MaxLineCount = None
+    max_cue_duration: MaxCueDuration = None
 
     @field_validator("language", mode="before")
     @classmethod
     def _language(cls, v: object) -> object:
         return None if v == "" else v  # an empty form field means "detect"
+
+    @model_validator(mode="after")
+    def _vad_needs_filter(self) -> TranscribeOptions:
+        # Tuning a detector that is switched off would be silently ignored.
+        if self.vad_filter is False and self.vad_tuned:
+            raise ValueError(
+                "vad_threshold, min_silence_duration_ms and speech_pad_ms need vad_filter on"
+            )
+        return self
+
+    @property
+    def vad_tuned(self) -> bool:
+        return any(
+            v is not None
+            for v in (self.vad_threshold, self.min_silence_duration_ms, self.speech_pad_ms)
+        )
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ and feed /openapi.json."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
@@ -11,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sona.api.errors import public_message
 from sona.api.json_input import MAX_JSON_DEPTH, depth_exceeds, loads
+from sona.captions import OPTION_NAMES as CAPTION_OPTIONS
+from sona.captions import CaptionStyle, style_of
 from sona.errors import InvalidRequest, SonaError
 from sona.jobs import JOB_ID_RE, Job, Status, TranscribeOptions
 from sona.store import Delivery, DeliveryState
@@ -60,9 +63,14 @@ class JobForm(TranscribeOptions):
         return v
 
     def options(self) -> TranscribeOptions:
-        return TranscribeOptions.model_validate(
+        options = TranscribeOptions.model_validate(
             self.model_dump(include=set(TranscribeOptions.model_fields))
         )
+        # Asking for a caption layout asks for captions, and cues are cut well
+        # only at word times (docs/api.md).
+        if any(getattr(options, n) is not None for n in CAPTION_OPTIONS):
+            options = options.model_copy(update={"word_timestamps": True})
+        return options
 
 
 class JobUrl(JobForm):
@@ -314,6 +322,15 @@ def webhooks_out(deliveries: list[Delivery]) -> list[WebhookOut]:
             )
         )
     return out
+
+
+def caption_style(options: TranscribeOptions, query: Mapping[str, str]) -> CaptionStyle:
+    """The cue layout of a download: the job's own, with what ``query`` overrides
+    (validated as the job's options are, so a bad value is a 400 naming it)."""
+    asked = {n: query[n] for n in CAPTION_OPTIONS if n in query}
+    if asked:
+        options = parse(TranscribeOptions, {**options.model_dump(), **asked})
+    return style_of(options)
 
 
 def parse(model: type[M], data: dict[str, Any]) -> M:

@@ -223,7 +223,7 @@ class EngineProcess:
             if spec.options.condition_on_previous_text:
                 self._open_sequential(job)
                 return
-            detect = speech_detector(self.config.chunk_s) if spec.vad else None
+            detect = speech_detector(self.config.chunk_s, spec.options) if spec.vad else None
             chunkers = [Chunker(detect, max_s=self.config.chunk_s) for _ in range(spec.channels)]
             blocks = decode_blocks(
                 spec.path, max_seconds=spec.max_seconds, channels=spec.channels, report=job.decoded

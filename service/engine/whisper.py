@@ -53,10 +53,26 @@ def download(name: str, cache_dir: Path) -> Path:
         raise ModelNotFound(f"model {name!r} could not be downloaded: {exc}") from exc
 
 
-def speech_detector(chunk_s: float) -> Callable[[np.ndarray], Spans]:
+def vad_options(options: TranscribeOptions, **base: Any) -> VadOptions:
+    """Silero's settings for a job: what it asked for over ``base`` (over
+    faster-whisper's defaults)."""
+    asked = {
+        "threshold": options.vad_threshold,
+        "min_silence_duration_ms": options.min_silence_duration_ms,
+        "speech_pad_ms": options.speech_pad_ms,
+    }
+    return VadOptions(**{**base, **{k: v for k, v in asked.items() if v is not None}})
+
+
+def speech_detector(
+    chunk_s: float, options: TranscribeOptions | None = None
+) -> Callable[[np.ndarray], Spans]:
     """Speech spans of a 16 kHz mono signal, in samples, none longer than
-    ``chunk_s`` (VAD settings as BatchedInferencePipeline's)."""
-    vad = VadOptions(max_speech_duration_s=chunk_s, min_silence_duration_ms=160)
+    ``chunk_s``: the job's VAD ``options`` over BatchedInferencePipeline's
+    settings (a 160 ms silence ends a span)."""
+    vad = vad_options(
+        options or TranscribeOptions(), max_speech_duration_s=chunk_s, min_silence_duration_ms=160
+    )
 
     def detect(samples: np.ndarray) -> Spans:
         return [(s["start"], s["end"]) for s in get_speech_timestamps(samples, vad)]
@@ -210,6 +226,7 @@ class WhisperBackend:
             hotwords=options.hotwords,
             word_timestamps=options.word_timestamps,
             vad_filter=vad,
+            vad_parameters=vad_options(options) if options.vad_tuned else None,
             beam_size=options.beam_size or 5,
             temperature=_FALLBACK if options.temperature is None else options.temperature,
             condition_on_previous_text=True,
