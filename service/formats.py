@@ -70,6 +70,8 @@ def _verbose_json(job: Job, segments: list[Segment]) -> str:
         "text": full_text(segments),
         "segments": [_openai_segment(s) for s in segments],
     }
+    if job.language_probability is not None:  # Sona's: absent when the request named it
+        body["language_probability"] = job.language_probability
     # OpenAI sends "words" only when word timestamps were asked for; an empty
     # list would tell a client they were asked for and none were found.
     if any(s.words for s in segments):

@@ -174,6 +174,8 @@ class Job:
     segments_done: int = 0
     text: str = ""
     language: str | None = None
+    # How sure the model was of a detected language; None when it was asked for.
+    language_probability: float | None = None
     error_code: str | None = None
     error_message: str | None = None
     started_at: float | None = None

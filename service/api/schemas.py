@@ -198,6 +198,8 @@ class JobOut(BaseModel):
     segments_done: int
     text: str
     language: str | None
+    # The detector's probability for `language`; null when the request named it.
+    language_probability: float | None = None
     model: str | None
     error: JobError | None
     attempts: int  # every run, whatever ended it
@@ -241,6 +243,7 @@ def job_model(job: Job) -> JobOut:
         segments_done=job.segments_done,
         text=job.text,
         language=job.language,
+        language_probability=job.language_probability,
         model=job.model,
         error=JobError(**error) if error else None,
         attempts=job.attempts,

@@ -13,6 +13,8 @@ worker talks to it through ``EngineHost`` and the small messages below:
   whose options share a batch (``engine/batcher.py`` picks them); returns the
   segments of each chunk, timed on the recording.
 * ``close(job_id)``: forget a job (done or cancelled): its decoding stops.
+* ``detect_language(model, path)``: the language of a file's first speech,
+  without transcribing it.
 
 Only ``engine/whisper.py`` knows faster-whisper."""
 
@@ -110,6 +112,17 @@ class ChunksReady:
     chunks: list[ChunkInfo]
     language: str
     token: str = ""
+    language_probability: float | None = None  # None: the job named its language
+
+
+@dataclass(frozen=True)
+class Detection:
+    """The language of some speech: the likeliest, how sure the model is, and
+    the likeliest few with theirs (an English-only model knows only ``en``)."""
+
+    language: str
+    probability: float
+    languages: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -123,6 +136,9 @@ class Prepared:
     total: int
     token: str = ""
     warnings: tuple[str, ...] = ()
+    # As in ChunksReady: a resume whose chunks were all stored announces none.
+    language: str | None = None
+    language_probability: float | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +187,11 @@ class EngineHost(Protocol):
         ...
 
     def open(self, spec: JobSpec) -> None: ...
+
+    async def detect_language(self, model_id: str, path: Path, max_seconds: float) -> Detection:
+        """The language of the first speech in the file at ``path``, found as a
+        job's is (``InvalidAudio`` when it holds none)."""
+        ...
 
     def close(self, job_id: str) -> None: ...
 

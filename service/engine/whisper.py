@@ -27,7 +27,7 @@ from faster_whisper.transcribe import (
 from faster_whisper.utils import download_model
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-from sona.engine import resolve_device
+from sona.engine import Detection, resolve_device
 from sona.engine.batcher import PACK_GAP_S
 from sona.engine.chunker import SAMPLE_RATE, RawChunk, Spans
 from sona.errors import ModelLoadFailed, ModelNotFound
@@ -154,16 +154,25 @@ class WhisperBackend:
         self._models.pop(model_id, None)
         gc.collect()
 
-    def language(self, model_id: str, options: TranscribeOptions, sample: np.ndarray) -> str:
-        """The language a job is decoded in: asked for, else detected on its first
-        chunk; English-only models know one."""
+    def language(
+        self, model_id: str, options: TranscribeOptions, sample: np.ndarray
+    ) -> tuple[str, float | None]:
+        """The language a job is decoded in and, when it was detected, its
+        probability: asked for, else detected on its first chunk; English-only
+        models know one."""
+        if options.language and self._model(model_id).model.is_multilingual:
+            return options.language, None
+        found = self.detect(model_id, sample)
+        return found.language, found.probability
+
+    def detect(self, model_id: str, sample: np.ndarray, top: int = 5) -> Detection:
+        """The language of ``sample`` (its first 30 s), and the ``top`` likeliest."""
         model = self._model(model_id)
         if not model.model.is_multilingual:
-            return "en"
-        if options.language:
-            return options.language
-        language, _, _ = model.detect_language(audio=sample)
-        return str(language)
+            return Detection("en", 1.0, (("en", 1.0),))
+        language, probability, ranked = model.detect_language(audio=sample)
+        likeliest = tuple((str(lang), round(float(p), 4)) for lang, p in ranked[:top])
+        return Detection(str(language), round(float(probability), 4), likeliest)
 
     def decode(
         self,
@@ -214,9 +223,10 @@ class WhisperBackend:
 
     def sequential(
         self, model_id: str, options: TranscribeOptions, audio: np.ndarray, vad: bool
-    ) -> tuple[str, Iterator[Segment]]:
+    ) -> tuple[str, float | None, Iterator[Segment]]:
         """faster-whisper's own sequential decode, each window conditioned on the
-        text before it: (language, segments as the generator yields them)."""
+        text before it: (language, its probability when detected, segments as
+        the generator yields them)."""
         model = self._model(model_id)
         segments, info = model.transcribe(
             audio,
@@ -231,7 +241,9 @@ class WhisperBackend:
             temperature=_FALLBACK if options.temperature is None else options.temperature,
             condition_on_previous_text=True,
         )
-        return info.language, (_sequential_segment(seg, options) for seg in segments)
+        detected = not (options.language and model.model.is_multilingual)
+        probability = round(float(info.language_probability), 4) if detected else None
+        return info.language, probability, (_sequential_segment(seg, options) for seg in segments)
 
     def _model(self, model_id: str) -> _StoppableModel:
         try:

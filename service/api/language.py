@@ -1,0 +1,78 @@
+"""Language detection without transcription: ``POST /v1/audio/language``.
+
+The upload's first chunk of speech is cut as a job's would be and the model
+says which language it is, so the answer is the one a job of the same file
+would record. Nothing is queued: the model is asked directly, beside the jobs
+it is decoding. The upload is deleted as soon as the answer is known."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict
+
+from sona.api.forms import read_form
+from sona.api.schemas import FIELD_NAME_PATTERN, json_model, parse
+from sona.errors import NoEngine
+from sona.keys import ENGINE, INTAKE, MODELS, SETTINGS, UPLOADS
+
+routes = web.RouteTableDef()
+
+
+class LanguageForm(BaseModel):
+    """Form fields of POST /v1/audio/language besides `file`."""
+
+    # Unknown fields are ignored, as on the OpenAI endpoints beside it.
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "additionalProperties": {"type": "string"},
+            "propertyNames": {"pattern": FIELD_NAME_PATTERN},
+        },
+    )
+
+    model: str | None = None
+
+
+class LanguageScore(BaseModel):
+    language: str
+    probability: float
+
+
+class LanguageOut(BaseModel):
+    """The detected language (an ISO-639-1 code) with the model's probability,
+    and the likeliest few. An English-only model answers `en` with 1.0."""
+
+    language: str
+    language_probability: float
+    languages: list[LanguageScore]
+    model: str
+
+
+@routes.post("/v1/audio/language")
+async def detect_language(request: web.Request) -> web.Response:
+    app = request.app
+    form = await read_form(request, app[UPLOADS], app[SETTINGS])
+    with form.required_upload() as upload:
+        req = parse(LanguageForm, form.first())
+        model_id = app[INTAKE].resolve_model(req.model)
+        engine = app[ENGINE]
+        if engine is None:
+            raise NoEngine("this is an API node (--no-worker): it runs no model", param="model")
+    try:
+        entry = await app[MODELS].acquire(model_id)
+        try:
+            found = await engine.detect_language(
+                entry.id, upload.path, app[SETTINGS].max_audio_seconds
+            )
+        finally:
+            app[MODELS].release(entry)
+    finally:
+        form.discard()
+    return json_model(
+        LanguageOut(
+            language=found.language,
+            language_probability=found.probability,
+            languages=[LanguageScore(language=lang, probability=p) for lang, p in found.languages],
+            model=entry.id,
+        )
+    )
