@@ -211,6 +211,8 @@ class JobOut(BaseModel):
     finished_at: str | None
     metadata: dict[str, Any] | None
     cancel_requested: bool
+    # What the job was asked for (VAD and caption options included), as stored.
+    options: TranscribeOptions | None = None
     # Things a user should know about a finished job: "audio_truncated" (the file
     # is damaged or shorter than its header says; what could be decoded is here).
     warnings: list[str] = []
@@ -255,6 +257,7 @@ def job_model(job: Job) -> JobOut:
         finished_at=iso(job.finished_at),
         metadata=job.metadata,
         cancel_requested=job.cancel_requested,
+        options=job.options,
         warnings=job.warnings,
         cached=job.cached,
     )
