@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sona.jobs import Segment, TranscribeOptions
 
@@ -108,15 +108,32 @@ def _split_long(tokens: list[_Token], width: int) -> list[_Token]:
 
 
 def _segment_cues(tokens: list[_Token], label: str, style: CaptionStyle) -> list[Cue]:
-    out: list[Cue] = []
+    """As few cues as the limits allow, evened out: filling each cue in turn can
+    leave a stub ("this software") alone at the end, so the words are laid out
+    again at the narrowest line width that needs no more cues."""
+    groups = _group(tokens, label, style)
+    low, high = 1, style.max_line_width
+    while low < high:
+        mid = (low + high) // 2
+        if len(_group(tokens, label, replace(style, max_line_width=mid))) <= len(groups):
+            high = mid
+        else:
+            low = mid + 1
+    groups = _group(tokens, label, replace(style, max_line_width=high))
+    return [_cue(g, label, style) for g in groups]
+
+
+def _group(tokens: list[_Token], label: str, style: CaptionStyle) -> list[list[_Token]]:
+    """Cue by cue, each filled until the next word would break a limit."""
+    out: list[list[_Token]] = []
     held: list[_Token] = []
     for tok in tokens:
         while held and _breaks(held, tok, label, style):
             emit, held = _cut(held, tok, label, style)
-            out.append(_cue(emit, label, style))
+            out.append(emit)
         held.append(tok)
     if held:
-        out.append(_cue(held, label, style))
+        out.append(held)
     return out
 
 
