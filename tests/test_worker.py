@@ -8,6 +8,7 @@ import asyncio
 import os
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -418,3 +419,43 @@ async def test_a_job_whose_upload_vanished_fails_instead_of_sticking(
         done = await wait_done(client, job["id"])
         assert done["status"] == "failed" and done["error"]["code"] == "invalid_audio", done
     assert client.app[WORKER].running and not client.app[WORKER].flights
+
+
+class DetectingEngine(EngineDouble):
+    """Detects German (0.93) on every job: one chunk announced with it, or —
+    as for a resume whose chunks were all stored — none, the language coming
+    with ``Prepared`` alone."""
+
+    def __init__(self, *, announce: bool) -> None:
+        super().__init__()
+        self.announce = announce
+
+    def open(self, spec: JobSpec) -> None:
+        if self.announce:
+            chunk = ChunkInfo(spec.job_id, 0, 0, 0.0, 1.0, 1.0)
+            self.events.put_nowait(ChunksReady(spec.job_id, [chunk], "de", spec.token, 0.93))
+        total = 1 if self.announce else 0
+        prepared = Prepared(spec.job_id, 1.0, total, spec.token, (), "de", 0.93)
+        self.events.put_nowait(prepared)
+
+    async def step(self, model_id: str, items: list[ChunkInfo]) -> list[list[Segment]]:
+        return [[Segment(index=0, start=0.0, end=1.0, text=" hallo")] for _ in items]
+
+
+@pytest.mark.parametrize("announce", [True, False])
+async def test_a_detected_language_and_its_probability_are_stored(
+    tmp_path: Path, announce: bool
+) -> None:
+    store = await SqliteStore.open(str(tmp_path / "db.sqlite"))
+    engine = DetectingEngine(announce=announce)
+    worker, task = run_worker(store, engine, tmp_path)
+    try:
+        job = fake_job("detected")
+        await store.create(replace(job, options=TranscribeOptions(model="tiny.en")))
+        worker.wake()
+        done = await completed(store, "detected", task)
+        assert (done.language, done.language_probability) == ("de", 0.93)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await store.close()

@@ -246,7 +246,7 @@ LANGUAGE_DOC = (
     "Detect the language of an upload without transcribing it: the first chunk of "
     "speech, cut as a job would cut it, is given to the model (`model`, else the "
     "default). An English-only model answers `en` with probability 1.0; audio without "
-    "speech is a 422 invalid_audio."
+    "speech is a 400 invalid_audio."
 )
 EVENTS_DOC = (
     "Server-Sent Events: `status` (the job; on connect and on each change), "
