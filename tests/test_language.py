@@ -22,7 +22,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from sona.app import create_app
-from tests.audio_factory import silence_wav
+from tests.audio_factory import corrupt_audio, silence_wav
 from tests.helpers import audio_form, submit, wait_done
 
 SPANISH = "El rápido zorro marrón salta sobre el perro perezoso. Luego vuelve corriendo al bosque."
@@ -95,11 +95,19 @@ async def test_an_english_only_model_reports_english_for_sure(
     assert (await verbose.json())["language_probability"] == 1.0
 
 
-async def test_audio_without_speech_and_requests_without_a_file(
+async def test_silence_broken_audio_and_requests_without_a_file(
     aiohttp_client: Any, make_settings: Any, tmp_path: Path
 ) -> None:
     client = await start(aiohttp_client, make_settings)
     status, body = await detect(client, silence_wav(tmp_path / "quiet.wav", 3.0))
+    assert status == 200, body
+    assert body == {
+        "language": None,
+        "language_probability": None,
+        "languages": [],
+        "model": "tiny.en",
+    }
+    status, body = await detect(client, corrupt_audio(tmp_path / "bad.wav"))
     assert status == 400 and body["error"]["code"] == "invalid_audio", body
     resp = await client.post("/v1/audio/language", data={"model": "tiny.en"})
     assert resp.status == 400

@@ -7,11 +7,14 @@ it is decoding. The upload is deleted as soon as the answer is known."""
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
 from sona.api.forms import read_form
 from sona.api.schemas import FIELD_NAME_PATTERN, json_model, parse
+from sona.audio import probe
 from sona.errors import NoEngine
 from sona.keys import ENGINE, INTAKE, MODELS, SETTINGS, UPLOADS
 
@@ -40,10 +43,11 @@ class LanguageScore(BaseModel):
 
 class LanguageOut(BaseModel):
     """The detected language (an ISO-639-1 code) with the model's probability,
-    and the likeliest few. An English-only model answers `en` with 1.0."""
+    and the likeliest few. An English-only model answers `en` with 1.0; audio
+    without speech has no language (null, and no candidates)."""
 
-    language: str
-    language_probability: float
+    language: str | None
+    language_probability: float | None
     languages: list[LanguageScore]
     model: str
 
@@ -59,6 +63,8 @@ async def detect_language(request: web.Request) -> web.Response:
         if engine is None:
             raise NoEngine("this is an API node (--no-worker): it runs no model", param="model")
     try:
+        # A file no decoder opens is the client's 400 here, as at a job's submit.
+        await asyncio.to_thread(probe, upload.path)
         entry = await app[MODELS].acquire(model_id)
         try:
             found = await engine.detect_language(
@@ -68,6 +74,10 @@ async def detect_language(request: web.Request) -> web.Response:
             app[MODELS].release(entry)
     finally:
         form.discard()
+    if found is None:
+        return json_model(
+            LanguageOut(language=None, language_probability=None, languages=[], model=entry.id)
+        )
     return json_model(
         LanguageOut(
             language=found.language,

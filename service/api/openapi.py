@@ -246,7 +246,7 @@ LANGUAGE_DOC = (
     "Detect the language of an upload without transcribing it: the first chunk of "
     "speech, cut as a job would cut it, is given to the model (`model`, else the "
     "default). An English-only model answers `en` with probability 1.0; audio without "
-    "speech is a 400 invalid_audio."
+    "speech has no language (`language` null)."
 )
 EVENTS_DOC = (
     "Server-Sent Events: `status` (the job; on connect and on each change), "
@@ -340,7 +340,7 @@ OPERATIONS: tuple[Op, ...] = (
        OPENAI_RESPONSES, (400, 404, 408, 409, 413, 415, 422, 429, 500, 503, 507),
        body=multipart("OpenAIForm"), description=OPENAI_DOC),
     Op("POST", "/v1/audio/language", "openai", "Detect the language of an upload",
-       {200: json_of("LanguageOut")}, (400, 404, 408, 413, 415, 422, 500, 503, 507),
+       {200: json_of("LanguageOut")}, (400, 404, 408, 409, 413, 415, 422, 500, 503, 507),
        body=multipart("LanguageForm"), description=LANGUAGE_DOC),
     Op("GET", "/v1/models", "models", "Loaded models", {200: json_of("ModelListOut")}),
     Op("POST", "/v1/models/load", "models", "Load a model", {200: json_of("ModelOut")},

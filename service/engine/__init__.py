@@ -188,9 +188,11 @@ class EngineHost(Protocol):
 
     def open(self, spec: JobSpec) -> None: ...
 
-    async def detect_language(self, model_id: str, path: Path, max_seconds: float) -> Detection:
+    async def detect_language(
+        self, model_id: str, path: Path, max_seconds: float
+    ) -> Detection | None:
         """The language of the first speech in the file at ``path``, found as a
-        job's is (``InvalidAudio`` when it holds none)."""
+        job's is; None when it holds no speech."""
         ...
 
     def close(self, job_id: str) -> None: ...

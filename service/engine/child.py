@@ -43,7 +43,7 @@ from sona.engine import (
 from sona.engine.batcher import owner, pack
 from sona.engine.chunker import SAMPLE_RATE, Chunker, RawChunk
 from sona.engine.whisper import Stopped, WhisperBackend, speech_detector
-from sona.errors import InvalidAudio, SonaError
+from sona.errors import SonaError
 from sona.jobs import Segment
 from sona.logs import configure as configure_logs
 
@@ -269,9 +269,10 @@ class EngineProcess:
             Prepared(spec.job_id, duration, total, spec.token, warnings, language, probability)
         )
 
-    def _detect(self, msg: Detect) -> Detection:
+    def _detect(self, msg: Detect) -> Detection | None:
         """The language of the file's first chunk of speech: the chunk a job of
-        the same file detects its language on, so both answer alike."""
+        the same file detects its language on, so both answer alike. None when
+        the file holds no speech (a job of it has no language either)."""
         chunker = Chunker(speech_detector(self.config.chunk_s), max_s=self.config.chunk_s)
         # Decoding stops at the first chunk: the rest of the file is never read.
         for block in decode_blocks(msg.path, max_seconds=msg.max_seconds, channels=1):
@@ -279,7 +280,7 @@ class EngineProcess:
                 return self.backend.detect(msg.model_id, chunks[0].audio)
         if chunks := chunker.finish():
             return self.backend.detect(msg.model_id, chunks[0].audio)
-        raise InvalidAudio("the audio holds no speech: its language cannot be told")
+        return None
 
     def _announce(self, job: _Job, channel: int, chunks: list[RawChunk]) -> None:
         spec = job.spec

@@ -180,8 +180,12 @@ class ProcessEngineHost:
     def open(self, spec: JobSpec) -> None:
         self._post(Open(spec))
 
-    async def detect_language(self, model_id: str, path: Path, max_seconds: float) -> Detection:
-        found: Detection = await self._call(lambda req: Detect(req, model_id, path, max_seconds))
+    async def detect_language(
+        self, model_id: str, path: Path, max_seconds: float
+    ) -> Detection | None:
+        found: Detection | None = await self._call(
+            lambda req: Detect(req, model_id, path, max_seconds)
+        )
         return found
 
     def close(self, job_id: str) -> None:
