@@ -12,6 +12,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from sona.app import create_app
+from sona.jobs import TranscribeOptions
 from tests.audio_factory import AUDIO, concat_wav, quieter_wav
 from tests.helpers import audio_form, submit, wait_done
 
@@ -94,3 +95,14 @@ async def test_a_high_threshold_drops_quiet_speech(
         assert sum(w in text for w in loud_words) >= 4, texts
     assert sum(w in texts[""] for w in quiet_words) >= 3, texts
     assert not any(w in texts["0.95"] for w in quiet_words), texts
+
+
+def test_silero_gets_what_was_asked_over_the_batched_defaults() -> None:
+    from sona.engine.whisper import vad_options
+
+    asked = TranscribeOptions(vad_threshold=0.7, speech_pad_ms=50)
+    vad = vad_options(asked, max_speech_duration_s=20.0, min_silence_duration_ms=160)
+    assert (vad.threshold, vad.speech_pad_ms, vad.min_silence_duration_ms) == (0.7, 50, 160)
+    assert vad.max_speech_duration_s == 20.0
+    plain = vad_options(TranscribeOptions(), min_silence_duration_ms=160)
+    assert (plain.threshold, plain.speech_pad_ms) == (0.5, 400)  # faster-whisper's

@@ -429,8 +429,10 @@ class DetectingEngine(EngineDouble):
     def __init__(self, *, announce: bool) -> None:
         super().__init__()
         self.announce = announce
+        self.opened: list[JobSpec] = []
 
     def open(self, spec: JobSpec) -> None:
+        self.opened.append(spec)
         if self.announce:
             chunk = ChunkInfo(spec.job_id, 0, 0, 0.0, 1.0, 1.0)
             self.events.put_nowait(ChunksReady(spec.job_id, [chunk], "de", spec.token, 0.93))
@@ -455,6 +457,25 @@ async def test_a_detected_language_and_its_probability_are_stored(
         worker.wake()
         done = await completed(store, "detected", task)
         assert (done.language, done.language_probability) == ("de", 0.93)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await store.close()
+
+
+async def test_a_job_s_vad_options_reach_the_engine_on_every_run(tmp_path: Path) -> None:
+    """Stored with the job, they are in the spec each claim opens the engine
+    with: a resume cuts the same chunks as the first run."""
+    store = await SqliteStore.open(str(tmp_path / "db.sqlite"))
+    engine = DetectingEngine(announce=True)
+    worker, task = run_worker(store, engine, tmp_path)
+    try:
+        vad = TranscribeOptions(model="tiny.en", vad_threshold=0.7, min_silence_duration_ms=500)
+        await store.create(replace(fake_job("tuned"), options=vad))
+        worker.wake()
+        await completed(store, "tuned", task)
+        spec = engine.opened[0]
+        assert (spec.options.vad_threshold, spec.options.min_silence_duration_ms) == (0.7, 500)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
