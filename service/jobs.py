@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sona.errors import InvalidJobId
 
@@ -89,6 +89,8 @@ class TranscribeOptions(BaseModel):
     condition_on_previous_text: bool = False
     # Silero VAD, as faster-whisper's VadOptions names them; None: Sona's default
     # (engine/whisper.py). Stored with the job, so a resume cuts the same chunks.
+    # Unused with vad_filter=false (refusing the pair would refuse requests that
+    # /openapi.json calls valid).
     vad_threshold: VadThreshold = None
     min_silence_duration_ms: MinSilenceMs = None
     speech_pad_ms: SpeechPadMs = None
@@ -102,15 +104,6 @@ class TranscribeOptions(BaseModel):
     @classmethod
     def _language(cls, v: object) -> object:
         return None if v == "" else v  # an empty form field means "detect"
-
-    @model_validator(mode="after")
-    def _vad_needs_filter(self) -> TranscribeOptions:
-        # Tuning a detector that is switched off would be silently ignored.
-        if self.vad_filter is False and self.vad_tuned:
-            raise ValueError(
-                "vad_threshold, min_silence_duration_ms and speech_pad_ms need vad_filter on"
-            )
-        return self
 
     @property
     def vad_tuned(self) -> bool:

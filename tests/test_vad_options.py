@@ -61,17 +61,6 @@ async def test_bad_vad_values_are_400s_naming_the_field(
     assert resp.status == 400 and (await resp.json())["error"]["param"] == param
 
 
-async def test_tuning_a_detector_that_is_off_is_refused(
-    aiohttp_client: Any, make_settings: Any, fox_wav: Path
-) -> None:
-    client = await start(aiohttp_client, make_settings)
-    for url in ("/v1/jobs", "/v1/audio/transcriptions"):
-        form = audio_form(fox_wav, vad_filter="false", speech_pad_ms="100")
-        resp = await client.post(url, data=form)
-        assert resp.status == 400, await resp.text()
-        assert "vad_filter" in (await resp.json())["error"]["message"]
-
-
 async def test_a_high_threshold_drops_quiet_speech(
     aiohttp_client: Any, make_settings: Any, tmp_path: Path, manifest: dict[str, Any]
 ) -> None:

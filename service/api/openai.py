@@ -91,7 +91,7 @@ class OpenAIForm(BaseModel):
     max_cue_duration: MaxCueDuration = None
 
     def options(self, task: Literal["transcribe", "translate"]) -> TranscribeOptions:
-        """The job's options; options that contradict each other are a 400."""
+        """The job's options (validated again as the job's own)."""
         return parse(
             TranscribeOptions,
             dict(
