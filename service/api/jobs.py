@@ -14,6 +14,7 @@ from sona.api.schemas import (
     JobList,
     JobUrl,
     WebhookList,
+    caption_style,
     job_model,
     json_model,
     parse,
@@ -105,7 +106,8 @@ async def get_job(request: web.Request) -> web.Response:
 async def finished_transcript(request: web.Request, job: Job, fmt: str) -> web.Response:
     if job.status != Status.COMPLETED:
         raise JobNotFinished(f"job {job.id} is {job.status}, not completed", status=job.status)
-    body, content_type = render(job, await request.app[STORE].segments(job.id), fmt)
+    style = caption_style(job.options, request.query)
+    body, content_type = render(job, await request.app[STORE].segments(job.id), fmt, style)
     return web.Response(text=body, content_type=content_type.split(";")[0], charset="utf-8")
 
 

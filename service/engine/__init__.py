@@ -13,6 +13,8 @@ worker talks to it through ``EngineHost`` and the small messages below:
   whose options share a batch (``engine/batcher.py`` picks them); returns the
   segments of each chunk, timed on the recording.
 * ``close(job_id)``: forget a job (done or cancelled): its decoding stops.
+* ``detect_language(model, path)``: the language of a file's first speech,
+  without transcribing it.
 
 Only ``engine/whisper.py`` knows faster-whisper."""
 
@@ -116,6 +118,17 @@ class ChunksReady:
     chunks: list[ChunkInfo]
     language: str
     token: str = ""
+    language_probability: float | None = None  # None: the job named its language
+
+
+@dataclass(frozen=True)
+class Detection:
+    """The language of some speech: the likeliest, how sure the model is, and
+    the likeliest few with theirs (an English-only model knows only ``en``)."""
+
+    language: str
+    probability: float
+    languages: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -129,6 +142,9 @@ class Prepared:
     total: int
     token: str = ""
     warnings: tuple[str, ...] = ()
+    # As in ChunksReady: a resume whose chunks were all stored announces none.
+    language: str | None = None
+    language_probability: float | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +203,13 @@ class EngineHost(Protocol):
         ...
 
     def open(self, spec: JobSpec) -> None: ...
+
+    async def detect_language(
+        self, model_id: str, path: Path, max_seconds: float
+    ) -> Detection | None:
+        """The language of the first speech in the file at ``path``, found as a
+        job's is; None when it holds no speech."""
+        ...
 
     def close(self, job_id: str) -> None: ...
 
