@@ -150,7 +150,8 @@ class Settings(BaseSettings):
     idle_timeout_s: float = Field(default=75, gt=0)  # keep-alive connection with no request
     max_connections_per_client: int = Field(default=256, ge=1)  # per address
     max_uploads: int = Field(default=64, ge=1)  # request bodies being stored at once
-    max_uploads_per_client: int = Field(default=16, ge=1)
+    # A sixteenth of max_uploads: a handful of addresses cannot hold every slot.
+    max_uploads_per_client: int = Field(default=4, ge=1)
     rate_limit_per_s: float = Field(default=0, ge=0)  # per client; 0: no rate limit
     rate_limit_burst: int = Field(default=50, ge=1)
 
