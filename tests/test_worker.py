@@ -157,6 +157,34 @@ async def test_r14_lying_header_flac_bombs_leave_memory_where_it_was(
     assert after[0] - before[0] < 40 and after[1] - before[1] < 40, (before, after)
 
 
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+async def test_r31_sequential_mode_stops_at_its_limit_whatever_the_header_says(
+    aiohttp_client: Any, make_settings: Any, tmp_path: Path, fox_wav: Path
+) -> None:
+    """Sequential mode holds the whole file in memory: an hour of silence whose
+    header says 5 s is stopped by the sample counter at max_sequential_seconds,
+    and the engine's peak memory barely moves (the hour would be 230 MB of
+    samples, twice over while joined, before faster-whisper's own copies)."""
+    client = await start(aiohttp_client, make_settings, max_sequential_seconds=60)
+    warm = await submit(client, fox_wav, condition_on_previous_text="true")
+    assert (await wait_done(client, warm["id"]))["status"] == "completed"
+    engine = client.app[ENGINE].pid
+    assert engine is not None
+    before = peak_rss_mb(engine)
+    bomb = flac_bomb(tmp_path / "bomb.flac", 3600, claims_s=5)
+    job = await submit(client, bomb, condition_on_previous_text="true")
+    job = await wait_done(client, job["id"])
+    assert job["status"] == "failed" and job["error"]["code"] == "audio_too_long", job
+    assert "condition_on_previous_text" in job["error"]["message"]
+    assert peak_rss_mb(engine) - before < 100, (before, peak_rss_mb(engine))
+
+
 class FlakyStore:
     """A real store whose ``method`` fails ``failures`` times, as on a full disk."""
 
