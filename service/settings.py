@@ -151,6 +151,9 @@ class Settings(BaseSettings):
     # Connections and request rates (F5): see docs/security.md.
     header_timeout_s: float = Field(default=10, gt=0)  # a request head must arrive in this
     idle_timeout_s: float = Field(default=75, gt=0)  # keep-alive connection with no request
+    # Open connections in all (429 past it; lowered to fit the descriptor
+    # limit), and per address: a sixteenth, so a handful cannot fill it.
+    max_connections: int = Field(default=4096, ge=1)
     max_connections_per_client: int = Field(default=256, ge=1)  # per address
     max_uploads: int = Field(default=64, ge=1)  # request bodies being stored at once
     # A sixteenth of max_uploads: a handful of addresses cannot hold every slot.

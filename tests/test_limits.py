@@ -346,3 +346,61 @@ async def _upload_from_another_address(port: int, fox_wav: Path) -> None:
             assert "uploads" not in (await resp.json())["error"]["message"]
         jobs = (await (await other.get(url + "/v1/jobs")).json())["data"]
         assert len(jobs) == 2, jobs
+
+
+def test_r29_connections_from_a_few_addresses_cannot_fill_the_listener(
+    daemon_factory: Any,
+) -> None:
+    """Each address gets max_connections_per_client; the listener as a whole
+    holds max_connections (one more is refused at once, from anyone), and a
+    handful of addresses at their cap leave room for everyone else."""
+    env = {"SONA_MAX_CONNECTIONS": "16", "SONA_MAX_CONNECTIONS_PER_CLIENT": "2"}
+    d = daemon_factory(env=env)
+
+    async def refused(reader: asyncio.StreamReader) -> bool:
+        try:
+            async with asyncio.timeout(3):
+                return (await reader.readline()).startswith(b"HTTP/1.1 429 ")
+        except TimeoutError:
+            return False  # held open
+
+    async def health_from(source: str) -> bytes:
+        reader, writer = await _open_from(source, d.port)
+        writer.write(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        async with asyncio.timeout(30):
+            answer = await reader.read()
+        writer.close()
+        return answer
+
+    async def run() -> None:
+        few = [await _open_from(f"127.0.0.{2 + i % 4}", d.port) for i in range(24)]
+        try:
+            flags = await asyncio.gather(*(refused(r) for r, _ in few))
+            assert flags.count(True) == 24 - 4 * 2, flags  # two held per address
+            assert (await health_from("127.0.0.9")).startswith(b"HTTP/1.1 200 ")
+            # Eight more addresses fill the listener: then anyone is refused.
+            more = [await _open_from(f"127.0.1.{1 + i // 2}", d.port) for i in range(8)]
+            assert not any(await asyncio.gather(*(refused(r) for r, _ in more)))
+            answer = await health_from("127.0.0.10")
+            assert answer.startswith(b"HTTP/1.1 429 ") and b"too many connections" in answer
+            for _, w in more:
+                w.close()
+        finally:
+            for _, w in few:
+                w.close()
+
+    asyncio.run(run())
+
+
+def test_the_connection_budget_fits_the_descriptor_limit() -> None:
+    import resource
+
+    from sona.api.connections import FD_RESERVE, descriptor_budget
+
+    assert descriptor_budget(64) == 64
+    with capture_logs() as logs:
+        budget = descriptor_budget(10**9)  # more than any hard limit here
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]  # raised as far as it goes
+    assert budget == soft - FD_RESERVE
+    assert logs[0]["event"] == "connection.fd_limit" and logs[0]["using"] == budget
+    structlog.reset_defaults()
