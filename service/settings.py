@@ -122,9 +122,9 @@ class Settings(BaseSettings):
     # Jobs and limits
     max_upload_mb: float = Field(default=1024, gt=0)
     max_audio_seconds: float = Field(default=4 * 3600, gt=0)
-    # condition_on_previous_text decodes the whole file in memory (about 1.1 GB
-    # an hour, 1.5 GB without VAD): longer audio in that mode is refused.
-    max_sequential_seconds: float = Field(default=3600, gt=0)
+    # condition_on_previous_text decodes the whole file in memory (measured:
+    # 1 GB an hour of audio with VAD, 3 GB without): longer audio is refused.
+    max_sequential_seconds: float = Field(default=1800, gt=0)
     max_queue: int = Field(default=10_000, ge=1)
     max_attempts: int = Field(default=3, ge=1)
     job_timeout_s: float = Field(default=6 * 3600, gt=0)

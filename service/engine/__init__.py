@@ -74,7 +74,7 @@ class EngineConfig:
     ahead: int = 16
     # Sequential decoding (condition_on_previous_text) holds the whole file in
     # memory, as faster-whisper does: longer audio fails the job (Settings).
-    max_sequential_seconds: float = 3600.0
+    max_sequential_seconds: float = 1800.0
     # The parent's log settings: the child's lines look like the daemon's.
     log_level: str = "info"
     log_format: str = "json"
