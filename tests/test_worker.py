@@ -50,8 +50,9 @@ async def test_short_jobs_submitted_together_share_batches(
     """Short jobs share steps, and windows: each still gets its own words back.
     Context in a shared window can change a word (tiny.en hears "quick round
     fox" there), so accuracy is bounded, as the bench's row 2b measures it."""
-    client = await start(aiohttp_client, make_settings)
     names = SHORT * 2
+    # All at once from one client: more than the default per-client uploads.
+    client = await start(aiohttp_client, make_settings, max_uploads_per_client=len(names))
     jobs = await asyncio.gather(*(submit(client, AUDIO / n) for n in names))
     done = [await wait_done(client, j["id"]) for j in jobs]
     errors = []
