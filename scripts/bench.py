@@ -747,6 +747,23 @@ def bench_scale_out(b: Bench) -> None:
         b.notes.append("scale-out ratio not judged: fewer than 2 cores per worker here")
 
 
+def bench_store_writes(b: Bench) -> None:
+    """Per-chunk write time at the start and end of a 3-hour job (scripts/bench_store.py):
+    a chunk's write must not grow with the transcript before it."""
+    from bench_store import run as store_run  # scripts/ is this script's directory
+
+    hours = 0.5 if b.args.quick else 3.0
+    results = store_run(hours)
+    b.raw["store_writes"] = results
+    for name, r in results.items():
+        b.row(
+            f"8  {name}: chunk write, first vs last 20 of {r['chunks']}",
+            f"{r['first_ms']} ms vs {r['last_ms']} ms ({r['ratio']}x)",
+            "last <= 1.5x first",
+            r["ratio"] <= 1.5,
+        )
+
+
 def run(b: Bench) -> None:
     fox = TEST_AUDIO / "fox.wav"
     phases: list[tuple[str, Callable[[], None]]] = [
@@ -757,6 +774,7 @@ def run(b: Bench) -> None:
         ("disconnect", lambda: bench_disconnect(b)),
         ("restart", lambda: bench_restart(b, fox)),
         ("memory", lambda: bench_soak(b)),
+        ("store writes", lambda: bench_store_writes(b)),
     ]
     if b.args.scale_out:
         phases.append(("scale-out", lambda: bench_scale_out(b)))

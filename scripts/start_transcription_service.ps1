@@ -1,6 +1,8 @@
 # Start Sona as the persistent local transcription service that existing tools
 # expect on http://127.0.0.1:8765: a container restarted unless stopped, its
-# data on a named volume. Re-running it replaces the container (same data).
+# data on a named volume. Re-running it replaces the container (same data);
+# a container of that name that this script did not start (no label
+# sona.managed-by=start_transcription_service) is left alone, and it stops.
 #
 #   .\scripts\start_transcription_service.ps1          # CPU
 #   .\scripts\start_transcription_service.ps1 -Gpu     # NVIDIA GPU (sona:cuda)
@@ -23,10 +25,34 @@ if (-not (Get-Command docker -ErrorAction SilentlyContinue)) {
 if (-not $Image) { $Image = if ($Gpu) { "sona:cuda" } else { "sona:cpu" } }
 $gpuArgs = if ($Gpu) { @("--gpus", "all") } else { @() }
 
-docker rm -f $Container 2>$null | Out-Null
+# Replace only a container this script created: it carries this label.
+$ownerKey = "sona.managed-by"
+$owner = "start_transcription_service"
+# Windows PowerShell turns a native command's stderr into a terminating error
+# under "Stop": "not found" lands in catch there, and in $LASTEXITCODE elsewhere.
+$exists = $false
+try {
+    docker container inspect $Container 2>&1 | Out-Null
+    $exists = ($LASTEXITCODE -eq 0)
+} catch {
+    $exists = $false
+}
+if ($exists) {
+    # The labels as JSON: no quotes to pass through to docker's template.
+    $labels = docker container inspect --format "{{json .Config.Labels}}" $Container | ConvertFrom-Json
+    $found = if ($labels) { $labels.$ownerKey } else { $null }
+    if ($found -ne $owner) {
+        Write-Error ("start_transcription_service: a container named $Container exists and was " +
+            "not started by this script (no label $ownerKey=$owner); leaving it alone. " +
+            "Remove it yourself (docker rm -f $Container) or choose another -Container.")
+        exit 1
+    }
+    docker rm -f $Container | Out-Null
+}
 $runArgs = @(
     "run", "-d",
     "--name", $Container,
+    "--label", "$ownerKey=$owner",
     "--restart", "unless-stopped",
     "--read-only", "--tmpfs", "/tmp",
     "--cap-drop", "ALL", "--security-opt", "no-new-privileges:true"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Start Sona as the persistent local transcription service that existing tools
 # expect on http://127.0.0.1:8765: a container restarted unless stopped, its
-# data on a named volume. Re-running it replaces the container (same data).
+# data on a named volume. Re-running it replaces the container (same data);
+# a container of that name that this script did not start (no label
+# sona.managed-by=start_transcription_service) is left alone, and it stops.
 #
 #   scripts/start_transcription_service.sh            # CPU
 #   SONA_GPU=1 scripts/start_transcription_service.sh # NVIDIA GPU (sona:cuda)
@@ -27,9 +29,22 @@ if ! command -v docker >/dev/null 2>&1; then
     exit 1
 fi
 
-docker rm -f "$name" >/dev/null 2>&1 || true
+# Replace only a container this script created: it carries this label.
+owner_key="sona.managed-by"
+owner="start_transcription_service"
+if docker container inspect "$name" >/dev/null 2>&1; then
+    found="$(docker container inspect --format "{{ index .Config.Labels \"${owner_key}\" }}" "$name")"
+    if [[ "$found" != "$owner" ]]; then
+        echo "start_transcription_service: a container named ${name} exists and was not" \
+            "started by this script (no label ${owner_key}=${owner}); leaving it alone." \
+            "Remove it yourself (docker rm -f ${name}) or choose another SONA_CONTAINER." >&2
+        exit 1
+    fi
+    docker rm -f "$name" >/dev/null
+fi
 docker run -d \
     --name "$name" \
+    --label "${owner_key}=${owner}" \
     --restart unless-stopped \
     --read-only --tmpfs /tmp \
     --cap-drop ALL --security-opt no-new-privileges:true \

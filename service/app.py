@@ -19,7 +19,12 @@ from sona.api.bodies import body_timeout_middleware
 from sona.api.connections import connection_middleware, handler_options, listen
 from sona.api.errors import error_middleware
 from sona.api.limits import LIMITS, Limits, rate_limit_middleware
-from sona.api.middleware import access_middleware, add_request_id, guard_middleware
+from sona.api.middleware import (
+    access_middleware,
+    add_request_id,
+    end_json_with_newline,
+    guard_middleware,
+)
 from sona.errors import SonaError, StartupFailed
 from sona.keys import (
     API_KEYS,
@@ -62,6 +67,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app[LIMITS] = Limits.from_settings(settings)
     app.on_response_prepare.append(add_request_id)
+    app.on_response_prepare.append(end_json_with_newline)
     app.cleanup_ctx.append(_runtime_ctx)
     app.on_shutdown.append(_drain)
     routes.setup(app)

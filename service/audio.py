@@ -73,6 +73,8 @@ def probe(path: Path) -> tuple[float | None, int]:
                 duration = float(stream.duration * stream.time_base)
             elif container.duration is not None:
                 duration = container.duration / av.time_base
+            if stream.codec_context is None:  # a codec tag FFmpeg has no decoder for
+                raise InvalidAudio("the file's audio codec is not supported")
             return duration, stream.codec_context.channels or 1
     except av.FFmpegError as exc:
         raise InvalidAudio(f"the file could not be read as audio: {_reason(exc)}") from exc

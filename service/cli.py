@@ -2,7 +2,8 @@
 
 Server-side commands (serve, transcribe, config) build the one Settings model
 from flags > SONA_* environment > config file; client commands talk to a
-running daemon at --url / SONA_URL (default http://127.0.0.1:8765)."""
+running daemon at --url / SONA_URL (default http://127.0.0.1:8765); they live
+in ``sona.remote``."""
 
 from __future__ import annotations
 
@@ -11,17 +12,22 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import structlog
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from sona import __version__
 from sona.errors import ConfigError, DataDirInUse, SonaError, StartupFailed
 from sona.logs import configure as configure_logs
-from sona.settings import Settings, check_environment
+from sona.remote import ACTIONS as CLIENT_ACTIONS
+from sona.remote import add_parsers as add_client_parsers
+from sona.remote import check_output, output_options
+from sona.remote import run as run_client
+from sona.settings import Settings, check_environment, unparsable
 
 # argparse dest → Settings field, for flags that override configuration.
 COMMON_FLAGS = (
@@ -111,37 +117,12 @@ def _worker_parser(sub: Any) -> None:
 def _transcribe_parser(sub: Any) -> None:
     t = sub.add_parser("transcribe", help="transcribe one file locally, no daemon")
     t.add_argument("file", type=Path)
-    t.add_argument("--format", default="text", help="text|json|verbose_json|srt|vtt|tsv|jsonl")
-    t.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    output_options(t)
     t.add_argument("--model", help="model name or CTranslate2 directory (default tiny.en)")
     t.add_argument("--language")
     t.add_argument("--word-timestamps", action="store_true")
     t.add_argument("--diarize", choices=["none", "channels"], default="none")
     _common_options(t)
-
-
-def _client_parsers(sub: Any) -> None:
-    for name, help_ in (
-        ("submit", "upload a file to the daemon"),
-        ("status", "show a job"),
-        ("download", "print a finished transcript"),
-        ("cancel", "cancel a job"),
-    ):
-        c = sub.add_parser(name, help=help_)
-        c.add_argument("file" if name == "submit" else "job_id")
-        c.add_argument("--url", help="daemon URL (default $SONA_URL or http://127.0.0.1:8765)")
-        if name == "submit":
-            c.add_argument("--model")
-            c.add_argument("--language")
-            c.add_argument("--wait", action="store_true", help="wait and print the transcript")
-            c.add_argument("--timeout", type=float, default=3600)
-        if name in ("submit", "download"):
-            c.add_argument("--format", default="text")
-
-    ms = sub.add_parser("models", help="list, load or unload models in the daemon")
-    ms.add_argument("action", choices=["list", "load", "unload"], nargs="?", default="list")
-    ms.add_argument("name", nargs="?", help="model name or directory (unload: all if omitted)")
-    ms.add_argument("--url", help="daemon URL (default $SONA_URL or http://127.0.0.1:8765)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parser(sub)
     _worker_parser(sub)
     _transcribe_parser(sub)
-    _client_parsers(sub)
+    add_client_parsers(sub)
     m = sub.add_parser("mcp", help="run the MCP tool server (stdio)")
     m.add_argument("--http", type=int, metavar="PORT", help="serve streamable HTTP instead")
     c = sub.add_parser("config", help="print the resolved configuration (secrets masked)")
@@ -167,7 +148,10 @@ def settings_from(args: argparse.Namespace, **defaults: Any) -> Settings:
     check_environment()
     flags = {"serve": SERVE_FLAGS, "worker": WORKER_FLAGS}.get(args.command, COMMON_FLAGS)
     overrides = {f: getattr(args, f) for f in flags if getattr(args, f, None) is not None}
-    settings = Settings(**overrides)
+    try:
+        settings = Settings(**overrides)
+    except SettingsError as exc:
+        raise unparsable(exc) from None
     unset = {k: v for k, v in defaults.items() if k not in settings.model_fields_set}
     return settings.model_copy(update=unset) if unset else settings
 
@@ -181,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     """Every failure is one ``sona: …`` line on stderr and an exit code:
     2 for usage and configuration, 1 for everything else."""
     args = build_parser().parse_args(argv)
+    if problem := check_output(args):
+        return _fail(problem)  # before any upload or model load
     if args.command != "mcp":  # the MCP SDK sets up its own logging on stderr
         # Until the settings are known (they may fail): stderr, never stdout.
         configure_logs(
@@ -193,11 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         "transcribe": _cmd_transcribe,
         "config": _cmd_config,
         "mcp": _cmd_mcp,
-        "submit": _client_cmd,
-        "status": _client_cmd,
-        "download": _client_cmd,
-        "cancel": _client_cmd,
-        "models": _client_cmd,
+        **dict.fromkeys(CLIENT_ACTIONS, run_client),
     }
     try:
         return handlers[args.command](args)
@@ -298,75 +280,3 @@ def _cmd_transcribe(args: argparse.Namespace) -> int:
     settings = settings_from(args, log_level="warning")
     configure_logs(settings.log_level, fmt=settings.log_format)
     return transcribe_local(args, settings)
-
-
-def _client_cmd(args: argparse.Namespace) -> int:
-    from sona.client import SonaClient, SonaClientError
-
-    async def go() -> int:
-        async with SonaClient(args.url) as client:
-            return await _CLIENT_ACTIONS[args.command](client, args)
-
-    try:
-        return asyncio.run(go())
-    except SonaClientError as exc:
-        return _fail(str(exc), 1)
-
-
-async def _submit(client: Any, args: argparse.Namespace) -> int:
-    opts = {k: v for k, v in (("model", args.model), ("language", args.language)) if v}
-    job = await client.submit(Path(args.file), **opts)
-    if not args.wait:
-        print(json.dumps(job, indent=2))
-        return 0
-    job = await client.wait(job["id"], timeout_s=args.timeout, on_progress=_progress_line)
-    print(file=sys.stderr)
-    if job["status"] != "completed":
-        return _fail(
-            f"job {job['id']} {job['status']}: {(job.get('error') or {}).get('message')}", 1
-        )
-    print(await client.transcript(job["id"], args.format), end="")
-    return 0
-
-
-def _progress_line(job: dict[str, Any]) -> None:
-    print(
-        f"\r{job['status']:<10} {job['progress'] * 100:5.1f}%", end="", file=sys.stderr, flush=True
-    )
-
-
-async def _status(client: Any, args: argparse.Namespace) -> int:
-    print(json.dumps(await client.job(args.job_id), indent=2))
-    return 0
-
-
-async def _download(client: Any, args: argparse.Namespace) -> int:
-    print(await client.transcript(args.job_id, args.format), end="")
-    return 0
-
-
-async def _cancel(client: Any, args: argparse.Namespace) -> int:
-    print(json.dumps(await client.cancel(args.job_id), indent=2))
-    return 0
-
-
-async def _models(client: Any, args: argparse.Namespace) -> int:
-    if args.action == "load":
-        if not args.name:
-            return _fail("usage: sona models load NAME_OR_PATH")
-        result = await client.load_model(args.name)
-    elif args.action == "unload":
-        result = await client.unload_model(args.name)
-    else:
-        result = await client.models()
-    print(json.dumps(result, indent=2))
-    return 0
-
-
-_CLIENT_ACTIONS: dict[str, Callable[[Any, argparse.Namespace], Coroutine[Any, Any, int]]] = {
-    "submit": _submit,
-    "status": _status,
-    "download": _download,
-    "cancel": _cancel,
-    "models": _models,
-}

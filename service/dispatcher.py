@@ -1,13 +1,17 @@
 """The webhook dispatcher: sends the due deliveries of the outbox (E1, E2).
 
-Started by the runtime beside the worker. Each round claims due deliveries
-with a lease (``JobStore.claim_deliveries``: one sender per delivery across
-every process sharing the store), sends each once, and records the attempt
-with what follows (``webhooks.judge``). Between rounds it sleeps until the
-next delivery is due, a poll interval at most, or until ``wake()``.
+Started by the runtime beside the worker. It claims due deliveries with a
+lease (``JobStore.claim_deliveries``: one sender per delivery across every
+process sharing the store) and sends each in a task of its own, at most
+``MAX_IN_FLIGHT`` at once: a receiver that hangs holds one slot for one
+``timeout_s``, never the others' turn (there are no rounds that wait for their
+slowest member). Each attempt is recorded with what follows
+(``webhooks.judge``). With nothing due it sleeps until the next delivery is
+due, a poll interval at most, or until ``wake()`` (a job ended, a slot freed).
 
-Sending: POST with aiohttp through ``netguard.GuardedResolver`` (the address
-checked is the address dialled; Host and SNI stay the URL's), redirects never
+Sending: POST with aiohttp through ``netguard.GuardedConnector`` (the address
+checked is the address dialled, names and IP literals alike; Host and SNI stay
+the URL's), redirects never
 followed, one ``timeout_s`` for the whole attempt. Nothing is kept in memory
 that the store does not have: a restart resumes where the rows say."""
 
@@ -24,12 +28,12 @@ import structlog
 from standardwebhooks import Webhook
 
 from sona.errors import AddressRefused, InvalidTransition, NotFound
-from sona.netguard import GuardedResolver, check_url
+from sona.netguard import GuardedConnector, check_url
 from sona.store import DeliveryAttempt, DeliveryClaim, DeliveryState, JobStore
 from sona.webhooks import RetryPolicy, headers, judge, payload, retry_after_s, retryable_status
 
 log = structlog.get_logger("sona.webhooks")
-BATCH = 16  # deliveries claimed per round
+MAX_IN_FLIGHT = 256  # attempts under way at once in one process (one connection each)
 BACKOFF_MAX_S = 30.0
 
 
@@ -62,7 +66,8 @@ class Dispatcher:
         self.signer = signer
         self.config = config
         self._wake = asyncio.Event()
-        self._in_flight = 0
+        # One task per attempt under way, with the session it sends on.
+        self._tasks: dict[asyncio.Task[None], aiohttp.ClientSession] = {}
         self._quiet = asyncio.Event()  # no attempt in flight in this process
         self._quiet.set()
         self._warned_unsigned = False
@@ -78,39 +83,56 @@ class Dispatcher:
         """Send due deliveries forever; an error (a locked database) is logged
         and retried with backoff, never the end of the dispatcher."""
         delay = self.config.poll_interval_s
-        connector = aiohttp.TCPConnector(
-            resolver=GuardedResolver(allow_private=self.config.allow_private),
-            use_dns_cache=False,  # every attempt resolves, and checks, afresh
-            force_close=True,
-        )
-        async with aiohttp.ClientSession(connector=connector) as session:
-            while True:
-                try:
-                    if not await self.send_due(session):
-                        await self._sleep()
-                    delay = self.config.poll_interval_s
-                except Exception:
-                    log.exception("webhook.loop_failed", retry_s=round(delay, 2))
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, BACKOFF_MAX_S)
+        async with aiohttp.ClientSession(connector=self._connector()) as session:
+            try:
+                while True:
+                    try:
+                        if not await self.send_due(session):
+                            await self._sleep()
+                        delay = self.config.poll_interval_s
+                    except Exception:
+                        log.exception("webhook.loop_failed", retry_s=round(delay, 2))
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, BACKOFF_MAX_S)
+            finally:
+                await self._settle()
 
     async def drain(self, timeout_s: float) -> None:
         """On SIGTERM: send what is due now, within ``timeout_s``; what is due
         later waits in the store for the next start."""
         if timeout_s <= 0:
             return
-        connector = aiohttp.TCPConnector(
-            resolver=GuardedResolver(allow_private=self.config.allow_private),
-            use_dns_cache=False,
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                async with aiohttp.ClientSession(connector=self._connector()) as s:
+                    try:
+                        while await self.send_due(s) or self._full():
+                            await self._slot_freed()
+                        await self._quiet.wait()  # the run loop's attempts land too
+                    finally:
+                        await self._settle(session=s)
+
+    def _connector(self) -> GuardedConnector:
+        return GuardedConnector(
+            allow_private=self.config.allow_private,
+            use_dns_cache=False,  # every attempt resolves, and checks, afresh
             force_close=True,
         )
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s), aiohttp.ClientSession(connector=connector) as s:
-                while await self.send_due(s):
-                    pass
-                await self._quiet.wait()  # attempts the run loop has in flight land too
+
+    def _full(self) -> bool:
+        return len(self._tasks) >= MAX_IN_FLIGHT
+
+    async def _slot_freed(self) -> None:
+        """Until an attempt ends (a poll interval at most), when every slot is taken."""
+        self._wake.clear()
+        if self._full():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.poll_interval_s)
 
     async def _sleep(self) -> None:
+        if self._full():
+            await self._slot_freed()
+            return
         self._wake.clear()
         wait = self.config.poll_interval_s
         due = await self.store.next_delivery_at()
@@ -120,25 +142,39 @@ class Dispatcher:
             await asyncio.wait_for(self._wake.wait(), wait)
 
     async def send_due(self, session: aiohttp.ClientSession) -> int:
-        """One round: claim what is due and send it; the number sent."""
-        claims = await self.store.claim_deliveries(limit=BATCH, lease_s=self._lease_s)
-        self._in_flight += len(claims)
-        if claims:
+        """Claim what is due, as many as there are free slots, and start each
+        attempt in its own task; the number started."""
+        free = MAX_IN_FLIGHT - len(self._tasks)
+        if free <= 0:
+            return 0
+        claims = await self.store.claim_deliveries(limit=free, lease_s=self._lease_s)
+        for claim in claims:
+            task = asyncio.create_task(self._attempt(session, claim), name="sona-webhook")
+            self._tasks[task] = session
             self._quiet.clear()
-        try:
-            results = await asyncio.gather(
-                *(self._deliver(session, c) for c in claims), return_exceptions=True
-            )
-        finally:
-            self._in_flight -= len(claims)
-            if not self._in_flight:
-                self._quiet.set()
-        for claim, result in zip(claims, results, strict=True):
-            if isinstance(result, asyncio.CancelledError):
-                raise result
-            if isinstance(result, Exception):  # its lease lapses; it is sent again then
-                log.error("webhook.attempt_failed", delivery_id=claim.delivery.id, exc_info=result)
+            task.add_done_callback(self._done)
         return len(claims)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
+        if not self._tasks:
+            self._quiet.set()
+        if len(self._tasks) == MAX_IN_FLIGHT - 1:
+            self._wake.set()  # the first free slot: the loop may claim again
+
+    async def _attempt(self, session: aiohttp.ClientSession, claim: DeliveryClaim) -> None:
+        try:
+            await self._deliver(session, claim)
+        except Exception as exc:  # its lease lapses; it is sent again then
+            log.error("webhook.attempt_failed", delivery_id=claim.delivery.id, exc_info=exc)
+
+    async def _settle(self, session: aiohttp.ClientSession | None = None) -> None:
+        """Cancel the attempts still under way (those on ``session``, or all)
+        and wait for them: their leases lapse and they are sent again later."""
+        tasks = [t for t, on in self._tasks.items() if session in (None, on)]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _deliver(self, session: aiohttp.ClientSession, claim: DeliveryClaim) -> None:
         d = claim.delivery
@@ -169,7 +205,7 @@ class Dispatcher:
         """(status code, error, Retry-After seconds, retryable) of one POST."""
         timeout = aiohttp.ClientTimeout(total=self.config.timeout_s)
         try:
-            check_url(url, allow_private=self.config.allow_private)  # literals skip the resolver
+            check_url(url, allow_private=self.config.allow_private)  # refused before connecting
             async with session.post(
                 url,
                 data=body,

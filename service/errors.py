@@ -4,7 +4,8 @@
 SonaError                      base; ``code`` is the stable machine-readable name
 ├── InvalidRequest             bad parameter or body                  (invalid_request)
 │   ├── InvalidJobId           a job id that is not [A-Za-z0-9_-]{1,64} (invalid_job_id)
-│   └── MetadataTooLarge       metadata over 4 KB                      (metadata_too_large)
+│   ├── MetadataTooLarge       metadata over 4 KB                      (metadata_too_large)
+│   └── UnsupportedLanguage    a language the model cannot do (English-only) (unsupported_language)
 ├── Unauthorized               missing/wrong API key                   (unauthorized)
 ├── Forbidden                  Host header not allowed                 (forbidden)
 ├── NotFound                   unknown job / route                     (not_found)
@@ -40,11 +41,16 @@ SonaError                      base; ``code`` is the stable machine-readable nam
 
 from __future__ import annotations
 
+from os import PathLike
+
 
 class SonaError(Exception):
     """Base of every deliberate error. ``param`` names the offending input, if any."""
 
     code = "internal_error"
+    # Paths the message may show a client (ones the operator configured, such
+    # as the model directory); every other server path is hidden.
+    public_paths: tuple[str, ...] = ()
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
@@ -64,6 +70,22 @@ class MetadataTooLarge(InvalidRequest):
     code = "metadata_too_large"
 
 
+class UnsupportedLanguage(InvalidRequest):
+    """A language the job's model cannot transcribe: an English-only model
+    asked for another. At submit when the model's name says so (``*.en``),
+    else as the job's error once the engine has loaded it."""
+
+    code = "unsupported_language"
+
+
+def english_only_message(model: str, language: str) -> str:
+    return (
+        f"model {model} is English-only and cannot transcribe language {language!r}: "
+        "name a multilingual model (such as small or large-v3), or leave language "
+        "unset or 'en'"
+    )
+
+
 class Unauthorized(SonaError):
     code = "unauthorized"
 
@@ -78,6 +100,15 @@ class NotFound(SonaError):
 
 class ModelNotFound(NotFound):
     code = "model_not_found"
+
+    def __init__(
+        self, message: str, *, param: str | None = None, shown: PathLike[str] | None = None
+    ) -> None:
+        """``shown``: the directory searched (the configured model directory),
+        which the client may see: it is where the operator puts models."""
+        super().__init__(message, param=param)
+        if shown is not None:
+            self.public_paths = (str(shown),)
 
 
 class Conflict(SonaError):
@@ -195,9 +226,15 @@ class EngineError(SonaError):
 
 
 class EngineCrashed(SonaError):
-    """The engine child process died; whatever it had in flight is lost."""
+    """The engine child process died; whatever it had in flight is lost.
+    ``deliberate``: Sona killed it (for another job's hung step), so the
+    waiting request is not to blame."""
 
     code = "engine_crashed"
+
+    def __init__(self, message: str, *, deliberate: bool = False) -> None:
+        super().__init__(message)
+        self.deliberate = deliberate
 
 
 class ConfigError(SonaError):

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from sona.errors import AddressRefused, InvalidRequest, UrlRefused
-from sona.netguard import GuardedResolver, check_url
+from sona.netguard import GuardedConnector, check_url
 from sona.uploads import CHUNK, StoredUpload, UploadDir
 
 
@@ -35,7 +35,7 @@ async def fetch(
 async def _fetch(
     url: str, uploads: UploadDir, allow_private: bool, max_bytes: int, timeout_s: float
 ) -> StoredUpload:
-    connector = aiohttp.TCPConnector(resolver=GuardedResolver(allow_private=allow_private))
+    connector = GuardedConnector(allow_private=allow_private)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         try:

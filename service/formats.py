@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable
+from pathlib import PurePath
 from typing import Any
 
 from sona.errors import InvalidRequest
@@ -203,3 +204,32 @@ _WRITERS: dict[str, tuple[_Writer, str]] = {
 
 FORMATS: tuple[str, ...] = tuple(_WRITERS)
 CONTENT_TYPES: dict[str, str] = {fmt: content_type for fmt, (_, content_type) in _WRITERS.items()}
+
+# What a file name's extension says about its format, for `-o FILE` in the CLI.
+# The first format of each is the one chosen when no --format is given.
+EXTENSIONS: dict[str, tuple[str, ...]] = {
+    ".txt": ("text",),
+    ".json": ("json", "verbose_json"),
+    ".srt": ("srt",),
+    ".vtt": ("vtt",),
+    ".tsv": ("tsv",),
+    ".jsonl": ("jsonl",),
+}
+
+
+def format_for_output(path: str | None, explicit: str | None) -> str:
+    """The format to write to ``path``: ``explicit`` when given (it must be one
+    of FORMATS and agree with a known extension), else the extension's, else
+    text. Raises ValueError with the message a user should see."""
+    if explicit is not None and explicit not in FORMATS:
+        raise ValueError(f"unknown format {explicit!r}; use one of: {', '.join(FORMATS)}")
+    suffix = "" if path is None else PurePath(path).suffix.lower()
+    implied = EXTENSIONS.get(suffix)
+    if explicit is None:
+        return implied[0] if implied else "text"
+    if implied and explicit not in implied:
+        raise ValueError(
+            f"--format {explicit} does not match the output file {path} "
+            f"({suffix} is {' or '.join(implied)}); change one of them"
+        )
+    return explicit

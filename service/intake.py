@@ -8,12 +8,13 @@ import asyncio
 import json
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sona.audio import probe
 from sona.crashpoints import crash_point
 from sona.engine import sequential_too_long
-from sona.engine.registry import OPENAI_ALIASES, ModelRegistry
+from sona.engine.registry import OPENAI_ALIASES, ModelRegistry, english_only
 from sona.errors import (
     AddressRefused,
     AudioTooLong,
@@ -21,6 +22,8 @@ from sona.errors import (
     MetadataTooLarge,
     NoModel,
     QueueFull,
+    UnsupportedLanguage,
+    english_only_message,
 )
 from sona.jobs import METADATA_MAX_BYTES, Job, NewJob, TranscribeOptions, validate_job_id
 from sona.netguard import check_resolved
@@ -130,6 +133,11 @@ class Intake:
             validate_job_id(sub.job_id)
         await self.check_callback(sub.callback_url)
         model = self.resolve_model(sub.options.model)
+        language = sub.options.language
+        if language not in (None, "en") and english_only(model):
+            raise UnsupportedLanguage(
+                english_only_message(Path(model).name, str(language)), param="language"
+            )
         if not self.models.is_loaded(model):
             await self.models.locate(model)  # an unknown model fails the submit, not the job
         duration, _channels = await asyncio.to_thread(probe, upload.path)

@@ -6,15 +6,56 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from sona.errors import InvalidJobId
 
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 METADATA_MAX_BYTES = 4096
-LANGUAGE_PATTERN = r"^[a-z]{2,3}$"  # an ISO-639-1 code such as "en"
+# The codes Whisper knows, as faster-whisper lists them
+# (faster_whisper.tokenizer._LANGUAGE_CODES; a test keeps the two equal). Copied
+# because the daemon does not import the engine's libraries.
+_WHISPER_CODES = (
+    "af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl gu "
+    "ha haw he hi hr ht hu hy id is it ja jw ka kk km kn ko la lb ln lo lt lv mg mi mk ml "
+    "mn mr ms mt my ne nl nn no oc pa pl ps pt ro ru sa sd si sk sl sn so sq sr su sv sw "
+    "ta te tg th tk tl tr tt uk ur uz vi yi yo zh yue"
+)
+LANGUAGES = frozenset(_WHISPER_CODES.split())
+
+
+# Validation context of options read back from the store: a row written before
+# languages were checked may name one Whisper lacks, and must still load.
+STORED = {"stored": True}
+
+
+def _known_language(code: str | None, info: ValidationInfo) -> str | None:
+    stored = bool(info.context and info.context.get("stored"))
+    if code is not None and code not in LANGUAGES and not stored:
+        raise PydanticCustomError(
+            "unknown_language",
+            "unknown language code '{code}': not in faster-whisper's (Whisper's) language "
+            "list ({known}); leave language unset to have it detected",
+            {"code": code[:32], "known": ", ".join(sorted(LANGUAGES))},
+        )
+    return code
+
+
+# A language a request names: a Whisper language code, or None (detect it).
+# The schema lists the codes, so /openapi.json says which are valid.
+_LanguageCode = Annotated[str, WithJsonSchema({"type": "string", "enum": sorted(LANGUAGES)})]
+Language = Annotated[_LanguageCode | None, AfterValidator(_known_language)]
 
 
 class Status(StrEnum):
@@ -65,12 +106,12 @@ class TranscribeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = None
-    language: str | None = Field(default=None, pattern=LANGUAGE_PATTERN)
+    language: Language = None
     prompt: str | None = None
     hotwords: str | None = None
     task: Literal["transcribe", "translate"] = "transcribe"
     word_timestamps: bool = False
-    vad_filter: bool | None = None  # None: on (F9); off cuts plain 30 s windows
+    vad_filter: bool | None = None  # None: on (F9); off cuts plain chunk_s slices
     diarize: Literal["none", "channels"] = "none"
     temperature: float | None = Field(default=None, ge=0.0, le=1.0)
     beam_size: int | None = Field(default=None, ge=1, le=10)

@@ -11,13 +11,13 @@ from sona.intake import Intake
 from sona.metrics import Metrics
 from sona.notify import Notifier
 from sona.runtime import Runtime
-from sona.settings import Settings
+from sona.settings import ApiKeys, Settings
 from sona.store import JobStore
 from sona.uploads import UploadDir
 from sona.worker import Worker
 
 SETTINGS = web.AppKey("settings", Settings)
-API_KEYS = web.AppKey("api_keys", list[str])
+API_KEYS = web.AppKey("api_keys", ApiKeys)
 STORE = web.AppKey("store", JobStore)
 MODELS = web.AppKey("models", ModelRegistry)
 EVENTS = web.AppKey("events", EventHub)

@@ -1,5 +1,5 @@
-"""``sona transcribe``: one file, no daemon, with a progress bar. It runs the
-daemon's own runtime (engine process, batches, store) over a temporary data
+"""``sona transcribe``: one file, no daemon, with a progress bar (sona.progress).
+It runs the daemon's own runtime (engine process, batches, store) over a temporary data
 directory, so a file transcribes the same way here as through the API."""
 
 from __future__ import annotations
@@ -17,23 +17,10 @@ from sona.events import TERMINAL, follow
 from sona.formats import render
 from sona.intake import Submission
 from sona.jobs import Job, Status, TranscribeOptions
+from sona.progress import JobBar
+from sona.remote import write_output
 from sona.runtime import start_runtime
 from sona.settings import Settings
-
-BAR = 30
-
-
-def _bar(job: Job) -> None:
-    total = job.duration or 0.0
-    done = total if job.status == Status.COMPLETED else job.processed_seconds
-    frac = min(1.0, done / total) if total else 0.0
-    fill = int(frac * BAR)
-    print(
-        f"\r[{'#' * fill}{'.' * (BAR - fill)}] {frac * 100:5.1f}%  {done:6.1f}/{total:.1f} s",
-        end="",
-        file=sys.stderr,
-        flush=True,
-    )
 
 
 async def _read(path: Path) -> AsyncIterator[bytes]:
@@ -62,12 +49,16 @@ async def _transcribe(args: argparse.Namespace, settings: Settings) -> tuple[Job
             )
             job, _ = await rt.intake.admit(upload, Submission(options=options))
             await rt.notifier.job_queued(job.id)
-            async with aclosing(follow(rt.store, rt.events, job.id)) as updates:
-                async for update in updates:
-                    job = update.job
-                    _bar(job)
-                    if update.type in TERMINAL:
-                        break
+            bar = JobBar()
+            try:
+                async with aclosing(follow(rt.store, rt.events, job.id)) as updates:
+                    async for update in updates:
+                        job = update.job
+                        bar.update(job.status, job.processed_seconds, job.duration)
+                        if update.type in TERMINAL:
+                            break
+            finally:
+                bar.close()
             body, _ = render(job, await rt.store.segments(job.id), args.format)
             return job, body
 
@@ -75,13 +66,9 @@ async def _transcribe(args: argparse.Namespace, settings: Settings) -> tuple[Job
 def transcribe_local(args: argparse.Namespace, settings: Settings) -> int:
     started = time.time()
     job, body = asyncio.run(_transcribe(args, settings))
-    print(file=sys.stderr)
     if job.status != Status.COMPLETED:
         print(f"sona: {job.error_code or job.status}: {job.error_message}", file=sys.stderr)
         return 1
     print(f"{job.duration or 0:.1f} s of audio in {time.time() - started:.1f} s", file=sys.stderr)
-    if args.output:
-        args.output.write_text(body, encoding="utf-8")
-    else:
-        sys.stdout.write(body)
+    asyncio.run(write_output(body, args.output))
     return 0

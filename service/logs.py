@@ -7,7 +7,8 @@ for a person at a terminal) or ``auto`` (console when stderr is a TTY, JSON
 otherwise). Everything ends up in the same stream and shape: structlog's own
 lines, the standard ``logging`` records of libraries (aiohttp, faster-whisper),
 ``warnings.warn`` from any library, and exceptions of asyncio tasks nobody
-awaited (the loop's exception handler). Native code writing straight to file
+awaited (the loop's exception handler). Tracebacks show code, never the
+values of local variables (they may hold keys and passwords). Native code writing straight to file
 descriptor 2 is out of reach: ctranslate2's "compute type inferred" message is
 C++ (spdlog), printed as it is; ``compute_type=auto`` picks a type that never
 triggers it. The engine child
@@ -38,13 +39,24 @@ def configure(level: str = "info", *, fmt: str = "auto") -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    # Tracebacks never render frame locals (structlog's and rich's default):
+    # a local may hold an API key, a request's Authorization header or a
+    # database URL with its password.
     renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
         if chosen == "console"
         else structlog.processors.JSONRenderer()
     )
     tail: list[structlog.typing.Processor] = (
-        [] if chosen == "console" else [structlog.processors.dict_tracebacks]
+        []
+        if chosen == "console"
+        else [
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+            )
+        ]
     )
     structlog.configure(
         processors=[*shared, *tail, renderer],

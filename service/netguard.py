@@ -9,10 +9,16 @@ webhook delivery (``dispatcher.py``):
   NAT64 ``64:ff9b::/96``, 6to4), legacy IPv4 spellings such as ``0x7f000001``,
   ``2130706433`` or ``0177.0.0.1``, and the ``localhost`` names (RFC 6761) —
   refused unless private targets are allowed;
-* the connection goes to the address that was checked: the check runs inside
-  aiohttp's resolver (``GuardedResolver``) on the very list the connector then
-  dials, so DNS cannot answer differently a second time. The URL is left as
-  it is, so the Host header and TLS SNI still name the host.
+* the host judged is the host aiohttp dials: ``yarl``'s normalisation of the
+  URL (NFKC and IDNA), so ``１２７.０.０.１`` or ``127。0。0。1`` is judged as
+  ``127.0.0.1``; and a non-ASCII spelling of an IP address (fullwidth,
+  circled or other-script digits, ideographic dots, their punycode) is refused
+  in every mode: no real host is written that way;
+* the connection goes to the address that was checked: ``GuardedConnector``
+  checks every address in the very list it then dials, resolved names
+  (``GuardedResolver``, so DNS cannot answer differently a second time) and IP
+  literals alike (aiohttp never hands a literal to the resolver). The URL is
+  left as it is, so the Host header and TLS SNI still name the host.
 
 Refusals raise ``AddressRefused``; each caller turns it into its own error."""
 
@@ -21,10 +27,15 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import unicodedata
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
+from yarl import URL
 
 from sona.errors import AddressRefused
 
@@ -33,6 +44,8 @@ ALWAYS_REFUSED = [ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 RESOLVE_TIMEOUT_S = 5.0
+# Full stops that NFKC leaves alone but IDNA (UTS 46) maps to ".".
+IDEOGRAPHIC_STOPS = str.maketrans({"\u3002": ".", "\uff61": "."})
 
 
 def embedded_ipv4(ip: IP) -> IP:
@@ -80,25 +93,50 @@ def is_localhost_name(host: str) -> bool:
     return name == "localhost" or name.endswith(".localhost")
 
 
-def check_url(url: str, *, allow_private: bool) -> str:
-    """Refuse a URL by its form and, when its host is an IP literal or a
-    localhost name, by its address; returns the host. Other names are checked
-    once resolved (``GuardedResolver``, ``check_resolved``)."""
+def dial_host(url: str) -> str:
+    """The host aiohttp will connect to for ``url``: yarl's normalisation (the
+    one ``ClientSession`` applies), trailing dots collapsed as the connector
+    does. Raises AddressRefused when the URL cannot be used at all."""
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018  (raises on a bad port)
-    except ValueError:
+        parsed = URL(url)
+        parsed.port  # noqa: B018
+    except (ValueError, UnicodeError):
         raise AddressRefused("not a valid URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if parts.scheme not in ("http", "https") or parsed.scheme not in ("http", "https"):
         raise AddressRefused("must be an http(s) URL with a host")
-    host = parts.hostname
+    if not parts.hostname or not parsed.raw_host:
+        raise AddressRefused("must be an http(s) URL with a host")
+    host = parsed.raw_host
+    plain_literal = parts.hostname.isascii() and literal_ip(host.rstrip(".")) is not None
+    if _spells_ip(parsed.host or host) and not plain_literal:
+        raise AddressRefused("a non-ASCII spelling of an IP address is not accepted")
+    return host.rstrip(".") + "." if host.endswith("..") else host
+
+
+def _spells_ip(host: str) -> bool:
+    """Whether ``host`` reads as an IP address once every Unicode digit is read
+    as its ASCII digit and every full stop as ".": ``١٢٧.٠.٠.١`` does."""
+    text = unicodedata.normalize("NFKC", host).translate(IDEOGRAPHIC_STOPS)
+    ascii_form = "".join(
+        str(d) if (d := unicodedata.decimal(c, None)) is not None else c for c in text
+    )
+    return literal_ip(ascii_form.rstrip(".")) is not None
+
+
+def check_url(url: str, *, allow_private: bool) -> str:
+    """Refuse a URL by its form and, when the host it dials is an IP literal or
+    a localhost name, by its address; returns that host. Other names are
+    checked once resolved (``GuardedResolver``, ``check_resolved``)."""
+    host = dial_host(url)
     if is_localhost_name(host):
         if not allow_private:
             raise AddressRefused(
                 f"{host} is a loopback name (private targets are not allowed here)"
             )
         return host
-    if (ip := literal_ip(host)) is not None:
+    if (ip := literal_ip(host.rstrip("."))) is not None:
         check_address(ip, allow_private=allow_private)
     return host
 
@@ -108,7 +146,7 @@ async def check_resolved(url: str, *, allow_private: bool) -> None:
     (the local resolver, bounded): refusing at submit time what delivery
     would refuse later."""
     host = check_url(url, allow_private=allow_private)
-    if is_localhost_name(host) or literal_ip(host) is not None:
+    if is_localhost_name(host) or literal_ip(host.rstrip(".")) is not None:
         return
     resolver = GuardedResolver(allow_private=allow_private)
     try:
@@ -142,6 +180,27 @@ class GuardedResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self._inner.close()
+
+
+class GuardedConnector(aiohttp.TCPConnector):
+    """The connector for every outbound request (URL fetch, webhooks): it checks
+    each address it is about to dial. ``_resolve_host`` is where aiohttp turns
+    the URL's host into that list, for names (through ``GuardedResolver``, which
+    answers localhost names) and for IP literals, which it returns as they are
+    without asking the resolver; ``tests/test_netguard.py`` dials a literal to
+    keep this hook honest across aiohttp upgrades."""
+
+    def __init__(self, *, allow_private: bool, **kwargs: Any) -> None:
+        super().__init__(resolver=GuardedResolver(allow_private=allow_private), **kwargs)
+        self._allow_private = allow_private
+
+    async def _resolve_host(
+        self, host: str, port: int, traces: Sequence[Any] | None = None
+    ) -> list[ResolveResult]:
+        results = await super()._resolve_host(host, port, traces=traces)
+        for result in results:
+            check_address(result["host"], allow_private=self._allow_private)
+        return results
 
 
 def _loopback(port: int) -> ResolveResult:

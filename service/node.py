@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 
 from sona import loop_errors
+from sona.api.middleware import end_json_with_newline
 from sona.metrics import CONTENT_TYPE
 from sona.runtime import Runtime, start_runtime
 from sona.settings import Settings
@@ -52,6 +53,7 @@ async def _metrics(request: web.Request) -> web.Response:
 async def _probe(rt: Runtime, host: str, port: int) -> tuple[web.AppRunner, int]:
     app = web.Application()
     app[RUNTIME] = rt
+    app.on_response_prepare.append(end_json_with_newline)
     app.router.add_get("/health", _health)
     app.router.add_get("/metrics", _metrics)
     runner = web.AppRunner(app, access_log=None)

@@ -171,6 +171,9 @@ async def _start_engine(settings: Settings, stack: contextlib.AsyncExitStack) ->
             max_sequential_seconds=settings.max_sequential_seconds,
             log_level=settings.log_level,
             log_format=resolve_format(settings.log_format),
+            load_timeout_s=settings.model_load_timeout_s,
+            ping_interval_s=min(1.0, settings.engine_ping_timeout_s / 4),
+            ping_timeout_s=settings.engine_ping_timeout_s,
         )
     )
     await engine.start()

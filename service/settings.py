@@ -3,15 +3,23 @@ config file (SONA_CONFIG_FILE, TOML) > defaults."""
 
 from __future__ import annotations
 
+import hmac
 import os
+import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from sona.errors import ConfigError
 
@@ -22,6 +30,24 @@ LOOPBACK_HOSTS = {"127.0.0.1", "::1", "localhost"}
 # name, and test hooks (any SONA_TEST_*).
 NON_SETTINGS_ENV = {"SONA_URL", "SONA_API_KEY", "SONA_CONFIG_FILE"}
 
+# Kubernetes service links (a pod's enableServiceLinks, on by default) give
+# every pod variables for each Service in its namespace; a Service named `sona`
+# yields these, which are not Sona's to read. SONA_PORT is also the port
+# setting: the service link's is a URL (tcp://10.0.0.7:8765), the setting's a number.
+_SERVICE_LINK = re.compile(
+    r"SONA_SERVICE_(?:HOST|PORT(?:_[A-Z0-9_]+)?)"
+    r"|SONA_PORT_\d+_(?:TCP|UDP|SCTP)(?:_(?:ADDR|PORT|PROTO))?"
+)
+_SERVICE_LINK_URL = re.compile(r"(?:tcp|udp|sctp)://.*")
+
+
+def is_service_link(name: str, value: str) -> bool:
+    """Is ``name=value`` a variable Kubernetes injected for a Service named sona?"""
+    name = name.upper()
+    if name == "SONA_PORT":
+        return _SERVICE_LINK_URL.fullmatch(value.strip()) is not None
+    return _SERVICE_LINK.fullmatch(name) is not None
+
 
 def check_environment(environ: Mapping[str, str] | None = None) -> None:
     """A misspelt SONA_* variable is an error, not silently ignored."""
@@ -29,8 +55,34 @@ def check_environment(environ: Mapping[str, str] | None = None) -> None:
     known = {f"SONA_{name.upper()}" for name in Settings.model_fields} | NON_SETTINGS_ENV
     for name in sorted(env):
         upper = name.upper()
-        if upper.startswith("SONA_") and upper not in known and not upper.startswith("SONA_TEST_"):
+        if (
+            upper.startswith("SONA_")
+            and upper not in known
+            and not upper.startswith("SONA_TEST_")
+            and not is_service_link(upper, env[name])
+        ):
             raise ConfigError(f"unknown environment variable {name} (not a Sona setting)")
+
+
+def unparsable(exc: SettingsError) -> ConfigError:
+    """A SONA_* value that pydantic-settings cannot parse (a list setting that
+    is not JSON) as a configuration error. The value is never repeated: it may
+    be a key."""
+    found = re.search(r'field "(\w+)"', str(exc))
+    name = found.group(1) if found else "?"
+    return ConfigError(
+        f"invalid setting {name}: SONA_{name.upper()} is not valid JSON "
+        f'(a list is written like SONA_{name.upper()}=\'["first", "second"]\')'
+    )
+
+
+class EnvSource(EnvSettingsSource):
+    """The SONA_* environment, less what Kubernetes service links put there
+    (a ``SONA_PORT=tcp://…`` must not be read as the port)."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        env = super()._load_env_vars()
+        return {k: v for k, v in env.items() if not is_service_link(k, v or "")}
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -49,9 +101,40 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _without_password(url: str) -> str:
-    """``postgresql://user:secret@host/db`` → ``postgresql://user:***@host/db``."""
-    password = urlsplit(url).password if "://" in url else None
-    return url.replace(f":{password}@", ":***@", 1) if password else url
+    """``postgresql://user:secret@host/db`` → ``postgresql://user:***@host/db``;
+    a ``password=`` query parameter (libpq's other spelling) is masked too."""
+    try:
+        password = urlsplit(url).password if "://" in url else None
+    except ValueError:
+        password = None
+    masked = url.replace(f":{password}@", ":***@", 1) if password else url
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", masked, flags=re.IGNORECASE)
+
+
+class ApiKeys:
+    """The API keys in force, compared in constant time. They never show in a
+    repr or str, so no log line or traceback can carry them."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, keys: Iterable[str] = ()) -> None:
+        self._keys = tuple(keys)
+
+    def __bool__(self) -> bool:
+        return bool(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def matches(self, given: str) -> bool:
+        """Whether ``given`` is one of the keys; every key is compared."""
+        found = [hmac.compare_digest(given.encode(), k.encode()) for k in self._keys]
+        return any(found)
+
+    def __repr__(self) -> str:
+        return f"ApiKeys(<{len(self._keys)} masked>)"
+
+    __str__ = __repr__
 
 
 class TomlFileSource(PydanticBaseSettingsSource):
@@ -79,6 +162,9 @@ class Settings(BaseSettings):
     insecure: bool = False
     api_keys: list[SecretStr] = Field(default_factory=list)
     api_key_file: Path | None = None
+    # Browser origins (scheme://host[:port]) besides the daemon's own allowed to
+    # send state-changing requests; "*": any (docs/security.md, cross-origin).
+    allowed_origins: list[str] = Field(default_factory=list)
     pidfile: Path | None = None
 
     # Storage
@@ -116,6 +202,9 @@ class Settings(BaseSettings):
     # jobs run on `sona worker` nodes sharing the store (docs/scaling.md).
     worker: bool = True
     step_timeout_s: float = Field(default=300, gt=0)  # a batch past this: the engine hung
+    model_load_timeout_s: float = Field(default=300, gt=0)  # a model load past this: hung
+    # An engine ping unanswered this long: /ready says the engine is not answering.
+    engine_ping_timeout_s: float = Field(default=10, gt=0)
     max_loaded_models: int = Field(default=2, ge=1)
     model_idle_ttl_s: float = 0  # 0: never unload idle models
 
@@ -174,7 +263,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlFileSource(settings_cls))
+        return (init_settings, EnvSource(settings_cls), TomlFileSource(settings_cls))
 
     @property
     def store_url(self) -> str:
@@ -194,11 +283,17 @@ class Settings(BaseSettings):
             return self.on_loopback
         return self.allow_private_urls
 
-    def all_api_keys(self) -> list[str]:
+    def all_api_keys(self) -> ApiKeys:
         keys = [k.get_secret_value() for k in self.api_keys]
         if self.api_key_file:
             keys += [ln.strip() for ln in self.api_key_file.read_text().splitlines() if ln.strip()]
-        return keys
+        return ApiKeys(keys)
+
+    def __repr_args__(self) -> Any:
+        # repr and str (and so any log line or traceback showing the settings)
+        # carry the store URL without its password; keys are SecretStr already.
+        for name, value in super().__repr_args__():
+            yield name, _without_password(value) if name == "store" and value else value
 
     @property
     def resolved_model_dir(self) -> Path:

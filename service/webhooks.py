@@ -10,7 +10,10 @@ sending and the store keeps the outbox.
   and the exact body. No secret: unsigned (said once in the logs);
 * the schedule: a retryable failure waits ``backoff_s · 2^(n-1)`` (capped at
   ``360 · backoff_s``), with equal jitter (a random half to all of it), and
-  never less than the receiver's ``Retry-After``."""
+  never less than the receiver's ``Retry-After``, itself capped at that same
+  longest wait: a receiver cannot push a delivery past its last attempt.
+  ``Retry-After`` is read strictly (RFC 9110: digits or an HTTP date); ``inf``,
+  ``1e20``, negative or garbage values are ignored."""
 
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from sona.store import AttemptOutcome, DeliveryAttempt, DeliveryState
 
 TEXT_MAX_CHARS = 4096  # larger transcripts: fetch links.transcript
 CAP_FACTOR = 360  # the longest wait, in units of backoff_s (10 s → 1 h)
+RETRY_AFTER_MAX_S = 86_400.0  # a day; the schedule caps it further (RetryPolicy.delay)
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,7 @@ class RetryPolicy:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
         full = min(self.backoff_s * 2 ** (attempt - 1), CAP_FACTOR * self.backoff_s)
         jittered = random.uniform(full / 2, full)
-        return max(jittered, retry_after or 0.0)
+        return max(jittered, min(retry_after or 0.0, CAP_FACTOR * self.backoff_s))
 
 
 def payload(job: Job, event: str, delivery_id: str, public_url: str | None) -> bytes:
@@ -109,17 +113,18 @@ def signer_for(secret: str | None) -> Webhook | None:
 
 
 def retry_after_s(value: str | None) -> float | None:
-    """``Retry-After`` as seconds: delta-seconds or an HTTP date."""
+    """``Retry-After`` as seconds, at most ``RETRY_AFTER_MAX_S``: delta-seconds
+    (ASCII digits only) or an HTTP date; anything else is None."""
+    value = (value or "").strip()
     if not value:
         return None
+    if value.isascii() and value.isdigit():
+        return float(min(int(value[:12]), RETRY_AFTER_MAX_S))
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
+        seconds = parsedate_to_datetime(value).timestamp() - time.time()
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
+    return min(max(0.0, seconds), RETRY_AFTER_MAX_S)
 
 
 def judge(

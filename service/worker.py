@@ -17,7 +17,12 @@ backoff if it ever fails, so the worker cannot die quietly:
 
 Stop means stop: ending a job closes it in the engine, which stops cutting
 it at once and drops its chunks, so the batch in flight is the last work
-spent on it."""
+spent on it.
+
+A job that crashed the engine before is a suspect: it runs beside the others,
+but each of its chunks is a batch of its own (``Pending.suspect``) and that
+step runs with no other step in flight (``StepGate``). If the engine dies in
+it, the crash is the suspect's alone; the other jobs are requeued unblamed."""
 
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -130,6 +135,44 @@ class Flight:
     def job(self) -> Job:
         return self.claim.job
 
+    @property
+    def suspect(self) -> bool:
+        """The engine died with this job in flight before: it may be the cause."""
+        return self.claim.job.crashes > 0
+
+
+class StepGate:
+    """The steps in flight. A suspect's step goes in alone: it waits for the
+    others to end, and no other starts until it has."""
+
+    def __init__(self) -> None:
+        self._cond = asyncio.Condition()
+        self._running = 0
+        self._alone = False  # a suspect's step runs, or waits to
+        self._waiting_alone = 0
+
+    @contextlib.asynccontextmanager
+    async def step(self, alone: bool) -> AsyncIterator[None]:
+        async with self._cond:
+            if alone:
+                self._waiting_alone += 1
+                try:
+                    await self._cond.wait_for(lambda: self._running == 0)
+                finally:  # a cancelled wait must not hold the others back
+                    self._waiting_alone -= 1
+                    self._cond.notify_all()
+            else:
+                await self._cond.wait_for(lambda: not self._alone and not self._waiting_alone)
+            self._running += 1
+            self._alone = alone
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self._running -= 1
+                self._alone = False
+                self._cond.notify_all()
+
 
 class Worker:
     def __init__(
@@ -155,9 +198,8 @@ class Worker:
         self._work = asyncio.Event()  # step: chunks in the pool, or a job ended
         self._landed = asyncio.Event()  # no job in flight
         self._landed.set()
-        self._ended = asyncio.Event()  # a job left this worker
         self._stopping = False
-        self._solo = False  # a job that crashed the engine before runs alone
+        self._gate = StepGate()
         self._failing: set[str] = set()  # loops waiting out a backoff after an error
         self._drained = False
         self.loop_failures = 0  # errors survived, all loops together
@@ -236,7 +278,7 @@ class Worker:
     async def _claim_once(self) -> None:
         claim = None
         # Past max_jobs only more urgent jobs get in, up to twice as many.
-        if not self._stopping and not self._solo and len(self.flights) < 2 * self.config.max_jobs:
+        if not self._stopping and len(self.flights) < 2 * self.config.max_jobs:
             claim = await self.store.claim(
                 worker_id=self.worker_id,
                 prefer_models=[e.id for e in self.models.entries()],
@@ -272,6 +314,10 @@ class Worker:
         bound = log.bind(job_id=job.id, model=job.model, attempt=job.attempts)
         try:
             entry = await self.models.acquire(job.model or "")
+        except EngineCrashed as exc:  # died or hung loading: retried like a crash mid-job
+            bound.warning("model.load_crashed", reason=exc.message)
+            await self._crashed(claim, blamed=not exc.deliberate)
+            return
         except SonaError as exc:
             await self._finish(claim, Status.FAILED, exc.code, exc.message)
             return
@@ -293,15 +339,6 @@ class Worker:
         self._landed.clear()
         self.events.publish(job.id, "status", {"status": "processing"})
         bound.info("job.claimed", resume_after_chunks=job.chunks_done, crashes=job.crashes)
-        if job.crashes:
-            # It may be what crashed the engine: run it alone, so that if it
-            # does again, no other job shares the blame.
-            self._solo = True
-            while len(self.flights) > 1:
-                self._ended.clear()
-                await _wait(self._ended, self.config.poll_interval_s)
-            if job.id not in self.flights:
-                return
         flight.generation = self.engine.generation
         self.engine.open(flight.spec)
 
@@ -347,7 +384,8 @@ class Worker:
                     key = batch_key(
                         flight.spec.model_id, flight.spec.options, language, chunk.job_id
                     )
-                    self.pool.add(Pending(chunk, key, flight.job.priority, flight.job.created_at))
+                    job = flight.job
+                    self.pool.add(Pending(chunk, key, job.priority, job.created_at, flight.suspect))
                 self._work.set()
             case Prepared(_, duration, total, _, warnings):
                 flight.total = total
@@ -366,26 +404,35 @@ class Worker:
 
     async def _on_crash(self, event: Crashed) -> None:
         """The engine died: every job it held is requeued, its crash counted
-        unless Sona killed the engine itself; crashes past max_attempts fail."""
+        unless Sona killed the engine itself; crashes past max_attempts fail.
+        A suspect caught in its step (it runs alone) takes the blame alone."""
         hit = [f for f in self.flights.values() if f.generation < self.engine.generation]
+        caught = {f.job.id for f in hit if f.suspect} & event.stepping
         for flight in hit:  # all of them first: a failing write below must not strand one
             self._forget(flight)
         for flight in hit:
-            if event.deliberate or flight.generation < 0:
-                await self._finish(flight.claim, Status.QUEUED, None, None)
-                continue
-            try:
-                job = await self.store.engine_crashed(flight.claim)
-            except InvalidTransition:
-                log.warning("job.lease_lost", job_id=flight.job.id)
-                continue
-            except Exception:  # left to recovery, which requeues without counting
-                log.exception("job.store_failed", job_id=flight.job.id)
-                continue
-            log.warning("job.engine_crashed", job_id=job.id, status=job.status, crashes=job.crashes)
-            self._publish_end(job)
+            innocent = bool(caught) and flight.job.id not in caught
+            blamed = not (event.deliberate or flight.generation < 0 or innocent)
+            await self._crashed(flight.claim, blamed=blamed)
         self._settle()
         self.wake()
+
+    async def _crashed(self, claim: Claim, *, blamed: bool) -> None:
+        """The engine died with this claim's job in it: requeue the job, counting
+        the crash if it is to blame (past max_attempts it fails)."""
+        if not blamed:
+            await self._finish(claim, Status.QUEUED, None, None)
+            return
+        try:
+            job = await self.store.engine_crashed(claim)
+        except InvalidTransition:
+            log.warning("job.lease_lost", job_id=claim.job.id)
+            return
+        except Exception:  # left to recovery, which requeues without counting
+            log.exception("job.store_failed", job_id=claim.job.id)
+            return
+        log.warning("job.engine_crashed", job_id=job.id, status=job.status, crashes=job.crashes)
+        self._publish_end(job)
 
     # -- step ----------------------------------------------------------------
 
@@ -407,11 +454,12 @@ class Worker:
         # chunks, and this step's results are not its.
         flights = {c.job_id: self.flights[c.job_id] for c in batch}
         model_id = flights[batch[0].job_id].spec.model_id
-        started = time.monotonic()
         try:
-            results = await asyncio.wait_for(
-                self.engine.step(model_id, batch), self.config.step_timeout_s
-            )
+            async with self._gate.step(alone=any(p.suspect for p in taken)):
+                started = time.monotonic()
+                results = await asyncio.wait_for(
+                    self.engine.step(model_id, batch), self.config.step_timeout_s
+                )
         except TimeoutError:
             await self._on_hung_step(self._still_flying(flights))
             return
@@ -548,9 +596,6 @@ class Worker:
         self.pool.drop_job(flight.job.id)
         self.engine.close(flight.job.id)
         self.models.release(flight.entry)
-        if not self.flights:
-            self._solo = False
-        self._ended.set()
         self._work.set()
         self.wake()
 

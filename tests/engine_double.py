@@ -15,6 +15,7 @@ class EngineDouble:
     def __init__(self) -> None:
         self.events: asyncio.Queue[Any] = asyncio.Queue()
         self.pid, self.restarts, self.generation = None, 0, 0
+        self.silent_s: float | None = None
 
     async def load(self, model_id: str, path: Path) -> None:
         return None

@@ -3,6 +3,8 @@ order, and only options that can share a forward pass (A10, C4)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from sona.engine import ChunkInfo
 from sona.engine.batcher import Pending, Pool, batch_key, pack
 from sona.jobs import TranscribeOptions
@@ -97,3 +99,27 @@ def test_dropping_a_job_removes_only_its_chunks() -> None:
         pool.add(pending("kept", no, age=1.0))
     pool.drop_job("gone")
     assert taken(pool.take_batch(8, 20)) == [("kept", 0), ("kept", 1), ("kept", 2)]
+
+
+def test_a_suspects_chunks_go_one_to_a_batch_and_beside_nobody_elses() -> None:
+    """A job that crashed the engine before: each of its chunks is a batch of
+    its own, the others' batches never hold one, and an interactive request's
+    chunk still goes first."""
+    pool = Pool()
+    for no in range(2):
+        pool.add(replace(pending("suspect", no, age=1.0, seconds=4), suspect=True))
+        pool.add(pending("other", no, age=2.0, seconds=4))
+    pool.add(pending("interactive", 0, priority=10, age=3.0, seconds=4))
+    assert taken(pool.take_batch(8, 20)) == [("interactive", 0)]
+    assert taken(pool.take_batch(8, 20)) == [("suspect", 0)]
+    assert taken(pool.take_batch(8, 20)) == [("suspect", 1)]
+    assert taken(pool.take_batch(8, 20)) == [("other", 0), ("other", 1)]
+
+
+def test_a_batch_led_by_another_job_leaves_the_suspects_chunks_out() -> None:
+    pool = Pool()
+    pool.add(pending("first", 0, age=1.0, seconds=4))
+    pool.add(replace(pending("suspect", 0, age=2.0, seconds=4), suspect=True))
+    pool.add(pending("third", 0, age=3.0, seconds=4))
+    assert taken(pool.take_batch(8, 20)) == [("first", 0), ("third", 0)]
+    assert taken(pool.take_batch(8, 20)) == [("suspect", 0)]

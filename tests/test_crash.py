@@ -1,4 +1,4 @@
-"""Crashes at the worst moments lose nothing (RELIABILITY 2, 3, 4, 5): real
+"""Crashes at the worst moments lose nothing (RELIABILITY 2, 3, 4, 5, 30): real
 daemons, killed by the env-gated crash points in service/crashpoints.py."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from tests.audio_factory import concat_wav
 from tests.conftest import Daemon, spawn_daemon
 from tests.test_daemon import finished, log_events, upload, wait_for
 
@@ -141,3 +143,60 @@ def test_engine_killed_mid_job_requeues_it_and_the_daemon_keeps_serving(
     assert ready["engine"]["restarts"] == 1 and ready["engine"]["pid"] != engine
     later = upload(d, fox_wav)
     assert wait_for(d, later["id"], finished)["status"] == "completed"
+
+
+@pytest.mark.parametrize("fault", ["SONA_TEST_CRASH_AT", "SONA_TEST_HANG_AT"])
+def test_r30_an_engine_dead_or_hung_in_a_model_load_retries_the_job(
+    daemon_factory: Any, fox_wav: Path, tmp_path: Path, fault: str
+) -> None:
+    """The engine dies (SIGSEGV), or hangs past SONA_MODEL_LOAD_TIMEOUT_S and is
+    killed, while loading the model a claimed job waits for: the job is retried
+    with the crash counted, and completes."""
+    fired = tmp_path / "fired"
+    env = {
+        fault: "engine_load:tiny.en",
+        "SONA_TEST_FAULT_ONCE": str(fired),  # the restarted engine loads it
+        # It counts from the request, a fresh engine's start included: room
+        # for that on a busy machine, so only the hung load runs past it.
+        "SONA_MODEL_LOAD_TIMEOUT_S": "30",
+    }
+    d = daemon_factory(env=env)  # no --model: the job's claim loads it
+    job = upload(d, fox_wav)
+    done = wait_for(d, job["id"], finished, timeout=240)
+    assert done["status"] == "completed" and (done["attempts"], done["crashes"]) == (2, 1), done
+    assert "fox" in done["text"].lower() and fired.exists()
+    events = {e["event"] for e in log_events(d)}
+    assert "model.load_crashed" in events
+    assert ("engine.load_hung" in events) == (fault == "SONA_TEST_HANG_AT")
+    assert httpx.get(f"{d.url}/ready").json()["engine"]["restarts"] == 1
+
+
+def test_r30_a_crashed_jobs_rerun_blocks_neither_other_jobs_nor_interactive_requests(
+    daemon_factory: Any, long_wav: Path, fox_wav: Path, tmp_path: Path
+) -> None:
+    """A job crashed the engine once: its re-run is a suspect, one chunk to a
+    batch, while another job and an OpenAI request are claimed and complete
+    before it does (a solo re-run held every claim until it ended)."""
+    longer = concat_wav([long_wav], tmp_path / "longer.wav", repeat=2)
+    env = {"SONA_TEST_CRASH_AT": "engine_step:suspect", "SONA_TEST_FAULT_ONCE": str(tmp_path / "f")}
+    d = daemon_factory("--model", "tiny.en", env=env)
+    upload(d, longer, job_id="suspect")
+    wait_for(d, "suspect", lambda j: j["crashes"] == 1 and j["status"] == "processing")
+    other = upload(d, fox_wav, priority="5")
+    with fox_wav.open("rb") as f:
+        r = httpx.post(
+            f"{d.url}/v1/audio/transcriptions",
+            files={"file": ("fox.wav", f)},
+            data={"model": "whisper-1"},
+            timeout=120,
+        )
+    assert r.status_code == 200 and "fox" in r.json()["text"].lower(), r.text
+    other_done = wait_for(d, other["id"], finished)
+    assert other_done["status"] == "completed" and other_done["crashes"] == 0
+    suspect = wait_for(d, "suspect", finished, timeout=300)
+    assert suspect["status"] == "completed" and suspect["crashes"] == 1, suspect
+    jobs = httpx.get(f"{d.url}/v1/jobs").json()["data"]
+    interactive = [j for j in jobs if j["id"] not in ("suspect", other["id"])]
+    assert len(interactive) == 1 and interactive[0]["status"] == "completed"
+    for j in (other_done, interactive[0]):  # both ran while the suspect did
+        assert j["finished_at"] < suspect["finished_at"], (j, suspect)

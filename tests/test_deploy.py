@@ -5,9 +5,11 @@ checks of what no linter here can run (no Docker engine, no cluster)."""
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from sona.app import create_app
+from sona.settings import Settings
 from tests.helpers import submit, wait_done
 
 REPO = Path(__file__).parent.parent
@@ -57,6 +60,17 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     for hardening in ("NoNewPrivileges=yes", "ProtectSystem=strict", "DynamicUser=yes"):
         assert hardening in unit
+
+
+def test_systemd_unit_reads_the_config_file_it_installs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The unit names a config file, its install lines put the shipped one there,
+    and that file is valid Sona settings (unknown keys would be refused)."""
+    unit = (DEPLOY / "systemd" / "sona.service").read_text()
+    (path,) = re.findall(r"^Environment=SONA_CONFIG_FILE=(\S+)$", unit, re.MULTILINE)
+    assert f"deploy/systemd/sona.toml {path}" in unit  # the install line
+    monkeypatch.setenv("SONA_CONFIG_FILE", str(DEPLOY / "systemd" / "sona.toml"))
+    settings = Settings()
+    assert settings.model == "tiny.en" and settings.log_format == "json"
 
 
 def test_alert_rules_pass_promtool() -> None:
@@ -135,6 +149,11 @@ def test_kubernetes_manifests() -> None:
     assert k["Service"]["spec"]["selector"] == k["Deployment"]["spec"]["selector"]["matchLabels"]
 
 
+def test_kubernetes_pod_gets_no_service_links() -> None:
+    pod = _k8s()["Deployment"]["spec"]["template"]["spec"]
+    assert pod["enableServiceLinks"] is False
+
+
 def test_compose_profiles() -> None:
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     services = compose["services"]
@@ -160,3 +179,285 @@ def test_start_scripts_run_the_persistent_service() -> None:
         text = path.read_text()
         assert "unless-stopped" in text and "8765" in text and "127.0.0.1:" in text
         assert "--read-only" in text
+
+
+# --- Dockerfiles and the build context, parsed --------------------------------
+
+
+def _instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) as Docker reads them: continuation lines
+    joined, comment lines (also inside a continuation) dropped."""
+    out: list[tuple[str, str]] = []
+    pending = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        instruction, _, args = (pending + line).partition(" ")
+        out.append((instruction.upper(), args.strip()))
+        pending = ""
+    assert not pending, f"{path} ends inside a continuation"
+    return out
+
+
+def _stages(path: Path) -> list[list[tuple[str, str]]]:
+    stages: list[list[tuple[str, str]]] = []
+    for instruction, args in _instructions(path):
+        if instruction == "FROM":
+            stages.append([])
+        if stages:
+            stages[-1].append((instruction, args))
+    return stages
+
+
+def _labels(stage: list[tuple[str, str]]) -> dict[str, str]:
+    pairs = [p for i, a in stage if i == "LABEL" for p in shlex.split(a)]
+    return dict(p.split("=", 1) for p in pairs)
+
+
+def _arg_defaults(stage: list[tuple[str, str]]) -> dict[str, str]:
+    args = [a.split("=", 1) for i, a in stage if i == "ARG" and "=" in a]
+    return {k: shlex.split(v)[0] if v.strip() else "" for k, v in args}
+
+
+PINNED = re.compile(r"^(?P<name>[a-z0-9./_-]+:[A-Za-z0-9._-]+)@(?P<digest>sha256:[0-9a-f]{64})$")
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_bases_pinned_and_oci_labels(path: Path) -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    stages = _stages(path)
+    names: set[str] = set()
+    for stage in stages:
+        image, *alias = stage[0][1].split()
+        if image not in names:  # an earlier stage is not a base image
+            assert PINNED.match(image), f"{image}: pin it as name:tag@sha256:<digest>"
+        if alias:
+            names.add(alias[-1])
+    final = stages[-1]
+    base = PINNED.match(final[0][1].split()[0])
+    assert base
+    labels = _labels(final)
+    prefix = "org.opencontainers.image."
+    assert {
+        f"{prefix}{k}"
+        for k in ("title", "description", "version", "revision", "licenses", "source")
+        + ("base.name", "base.digest")
+    } <= set(labels)
+    assert labels[f"{prefix}licenses"] == project["license"]
+    assert labels[f"{prefix}version"] == "${SONA_VERSION}"
+    assert _arg_defaults(final)["SONA_VERSION"] == project["version"]
+    assert labels[f"{prefix}base.digest"] == base["digest"]
+    assert labels[f"{prefix}base.name"].endswith("/" + base["name"])
+
+
+def _ignore_regex(pattern: str) -> re.Pattern[str]:
+    """One .dockerignore pattern (Go filepath.Match plus `**`) as a regex that
+    matches a path or any directory above it (ignoring a directory ignores
+    what is in it)."""
+    out, i = "", 0
+    pattern = pattern.strip("/")
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(f"^{out}(?:/.*)?$")
+
+
+def _dockerignored(path: str) -> bool:
+    ignored = False
+    for line in (REPO / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        if _ignore_regex(line.lstrip("!")).match(path):
+            ignored = not negate  # the last matching pattern decides
+    return ignored
+
+
+def _copied_sources() -> set[str]:
+    sources = set()
+    for path in DOCKERFILES:
+        for instruction, args in _instructions(path):
+            words = shlex.split(args)
+            if instruction in ("COPY", "ADD") and not any(w.startswith("--from") for w in words):
+                sources.update(w for w in words[:-1] if not w.startswith("--"))
+    return sources
+
+
+def test_dockerignore_keeps_the_build_context_to_what_is_copied() -> None:
+    for junk in (
+        ".venv/bin/python",
+        ".git/HEAD",
+        "data/sona.db",
+        "data/models/tiny.en/model.bin",
+        ".mypy_cache/3.11/x.json",
+        ".pytest_cache/v/cache",
+        ".ruff_cache/x",
+        "service/__pycache__/cli.cpython-311.pyc",
+        "service/api/__pycache__/jobs.cpython-311.pyc",
+        "sona.egg-info/PKG-INFO",
+        "dist/sona-0.1.0-py3-none-any.whl",
+        "tests/audio/fox.wav",
+    ):
+        assert _dockerignored(junk), junk
+    sources = _copied_sources()
+    assert {"pyproject.toml", "README.md", "LICENSE", "service", "mcp_tools"} <= sources
+    tracked = subprocess.run(
+        ["git", "ls-files"], capture_output=True, text=True, cwd=REPO, check=True
+    ).stdout.split()
+    kept = {f for f in tracked if not _dockerignored(f)}
+    for source in sources:  # every COPY finds its files ...
+        assert any(f == source or f.startswith(source + "/") for f in kept), source
+    for f in kept:  # ... and nothing else is sent to the builder
+        assert any(f == s or f.startswith(s + "/") for s in sources), f
+
+
+# --- Kubernetes: the GPU overlay ----------------------------------------------
+
+
+def _strategic_merge(base: Any, patch: Any) -> Any:
+    """Kubernetes' strategic merge for what the overlay uses: maps merge by
+    key; lists of named maps (containers, env) merge by name; other lists
+    are replaced."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        merged = dict(base)
+        for key, value in patch.items():
+            merged[key] = _strategic_merge(base[key], value) if key in base else value
+        return merged
+    named = all(isinstance(x, dict) and "name" in x for x in [*base, *patch])
+    if isinstance(base, list) and isinstance(patch, list) and named:
+        by_name = {x["name"]: x for x in base}
+        for item in patch:
+            old = by_name.get(item["name"])
+            by_name[item["name"]] = _strategic_merge(old, item) if old else item
+        return list(by_name.values())
+    return patch
+
+
+def test_kubernetes_gpu_overlay() -> None:
+    kube = DEPLOY / "kubernetes"
+    base_k = yaml.safe_load((kube / "kustomization.yaml").read_text())
+    assert base_k["resources"] == ["sona.yaml"]
+    overlay = yaml.safe_load((kube / "gpu" / "kustomization.yaml").read_text())
+    assert overlay["resources"] == [".."]
+    (patch_ref,) = overlay["patches"]
+    patch = yaml.safe_load((kube / "gpu" / patch_ref["path"]).read_text())
+    base = _k8s()["Deployment"]
+    assert (patch["kind"], patch["metadata"]["name"]) == ("Deployment", base["metadata"]["name"])
+    gpu = _strategic_merge(base, patch)
+    pod = gpu["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["SONA_DEVICE"]["value"] == "cuda"
+    assert "secretKeyRef" in env["SONA_API_KEYS"]["valueFrom"]  # the base's env is kept
+    assert int(container["resources"]["limits"]["nvidia.com/gpu"]) == 1
+    assert container["image"] == "sona:cuda"
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    assert compose["services"]["sona-gpu"]["image"] == container["image"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+
+
+# --- Prometheus scrape config --------------------------------------------------
+
+
+def test_prometheus_scrape_config_sends_the_key_from_a_file(tmp_path: Path) -> None:
+    path = DEPLOY / "prometheus" / "prometheus.yml"
+    config = yaml.safe_load(path.read_text())
+    (job,) = [j for j in config["scrape_configs"] if j["job_name"] == "sona"]
+    auth = job["authorization"]
+    assert auth.get("type", "Bearer") == "Bearer" and "credentials" not in auth
+    assert auth["credentials_file"].startswith("/")
+    assert job["static_configs"][0]["targets"] == ["127.0.0.1:8765"]
+    for rules in config["rule_files"]:
+        assert (path.parent / rules).is_file(), rules
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed here (.ci/run installs it)")
+    # A full check (the files must exist): a copy naming a key file that does.
+    key = tmp_path / "sona-api-key"
+    key.write_text("a-key\n")
+    auth["credentials_file"] = str(key)
+    config["rule_files"] = [str(path.parent / r) for r in config["rule_files"]]
+    copy = tmp_path / "prometheus.yml"
+    copy.write_text(yaml.safe_dump(config))
+    r = _run(promtool, "check", "config", str(copy))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+# --- The start scripts: only their own container is replaced -------------------
+
+FAKE_DOCKER = """#!/usr/bin/env bash
+# docker, as far as the start script uses it: every call logged.
+echo "$*" >> "$FAKE_LOG"
+if [[ "$1 $2" == "container inspect" ]]; then
+    [[ -n "${FAKE_CONTAINER:-}" ]] || { echo "Error: No such container: $3" >&2; exit 1; }
+    if [[ "$3" == "--format" ]]; then
+        if [[ "$4" == *json* ]]; then echo "${FAKE_LABELS_JSON:-null}"; else
+            echo "${FAKE_LABEL:-<no value>}"; fi
+    fi
+fi
+exit 0
+"""
+
+
+def _fake_docker(tmp_path: Path) -> dict[str, str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in (("docker", FAKE_DOCKER), ("curl", "#!/bin/sh\nexit 0\n")):
+        (bin_dir / name).write_text(body)
+        (bin_dir / name).chmod(0o755)
+    return {"PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE_LOG": str(tmp_path / "docker.log")}
+
+
+OWNER = "sona.managed-by=start_transcription_service"
+
+
+def _start(cmd: list[str], env: dict[str, str], tmp_path: Path) -> tuple[int, str, list[str]]:
+    log = tmp_path / "docker.log"
+    log.unlink(missing_ok=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+    return r.returncode, r.stderr, log.read_text().splitlines() if log.exists() else []
+
+
+def _check_start_script(cmd: list[str], tmp_path: Path) -> None:
+    env = _fake_docker(tmp_path)
+    rc, err, calls = _start(cmd, env, tmp_path)  # no container yet
+    (run,) = [c for c in calls if c.startswith("run ")]
+    assert rc == 0 and f"--label {OWNER}" in run and not any(c.startswith("rm") for c in calls)
+    foreign = {**env, "FAKE_CONTAINER": "1", "FAKE_LABELS_JSON": '{"other": "x"}'}
+    rc, err, calls = _start(cmd, foreign, tmp_path)
+    assert rc == 1 and "not started by this script" in err, err
+    assert not any(c.startswith(("rm", "run")) for c in calls), calls
+    ours = {
+        **env,
+        "FAKE_CONTAINER": "1",
+        "FAKE_LABEL": "start_transcription_service",
+        "FAKE_LABELS_JSON": '{"sona.managed-by": "start_transcription_service"}',
+    }
+    rc, err, calls = _start(cmd, ours, tmp_path)
+    verbs = [c.split()[0] for c in calls]
+    assert rc == 0 and verbs.index("rm") < verbs.index("run"), (err, calls)
+    assert "rm -f sona" in calls
+
+
+def test_start_script_replaces_only_its_own_container(tmp_path: Path) -> None:
+    _check_start_script(["bash", str(START_SH)], tmp_path)
+
+
+def test_start_script_ps1_replaces_only_its_own_container(tmp_path: Path) -> None:
+    pwsh = _tool("pwsh")
+    _check_start_script([pwsh, "-NoProfile", "-File", str(START_PS1)], tmp_path)

@@ -1,5 +1,5 @@
 """The fault suite's items that no module test covers alone (shared/RELIABILITY.md
-3, 6, 16, 26): real daemons, killed or hung on purpose. The long ones (the kill
+3, 6, 16, 26, 30): real daemons, killed or hung on purpose. The long ones (the kill
 loop, the soak) carry the ``slow`` marker; CI runs them too. The map of every
 item to its test is in docs/architecture.md ("Reliability")."""
 
@@ -93,6 +93,37 @@ def test_r16_a_hung_decoder_ends_in_timeout_and_the_api_stays_responsive(
         os.kill(engine, 0)
     later = upload(d, fox_wav)
     assert wait_for(d, later["id"], finished)["status"] == "completed"
+
+
+def test_r30_a_stopped_engine_shows_on_ready_within_seconds_and_recovers(
+    daemon_factory: Any, fox_wav: Path
+) -> None:
+    """SIGSTOP the engine process: its pings go unanswered and /ready is 503
+    with the reason long before step_timeout_s (300 s); SIGCONT brings it back."""
+    d = daemon_factory("--model", "tiny.en", env={"SONA_ENGINE_PING_TIMEOUT_S": "2"})
+    assert httpx.get(f"{d.url}/ready").status_code == 200
+    engine = httpx.get(f"{d.url}/ready").json()["engine"]["pid"]
+    os.kill(engine, signal.SIGSTOP)
+    try:
+        r = _wait_ready_status(d.url, 503)
+        body = r.json()
+        assert body["reason"].startswith("engine not answering"), body
+        assert body["engine"]["silent_s"] >= 2 and body["engine"]["pid"] == engine
+    finally:
+        os.kill(engine, signal.SIGCONT)
+    r = _wait_ready_status(d.url, 200)
+    assert r.json()["engine"] == {"pid": engine, "restarts": 0, "silent_s": None}
+    job = upload(d, fox_wav)
+    assert wait_for(d, job["id"], finished)["status"] == "completed"
+
+
+def _wait_ready_status(url: str, status: int, bound_s: float = 60) -> httpx.Response:
+    """/ready once it answers ``status``; a generous bound, far below step_timeout_s."""
+    deadline = time.monotonic() + bound_s
+    while (r := httpx.get(f"{url}/ready", timeout=10)).status_code != status:
+        assert time.monotonic() < deadline, r.text
+        time.sleep(0.2)
+    return r
 
 
 @pytest.fixture(scope="module")

@@ -43,6 +43,8 @@ LAYER = {
     "node": 5,
     "cli": 5,
     "local": 5,
+    "remote": 5,
+    "progress": 5,
     "__main__": 5,
 }
 

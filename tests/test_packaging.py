@@ -71,6 +71,9 @@ def test_wheel_metadata(wheel: Path) -> None:
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert any(n.endswith("static/dashboard.js") for n in names)
     assert "Provides-Extra: gpu" in meta and "Provides-Extra: models" in meta
+    # What Python imports (docs/deployment.md, "Import names").
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"sona", "sona_mcp"}
 
 
 def test_wheel_serves_with_the_images_command(wheel: Path, tmp_path: Path) -> None:

@@ -114,3 +114,11 @@ def test_sidecar_raises_with_the_daemons_code(tmp_path: Path) -> None:
     with pytest.raises(SidecarError, match="no-such-model") as info:
         serve(model="no-such-model", data_dir=tmp_path, stderr=subprocess.DEVNULL, timeout=60)
     assert info.value.code == "model_not_found"
+
+
+@pytest.mark.parametrize("value", ["sk-one", "sk-one,sk-two", '["sk-unterminated'])
+def test_r34_malformed_api_keys_is_bad_config(tmp_path: Path, value: str) -> None:
+    """RELIABILITY 34: the ready line's error, exit 2, and the value (a key) unsaid."""
+    parsed, line, rc, _ = _failed_start(tmp_path / "d", env={"SONA_API_KEYS": value})
+    message = _check_error_line(line, parsed, "bad_config")
+    assert "SONA_API_KEYS" in message and "sk-" not in message and rc == 2

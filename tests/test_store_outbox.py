@@ -99,6 +99,16 @@ async def test_an_expired_lease_is_claimed_again(store: JobStore) -> None:
     assert d.state is DeliveryState.DISABLED and await store.next_delivery_at() is None
 
 
+async def test_a_leased_delivery_is_not_due_before_its_lease_ends(store: JobStore) -> None:
+    """An attempt under way is no reason for the dispatcher to wake (it would
+    spin while a receiver hangs)."""
+    await store.create(new_job(id="l", callback_url=HOOK))
+    await store.cancel("l")
+    assert await store.next_delivery_at() <= time.time()  # type: ignore[operator]
+    await store.claim_deliveries(limit=10, lease_s=60)
+    assert await store.next_delivery_at() > time.time() + 50  # type: ignore[operator]
+
+
 async def test_a_dedupe_copy_writes_its_delivery(store: JobStore) -> None:
     await store.create(new_job(id="src", file_sha256="same"))
     claim = await claim_of(store)

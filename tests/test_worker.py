@@ -19,12 +19,13 @@ from sona.app import create_app
 from sona.engine import ChunkInfo, ChunksReady, EngineConfig, JobSpec, Prepared
 from sona.engine.host import ProcessEngineHost
 from sona.engine.registry import ModelRegistry
+from sona.errors import EngineCrashed
 from sona.events import EventHub
 from sona.jobs import NewJob, Segment, Status, TranscribeOptions
 from sona.keys import ENGINE, STORE, WORKER
 from sona.store import open_store
 from sona.store.sqlite import SqliteStore
-from sona.worker import Worker, WorkerConfig
+from sona.worker import StepGate, Worker, WorkerConfig
 from tests.audio_factory import flac_bomb
 from tests.engine_double import EngineDouble, fake_job
 from tests.helpers import audio_form, poll, submit, wait_done
@@ -447,3 +448,79 @@ async def test_a_job_whose_upload_vanished_fails_instead_of_sticking(
         done = await wait_done(client, job["id"])
         assert done["status"] == "failed" and done["error"]["code"] == "invalid_audio", done
     assert client.app[WORKER].running and not client.app[WORKER].flights
+
+
+class LoadCrashEngine(EngineDouble):
+    """A test double whose first model load dies with the engine (as a child
+    killed mid-load does); later loads work and every job is one chunk."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loads = 0
+
+    async def load(self, model_id: str, path: Path) -> None:
+        self.loads += 1
+        if self.loads == 1:
+            raise EngineCrashed("the engine process died (signal SIGKILL)")
+
+    def open(self, spec: JobSpec) -> None:
+        chunk = ChunkInfo(spec.job_id, 0, 0, 0.0, 1.0, 1.0)
+        self.events.put_nowait(ChunksReady(spec.job_id, [chunk], "en", spec.token))
+        self.events.put_nowait(Prepared(spec.job_id, 1.0, 1, spec.token))
+
+    async def step(self, model_id: str, items: list[ChunkInfo]) -> list[list[Segment]]:
+        return [[Segment(index=0, start=0.0, end=1.0, text=" decoded")] for _ in items]
+
+
+async def test_r30_an_engine_death_during_the_model_load_is_retried_not_failed(
+    tmp_path: Path,
+) -> None:
+    """The claim that waited on the load is requeued with the crash counted (as
+    a death mid-job is) and completes on its next attempt."""
+    store = await SqliteStore.open(str(tmp_path / "db.sqlite"))
+    engine = LoadCrashEngine()
+    worker, task = run_worker(store, engine, tmp_path)
+    try:
+        await store.create(fake_job("loading"))
+        worker.wake()
+        job = await completed(store, "loading", task)
+        assert (job.attempts, job.crashes, engine.loads) == (2, 1, 2), job
+        assert job.text == "decoded"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await store.close()
+
+
+async def test_a_suspects_step_waits_for_the_steps_in_flight_and_runs_alone() -> None:
+    """A suspect's step starts once the step in flight ends, and a step asked
+    for after it waits until it is over: nothing runs beside it."""
+    gate, order = StepGate(), list[str]()
+    first_in, release = asyncio.Event(), asyncio.Event()
+
+    async def step(name: str, alone: bool, hold: asyncio.Event | None = None) -> None:
+        async with gate.step(alone):
+            order.append(f"{name} in")
+            if hold is not None:
+                first_in.set()
+                await hold.wait()
+            await asyncio.sleep(0)
+            order.append(f"{name} out")
+
+    normal = asyncio.create_task(step("normal", False, release))
+    await first_in.wait()
+    suspect = asyncio.create_task(step("suspect", True))
+    await asyncio.sleep(0.05)
+    later = asyncio.create_task(step("later", False))  # must not overtake the suspect
+    await asyncio.sleep(0.05)
+    assert order == ["normal in"]
+    release.set()
+    await asyncio.wait_for(asyncio.gather(normal, suspect, later), 10)
+    assert order == [
+        "normal in",
+        "normal out",
+        "suspect in",
+        "suspect out",
+        "later in",
+        "later out",
+    ]

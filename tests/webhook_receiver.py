@@ -60,7 +60,7 @@ class Receiver:
             await self._release.wait()
             return web.Response(status=200)
         if answer.startswith("429"):
-            return web.Response(status=429, headers={"Retry-After": answer.split(":")[1]})
+            return web.Response(status=429, headers={"Retry-After": answer.split(":", 1)[1]})
         if answer == "301":
             return web.Response(status=301, headers={"Location": "/elsewhere"})
         return web.Response(status=int(answer), text="ok")

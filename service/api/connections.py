@@ -91,7 +91,8 @@ def _client_of(transport: asyncio.BaseTransport) -> str:
 def _refusal(exc: Busy) -> bytes:
     """The whole answer, written before aiohttp sees the connection."""
     status = status_for(exc)
-    body = json.dumps(error_body(exc.message, status, exc.code)).encode()
+    # Ending in a newline, as every JSON body (api/middleware.end_json_with_newline).
+    body = (json.dumps(error_body(exc.message, status, exc.code)) + "\n").encode()
     head = (
         f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"

@@ -65,20 +65,30 @@ def _type_for(status: int) -> str:
     }.get(status, "invalid_request_error" if status < 500 else "server_error")
 
 
-# An absolute file path inside a message (not the path part of a URL): error
-# text from libraries (FFmpeg, CTranslate2, the OS) may name the server's files.
-_SERVER_PATH = re.compile(r"(?<![\w:/.~-])/(?:[\w.@+-]+/)+[\w.@+-]*")
+# An absolute file path inside a message (not the path part of a URL, nor one
+# of Sona's own routes, /v1/…): error text from libraries (FFmpeg, CTranslate2,
+# the OS) may name the server's files.
+_SERVER_PATH = re.compile(r"(?<![\w:/.~-])/(?!v1/)(?:[\w.@+-]+/)+[\w.@+-]*")
 
 
-def public_message(message: str) -> str:
-    """``message`` fit for a client: server paths replaced by ``<path>``."""
-    return _SERVER_PATH.sub("<path>", message)
+def public_message(message: str, keep: tuple[str, ...] = ()) -> str:
+    """``message`` fit for a client: server paths replaced by ``<path>``, but
+    for those in ``keep`` (paths the operator configured)."""
+    slots = {f"\x00{n}\x00": path for n, path in enumerate(sorted(keep, key=len, reverse=True))}
+    for slot, path in slots.items():
+        message = message.replace(path, slot)
+    message = _SERVER_PATH.sub("<path>", message)
+    for slot, path in slots.items():
+        message = message.replace(slot, path)
+    return message
 
 
-def error_body(message: str, status: int, code: str, param: str | None = None) -> dict[str, object]:
+def error_body(
+    message: str, status: int, code: str, param: str | None = None, keep: tuple[str, ...] = ()
+) -> dict[str, object]:
     return {
         "error": {
-            "message": public_message(message),
+            "message": public_message(message, keep),
             "type": _type_for(status),
             "code": code,
             "param": param,
@@ -88,7 +98,8 @@ def error_body(message: str, status: int, code: str, param: str | None = None) -
 
 def error_response(exc: e.SonaError) -> web.Response:
     status = status_for(exc)
-    resp = web.json_response(error_body(exc.message, status, exc.code, exc.param), status=status)
+    body = error_body(exc.message, status, exc.code, exc.param, exc.public_paths)
+    resp = web.json_response(body, status=status)
     if isinstance(exc, e.Busy):
         resp.headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, e.Unauthorized):

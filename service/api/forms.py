@@ -27,10 +27,19 @@ FILE_FIELDS = ("file", "audio")  # "audio" for older seed clients
 FIELD_NAME = re.compile(FIELD_NAME_PATTERN)
 
 
+def no_audio(received: str | None = None) -> InvalidRequest:
+    """The audio was not where it belongs: say where, and what came instead
+    (whisper-asr-webservice's clients send ``audio_file``)."""
+    got = f" (received field `{received}`)" if received else ""
+    return InvalidRequest(f"no audio: send the file in the `file` field{got}", param="file")
+
+
 @dataclass
 class Form:
     upload: StoredUpload | None = None
     fields: dict[str, list[str]] = field(default_factory=dict)
+    # Parts sent as files (with a filename) under a name that is not a file field.
+    misplaced: list[str] = field(default_factory=list)
 
     def first(self) -> dict[str, str]:
         """Each field's first value, empty strings dropped (absent means default)."""
@@ -46,7 +55,7 @@ class Form:
         field, say) the file is deleted, so a refused request keeps nothing."""
         try:
             if self.upload is None:
-                raise InvalidRequest("the 'file' part is required", param="file")
+                raise no_audio(self.misplaced[0] if self.misplaced else None)
             yield self.upload
         except BaseException:
             self.discard()
@@ -140,16 +149,27 @@ async def _read_part(
             idle_timeout_s=settings.upload_idle_timeout_s,
         )
         return
+    # A file under another name may still be a text field (`-F metadata=@m.json`);
+    # one too large or not text is the audio sent under the wrong name.
+    is_file = part.filename is not None
+    if is_file:
+        form.misplaced.append(name)
     data = b""
     async for chunk in _chunks(part):
         data += chunk
         if len(data) > MAX_FIELD_BYTES:
+            if is_file:
+                raise no_audio(name)
             raise InvalidRequest(
-                f"form field {name!r} is larger than {MAX_FIELD_BYTES} bytes", param=name
+                f"form field {name!r} is larger than {MAX_FIELD_BYTES} bytes "
+                "(the audio goes in the `file` field)",
+                param=name,
             )
     try:
         text = data.decode(part.get_charset(default="utf-8"))
     except (UnicodeDecodeError, LookupError):
+        if is_file:
+            raise no_audio(name) from None
         raise InvalidRequest(f"form field {name!r} is not valid text", param=name) from None
     form.fields.setdefault(name, []).append(text)
 

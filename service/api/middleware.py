@@ -1,15 +1,15 @@
 """Request-scoped concerns: request ids and the access log, the loopback Host
-check, API keys."""
+check, the cross-origin check, API keys."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 import uuid
+from urllib.parse import urlsplit
 
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from sona.api.errors import Handler
 from sona.errors import Forbidden, Unauthorized
@@ -88,6 +88,23 @@ async def add_request_id(request: web.Request, response: web.StreamResponse) -> 
         response.headers["X-Request-ID"] = rid
 
 
+async def end_json_with_newline(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every JSON body ends with a newline, so curl's output
+    does not run into the shell prompt. The one place for all of them: our
+    ``json_response`` calls, error bodies, the transcript's JSON formats."""
+    if not isinstance(response, web.Response) or response.content_type != "application/json":
+        return
+    body = response.body
+    if not isinstance(body, (bytes, bytearray)) or not body or body.endswith(b"\n"):
+        return
+    if response.compression:  # never on here; a compressed body is not ours to extend
+        return
+    response.body = bytes(body) + b"\n"
+    # aiohttp may have counted the body already; the newline is part of it.
+    if hdrs.CONTENT_LENGTH in response.headers:
+        response.headers[hdrs.CONTENT_LENGTH] = str(len(response.body))
+
+
 def _host_name(host: str) -> str:
     if host.startswith("["):
         return host.split("]")[0] + "]"
@@ -102,10 +119,53 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
     host = _host_name(request.host or "").lower()
     if settings.on_loopback and settings.socket is None and host not in LOOPBACK_NAMES:
         raise Forbidden("the Host header must name this machine (localhost or 127.0.0.1)")
+    check_origin(request)
     keys = request.app[API_KEYS]
     if keys and request.path not in OPEN_PATHS and presented_key(request) is None:
         raise Unauthorized("a valid API key is required: Authorization: Bearer KEY")
     return await handler(request)
+
+
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def check_origin(request: web.Request) -> None:
+    """Refuse a state-changing request that a web page on another origin made
+    the user's browser send: a form or ``text/plain`` POST needs no CORS
+    preflight, and a keyless loopback daemon would act on it. Browsers name the
+    page's origin in ``Origin`` (and ``Sec-Fetch-Site``); curl, the SDKs and
+    the MCP layer send neither, and the dashboard is the daemon's own origin."""
+    if request.method in SAFE_METHODS:
+        return
+    origin = request.headers.get("Origin")
+    if origin is None:
+        if request.headers.get("Sec-Fetch-Site", "").lower() in ("cross-site", "same-site"):
+            raise Forbidden("cross-site requests are refused (Sec-Fetch-Site)")
+        return
+    settings = request.app[SETTINGS]
+    allowed = {o.lower().rstrip("/") for o in settings.allowed_origins}
+    own = [f"{request.scheme}://{request.host}", settings.public_url or ""]
+    if "*" in allowed or origin.lower().rstrip("/") in allowed:
+        return
+    if any(_same_origin(origin, o) for o in own if o):
+        return
+    raise Forbidden(
+        f"cross-origin request refused: Origin {origin[:200]} is not this server's own "
+        "(allow it with SONA_ALLOWED_ORIGINS)"
+    )
+
+
+def _same_origin(origin: str, own: str) -> bool:
+    """Same host and port (a port left out is the scheme's default). The scheme
+    is not compared: behind a TLS proxy the daemon sees http for an https page,
+    and no page can be served with both schemes on one host and port."""
+    try:
+        a, b = urlsplit(origin.strip()), urlsplit(own)
+        ports = (a.port or DEFAULT_PORTS.get(a.scheme), b.port or DEFAULT_PORTS.get(a.scheme))
+    except ValueError:
+        return False
+    return bool(a.hostname) and a.hostname == b.hostname and ports[0] == ports[1]
 
 
 def presented_key(request: web.Request) -> str | None:
@@ -115,5 +175,4 @@ def presented_key(request: web.Request) -> str | None:
     given = given.strip()
     if scheme.lower() != "bearer" or not given:
         return None
-    matches = [hmac.compare_digest(given.encode(), k.encode()) for k in request.app[API_KEYS]]
-    return given if any(matches) else None
+    return given if request.app[API_KEYS].matches(given) else None

@@ -28,7 +28,7 @@ from sona.errors import Busy, InvalidRequest, SonaError, from_code
 from sona.events import TERMINAL, JobUpdate, follow
 from sona.formats import render
 from sona.intake import SYNC_PRIORITY, Submission
-from sona.jobs import LANGUAGE_PATTERN, Job, Status, TranscribeOptions
+from sona.jobs import Job, Language, Status, TranscribeOptions
 from sona.keys import EVENTS, SETTINGS, STORE, UPLOADS
 
 routes = web.RouteTableDef()
@@ -58,7 +58,7 @@ class OpenAIForm(BaseModel):
     )
 
     model: str | None = None
-    language: str | None = Field(default=None, pattern=LANGUAGE_PATTERN)
+    language: Language = None
     prompt: str | None = None
     temperature: float | None = Field(default=None, ge=0.0, le=1.0)
     response_format: Literal["json", "text", "srt", "verbose_json", "vtt"] = "json"

@@ -43,18 +43,32 @@ async def ready(request: web.Request) -> web.Response:
         return json_model(ReadyOut(status="ready", role="api", worker_running=False))
     models = [e.id for e in app[MODELS].entries()]
     running = worker.state == "running"  # not while retrying: its store is failing
-    ok = bool(models) and running
+    silent = engine.silent_s  # a stopped or wedged engine process
+    reason = _not_ready(models, worker.state, silent)
+    ok = reason is None
     body = ReadyOut(
         status="ready" if ok else "not_ready",
         role="api+worker",
+        reason=reason,
         models=models,
         worker_running=running,
         worker=worker.state,
-        engine=EngineOut(pid=engine.pid, restarts=engine.restarts),
+        engine=EngineOut(pid=engine.pid, restarts=engine.restarts, silent_s=silent),
         jobs_in_flight=len(worker.flights),
         batches=BatchStatsOut.model_validate(worker.stats, from_attributes=True),
     )
     return json_model(body, status=200 if ok else 503)
+
+
+def _not_ready(models: list[str], worker: str, silent_s: float | None) -> str | None:
+    """Why a worker node is not ready; None when it is."""
+    if not models:
+        return "no model loaded"
+    if worker != "running":
+        return f"worker {worker}"
+    if silent_s is not None:
+        return f"engine not answering for {silent_s:.0f} s"
+    return None
 
 
 @routes.get("/metrics")

@@ -3,6 +3,7 @@ and feed /openapi.json."""
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
@@ -19,12 +20,14 @@ from sona.worker import WorkerState
 M = TypeVar("M", bound=BaseModel)
 # Names of multipart fields: what form encoders send (timestamp_granularities[]).
 FIELD_NAME_PATTERN = r"^[A-Za-z0-9_.\[\]-]{1,64}$"
+ISO_MAX_TS = 253_402_300_799  # 9999-12-31T23:59:59Z, the last time datetime can show
 
 
 def iso(ts: float | None) -> str | None:
-    return (
-        None if ts is None else datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
-    )
+    if ts is None or not math.isfinite(ts) or abs(ts) > ISO_MAX_TS:
+        # Unrepresentable (a delivery row from before Retry-After was capped): no time.
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 class JobForm(TranscribeOptions):
@@ -108,6 +111,9 @@ class HealthOut(BaseModel):
 class EngineOut(BaseModel):
     pid: int | None  # None until the engine process first starts (on first use)
     restarts: int
+    # Seconds a ping has gone unanswered, once past engine_ping_timeout_s (a
+    # stopped or wedged engine process); null while it answers.
+    silent_s: float | None = None
 
 
 class BatchStatsOut(BaseModel):
@@ -122,6 +128,7 @@ class ReadyOut(BaseModel):
     status: Literal["ready", "not_ready"]
     role: Literal["api", "api+worker"]
     worker_running: bool
+    reason: str | None = None  # why not ready
     models: list[str] = []
     worker: WorkerState | None = None
     engine: EngineOut | None = None

@@ -78,6 +78,12 @@ class EngineConfig:
     # The parent's log settings: the child's lines look like the daemon's.
     log_level: str = "info"
     log_format: str = "json"
+    # A model load past this is a hung engine: it is killed and restarted.
+    load_timeout_s: float = 300.0
+    # The host pings the engine's command thread this often; a ping unanswered
+    # for ping_timeout_s (a model load aside) means the engine is not answering.
+    ping_interval_s: float = 1.0
+    ping_timeout_s: float = 10.0
 
 
 def sequential_too_long(limit_s: float, seconds: float | None = None) -> AudioTooLong:
@@ -153,10 +159,12 @@ class PrepareFailed:
 class Crashed:
     """The engine process died (signal or exit code in ``reason``); everything it
     held is gone. The host restarts it and reloads its models. ``deliberate``:
-    Sona killed it (a hung step), so the jobs in flight are not to blame."""
+    Sona killed it (a hung step), so the jobs in flight are not to blame.
+    ``stepping``: the jobs whose chunks were in a step when it died."""
 
     reason: str
     deliberate: bool = False
+    stepping: frozenset[str] = frozenset()
 
 
 EngineEvent = ChunksReady | Prepared | PrepareFailed | Crashed
@@ -178,8 +186,16 @@ class EngineHost(Protocol):
         """Counts engine processes started; a job opened in an older one died with it."""
         ...
 
+    @property
+    def silent_s(self) -> float | None:
+        """Seconds the engine has left a ping unanswered, once past the ping
+        timeout (a stopped or wedged process); None while it answers."""
+        ...
+
     async def load(self, model_id: str, path: Path) -> None:
-        """Load a model; ``ModelLoadFailed`` if it will not."""
+        """Load a model; ``ModelLoadFailed`` if it will not, ``EngineCrashed`` if
+        the engine dies meanwhile or hangs past the load timeout (then it is
+        killed and restarted)."""
         ...
 
     async def unload(self, model_id: str) -> None:

@@ -7,7 +7,9 @@ jobs of the same priority whose options can share a forward pass with it
 (``batch_key``). Same priority only: on a CPU a batch costs about what its
 chunks cost one by one, so an interactive request padded with a long job's
 chunks would wait for all of them. A job's chunks always leave in their own
-order, so its segments are stored in order."""
+order, so its segments are stored in order. A suspect's chunk (its job crashed
+the engine before) leaves alone, one to a batch, and never beside another
+job's: should the engine die again, the blame is the suspect's only."""
 
 from __future__ import annotations
 
@@ -70,6 +72,7 @@ class Pending:
     key: Hashable
     priority: int
     age: float  # the job's creation time: older goes first
+    suspect: bool = False  # its job crashed the engine before: batched with nobody
 
     @property
     def order(self) -> tuple[int, float, str, int]:
@@ -103,6 +106,8 @@ class Pool:
         for p in ordered:
             if p.key != head.key or p.priority != head.priority:
                 continue
+            if (p.suspect or head.suspect) and p is not head:
+                continue  # a suspect's chunk goes alone, beside nobody's
             if len(pack([owner(q.chunk, q.chunk.seconds) for q in (*batch, p)], window_s)) > size:
                 break
             batch.append(p)

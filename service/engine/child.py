@@ -3,7 +3,8 @@
 Three kinds of thread, so that no job waits on another's slow part:
 
 * the main thread reads commands; loading and unloading models happen right
-  there, so every later command finds the model it names;
+  there, so every later command finds the model it names; it answers the
+  host's pings too, so a stopped or wedged process shows (``host.silent_s``);
 * one producer thread per open job decodes its file as a stream and cuts it
   into chunks, staying at most ``EngineConfig.ahead`` chunks ahead of the
   batches (memory does not grow with the file); a close stops it at the next
@@ -75,6 +76,16 @@ class Step:
     req: int
     model_id: str
     items: list[ChunkInfo]
+
+
+@dataclass(frozen=True)
+class Ping:
+    """Are you there? Answered by the command thread with a ``Pong``."""
+
+
+@dataclass(frozen=True)
+class Pong:
+    pass
 
 
 @dataclass(frozen=True)
@@ -150,7 +161,10 @@ class EngineProcess:
 
     def _dispatch(self, msg: object) -> None:
         match msg:
+            case Ping():
+                self.send(Pong())
             case Load(req, model_id, path):
+                crash_point("engine_load", model_id, segfault=True)
                 self._reply(req, lambda: self.backend.load(model_id, path))
             case Unload(req, model_id):
                 self._reply(req, lambda: self.backend.unload(model_id))

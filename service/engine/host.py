@@ -7,7 +7,15 @@ OOM killer, our own ``kill()`` — every pending request fails with
 ``EngineCrashed``, a ``Crashed`` event tells the worker, and a fresh child is
 started with the same models loaded, so the daemon keeps serving. A child
 that keeps dying young is restarted with growing pauses; what is sent
-meanwhile waits for it.
+meanwhile waits for it. A model load past ``load_timeout_s`` (counted from the
+request, a fresh child's start included) is a hung child: it is killed, and
+restarts like a crashed one.
+
+The host pings the child's command thread every ``ping_interval_s``; a ping
+left unanswered past ``ping_timeout_s`` (a SIGSTOP, a wedged process) shows in
+``silent_s``, so ``/ready`` says so long before a step would time out. While
+the command thread loads a model it answers nothing: the load timeout covers
+that time instead.
 
 The child starts on first use: a daemon that never transcribes never pays
 for one."""
@@ -29,7 +37,7 @@ from typing import Any
 import structlog
 
 from sona.engine import ChunkInfo, Crashed, EngineConfig, EngineEvent, JobSpec
-from sona.engine.child import Close, Load, Open, Reply, Step, Unload, main
+from sona.engine.child import Close, Load, Open, Ping, Pong, Reply, Step, Unload, main
 from sona.errors import EngineCrashed, from_code
 from sona.jobs import Segment
 
@@ -60,6 +68,10 @@ class ProcessEngineHost:
         self._stopped = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reader: threading.Thread | None = None
+        self._loads: set[int] = set()  # requests of the model loads under way
+        self._stepping: list[frozenset[str]] = []  # the jobs of each step in flight
+        self._ping_sent: float | None = None  # the unanswered ping's time
+        self._pinger: asyncio.Task[None] | None = None
 
     @property
     def pid(self) -> int | None:
@@ -73,8 +85,24 @@ class ProcessEngineHost:
     def generation(self) -> int:
         return self._generation
 
+    @property
+    def silent_s(self) -> float | None:
+        if self._ping_sent is None or self._loads:
+            return None
+        silent = time.monotonic() - self._ping_sent
+        return silent if silent > self.config.ping_timeout_s else None
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._pinger = asyncio.create_task(self._ping_forever())
+
+    async def _ping_forever(self) -> None:
+        """One ping out at a time, to a child that is up; never one to start it."""
+        while True:
+            await asyncio.sleep(self.config.ping_interval_s)
+            if self._conn is not None and self._ping_sent is None:
+                self._ping_sent = time.monotonic()
+                self._post(Ping())
 
     def _spawn(self) -> None:
         if self._stopped:
@@ -95,7 +123,7 @@ class ProcessEngineHost:
         self._reader.start()
         # The child runs these first: later commands find their models loaded.
         backlog, self._backlog = self._backlog, []
-        for msg in [*(Load(-1, m, p) for m, p in self._models.items()), *backlog]:
+        for msg in [*(Load(next(self._ids), m, p) for m, p in self._models.items()), *backlog]:
             self._post(msg)
         log.info("engine.started", pid=proc.pid, generation=self._generation)
 
@@ -119,7 +147,13 @@ class ProcessEngineHost:
     def _on_message(self, generation: int, msg: Any) -> None:
         if generation != self._generation:
             return
-        if isinstance(msg, Reply):
+        if isinstance(msg, Pong):
+            self._ping_sent = None
+        elif isinstance(msg, Reply):
+            if msg.req in self._loads:
+                self._loads.discard(msg.req)
+                if self._ping_sent is not None:  # it waited behind the load
+                    self._ping_sent = time.monotonic()
             fut = self._pending.pop(msg.req, None)
             if fut is None or fut.done():
                 if msg.error:  # a model reload after a restart failed
@@ -139,9 +173,13 @@ class ProcessEngineHost:
         deliberate, self._killing = self._killing, False
         self._generation += 1  # what is opened from now on goes to the next child
         self._conn = None
+        self._ping_sent = None
+        self._loads.clear()
+        stepping = frozenset().union(*self._stepping)
         for fut in self._pending.values():
             if not fut.done():
-                fut.set_exception(EngineCrashed(f"the engine process died ({reason})"))
+                message = f"the engine process died ({reason})"
+                fut.set_exception(EngineCrashed(message, deliberate=deliberate))
         self._pending.clear()
         self._restarts += 1
         young = time.monotonic() - self._started_at < YOUNG_S and not deliberate
@@ -149,11 +187,13 @@ class ProcessEngineHost:
         (log.info if deliberate else log.error)(
             "engine.exited", reason=reason, restart_in_s=self._pause_s
         )
-        self.events.put_nowait(Crashed(reason, deliberate=deliberate))
+        self.events.put_nowait(Crashed(reason, deliberate=deliberate, stepping=stepping))
         assert self._loop is not None
         self._loop.call_later(self._pause_s, self._spawn)
 
     def _post(self, msg: object) -> None:
+        if isinstance(msg, Load):
+            self._loads.add(msg.req)
         if self._proc is None:
             self._spawn()  # first use
         if self._conn is None:
@@ -170,7 +210,15 @@ class ProcessEngineHost:
         return await fut
 
     async def load(self, model_id: str, path: Path) -> None:
-        await self._call(lambda req: Load(req, model_id, path))
+        timeout = self.config.load_timeout_s
+        try:
+            await asyncio.wait_for(self._call(lambda req: Load(req, model_id, path)), timeout)
+        except TimeoutError:
+            log.error("engine.load_hung", model=model_id, timeout_s=timeout)
+            await self.kill()  # the jobs in flight are requeued, not blamed
+            raise EngineCrashed(
+                f"the engine hung loading model {model_id} (over {timeout:g} s) and was restarted"
+            ) from None
         self._models[model_id] = path
 
     async def unload(self, model_id: str) -> None:
@@ -184,7 +232,12 @@ class ProcessEngineHost:
         self._post(Close(job_id))
 
     async def step(self, model_id: str, items: list[ChunkInfo]) -> list[list[Segment]]:
-        result: list[list[Segment]] = await self._call(lambda req: Step(req, model_id, items))
+        jobs = frozenset(i.job_id for i in items)
+        self._stepping.append(jobs)  # whom to blame if the child dies meanwhile
+        try:
+            result: list[list[Segment]] = await self._call(lambda req: Step(req, model_id, items))
+        finally:
+            self._stepping.remove(jobs)
         return result
 
     async def kill(self) -> None:
@@ -194,6 +247,8 @@ class ProcessEngineHost:
 
     async def stop(self) -> None:
         self._stopped = True
+        if self._pinger is not None:
+            self._pinger.cancel()
         proc = self._proc
         if proc is None:
             return

@@ -31,6 +31,12 @@ def bundled_model_path() -> Path | None:
     return path if (path / "model.bin").is_file() else None
 
 
+def english_only(model_id: str) -> bool:
+    """Whisper's English-only models are named for it (tiny.en … medium.en,
+    distil-small.en); a directory named otherwise is known once loaded."""
+    return Path(model_id).name.endswith(".en")
+
+
 def _is_model_dir(path: Path) -> bool:
     try:
         return (path / "model.bin").is_file() and (path / "config.json").is_file()
@@ -103,10 +109,22 @@ class ModelRegistry:
             from sona.engine.whisper import download  # faster-whisper: only when asked
 
             return await asyncio.to_thread(download, name, self._model_dir)
-        raise ModelNotFound(
-            f"model {name!r} is not available offline: give a CTranslate2 directory path, "
-            f"put it under {self._model_dir}/{name}, or enable downloads (SONA_ALLOW_DOWNLOAD=1)",
-            param="model",
+        raise ModelNotFound(self._not_found(name), param="model", shown=self._model_dir)
+
+    def _not_found(self, name: str) -> str:
+        """Where Sona looked and what would make ``name`` work."""
+        where = (
+            f"it is not in the model directory {self._model_dir} (SONA_MODEL_DIR or "
+            f"--model-dir; looked for {self._model_dir}/{name} holding model.bin and "
+            "config.json)"
+            if "/" not in name
+            else "a model hub name is only fetched when downloads are allowed"
+        )
+        return (
+            f"model {name!r} is not available offline: {where}. Put a CTranslate2 model "
+            "there, load one by its directory (POST /v1/models/load with "
+            '{"path": DIR}, or the path as the model name), or allow downloads from the '
+            "model hub (SONA_ALLOW_DOWNLOAD=true or --allow-download)"
         )
 
     async def acquire(self, name: str) -> ModelEntry:

@@ -30,7 +30,12 @@ from faster_whisper.vad import VadOptions, get_speech_timestamps
 from sona.engine import resolve_device
 from sona.engine.batcher import PACK_GAP_S
 from sona.engine.chunker import SAMPLE_RATE, RawChunk, Spans
-from sona.errors import ModelLoadFailed, ModelNotFound
+from sona.errors import (
+    ModelLoadFailed,
+    ModelNotFound,
+    UnsupportedLanguage,
+    english_only_message,
+)
 from sona.jobs import Segment, TranscribeOptions, Word
 
 # faster-whisper's fallback schedule, for sequential decoding without a fixed temperature.
@@ -143,6 +148,7 @@ class WhisperBackend:
         chunk; English-only models know one."""
         model = self._model(model_id)
         if not model.model.is_multilingual:
+            _english_only(model_id, options)
             return "en"
         if options.language:
             return options.language
@@ -202,6 +208,8 @@ class WhisperBackend:
         """faster-whisper's own sequential decode, each window conditioned on the
         text before it: (language, segments as the generator yields them)."""
         model = self._model(model_id)
+        if not model.model.is_multilingual:
+            _english_only(model_id, options)
         segments, info = model.transcribe(
             audio,
             language=options.language,
@@ -221,6 +229,15 @@ class WhisperBackend:
             return self._models[model_id]
         except KeyError:
             raise ModelLoadFailed(f"model {model_id} is not loaded in the engine") from None
+
+
+def _english_only(model_id: str, options: TranscribeOptions) -> None:
+    """faster-whisper would decode another language as English, silently: a
+    job asking for one fails instead, saying why (the job's model was not
+    known to be English-only when it was submitted)."""
+    if options.language not in (None, "en"):
+        name = Path(model_id).name
+        raise UnsupportedLanguage(english_only_message(name, str(options.language)))
 
 
 def _forward(

@@ -209,7 +209,8 @@ class JobStore(Protocol):
         ...
 
     async def next_delivery_at(self) -> float | None:
-        """When the earliest pending delivery is due (None: none pending)."""
+        """When the earliest pending delivery can be claimed: its due time, or
+        its lease's end while an attempt holds it (None: none pending)."""
         ...
 
     async def recover(self, *, is_dead: DeadOwner) -> Recovery:

@@ -21,21 +21,36 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
 
 from sona.errors import IdempotencyConflict, InvalidTransition, NotFound, StorageFull
-from sona.formats import full_text
 from sona.jobs import FINISHED, TRANSITIONS, Job, NewJob, Segment, Status, sources_of
 from sona.store import Claim, DeadOwner, Lease, Recovery
 from sona.store.postgres_outbox import OutboxMixin, write_outbox
 from sona.store.postgres_schema import NOW, migrate
-from sona.store.rows import job_from_row, new_job_values, segment_data, segment_from_row
+from sona.store.rows import (
+    TEXT_COLUMNS,
+    job_from_row,
+    new_job_values,
+    segment_data,
+    segment_from_row,
+    text_from_rows,
+)
 
 _FENCE = "id = $1 AND lease_token = $2 AND status = 'processing'"
 # Stream order: as stored. The transcript's order is formats.in_order's.
 _SEGMENTS = "SELECT * FROM segments WHERE job_id = $1 AND idx > $2 ORDER BY idx"
+_TEXTS = f"SELECT {TEXT_COLUMNS} FROM segments WHERE job_id = $1"
+
+
+async def _with_text(db: Any, job: Job) -> Job:
+    """``job`` with its text: stored once it finished, built before."""
+    if job.text or not job.segments_done:
+        return job
+    return replace(job, text=text_from_rows(await db.fetch(_TEXTS, job.id)))
 
 
 def _status_guard(target: Status) -> str:
@@ -167,7 +182,7 @@ class PostgresStore(OutboxMixin):
 
     async def get(self, job_id: str) -> Job:
         async with self._pool.acquire() as db:
-            return await self._get(db, job_id)
+            return await _with_text(db, await self._get(db, job_id))
 
     async def list_jobs(
         self, *, status: Status | None, limit: int, before: str | None
@@ -184,7 +199,8 @@ class PostgresStore(OutboxMixin):
         sql = f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ${len(args)}"
         async with self._pool.acquire() as db:
             rows = await db.fetch(sql, *args)
-        return [job_from_row(r) for r in rows[:limit]], len(rows) > limit
+            jobs = [await _with_text(db, job_from_row(r)) for r in rows[:limit]]
+        return jobs, len(rows) > limit
 
     async def segments(self, job_id: str, *, after: int = -1) -> list[Segment]:
         async with self._pool.acquire() as db:
@@ -303,12 +319,12 @@ class PostgresStore(OutboxMixin):
                     for s in segments
                 ],
             )
-            stored = [segment_from_row(r) for r in await db.fetch(_SEGMENTS, claim.job.id, -1)]
+            # The text is not rewritten here: that would cost the whole
+            # transcript per chunk. ``finish`` stores it; reads build it till then.
             await db.execute(
-                "UPDATE jobs SET segments_done = $2, text = $3 WHERE id = $1",
+                "UPDATE jobs SET segments_done = segments_done + $2 WHERE id = $1",
                 claim.job.id,
-                len(stored),
-                full_text(stored),
+                len(segments),
             )
             return lease
 
@@ -344,6 +360,12 @@ class PostgresStore(OutboxMixin):
             )
             if row is None:
                 raise InvalidTransition(f"job {claim.job.id} is no longer held by this worker")
+            if status in FINISHED:
+                row = await db.fetchrow(
+                    "UPDATE jobs SET text = $2 WHERE id = $1 RETURNING *",
+                    claim.job.id,
+                    text_from_rows(await db.fetch(_TEXTS, claim.job.id)),
+                )
             await write_outbox(db, claim.job.id)
             return job_from_row(row)
 

@@ -129,8 +129,10 @@ class OutboxMixin:
 
     async def next_delivery_at(self) -> float | None:
         async with self._pool.acquire() as db:
+            # A leased delivery is claimable again when its lease ends (as in SQLite).
             due: float | None = await db.fetchval(
-                "SELECT min(next_attempt_at) FROM webhook_deliveries WHERE state = 'pending'"
+                "SELECT min(GREATEST(next_attempt_at, lease_expires_at)) "
+                "FROM webhook_deliveries WHERE state = 'pending'"
             )
         return due
 

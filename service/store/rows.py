@@ -7,17 +7,29 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from sona.jobs import Job, NewJob, Segment, Status, TranscribeOptions, Word
+from sona.formats import full_text
+from sona.jobs import STORED, Job, NewJob, Segment, Status, TranscribeOptions, Word
 from sona.store import Delivery, DeliveryAttempt, DeliveryState
 
 Row = Any
+
+
+# What a job's text needs of its segments (``text_from_rows``): no words.
+TEXT_COLUMNS = 'idx, start, "end", text'
+
+
+def text_from_rows(rows: list[Row]) -> str:
+    """A job's text from its ``TEXT_COLUMNS`` rows, in the transcript's order.
+    A finished job's text is stored; before, it is built on read, so a chunk's
+    write never costs the whole transcript (issue 17.6)."""
+    return full_text(Segment(index=r[0], start=r[1], end=r[2], text=r[3]) for r in rows)
 
 
 def job_from_row(row: Row) -> Job:
     return Job(
         id=row["id"],
         status=Status(row["status"]),
-        options=TranscribeOptions.model_validate_json(row["options"]),
+        options=TranscribeOptions.model_validate_json(row["options"], context=STORED),
         model=row["model"],
         priority=row["priority"],
         file_path=row["file_path"],

@@ -12,13 +12,13 @@ import json
 import sqlite3
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
 from sona.errors import IdempotencyConflict, InvalidTransition, NotFound, StorageFull
-from sona.formats import full_text
 from sona.jobs import (
     FINISHED,
     TRANSITIONS,
@@ -29,7 +29,14 @@ from sona.jobs import (
     sources_of,
 )
 from sona.store import Claim, DeadOwner, Lease, Recovery
-from sona.store.rows import job_from_row, new_job_values, segment_data, segment_from_row
+from sona.store.rows import (
+    TEXT_COLUMNS,
+    job_from_row,
+    new_job_values,
+    segment_data,
+    segment_from_row,
+    text_from_rows,
+)
 from sona.store.sqlite_outbox import MIGRATION_3, OutboxMixin
 
 SCHEMA = [
@@ -97,6 +104,7 @@ MIGRATION_4 = [
 _FENCE = "id = ? AND lease_token = ? AND status = 'processing'"
 # Stream order: as stored. The transcript's order is formats.in_order's.
 _SEGMENTS = "SELECT * FROM segments WHERE job_id = ? AND idx > ? ORDER BY idx"
+_TEXTS = f"SELECT {TEXT_COLUMNS} FROM segments WHERE job_id = ?"
 
 
 class SqliteStore(OutboxMixin):
@@ -157,6 +165,15 @@ class SqliteStore(OutboxMixin):
         if row is None:
             raise NotFound(f"no job with id {job_id!r}", param="job_id")
         return job_from_row(row)
+
+    async def _text(self, job_id: str) -> str:
+        return text_from_rows(await self._all(_TEXTS, job_id))
+
+    async def _with_text(self, job: Job) -> Job:
+        """``job`` with its text: stored once it finished, built before."""
+        if job.text or not job.segments_done:
+            return job
+        return replace(job, text=await self._text(job.id))
 
     async def create(self, new: NewJob) -> tuple[Job, bool]:
         async with self._tx():
@@ -229,7 +246,7 @@ class SqliteStore(OutboxMixin):
 
     async def get(self, job_id: str) -> Job:
         async with self._lock:
-            return await self._get(job_id)
+            return await self._with_text(await self._get(job_id))
 
     async def list_jobs(
         self, *, status: Status | None, limit: int, before: str | None
@@ -244,7 +261,8 @@ class SqliteStore(OutboxMixin):
         sql = f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY rowid DESC LIMIT ?"
         async with self._lock:
             rows = await self._all(sql, *args, limit + 1)
-        return [job_from_row(r) for r in rows[:limit]], len(rows) > limit
+            jobs = [await self._with_text(job_from_row(r)) for r in rows[:limit]]
+        return jobs, len(rows) > limit
 
     async def segments(self, job_id: str, *, after: int = -1) -> list[Segment]:
         async with self._lock:
@@ -347,10 +365,11 @@ class SqliteStore(OutboxMixin):
                     for s in segments
                 ],
             )
-            stored = [segment_from_row(r) for r in await self._all(_SEGMENTS, claim.job.id, -1)]
+            # The text is not rewritten here: that would cost the whole
+            # transcript per chunk. ``finish`` stores it; reads build it till then.
             await self._db.execute(
-                "UPDATE jobs SET segments_done = ?, text = ? WHERE id = ?",
-                (len(stored), full_text(stored), claim.job.id),
+                "UPDATE jobs SET segments_done = segments_done + ? WHERE id = ?",
+                (len(segments), claim.job.id),
             )
             return lease
 
@@ -390,6 +409,11 @@ class SqliteStore(OutboxMixin):
             )
             if cur.rowcount != 1:
                 raise InvalidTransition(f"job {claim.job.id} is no longer held by this worker")
+            if status in FINISHED:
+                text = await self._text(claim.job.id)
+                await self._db.execute(
+                    "UPDATE jobs SET text = ? WHERE id = ?", (text, claim.job.id)
+                )
             await self._outbox(claim.job.id)
             return await self._get(claim.job.id)
 

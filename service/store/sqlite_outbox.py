@@ -133,8 +133,11 @@ class OutboxMixin:
 
     async def next_delivery_at(self) -> float | None:
         async with self._lock:
+            # A leased delivery (an attempt under way) is claimable again at
+            # the earliest when its lease ends: not a reason to wake now.
             row = await self._one(
-                "SELECT min(next_attempt_at) FROM webhook_deliveries WHERE state = 'pending'"
+                "SELECT min(max(next_attempt_at, coalesce(lease_expires_at, 0))) "
+                "FROM webhook_deliveries WHERE state = 'pending'"
             )
         return row[0]
 
