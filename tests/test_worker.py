@@ -52,8 +52,9 @@ async def test_short_jobs_submitted_together_share_batches(
     """Short jobs share steps, and windows: each still gets its own words back.
     Context in a shared window can change a word (tiny.en hears "quick round
     fox" there), so accuracy is bounded, as the bench's row 2b measures it."""
-    client = await start(aiohttp_client, make_settings)
     names = SHORT * 2
+    # All at once from one client: more than the default per-client uploads.
+    client = await start(aiohttp_client, make_settings, max_uploads_per_client=len(names))
     jobs = await asyncio.gather(*(submit(client, AUDIO / n) for n in names))
     done = [await wait_done(client, j["id"]) for j in jobs]
     errors = []
@@ -157,6 +158,34 @@ async def test_r14_lying_header_flac_bombs_leave_memory_where_it_was(
     after = rss_mb(engine), rss_mb(os.getpid())
     # Each bomb decodes 600 s (38 MB of samples); ten kept would be 380 MB.
     assert after[0] - before[0] < 40 and after[1] - before[1] < 40, (before, after)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+async def test_r31_sequential_mode_stops_at_its_limit_whatever_the_header_says(
+    aiohttp_client: Any, make_settings: Any, tmp_path: Path, fox_wav: Path
+) -> None:
+    """Sequential mode holds the whole file in memory: an hour of silence whose
+    header says 5 s is stopped by the sample counter at max_sequential_seconds,
+    and the engine's peak memory barely moves (the hour would be 230 MB of
+    samples, twice over while joined, before faster-whisper's own copies)."""
+    client = await start(aiohttp_client, make_settings, max_sequential_seconds=60)
+    warm = await submit(client, fox_wav, condition_on_previous_text="true")
+    assert (await wait_done(client, warm["id"]))["status"] == "completed"
+    engine = client.app[ENGINE].pid
+    assert engine is not None
+    before = peak_rss_mb(engine)
+    bomb = flac_bomb(tmp_path / "bomb.flac", 3600, claims_s=5)
+    job = await submit(client, bomb, condition_on_previous_text="true")
+    job = await wait_done(client, job["id"])
+    assert job["status"] == "failed" and job["error"]["code"] == "audio_too_long", job
+    assert "condition_on_previous_text" in job["error"]["message"]
+    assert peak_rss_mb(engine) - before < 100, (before, peak_rss_mb(engine))
 
 
 class FlakyStore:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from sona.errors import AudioTooLong
 from sona.jobs import Segment, TranscribeOptions
 
 SPEAKERS = ("left", "right")
@@ -73,6 +74,9 @@ class EngineConfig:
     nice: int = 5  # added to the engine process's niceness: the API comes first
     # Chunks a job may have cut and waiting for a batch: bounds memory per job.
     ahead: int = 16
+    # Sequential decoding (condition_on_previous_text) holds the whole file in
+    # memory, as faster-whisper does: longer audio fails the job (Settings).
+    max_sequential_seconds: float = 1800.0
     # The parent's log settings: the child's lines look like the daemon's.
     log_level: str = "info"
     log_format: str = "json"
@@ -82,6 +86,18 @@ class EngineConfig:
     # for ping_timeout_s (a model load aside) means the engine is not answering.
     ping_interval_s: float = 1.0
     ping_timeout_s: float = 10.0
+
+
+def sequential_too_long(limit_s: float, seconds: float | None = None) -> AudioTooLong:
+    """The refusal of audio past the sequential-mode limit, at submit (from the
+    header) or in the engine (from the samples, when a header lied)."""
+    length = f"audio is {seconds:.0f} s long; " if seconds is not None else ""
+    return AudioTooLong(
+        f"{length}with condition_on_previous_text the whole file is decoded in memory, "
+        f"so it is limited to {limit_s:.0f} s (max_sequential_seconds); send longer audio "
+        "without it",
+        param="condition_on_previous_text",
+    )
 
 
 @dataclass(frozen=True)

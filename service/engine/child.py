@@ -40,11 +40,12 @@ from sona.engine import (
     JobSpec,
     Prepared,
     PrepareFailed,
+    sequential_too_long,
 )
 from sona.engine.batcher import owner, pack
 from sona.engine.chunker import SAMPLE_RATE, Chunker, RawChunk
 from sona.engine.whisper import Stopped, WhisperBackend, speech_detector
-from sona.errors import SonaError
+from sona.errors import AudioTooLong, SonaError
 from sona.jobs import Segment
 from sona.logs import configure as configure_logs
 
@@ -315,14 +316,24 @@ class EngineProcess:
 
     def _open_sequential(self, job: _Job) -> None:
         """The whole file goes to faster-whisper's sequential decoder (its memory
-        grows with the file, as faster-whisper's own does); each step pulls one
-        segment, as chunk number ``n`` of the job."""
+        grows with the file, as faster-whisper's own does, so the file is held
+        to ``max_sequential_seconds`` by the sample counter, whatever its
+        header said); each step pulls one segment, as chunk number ``n``."""
         spec = job.spec
-        blocks = list(
-            decode_blocks(
-                spec.path, max_seconds=spec.max_seconds, channels=spec.channels, report=job.decoded
+        limit = self.config.max_sequential_seconds
+        try:
+            blocks = list(
+                decode_blocks(
+                    spec.path,
+                    max_seconds=min(spec.max_seconds, limit),
+                    channels=spec.channels,
+                    report=job.decoded,
+                )
             )
-        )
+        except AudioTooLong:
+            if limit < spec.max_seconds:
+                raise sequential_too_long(limit) from None
+            raise
         rows = np.concatenate(blocks, axis=-1)
         channels = list(rows) if spec.channels == 2 else [rows]
         job.duration = channels[0].size / SAMPLE_RATE
