@@ -15,6 +15,7 @@ from aiohttp import web
 
 from sona import loop_errors
 from sona.api import routes
+from sona.api.bodies import body_timeout_middleware
 from sona.api.connections import connection_middleware, handler_options, listen
 from sona.api.errors import error_middleware
 from sona.api.limits import LIMITS, Limits, rate_limit_middleware
@@ -55,6 +56,7 @@ def create_app(settings: Settings) -> web.Application:
             connection_middleware,  # outermost: it must see every request end
             access_middleware,
             error_middleware,
+            body_timeout_middleware,  # inside the error table: a stalled body is 408
             guard_middleware,
             rate_limit_middleware,
         ],

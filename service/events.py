@@ -34,27 +34,44 @@ class JobEvent:
 
 
 class EventHub:
+    """Followers of one job (``subscribe``) and of any job (``wakeups``) get a
+    wake-up flag, not a queue: however many events land while a follower is
+    busy or its client reads slowly, what it holds stays one flag (they read
+    the store anyway). ``subscribe_all`` hands out the events themselves, for
+    in-process consumers that never stop reading (metrics, the webhook wake)."""
+
     def __init__(self) -> None:
-        self._subs: dict[str, set[asyncio.Queue[JobEvent]]] = defaultdict(set)
+        self._subs: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._wakes: set[asyncio.Event] = set()
         self._all: set[asyncio.Queue[JobEvent]] = set()
         # Told (job id, type) of every event published here: the other nodes'.
         self.relay: Callable[[str, str], None] = lambda job_id, type_: None
 
     @contextmanager
-    def subscribe(self, job_id: str) -> Iterator[asyncio.Queue[JobEvent]]:
-        queue: asyncio.Queue[JobEvent] = asyncio.Queue()
-        self._subs[job_id].add(queue)
+    def subscribe(self, job_id: str) -> Iterator[asyncio.Event]:
+        """A flag set by each of ``job_id``'s events; the follower clears it."""
+        wake = asyncio.Event()
+        self._subs[job_id].add(wake)
         try:
-            yield queue
+            yield wake
         finally:
-            self._subs[job_id].discard(queue)
+            self._subs[job_id].discard(wake)
             if not self._subs[job_id]:
                 del self._subs[job_id]
 
     @contextmanager
+    def wakeups(self) -> Iterator[asyncio.Event]:
+        """A flag set by every job's events (the all-jobs feed's one reader)."""
+        wake = asyncio.Event()
+        self._wakes.add(wake)
+        try:
+            yield wake
+        finally:
+            self._wakes.discard(wake)
+
+    @contextmanager
     def subscribe_all(self) -> Iterator[asyncio.Queue[JobEvent]]:
-        """Every job's events, for views of the whole queue (the dashboard feed).
-        Subscribers drain their queue on each wake-up, so it stays short."""
+        """Every job's events, in order, for consumers that read them at once."""
         queue: asyncio.Queue[JobEvent] = asyncio.Queue()
         self._all.add(queue)
         try:
@@ -69,9 +86,12 @@ class EventHub:
     def deliver(self, job_id: str, type_: str, data: dict[str, Any] | None = None) -> None:
         """To this process's subscribers only; events from other nodes come with
         no data (followers read the store)."""
-        event = JobEvent(job_id, type_, data or {})
-        for queue in (*self._subs.get(job_id, ()), *self._all):
-            queue.put_nowait(event)
+        for wake in (*self._subs.get(job_id, ()), *self._wakes):
+            wake.set()
+        if self._all:
+            event = JobEvent(job_id, type_, data or {})
+            for queue in self._all:
+                queue.put_nowait(event)
 
 
 @dataclass(frozen=True)
@@ -93,15 +113,14 @@ def _progress_key(job: Job) -> tuple[float, float | None, int]:
     return (job.processed_seconds, job.duration, job.segments_done)
 
 
-async def _wait_wake(inbox: asyncio.Queue[JobEvent], timeout_s: float) -> bool:
-    """True when the hub posted something within ``timeout_s``. The events are
-    only wake-ups: everything is read back from the store, so they are dropped."""
+async def wait_wake(wake: asyncio.Event, timeout_s: float) -> bool:
+    """True when ``wake`` was set within ``timeout_s`` (and clears it): one or
+    many events meanwhile, they are only wake-ups, as the store is read next."""
     try:
-        await asyncio.wait_for(inbox.get(), timeout_s)
+        await asyncio.wait_for(wake.wait(), timeout_s)
     except TimeoutError:
         return False
-    while not inbox.empty():
-        inbox.get_nowait()
+    wake.clear()
     return True
 
 
@@ -119,7 +138,7 @@ async def follow(
     ``contextlib.aclosing`` so the hub subscription ends when the consumer stops."""
     # Subscribe before the first read: a write between the read and the
     # subscription would otherwise go unnoticed until the next poll.
-    with hub.subscribe(job_id) as inbox:
+    with hub.subscribe(job_id) as wake:
         job = await store.get(job_id)
         yield JobUpdate("status", job)
         status, progress = job.status, _progress_key(job)
@@ -137,6 +156,6 @@ async def follow(
             elif _progress_key(job) != progress:
                 yield JobUpdate("progress", job)
             status, progress = job.status, _progress_key(job)
-            if not await _wait_wake(inbox, poll_s):
+            if not await wait_wake(wake, poll_s):
                 yield JobUpdate("idle", job)
             job = await store.get(job_id)

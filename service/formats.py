@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from pathlib import PurePath
 from typing import Any
 
+from sona.captions import CaptionStyle, Cue, cues, style_of
 from sona.errors import InvalidRequest
 from sona.jobs import Job, Segment, Word
 
@@ -28,8 +29,14 @@ def full_text(segments: Iterable[Segment]) -> str:
     return " ".join(t for t in (s.text.strip() for s in in_order(segments)) if t)
 
 
-def render(job: Job, segments: list[Segment], fmt: str) -> tuple[str, str]:
-    """``(body, content_type)`` for ``segments`` of ``job`` in format ``fmt``."""
+def render(
+    job: Job, segments: list[Segment], fmt: str, style: CaptionStyle | None = None
+) -> tuple[str, str]:
+    """``(body, content_type)`` for ``segments`` of ``job`` in format ``fmt``;
+    SRT and WebVTT cues are laid out in ``style``, else as the job's options ask."""
+    if fmt in _SUBTITLES:
+        laid_out = cues(in_order(segments), style or style_of(job.options))
+        return _subtitles(fmt, laid_out), _SUBTITLES[fmt]
     try:
         writer, content_type = _WRITERS[fmt]
     except KeyError:
@@ -64,6 +71,8 @@ def _verbose_json(job: Job, segments: list[Segment]) -> str:
         "text": full_text(segments),
         "segments": [_openai_segment(s) for s in segments],
     }
+    if job.language_probability is not None:  # Sona's: absent when the request named it
+        body["language_probability"] = job.language_probability
     # OpenAI sends "words" only when word timestamps were asked for; an empty
     # list would tell a client they were asked for and none were found.
     if any(s.words for s in segments):
@@ -109,23 +118,24 @@ def _jsonl(job: Job, segments: list[Segment]) -> str:
     return "".join(lines)
 
 
-def _srt(job: Job, segments: list[Segment]) -> str:
-    cues = _cues(segments)
-    return "".join(
-        f"{n}\n{_clock(start, ',')} --> {_clock(end, ',')}\n{text}\n\n"
-        for n, (start, end, text) in enumerate(cues, 1)
-    )
-
-
-def _vtt(job: Job, segments: list[Segment]) -> str:
+def _subtitles(fmt: str, cue_list: list[Cue]) -> str:
+    """SRT or WebVTT, one block per cue; a cue's lines never hold a blank line."""
+    if fmt == "srt":
+        return "".join(
+            f"{n}\n{_clock(c.start, ',')} --> {_clock(c.end, ',')}\n" + "\n".join(c.lines) + "\n\n"
+            for n, c in enumerate(cue_list, 1)
+        )
     # Cue text is markup in WebVTT: a bare '<' or '&' would start a tag or an entity.
-    cues = (
-        (start, end, text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
-        for start, end, text in _cues(segments)
-    )
     return "WEBVTT\n\n" + "".join(
-        f"{_clock(start, '.')} --> {_clock(end, '.')}\n{text}\n\n" for start, end, text in cues
+        f"{_clock(c.start, '.')} --> {_clock(c.end, '.')}\n"
+        + "\n".join(map(_vtt_text, c.lines))
+        + "\n\n"
+        for c in cue_list
     )
+
+
+def _vtt_text(line: str) -> str:
+    return line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _tsv(job: Job, segments: list[Segment]) -> str:
@@ -136,20 +146,6 @@ def _tsv(job: Job, segments: list[Segment]) -> str:
         text = " ".join(_speaker_prefix(s, s.text).split())
         rows.append(f"{_millis(s.start)}\t{_millis(s.end)}\t{text}\n")
     return "".join(rows)
-
-
-def _cues(segments: list[Segment]) -> list[tuple[float, float, str]]:
-    """(start, end, text) for subtitle cues. A blank line ends a cue in SRT and
-    WebVTT, so blank lines inside a segment are dropped, and so are segments
-    with no text at all: an empty cue reads as a malformed file. '-->' is the
-    timing-line marker in both and WebVTT forbids it in cue text."""
-    cues = []
-    for s in segments:
-        lines = [line.strip() for line in s.text.splitlines() if line.strip()]
-        if lines:
-            text = _speaker_prefix(s, "\n".join(lines)).replace("-->", "->")
-            cues.append((s.start, s.end, text))
-    return cues
 
 
 def _speaker_prefix(s: Segment, text: str) -> str:
@@ -196,14 +192,18 @@ _WRITERS: dict[str, tuple[_Writer, str]] = {
     "text": (_text, "text/plain; charset=utf-8"),
     "json": (_json, "application/json"),
     "verbose_json": (_verbose_json, "application/json"),
-    "srt": (_srt, "application/x-subrip"),
-    "vtt": (_vtt, "text/vtt"),
     "tsv": (_tsv, "text/tab-separated-values"),
     "jsonl": (_jsonl, "application/x-ndjson"),
 }
 
-FORMATS: tuple[str, ...] = tuple(_WRITERS)
-CONTENT_TYPES: dict[str, str] = {fmt: content_type for fmt, (_, content_type) in _WRITERS.items()}
+# Subtitles are laid out as cues (captions.py) before they are written.
+_SUBTITLES: dict[str, str] = {"srt": "application/x-subrip", "vtt": "text/vtt"}
+
+CONTENT_TYPES: dict[str, str] = {
+    **{fmt: content_type for fmt, (_, content_type) in _WRITERS.items()},
+    **_SUBTITLES,
+}
+FORMATS: tuple[str, ...] = ("text", "json", "verbose_json", "srt", "vtt", "tsv", "jsonl")
 
 # What a file name's extension says about its format, for `-o FILE` in the CLI.
 # The first format of each is the one chosen when no --format is given.

@@ -13,6 +13,7 @@ from typing import Any
 
 from sona.audio import probe
 from sona.crashpoints import crash_point
+from sona.engine import sequential_too_long
 from sona.engine.registry import OPENAI_ALIASES, ModelRegistry, english_only
 from sona.errors import (
     AddressRefused,
@@ -40,6 +41,7 @@ class IntakeConfig:
     max_queue: int
     max_attempts: int
     allow_private_urls: bool = False  # callback_url targets (E3)
+    max_sequential_seconds: float = float("inf")  # condition_on_previous_text
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,21 @@ class Intake:
             upload.path.unlink(missing_ok=True)
         return job, created
 
+    def _check_duration(self, duration: float | None, options: TranscribeOptions) -> None:
+        """Refuse by the header's duration (the engine's sample counter holds
+        the same limits against a header that lies)."""
+        if duration is None:
+            return
+        if duration > self.config.max_audio_seconds:
+            raise AudioTooLong(
+                f"audio is {duration:.0f} s long; the limit is "
+                f"{self.config.max_audio_seconds:.0f} s",
+                param="file",
+            )
+        limit = self.config.max_sequential_seconds
+        if options.condition_on_previous_text and duration > limit:
+            raise sequential_too_long(limit, duration)
+
     async def _admit(self, upload: StoredUpload, sub: Submission) -> tuple[Job, bool]:
         if sub.job_id is not None:
             validate_job_id(sub.job_id)
@@ -124,12 +141,7 @@ class Intake:
         if not self.models.is_loaded(model):
             await self.models.locate(model)  # an unknown model fails the submit, not the job
         duration, _channels = await asyncio.to_thread(probe, upload.path)
-        if duration is not None and duration > self.config.max_audio_seconds:
-            raise AudioTooLong(
-                f"audio is {duration:.0f} s long; the limit is "
-                f"{self.config.max_audio_seconds:.0f} s",
-                param="file",
-            )
+        self._check_duration(duration, sub.options)
         crash_point("before_commit")  # the file is stored, the row not yet
         if await self.store.queue_size() >= self.config.max_queue:
             raise QueueFull("the queue is full; try again later", retry_after=30)

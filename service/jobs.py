@@ -57,6 +57,16 @@ def _known_language(code: str | None, info: ValidationInfo) -> str | None:
 _LanguageCode = Annotated[str, WithJsonSchema({"type": "string", "enum": sorted(LANGUAGES)})]
 Language = Annotated[_LanguageCode | None, AfterValidator(_known_language)]
 
+# Options with bounds that more than one request model declares (TranscribeOptions,
+# the OpenAI form), so /openapi.json shows the same limits for both. The caption
+# defaults live in captions.py, the VAD ones in engine/whisper.py.
+VadThreshold = Annotated[float | None, Field(gt=0.0, lt=1.0)]
+MinSilenceMs = Annotated[int | None, Field(ge=0, le=10_000)]
+SpeechPadMs = Annotated[int | None, Field(ge=0, le=2_000)]
+MaxLineWidth = Annotated[int | None, Field(ge=10, le=200)]
+MaxLineCount = Annotated[int | None, Field(ge=1, le=10)]
+MaxCueDuration = Annotated[float | None, Field(ge=1.0, le=60.0)]
+
 
 class Status(StrEnum):
     QUEUED = "queued"
@@ -118,11 +128,30 @@ class TranscribeOptions(BaseModel):
     # Sequential decoding, each 30 s window conditioned on the text before it
     # (faster-whisper's default mode): never batched, so slower.
     condition_on_previous_text: bool = False
+    # Silero VAD, as faster-whisper's VadOptions names them; None: Sona's default
+    # (engine/whisper.py). Stored with the job, so a resume cuts the same chunks.
+    # Unused with vad_filter=false (refusing the pair would refuse requests that
+    # /openapi.json calls valid).
+    vad_threshold: VadThreshold = None
+    min_silence_duration_ms: MinSilenceMs = None
+    speech_pad_ms: SpeechPadMs = None
+    # SRT/VTT cue layout (captions.py); None: the common subtitle defaults.
+    # Stored with the job: its downloads use them unless the request overrides.
+    max_line_width: MaxLineWidth = None
+    max_line_count: MaxLineCount = None
+    max_cue_duration: MaxCueDuration = None
 
     @field_validator("language", mode="before")
     @classmethod
     def _language(cls, v: object) -> object:
         return None if v == "" else v  # an empty form field means "detect"
+
+    @property
+    def vad_tuned(self) -> bool:
+        return any(
+            v is not None
+            for v in (self.vad_threshold, self.min_silence_duration_ms, self.speech_pad_ms)
+        )
 
 
 @dataclass(frozen=True)
@@ -179,6 +208,8 @@ class Job:
     segments_done: int = 0
     text: str = ""
     language: str | None = None
+    # How sure the model was of a detected language; None when it was asked for.
+    language_probability: float | None = None
     error_code: str | None = None
     error_message: str | None = None
     started_at: float | None = None

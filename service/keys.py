@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
 from sona.engine import EngineHost
@@ -31,5 +29,3 @@ ENGINE = web.AppKey[EngineHost | None]("engine")
 NOTIFIER = web.AppKey("notifier", Notifier)
 RUNTIME = web.AppKey("runtime", Runtime)
 METRICS = web.AppKey("metrics", Metrics)
-# Set on shutdown: the never-ending all-jobs feeds (api/feed.py) end at once.
-FEEDS_STOP = web.AppKey("feeds_stop", asyncio.Event)

@@ -168,6 +168,7 @@ async def _start_engine(settings: Settings, stack: contextlib.AsyncExitStack) ->
             replicas=steps,
             chunk_s=settings.chunk_s,
             nice=settings.engine_nice,
+            max_sequential_seconds=settings.max_sequential_seconds,
             log_level=settings.log_level,
             log_format=resolve_format(settings.log_format),
             load_timeout_s=settings.model_load_timeout_s,
@@ -191,6 +192,7 @@ def _intake_config(settings: Settings) -> IntakeConfig:
     return IntakeConfig(
         default_model=settings.default_model,
         max_audio_seconds=settings.max_audio_seconds,
+        max_sequential_seconds=settings.max_sequential_seconds,
         max_queue=settings.max_queue,
         max_attempts=settings.max_attempts,
         allow_private_urls=settings.private_urls_allowed,

@@ -211,6 +211,9 @@ class Settings(BaseSettings):
     # Jobs and limits
     max_upload_mb: float = Field(default=1024, gt=0)
     max_audio_seconds: float = Field(default=4 * 3600, gt=0)
+    # condition_on_previous_text decodes the whole file in memory (measured:
+    # 1 GB an hour of audio with VAD, 3 GB without): longer audio is refused.
+    max_sequential_seconds: float = Field(default=1800, gt=0)
     max_queue: int = Field(default=10_000, ge=1)
     max_attempts: int = Field(default=3, ge=1)
     job_timeout_s: float = Field(default=6 * 3600, gt=0)
@@ -237,9 +240,13 @@ class Settings(BaseSettings):
     # Connections and request rates (F5): see docs/security.md.
     header_timeout_s: float = Field(default=10, gt=0)  # a request head must arrive in this
     idle_timeout_s: float = Field(default=75, gt=0)  # keep-alive connection with no request
+    # Open connections in all (429 past it; lowered to fit the descriptor
+    # limit), and per address: a sixteenth, so a handful cannot fill it.
+    max_connections: int = Field(default=4096, ge=1)
     max_connections_per_client: int = Field(default=256, ge=1)  # per address
     max_uploads: int = Field(default=64, ge=1)  # request bodies being stored at once
-    max_uploads_per_client: int = Field(default=16, ge=1)
+    # A sixteenth of max_uploads: a handful of addresses cannot hold every slot.
+    max_uploads_per_client: int = Field(default=4, ge=1)
     rate_limit_per_s: float = Field(default=0, ge=0)  # per client; 0: no rate limit
     rate_limit_burst: int = Field(default=50, ge=1)
 

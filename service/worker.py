@@ -127,6 +127,7 @@ class Flight:
     generation: int = -1  # the engine process it was opened in; -1: not yet
     total: int | None = None  # chunks in all, once the engine has cut them all
     language: str | None = None
+    language_probability: float | None = None  # None: the job named its language
     chunks: dict[int, ChunkInfo] = field(default_factory=dict)
     decoded: dict[int, list[Segment]] = field(default_factory=dict)
     storing: bool = False  # a write of decoded chunks is under way (one at a time)
@@ -384,8 +385,8 @@ class Worker:
         if flight is None or event.token != flight.claim.token:
             return  # ended meanwhile, or about an earlier claim of the job
         match event:
-            case ChunksReady(_, chunks, language):
-                flight.language = language
+            case ChunksReady(_, chunks, language, _, probability):
+                flight.language, flight.language_probability = language, probability
                 for chunk in chunks:
                     flight.chunks[chunk.no] = chunk
                     key = batch_key(
@@ -394,12 +395,17 @@ class Worker:
                     job = flight.job
                     self.pool.add(Pending(chunk, key, job.priority, job.created_at, flight.suspect))
                 self._work.set()
-            case Prepared(_, duration, total, _, warnings):
+            case Prepared(_, duration, total, _, warnings, language, probability):
                 flight.total = total
-                lang = flight.language or flight.spec.options.language
+                if language is not None:  # a resume whose chunks were all stored announced none
+                    flight.language, flight.language_probability = language, probability
                 try:
                     await self.store.set_info(
-                        flight.claim, duration=duration, language=lang, warnings=list(warnings)
+                        flight.claim,
+                        duration=duration,
+                        language=flight.language or flight.spec.options.language,
+                        warnings=list(warnings),
+                        language_probability=flight.language_probability,
                     )
                 except Exception:
                     self._let_go(flight)  # the event is lost with the write: re-run it

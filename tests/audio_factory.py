@@ -4,6 +4,7 @@ needs ffmpeg or sox to exist on the machine running the tests."""
 
 from __future__ import annotations
 
+import array
 import json
 import struct
 import wave
@@ -108,4 +109,17 @@ def corrupt_audio(out: Path) -> Path:
     noise = bytes((i * 73 + 41) % 251 for i in range(4096))
     body = b"WAVE" + b"junk" + struct.pack("<I", 64) + noise[:64] + b"data" + noise[64:]
     out.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    return out
+
+
+def quieter_wav(src: Path, out: Path, gain: float) -> Path:
+    """``src`` (16-bit PCM) with every sample scaled by ``gain``: quiet speech."""
+    with wave.open(str(src), "rb") as f:
+        params = f.getparams()
+        frames = f.readframes(params.nframes)
+    samples = array.array("h", frames)
+    scaled = array.array("h", (int(s * gain) for s in samples))
+    with wave.open(str(out), "wb") as dst:
+        dst.setparams(params)
+        dst.writeframes(scaled.tobytes())
     return out

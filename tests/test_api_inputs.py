@@ -13,7 +13,7 @@ import pytest
 
 from sona.app import create_app
 from tests.audio_factory import corrupt_audio, silence_wav, truncated_copy
-from tests.helpers import audio_form, stalled_upload, submit, wait_done
+from tests.helpers import audio_form, idle_app, stalled_upload, submit, wait_done
 
 
 @pytest.fixture
@@ -142,6 +142,26 @@ async def test_r14_duration_limit_from_header(
     resp = await client.post("/v1/jobs", data=audio_form(wav))
     body = await resp.json()
     assert resp.status == 422 and body["error"]["code"] == "audio_too_long"
+
+
+async def test_r31_sequential_mode_is_refused_past_its_limit_at_submit(
+    aiohttp_client: Any, make_settings: Any, tmp_path: Path
+) -> None:
+    """condition_on_previous_text decodes the whole file in memory: past
+    max_sequential_seconds (by the header) it is 422, saying what to do."""
+    client = await idle_app(aiohttp_client, make_settings, max_sequential_seconds=5)
+    wav = silence_wav(tmp_path / "s.wav", 8)
+    form = audio_form(wav, condition_on_previous_text="true")
+    resp = await client.post("/v1/jobs", data=form)
+    error = (await resp.json())["error"]
+    assert resp.status == 422 and error["code"] == "audio_too_long", error
+    assert error["param"] == "condition_on_previous_text"
+    assert "max_sequential_seconds" in error["message"] and "without it" in error["message"]
+    form = audio_form(wav, condition_on_previous_text="true")
+    resp = await client.post("/v1/audio/transcriptions", data=form)
+    assert resp.status == 422 and (await resp.json())["error"]["code"] == "audio_too_long"
+    # The same file in the default (batched, streaming) mode is accepted.
+    assert (await client.post("/v1/jobs", data=audio_form(wav))).status == 202
 
 
 # NUL in a name is covered in test_uploads: aiohttp's client refuses to send it.

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,8 @@ async def test_a_job_finishing_beyond_the_window_is_still_reported(
     async def no_state() -> dict[str, Any]:
         return {}
 
-    updates = feed.watch(client.app[STORE], client.app[EVENTS], no_state, window=1)
+    source = feed.FeedSource(client.app[STORE], client.app[EVENTS], no_state, window=1)
+    updates = feed.watch(source)
     async with aclosing(updates), asyncio.timeout(STEP_S):
         snap = await anext(updates)
         # The old job is in view only while it is queued (active).
@@ -143,6 +145,7 @@ async def test_a_job_finishing_beyond_the_window_is_still_reported(
         while update.type != "job":
             update = await anext(updates)
         assert (update.data["id"], update.data["status"]) == (old["id"], "cancelled")
+    await source.stop()
 
 
 async def test_dashboard_page_and_assets_are_packaged_and_open(
@@ -207,3 +210,96 @@ async def test_feed_ends_cleanly_when_the_daemon_shuts_down(
         rest = [e async for e in events]  # a cut stream would raise here
         await closing
     assert all(e.event in ("job", "state") for e in rest), rest
+
+
+# RELIABILITY 31: slow and idle event-stream readers.
+
+
+async def _until(check: Callable[[], bool], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.05)
+
+
+def test_r31_a_follower_that_never_reads_holds_one_flag_whatever_the_events() -> None:
+    """The hub gives followers (the feed's reader, a job's followers) a flag,
+    not a queue: 100,000 events for a follower that never looks leave memory
+    where it was (a queue of them would hold tens of MB)."""
+    import tracemalloc
+
+    from sona.events import EventHub
+
+    async def run() -> int:
+        hub = EventHub()
+        with hub.wakeups() as any_job, hub.subscribe("job1") as one_job:
+            tracemalloc.start()
+            before = tracemalloc.get_traced_memory()[0]
+            for n in range(100_000):
+                hub.publish("job1", "segment", {"index": n, "text": "x" * 50})
+            grown = tracemalloc.get_traced_memory()[0] - before
+            tracemalloc.stop()
+            assert any_job.is_set() and one_job.is_set()
+        return grown
+
+    assert asyncio.run(run()) < 256 * 1024
+
+
+async def test_r31_idle_feed_readers_cost_no_wake_ups_and_share_one_poll(
+    aiohttp_client: Any, make_settings: Any, fox_wav: Path
+) -> None:
+    from sona.api.feed import FEED
+
+    client = await idle_app(aiohttp_client, make_settings)
+    await submit(client, fox_wav)
+    source = client.app[FEED]
+    readers = [await client.get("/v1/events") for _ in range(20)]
+    for resp in readers:
+        assert (await next_event(sse(resp))).event == "snapshot"
+    start = source.polls
+    await _until(lambda: source.polls >= start + 2)  # the first read after they joined
+    wakes, polls = source.wakes, source.polls
+    await asyncio.sleep(3)  # nothing happens meanwhile
+    # No stream woke; the store was read about once a second for all 20 of
+    # them together (per-stream polling would be 60 reads).
+    assert source.wakes == wakes
+    assert source.polls - polls <= 6
+    for resp in readers:
+        resp.close()
+
+
+async def test_r31_a_feed_reader_that_never_reads_is_dropped_with_a_reconnect_event(
+    aiohttp_client: Any, make_settings: Any, fox_wav: Path
+) -> None:
+    import socket
+
+    from sona.api.feed import FEED
+
+    client = await idle_app(aiohttp_client, make_settings)
+    await submit(client, fox_wav)
+    store = client.app[STORE]
+    c = await claim(store)
+    # A transcript of 8 MB: every frame with the job is larger than all the
+    # socket buffers between the daemon and a client that reads nothing.
+    big = Segment(0, 0.0, 2.0, "word " * (8 * 1024 * 1024 // 5))
+    await store.add_chunks(c, first=0, count=1, segments=[big], processed_seconds=2.0)
+    source = client.app[FEED]
+    source.send_timeout_s = 1
+    source.drop_grace_s = 30  # the test reads once the drop is decided
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", client.server.port))
+    # A small limit: past it the stream reader stops taking bytes off the socket.
+    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+    try:
+        writer.write(b"GET /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        await _until(lambda: source.dropped > 0)  # never reading, it falls behind
+        assert source.listeners == 0  # its place in the feed is given up at once
+        async with asyncio.timeout(60):
+            got = await reader.read()  # now it reads: the rest, then the end
+    finally:
+        writer.close()
+    tail = got[-300:]
+    assert b"event: reconnect" in tail and b'"reason": "behind"' in tail, tail
+    assert got.endswith(b"0\r\n\r\n")  # the chunked stream ended cleanly

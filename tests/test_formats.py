@@ -203,7 +203,8 @@ def test_newlines_and_empty_segments_keep_subtitles_well_formed() -> None:
     body = render(make_job(), segments, "srt")[0]
     cues = SRT_CUE.findall(body)
     assert SRT_CUE.sub("", body) == ""
-    assert [(c[0], c[3]) for c in cues] == [("1", "line one\nline two\n"), ("2", "a -> b\n")]
+    # Lines are laid out anew (captions.py): the text's own line breaks are spaces.
+    assert [(c[0], c[3]) for c in cues] == [("1", "line one line two\n"), ("2", "a -> b\n")]
     vtt = render(make_job(), segments, "vtt")[0]
     assert "-->" not in vtt.replace(" --> ", "")  # only in timing lines
     assert len(VTT_CUE.findall(vtt)) == 2

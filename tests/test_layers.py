@@ -21,6 +21,7 @@ LAYER = {
     "datadir": 1,
     "audio": 1,
     "formats": 1,
+    "captions": 1,
     "metrics": 1,
     "logs": 1,
     "loop_errors": 1,

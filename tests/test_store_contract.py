@@ -309,11 +309,23 @@ async def test_warnings_are_stored_with_the_decoded_info(store: JobStore) -> Non
     assert (await store.get("w")).warnings == []
 
 
+async def test_a_detected_language_keeps_its_probability(store: JobStore) -> None:
+    await store.create(new_job(id="d"))
+    claim = await claim_of(store)
+    await store.set_info(claim, duration=2.0, language="es", language_probability=0.875)
+    job = await store.get("d")
+    assert (job.language, job.language_probability) == ("es", 0.875)
+    await store.set_info(claim, duration=2.0, language="en")  # named by the request
+    assert (await store.get("d")).language_probability is None
+
+
 async def completed_source(store: JobStore) -> tuple[str, list[Segment]]:
     """A completed job of file hash ``same`` with two segments and a warning."""
     await store.create(new_job(id="src", file_sha256="same", file_path="/src"))
     claim = await claim_of(store)
-    await store.set_info(claim, duration=2.0, language="en", warnings=["audio_truncated"])
+    await store.set_info(
+        claim, duration=2.0, language="en", warnings=["audio_truncated"], language_probability=0.5
+    )
     await add(store, claim, 0, [seg(0, "cached"), seg(1, "cached")])
     await store.finish(claim, Status.COMPLETED)
     return "src", await store.segments("src")
@@ -333,6 +345,7 @@ async def test_dedupe_answers_from_a_completed_job_with_a_copy(store: JobStore) 
         source.language,
         ["audio_truncated"],
     )
+    assert copy.language_probability == source.language_probability == 0.5
     assert copy.finished_at is not None and copy.progress == 1.0
     assert await store.segments("copy") == source_segments
     # The copy is a job of its own: deleting the source keeps it whole.
@@ -415,9 +428,10 @@ async def test_postgres_upgrades_a_version_2_database_in_place() -> None:
         store = await PostgresStore.open(url)
         versions = await conn.fetch("SELECT version FROM sona_schema ORDER BY version")
         await conn.close()
-        assert [r["version"] for r in versions] == [1, 2, 3, 4]
+        assert [r["version"] for r in versions] == [1, 2, 3, 4, 5]
         job = await store.get("old")
         assert (job.status, job.warnings, job.cached) == (Status.QUEUED, [], False)
+        assert job.language_probability is None
         assert await store.deliveries("old") == []
         await store.close()
 

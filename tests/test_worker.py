@@ -8,6 +8,7 @@ import asyncio
 import os
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,9 @@ async def test_short_jobs_submitted_together_share_batches(
     """Short jobs share steps, and windows: each still gets its own words back.
     Context in a shared window can change a word (tiny.en hears "quick round
     fox" there), so accuracy is bounded, as the bench's row 2b measures it."""
-    client = await start(aiohttp_client, make_settings)
     names = SHORT * 2
+    # All at once from one client: more than the default per-client uploads.
+    client = await start(aiohttp_client, make_settings, max_uploads_per_client=len(names))
     jobs = await asyncio.gather(*(submit(client, AUDIO / n) for n in names))
     done = [await wait_done(client, j["id"]) for j in jobs]
     errors = []
@@ -156,6 +158,34 @@ async def test_r14_lying_header_flac_bombs_leave_memory_where_it_was(
     after = rss_mb(engine), rss_mb(os.getpid())
     # Each bomb decodes 600 s (38 MB of samples); ten kept would be 380 MB.
     assert after[0] - before[0] < 40 and after[1] - before[1] < 40, (before, after)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmHWM for {pid}")
+
+
+async def test_r31_sequential_mode_stops_at_its_limit_whatever_the_header_says(
+    aiohttp_client: Any, make_settings: Any, tmp_path: Path, fox_wav: Path
+) -> None:
+    """Sequential mode holds the whole file in memory: an hour of silence whose
+    header says 5 s is stopped by the sample counter at max_sequential_seconds,
+    and the engine's peak memory barely moves (the hour would be 230 MB of
+    samples, twice over while joined, before faster-whisper's own copies)."""
+    client = await start(aiohttp_client, make_settings, max_sequential_seconds=60)
+    warm = await submit(client, fox_wav, condition_on_previous_text="true")
+    assert (await wait_done(client, warm["id"]))["status"] == "completed"
+    engine = client.app[ENGINE].pid
+    assert engine is not None
+    before = peak_rss_mb(engine)
+    bomb = flac_bomb(tmp_path / "bomb.flac", 3600, claims_s=5)
+    job = await submit(client, bomb, condition_on_previous_text="true")
+    job = await wait_done(client, job["id"])
+    assert job["status"] == "failed" and job["error"]["code"] == "audio_too_long", job
+    assert "condition_on_previous_text" in job["error"]["message"]
+    assert peak_rss_mb(engine) - before < 100, (before, peak_rss_mb(engine))
 
 
 class FlakyStore:
@@ -463,6 +493,48 @@ async def test_r30_an_engine_death_during_the_model_load_is_retried_not_failed(
         await store.close()
 
 
+class DetectingEngine(EngineDouble):
+    """Detects German (0.93) on every job: one chunk announced with it, or —
+    as for a resume whose chunks were all stored — none, the language coming
+    with ``Prepared`` alone."""
+
+    def __init__(self, *, announce: bool) -> None:
+        super().__init__()
+        self.announce = announce
+        self.opened: list[JobSpec] = []
+
+    def open(self, spec: JobSpec) -> None:
+        self.opened.append(spec)
+        if self.announce:
+            chunk = ChunkInfo(spec.job_id, 0, 0, 0.0, 1.0, 1.0)
+            self.events.put_nowait(ChunksReady(spec.job_id, [chunk], "de", spec.token, 0.93))
+        total = 1 if self.announce else 0
+        prepared = Prepared(spec.job_id, 1.0, total, spec.token, (), "de", 0.93)
+        self.events.put_nowait(prepared)
+
+    async def step(self, model_id: str, items: list[ChunkInfo]) -> list[list[Segment]]:
+        return [[Segment(index=0, start=0.0, end=1.0, text=" hallo")] for _ in items]
+
+
+@pytest.mark.parametrize("announce", [True, False])
+async def test_a_detected_language_and_its_probability_are_stored(
+    tmp_path: Path, announce: bool
+) -> None:
+    store = await SqliteStore.open(str(tmp_path / "db.sqlite"))
+    engine = DetectingEngine(announce=announce)
+    worker, task = run_worker(store, engine, tmp_path)
+    try:
+        job = fake_job("detected")
+        await store.create(replace(job, options=TranscribeOptions(model="tiny.en")))
+        worker.wake()
+        done = await completed(store, "detected", task)
+        assert (done.language, done.language_probability) == ("de", 0.93)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await store.close()
+
+
 async def test_a_suspects_step_waits_for_the_steps_in_flight_and_runs_alone() -> None:
     """A suspect's step starts once the step in flight ends, and a step asked
     for after it waits until it is over: nothing runs beside it."""
@@ -495,3 +567,22 @@ async def test_a_suspects_step_waits_for_the_steps_in_flight_and_runs_alone() ->
         "later in",
         "later out",
     ]
+
+
+async def test_a_job_s_vad_options_reach_the_engine_on_every_run(tmp_path: Path) -> None:
+    """Stored with the job, they are in the spec each claim opens the engine
+    with: a resume cuts the same chunks as the first run."""
+    store = await SqliteStore.open(str(tmp_path / "db.sqlite"))
+    engine = DetectingEngine(announce=True)
+    worker, task = run_worker(store, engine, tmp_path)
+    try:
+        vad = TranscribeOptions(model="tiny.en", vad_threshold=0.7, min_silence_duration_ms=500)
+        await store.create(replace(fake_job("tuned"), options=vad))
+        worker.wake()
+        await completed(store, "tuned", task)
+        spec = engine.opened[0]
+        assert (spec.options.vad_threshold, spec.options.min_silence_duration_ms) == (0.7, 500)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await store.close()

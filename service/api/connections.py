@@ -7,7 +7,13 @@
 * a kept-alive connection with no request for ``idle_timeout_s`` is closed;
 * at most ``max_connections_per_client`` connections per client address: one
   more is answered 429 at once and closed, so one client cannot take every
-  file descriptor (a unix socket counts as one client).
+  file descriptor (a unix socket counts as one client);
+* at most ``max_connections`` in all (429 past it too), below the process's file
+  descriptor limit, so that running out of connections never means running
+  out of descriptors for the database and the uploads. The per-client cap is
+  a sixteenth of it by default: a handful of addresses cannot fill it, and
+  whatever they hold that stalls is closed by the timeouts above and the
+  body watchdog (``api/bodies.py``).
 
 ``listen`` opens the listener with this protocol; ``serve`` in ``app.py`` uses
 it instead of aiohttp's sites. The request middleware tells the protocol when a
@@ -16,22 +22,29 @@ request is being handled, which stops the head deadline."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import resource
 import socket
 from collections import Counter
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import structlog
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from sona.api.errors import Handler, error_body
+from sona.api.errors import Handler, error_body, status_for
+from sona.errors import Busy
 from sona.settings import Settings
 
 log = structlog.get_logger("sona.api")
 LINGER_S = 2.0  # a refused connection's request is read and dropped this long
+
+
+FD_RESERVE = 256  # descriptors kept for the store, uploads, the engine's pipes, logs
 
 
 @dataclass
@@ -39,7 +52,35 @@ class ConnectionPolicy:
     header_timeout_s: float
     idle_timeout_s: float
     max_per_client: int
+    max_total: int = 1 << 30
     open: Counter[str] = field(default_factory=Counter)  # connections per client
+    total: int = 0
+
+    def refusal(self, client: str) -> bytes | None:
+        """The answer for one more connection from ``client``, if refused."""
+        if self.open[client] >= self.max_per_client:
+            return _refusal(Busy("too many connections from this client; try again shortly"))
+        if self.total >= self.max_total:
+            return _refusal(Busy("the server has too many connections; try again shortly"))
+        return None
+
+
+def descriptor_budget(wanted: int) -> int:
+    """Connections the process can hold: the soft descriptor limit is raised
+    toward the hard one as far as ``wanted`` needs (as Go's runtime does at
+    start), and what is left after ``FD_RESERVE`` is the most there can be."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = wanted + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return wanted
+    budget = max(1, soft - FD_RESERVE)
+    log.warning("connection.fd_limit", max_connections=wanted, fd_limit=soft, using=budget)
+    return budget
 
 
 def _client_of(transport: asyncio.BaseTransport) -> str:
@@ -47,15 +88,13 @@ def _client_of(transport: asyncio.BaseTransport) -> str:
     return str(peer[0]) if isinstance(peer, tuple) and peer else "unix"
 
 
-def _refusal() -> bytes:
-    body = (
-        json.dumps(
-            error_body("too many connections from this client; try again shortly", 429, "busy")
-        )
-        + "\n"  # as every JSON body (api/middleware.end_json_with_newline)
-    ).encode()
+def _refusal(exc: Busy) -> bytes:
+    """The whole answer, written before aiohttp sees the connection."""
+    status = status_for(exc)
+    # Ending in a newline, as every JSON body (api/middleware.end_json_with_newline).
+    body = (json.dumps(error_body(exc.message, status, exc.code)) + "\n").encode()
     head = (
-        "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
         f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
     )
     return head.encode() + body
@@ -76,10 +115,16 @@ class GuardedRequestHandler(RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.client = _client_of(transport)
-        if self.policy.open[self.client] >= self.policy.max_per_client:
-            log.info("connection.refused", client=self.client, open=self.policy.open[self.client])
+        refusal = self.policy.refusal(self.client)
+        if refusal is not None:
+            log.info(
+                "connection.refused",
+                client=self.client,
+                open=self.policy.open[self.client],
+                total=self.policy.total,
+            )
             assert isinstance(transport, asyncio.Transport)
-            transport.write(_refusal())
+            transport.write(refusal)
             # Half-close, and drop what the client still sends for a moment, so
             # it reads the 429 instead of a reset.
             transport.write_eof() if transport.can_write_eof() else transport.close()
@@ -87,6 +132,7 @@ class GuardedRequestHandler(RequestHandler):
             return
         self.admitted = True
         self.policy.open[self.client] += 1
+        self.policy.total += 1
         super().connection_made(transport)
         self.head_started = True  # a new connection's head is due at once
         self._arm(self.policy.header_timeout_s)
@@ -104,6 +150,7 @@ class GuardedRequestHandler(RequestHandler):
             return
         self.admitted = False
         self.policy.open[self.client] -= 1
+        self.policy.total -= 1
         if self.policy.open[self.client] <= 0:
             del self.policy.open[self.client]
         self._disarm()
@@ -160,7 +207,10 @@ async def listen(
     server = runner.server
     assert server is not None, "runner.setup() first"
     policy = ConnectionPolicy(
-        settings.header_timeout_s, settings.idle_timeout_s, settings.max_connections_per_client
+        settings.header_timeout_s,
+        settings.idle_timeout_s,
+        settings.max_connections_per_client,
+        max_total=descriptor_budget(settings.max_connections),
     )
 
     def protocol() -> GuardedRequestHandler:

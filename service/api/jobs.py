@@ -16,6 +16,7 @@ from sona.api.schemas import (
     JobOut,
     JobUrl,
     WebhookList,
+    caption_style,
     job_model,
     json_model,
     parse,
@@ -120,7 +121,8 @@ def throughput(app: web.Application) -> float | None:
 async def finished_transcript(request: web.Request, job: Job, fmt: str) -> web.Response:
     if job.status != Status.COMPLETED:
         raise JobNotFinished(f"job {job.id} is {job.status}, not completed", status=job.status)
-    body, content_type = render(job, await request.app[STORE].segments(job.id), fmt)
+    style = caption_style(job.options, request.query)
+    body, content_type = render(job, await request.app[STORE].segments(job.id), fmt, style)
     return web.Response(text=body, content_type=content_type.split(";")[0], charset="utf-8")
 
 

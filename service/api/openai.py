@@ -28,7 +28,18 @@ from sona.errors import Busy, InvalidRequest, SonaError, from_code
 from sona.events import TERMINAL, JobUpdate, follow
 from sona.formats import render
 from sona.intake import SYNC_PRIORITY, Submission
-from sona.jobs import Job, Language, Status, TranscribeOptions
+from sona.jobs import (
+    Job,
+    Language,
+    MaxCueDuration,
+    MaxLineCount,
+    MaxLineWidth,
+    MinSilenceMs,
+    SpeechPadMs,
+    Status,
+    TranscribeOptions,
+    VadThreshold,
+)
 from sona.keys import EVENTS, SETTINGS, STORE, UPLOADS
 
 routes = web.RouteTableDef()
@@ -71,20 +82,39 @@ class OpenAIForm(BaseModel):
     hotwords: str | None = None
     diarize: Literal["none", "channels"] = "none"
     condition_on_previous_text: bool = False
+    # Sona's extras, as on POST /v1/jobs, with the same bounds (jobs.py).
+    vad_threshold: VadThreshold = None
+    min_silence_duration_ms: MinSilenceMs = None
+    speech_pad_ms: SpeechPadMs = None
+    max_line_width: MaxLineWidth = None
+    max_line_count: MaxLineCount = None
+    max_cue_duration: MaxCueDuration = None
 
     def options(self, task: Literal["transcribe", "translate"]) -> TranscribeOptions:
-        return TranscribeOptions(
-            model=self.model,
-            language=self.language,
-            prompt=self.prompt,
-            temperature=self.temperature,
-            task=task,
-            beam_size=self.beam_size,
-            vad_filter=self.vad_filter,
-            hotwords=self.hotwords,
-            diarize=self.diarize,
-            condition_on_previous_text=self.condition_on_previous_text,
-            word_timestamps="word" in self.timestamp_granularities,
+        """The job's options (validated again as the job's own)."""
+        return parse(
+            TranscribeOptions,
+            dict(
+                model=self.model,
+                language=self.language,
+                prompt=self.prompt,
+                temperature=self.temperature,
+                task=task,
+                beam_size=self.beam_size,
+                vad_filter=self.vad_filter,
+                hotwords=self.hotwords,
+                diarize=self.diarize,
+                condition_on_previous_text=self.condition_on_previous_text,
+                # Subtitle cues are cut well only at word times (docs/api.md).
+                word_timestamps="word" in self.timestamp_granularities
+                or self.response_format in ("srt", "vtt"),
+                vad_threshold=self.vad_threshold,
+                min_silence_duration_ms=self.min_silence_duration_ms,
+                speech_pad_ms=self.speech_pad_ms,
+                max_line_width=self.max_line_width,
+                max_line_count=self.max_line_count,
+                max_cue_duration=self.max_cue_duration,
+            ),
         )
 
 
@@ -111,7 +141,9 @@ async def _handle(
         if grans := [g for g in form.fields.get("timestamp_granularities[]", []) if g]:
             fields["timestamp_granularities[]"] = grans
         req = parse(OpenAIForm, fields)
-    sub = Submission(options=req.options(task), priority=SYNC_PRIORITY, dedupe=app[SETTINGS].dedupe)
+        sub = Submission(
+            options=req.options(task), priority=SYNC_PRIORITY, dedupe=app[SETTINGS].dedupe
+        )
     job, _ = await admit(request, upload, sub)
     updates = follow(app[STORE], app[EVENTS], job.id, poll_s=POLL_S)
     try:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel
 
+from sona.api.language import LanguageForm, LanguageOut
 from sona.api.middleware import OPEN_PATHS
 from sona.api.openai import OpenAIForm
 from sona.api.schemas import (
@@ -41,7 +42,7 @@ from sona.api.schemas import (
 )
 from sona.errors import NotFound
 from sona.formats import CONTENT_TYPES
-from sona.jobs import JOB_ID_RE
+from sona.jobs import JOB_ID_RE, TranscribeOptions
 
 routes = web.RouteTableDef()
 
@@ -84,6 +85,8 @@ class VerboseTranscriptionOut(BaseModel):
 
     task: Literal["transcribe", "translate"]
     language: str | None
+    # Sona's: the detector's probability, when the language was detected.
+    language_probability: float | None = None
     duration: float
     text: str
     segments: list[SegmentOut] | None = None
@@ -111,8 +114,9 @@ SCHEMA_MODELS: tuple[type[BaseModel], ...] = (
     JobForm, JobUrl, JobOut, JobList, ErrorBody, ModelLoad, OpenAIForm, HealthOut, ReadyOut,
     ModelOut, ModelListOut, ModelDeletedOut, ModelsDeletedOut, SeedJobOut, SeedStatusOut,
     TranscriptionOut, VerboseTranscriptionOut, FeedStateOut, FeedSnapshotOut, WebhookList,
+    LanguageForm, LanguageOut,
 )  # fmt: skip
-FORMS = {"JobForm", "OpenAIForm"}  # multipart: the schema gains the file part
+FORMS = {"JobForm", "OpenAIForm", "LanguageForm"}  # multipart: the schema gains the file part
 
 
 def ref(name: str) -> dict[str, Any]:
@@ -124,7 +128,9 @@ def schemas() -> dict[str, Any]:
     out: dict[str, Any] = {}
     for model in SCHEMA_MODELS:
         mode: Literal["validation", "serialization"] = (
-            "validation" if model in (JobForm, JobUrl, ModelLoad, OpenAIForm) else "serialization"
+            "validation"
+            if model in (JobForm, JobUrl, ModelLoad, OpenAIForm, LanguageForm)
+            else "serialization"
         )
         schema = model.model_json_schema(ref_template=REF, mode=mode)
         out.update(schema.pop("$defs", {}))
@@ -232,7 +238,15 @@ OPENAI_DOC = (
     "(and words with timestamp_granularities[]=word); text, srt, vtt → plain text. "
     "stream=true answers text/event-stream (transcript.text.delta / .segment / .done, "
     "then [DONE]), or NDJSON with Accept: application/x-ndjson. Extras beyond OpenAI: "
-    "beam_size, vad_filter, hotwords, diarize."
+    "beam_size, vad_filter, vad_threshold, min_silence_duration_ms, speech_pad_ms, "
+    "hotwords, diarize, and for srt and vtt max_line_width, max_line_count, "
+    "max_cue_duration (srt and vtt also turn word timestamps on)."
+)
+LANGUAGE_DOC = (
+    "Detect the language of an upload without transcribing it: the first chunk of "
+    "speech, cut as a job would cut it, is given to the model (`model`, else the "
+    "default). An English-only model answers `en` with probability 1.0; audio without "
+    "speech has no language (`language` null)."
 )
 EVENTS_DOC = (
     "Server-Sent Events: `status` (the job; on connect and on each change), "
@@ -255,6 +269,24 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {"job_id": JOB_ID}
 
 
 FMT = {"type": "string", "enum": ["text", "json", "verbose_json", "srt", "vtt", "tsv", "jsonl"]}
+
+
+def _bounds(name: str) -> dict[str, Any]:
+    """A TranscribeOptions field's schema as a query parameter's (never null)."""
+    prop = TranscribeOptions.model_json_schema()["properties"][name]
+    schema: dict[str, Any] = next(o for o in prop["anyOf"] if o.get("type") != "null")
+    return schema
+
+
+# The caption overrides of a download, with TranscribeOptions' bounds.
+CAPTION_QUERY = tuple(
+    (name, _bounds(name), doc)
+    for name, doc in (
+        ("max_line_width", "srt/vtt: characters per line (default 42)"),
+        ("max_line_count", "srt/vtt: lines per cue (default 2)"),
+        ("max_cue_duration", "srt/vtt: seconds a cue stays on screen at most (default 7)"),
+    )
+)
 STATUS_Q = {"type": "string", "enum": ["queued", "processing", "completed", "failed", "cancelled"]}
 
 OPERATIONS: tuple[Op, ...] = (
@@ -281,7 +313,9 @@ OPERATIONS: tuple[Op, ...] = (
        description="202 while a processing job has not stopped yet."),
     Op("GET", "/v1/jobs/{job_id}/transcript", "jobs", "Download the transcript",
        {200: TRANSCRIPT_TYPES}, (400, 404, 409),
-       query=(("format", FMT, "output format (default text)"),)),
+       query=(("format", FMT, "output format (default text)"), *CAPTION_QUERY),
+       description="srt and vtt cues follow the job's caption options; the query "
+       "overrides them for this download."),
     Op("GET", "/v1/jobs/{job_id}/webhooks", "jobs", "The job's webhook deliveries",
        {200: json_of("WebhookList")}, (400, 404),
        description="Each delivery to the job's callback_url: state (pending | "
@@ -305,6 +339,9 @@ OPERATIONS: tuple[Op, ...] = (
     Op("POST", "/v1/audio/translations", "openai", "Translate to English (OpenAI-compatible)",
        OPENAI_RESPONSES, (400, 404, 408, 409, 413, 415, 422, 429, 500, 503, 507),
        body=multipart("OpenAIForm"), description=OPENAI_DOC),
+    Op("POST", "/v1/audio/language", "openai", "Detect the language of an upload",
+       {200: json_of("LanguageOut")}, (400, 404, 408, 409, 413, 415, 422, 500, 503, 507),
+       body=multipart("LanguageForm"), description=LANGUAGE_DOC),
     Op("GET", "/v1/models", "models", "Loaded models", {200: json_of("ModelListOut")}),
     Op("POST", "/v1/models/load", "models", "Load a model", {200: json_of("ModelOut")},
        (400, 404, 503), body=json_of("ModelLoad")),

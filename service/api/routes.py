@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from sona.api import dashboard, feed, job_events, jobs, models, openai, openapi, ops, seed
+from sona.api import (
+    dashboard,
+    feed,
+    job_events,
+    jobs,
+    language,
+    models,
+    openai,
+    openapi,
+    ops,
+    seed,
+)
 
 
 def setup(app: web.Application) -> None:
@@ -15,6 +26,7 @@ def setup(app: web.Application) -> None:
         seed.routes,
         models.routes,
         openai.routes,
+        language.routes,
         openapi.routes,
         feed.routes,
         dashboard.routes,

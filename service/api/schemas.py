@@ -4,6 +4,7 @@ and feed /openapi.json."""
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
@@ -12,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sona.api.errors import public_message
 from sona.api.json_input import MAX_JSON_DEPTH, depth_exceeds, loads
+from sona.captions import OPTION_NAMES as CAPTION_OPTIONS
+from sona.captions import CaptionStyle, style_of
 from sona.errors import InvalidRequest, SonaError
 from sona.jobs import JOB_ID_RE, Job, Status, TranscribeOptions
 from sona.standing import Standing
@@ -64,9 +67,14 @@ class JobForm(TranscribeOptions):
         return v
 
     def options(self) -> TranscribeOptions:
-        return TranscribeOptions.model_validate(
+        options = TranscribeOptions.model_validate(
             self.model_dump(include=set(TranscribeOptions.model_fields))
         )
+        # Asking for a caption layout asks for captions, and cues are cut well
+        # only at word times (docs/api.md).
+        if any(getattr(options, n) is not None for n in CAPTION_OPTIONS):
+            options = options.model_copy(update={"word_timestamps": True})
+        return options
 
 
 class JobUrl(JobForm):
@@ -198,6 +206,8 @@ class JobOut(BaseModel):
     segments_done: int
     text: str
     language: str | None
+    # The detector's probability for `language`; null when the request named it.
+    language_probability: float | None = None
     model: str | None
     error: JobError | None
     attempts: int  # every run, whatever ended it
@@ -209,6 +219,8 @@ class JobOut(BaseModel):
     finished_at: str | None
     metadata: dict[str, Any] | None
     cancel_requested: bool
+    # What the job was asked for (VAD and caption options included), as stored.
+    options: TranscribeOptions | None = None
     # Things a user should know about a finished job: "audio_truncated" (the file
     # is damaged or shorter than its header says; what could be decoded is here).
     warnings: list[str] = []
@@ -254,6 +266,7 @@ def job_model(job: Job, standing: Standing | None = None) -> JobOut:
         segments_done=job.segments_done,
         text=job.text,
         language=job.language,
+        language_probability=job.language_probability,
         model=job.model,
         error=JobError(**error) if error else None,
         attempts=job.attempts,
@@ -265,6 +278,7 @@ def job_model(job: Job, standing: Standing | None = None) -> JobOut:
         finished_at=iso(job.finished_at),
         metadata=job.metadata,
         cancel_requested=job.cancel_requested,
+        options=job.options,
         warnings=job.warnings,
         cached=job.cached,
         queue_position=standing.position if standing else None,
@@ -337,6 +351,15 @@ def webhooks_out(deliveries: list[Delivery]) -> list[WebhookOut]:
             )
         )
     return out
+
+
+def caption_style(options: TranscribeOptions, query: Mapping[str, str]) -> CaptionStyle:
+    """The cue layout of a download: the job's own, with what ``query`` overrides
+    (validated as the job's options are, so a bad value is a 400 naming it)."""
+    asked = {n: query[n] for n in CAPTION_OPTIONS if n in query}
+    if asked:
+        options = parse(TranscribeOptions, {**options.model_dump(), **asked})
+    return style_of(options)
 
 
 def parse(model: type[M], data: dict[str, Any]) -> M:

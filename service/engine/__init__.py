@@ -13,6 +13,8 @@ worker talks to it through ``EngineHost`` and the small messages below:
   whose options share a batch (``engine/batcher.py`` picks them); returns the
   segments of each chunk, timed on the recording.
 * ``close(job_id)``: forget a job (done or cancelled): its decoding stops.
+* ``detect_language(model, path)``: the language of a file's first speech,
+  without transcribing it.
 
 Only ``engine/whisper.py`` knows faster-whisper."""
 
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from sona.errors import AudioTooLong
 from sona.jobs import Segment, TranscribeOptions
 
 SPEAKERS = ("left", "right")
@@ -71,6 +74,9 @@ class EngineConfig:
     nice: int = 5  # added to the engine process's niceness: the API comes first
     # Chunks a job may have cut and waiting for a batch: bounds memory per job.
     ahead: int = 16
+    # Sequential decoding (condition_on_previous_text) holds the whole file in
+    # memory, as faster-whisper does: longer audio fails the job (Settings).
+    max_sequential_seconds: float = 1800.0
     # The parent's log settings: the child's lines look like the daemon's.
     log_level: str = "info"
     log_format: str = "json"
@@ -80,6 +86,18 @@ class EngineConfig:
     # for ping_timeout_s (a model load aside) means the engine is not answering.
     ping_interval_s: float = 1.0
     ping_timeout_s: float = 10.0
+
+
+def sequential_too_long(limit_s: float, seconds: float | None = None) -> AudioTooLong:
+    """The refusal of audio past the sequential-mode limit, at submit (from the
+    header) or in the engine (from the samples, when a header lied)."""
+    length = f"audio is {seconds:.0f} s long; " if seconds is not None else ""
+    return AudioTooLong(
+        f"{length}with condition_on_previous_text the whole file is decoded in memory, "
+        f"so it is limited to {limit_s:.0f} s (max_sequential_seconds); send longer audio "
+        "without it",
+        param="condition_on_previous_text",
+    )
 
 
 @dataclass(frozen=True)
@@ -116,6 +134,17 @@ class ChunksReady:
     chunks: list[ChunkInfo]
     language: str
     token: str = ""
+    language_probability: float | None = None  # None: the job named its language
+
+
+@dataclass(frozen=True)
+class Detection:
+    """The language of some speech: the likeliest, how sure the model is, and
+    the likeliest few with theirs (an English-only model knows only ``en``)."""
+
+    language: str
+    probability: float
+    languages: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -129,6 +158,9 @@ class Prepared:
     total: int
     token: str = ""
     warnings: tuple[str, ...] = ()
+    # As in ChunksReady: a resume whose chunks were all stored announces none.
+    language: str | None = None
+    language_probability: float | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +219,13 @@ class EngineHost(Protocol):
         ...
 
     def open(self, spec: JobSpec) -> None: ...
+
+    async def detect_language(
+        self, model_id: str, path: Path, max_seconds: float
+    ) -> Detection | None:
+        """The language of the first speech in the file at ``path``, found as a
+        job's is; None when it holds no speech."""
+        ...
 
     def close(self, job_id: str) -> None: ...
 

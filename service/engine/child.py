@@ -16,6 +16,7 @@ Messages out (replies and events) go through one lock-guarded pipe."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import queue
@@ -34,15 +35,17 @@ from sona.engine import (
     SPEAKERS,
     ChunkInfo,
     ChunksReady,
+    Detection,
     EngineConfig,
     JobSpec,
     Prepared,
     PrepareFailed,
+    sequential_too_long,
 )
 from sona.engine.batcher import owner, pack
 from sona.engine.chunker import SAMPLE_RATE, Chunker, RawChunk
 from sona.engine.whisper import Stopped, WhisperBackend, speech_detector
-from sona.errors import SonaError
+from sona.errors import AudioTooLong, SonaError
 from sona.jobs import Segment
 from sona.logs import configure as configure_logs
 
@@ -68,6 +71,14 @@ class Open:
 @dataclass(frozen=True)
 class Close:
     job_id: str
+
+
+@dataclass(frozen=True)
+class Detect:
+    req: int
+    model_id: str
+    path: Path
+    max_seconds: float
 
 
 @dataclass(frozen=True)
@@ -100,6 +111,7 @@ class _Job:
     def __init__(self, spec: JobSpec) -> None:
         self.spec = spec
         self.language: str | None = None
+        self.language_probability: float | None = None
         self.cut = 0  # chunks cut so far, skipped ones included
         self.duration = 0.0
         self.decoded = DecodeReport()
@@ -176,6 +188,10 @@ class EngineProcess:
                     closing.close()
             case Step():
                 self._steps.put(msg)
+            case Detect(req):
+                # Off the main thread: decoding the file's start takes a while.
+                work = functools.partial(self._detect, msg)
+                threading.Thread(target=self._reply, args=(req, work), daemon=True).start()
 
     def _reply(self, req: int, work: Any) -> None:
         try:
@@ -237,7 +253,7 @@ class EngineProcess:
             if spec.options.condition_on_previous_text:
                 self._open_sequential(job)
                 return
-            detect = speech_detector(self.config.chunk_s) if spec.vad else None
+            detect = speech_detector(self.config.chunk_s, spec.options) if spec.vad else None
             chunkers = [Chunker(detect, max_s=self.config.chunk_s) for _ in range(spec.channels)]
             blocks = decode_blocks(
                 spec.path, max_seconds=spec.max_seconds, channels=spec.channels, report=job.decoded
@@ -262,40 +278,72 @@ class EngineProcess:
         """All chunks announced; the duration is what was decoded, not what a
         header claimed."""
         spec = job.spec
-        self.send(Prepared(spec.job_id, duration, total, spec.token, job.decoded.warnings()))
+        warnings = job.decoded.warnings()
+        language, probability = job.language, job.language_probability
+        self.send(
+            Prepared(spec.job_id, duration, total, spec.token, warnings, language, probability)
+        )
+
+    def _detect(self, msg: Detect) -> Detection | None:
+        """The language of the file's first chunk of speech: the chunk a job of
+        the same file detects its language on, so both answer alike. None when
+        the file holds no speech (a job of it has no language either)."""
+        chunker = Chunker(speech_detector(self.config.chunk_s), max_s=self.config.chunk_s)
+        # Decoding stops at the first chunk: the rest of the file is never read.
+        for block in decode_blocks(msg.path, max_seconds=msg.max_seconds, channels=1):
+            if chunks := chunker.feed(block):
+                return self.backend.detect(msg.model_id, chunks[0].audio)
+        if chunks := chunker.finish():
+            return self.backend.detect(msg.model_id, chunks[0].audio)
+        return None
 
     def _announce(self, job: _Job, channel: int, chunks: list[RawChunk]) -> None:
         spec = job.spec
         for chunk in chunks:
             no, job.cut = job.cut, job.cut + 1
-            if no < spec.skip_chunks or job.closed.is_set():
+            if job.closed.is_set():
+                continue
+            if job.language is None:  # on chunk 0, stored or not: a resume detects the same
+                found = self.backend.language(spec.model_id, spec.options, chunk.audio)
+                job.language, job.language_probability = found
+            if no < spec.skip_chunks:
                 continue  # stored by an earlier attempt
-            if job.language is None:
-                job.language = self.backend.language(spec.model_id, spec.options, chunk.audio)
             job.put(no, chunk, self.config.ahead)
             seconds = chunk.audio.size / SAMPLE_RATE
             info = ChunkInfo(spec.job_id, no, channel, chunk.start, chunk.end, seconds)
-            self.send(ChunksReady(spec.job_id, [info], job.language, spec.token))
+            language, probability = job.language, job.language_probability
+            self.send(ChunksReady(spec.job_id, [info], language, spec.token, probability))
 
     def _open_sequential(self, job: _Job) -> None:
         """The whole file goes to faster-whisper's sequential decoder (its memory
-        grows with the file, as faster-whisper's own does); each step pulls one
-        segment, as chunk number ``n`` of the job."""
+        grows with the file, as faster-whisper's own does, so the file is held
+        to ``max_sequential_seconds`` by the sample counter, whatever its
+        header said); each step pulls one segment, as chunk number ``n``."""
         spec = job.spec
-        blocks = list(
-            decode_blocks(
-                spec.path, max_seconds=spec.max_seconds, channels=spec.channels, report=job.decoded
+        limit = self.config.max_sequential_seconds
+        try:
+            blocks = list(
+                decode_blocks(
+                    spec.path,
+                    max_seconds=min(spec.max_seconds, limit),
+                    channels=spec.channels,
+                    report=job.decoded,
+                )
             )
-        )
+        except AudioTooLong:
+            if limit < spec.max_seconds:
+                raise sequential_too_long(limit) from None
+            raise
         rows = np.concatenate(blocks, axis=-1)
         channels = list(rows) if spec.channels == 2 else [rows]
         job.duration = channels[0].size / SAMPLE_RATE
         streams = []
         for ch, samples in enumerate(channels):
-            language, segments = self.backend.sequential(
+            language, probability, segments = self.backend.sequential(
                 spec.model_id, spec.options, samples, spec.vad
             )
-            job.language = job.language or language
+            if job.language is None:
+                job.language, job.language_probability = language, probability
             streams.append((ch, seg) for seg in segments)
         job.segments = itertools.chain(*streams)
         for _ in range(spec.skip_chunks):  # stored by an earlier attempt
@@ -305,7 +353,8 @@ class EngineProcess:
 
     def _announce_next(self, job: _Job) -> None:
         info = ChunkInfo(job.spec.job_id, job.cut, 0, 0.0, 0.0)
-        self.send(ChunksReady(job.spec.job_id, [info], job.language or "en", job.spec.token))
+        language, probability = job.language or "en", job.language_probability
+        self.send(ChunksReady(job.spec.job_id, [info], language, job.spec.token, probability))
 
     def _next_segment(self, job: _Job, item: ChunkInfo) -> list[Segment]:
         """One step of a sequential job: its next segment, or the end of it."""

@@ -36,8 +36,8 @@ from typing import Any
 
 import structlog
 
-from sona.engine import ChunkInfo, Crashed, EngineConfig, EngineEvent, JobSpec
-from sona.engine.child import Close, Load, Open, Ping, Pong, Reply, Step, Unload, main
+from sona.engine import ChunkInfo, Crashed, Detection, EngineConfig, EngineEvent, JobSpec
+from sona.engine.child import Close, Detect, Load, Open, Ping, Pong, Reply, Step, Unload, main
 from sona.errors import EngineCrashed, from_code
 from sona.jobs import Segment
 
@@ -227,6 +227,14 @@ class ProcessEngineHost:
 
     def open(self, spec: JobSpec) -> None:
         self._post(Open(spec))
+
+    async def detect_language(
+        self, model_id: str, path: Path, max_seconds: float
+    ) -> Detection | None:
+        found: Detection | None = await self._call(
+            lambda req: Detect(req, model_id, path, max_seconds)
+        )
+        return found
 
     def close(self, job_id: str) -> None:
         self._post(Close(job_id))

@@ -27,7 +27,7 @@ from faster_whisper.transcribe import (
 from faster_whisper.utils import download_model
 from faster_whisper.vad import VadOptions, get_speech_timestamps
 
-from sona.engine import resolve_device
+from sona.engine import Detection, resolve_device
 from sona.engine.batcher import PACK_GAP_S
 from sona.engine.chunker import SAMPLE_RATE, RawChunk, Spans
 from sona.errors import (
@@ -58,10 +58,26 @@ def download(name: str, cache_dir: Path) -> Path:
         raise ModelNotFound(f"model {name!r} could not be downloaded: {exc}") from exc
 
 
-def speech_detector(chunk_s: float) -> Callable[[np.ndarray], Spans]:
+def vad_options(options: TranscribeOptions, **base: Any) -> VadOptions:
+    """Silero's settings for a job: what it asked for over ``base`` (over
+    faster-whisper's defaults)."""
+    asked = {
+        "threshold": options.vad_threshold,
+        "min_silence_duration_ms": options.min_silence_duration_ms,
+        "speech_pad_ms": options.speech_pad_ms,
+    }
+    return VadOptions(**{**base, **{k: v for k, v in asked.items() if v is not None}})
+
+
+def speech_detector(
+    chunk_s: float, options: TranscribeOptions | None = None
+) -> Callable[[np.ndarray], Spans]:
     """Speech spans of a 16 kHz mono signal, in samples, none longer than
-    ``chunk_s`` (VAD settings as BatchedInferencePipeline's)."""
-    vad = VadOptions(max_speech_duration_s=chunk_s, min_silence_duration_ms=160)
+    ``chunk_s``: the job's VAD ``options`` over BatchedInferencePipeline's
+    settings (a 160 ms silence ends a span)."""
+    vad = vad_options(
+        options or TranscribeOptions(), max_speech_duration_s=chunk_s, min_silence_duration_ms=160
+    )
 
     def detect(samples: np.ndarray) -> Spans:
         return [(s["start"], s["end"]) for s in get_speech_timestamps(samples, vad)]
@@ -143,17 +159,27 @@ class WhisperBackend:
         self._models.pop(model_id, None)
         gc.collect()
 
-    def language(self, model_id: str, options: TranscribeOptions, sample: np.ndarray) -> str:
-        """The language a job is decoded in: asked for, else detected on its first
-        chunk; English-only models know one."""
+    def language(
+        self, model_id: str, options: TranscribeOptions, sample: np.ndarray
+    ) -> tuple[str, float | None]:
+        """The language a job is decoded in and, when it was detected, its
+        probability: asked for, else detected on its first chunk; English-only
+        models know one."""
+        if not self._model(model_id).model.is_multilingual:
+            _english_only(model_id, options)
+        elif options.language:
+            return options.language, None
+        found = self.detect(model_id, sample)
+        return found.language, found.probability
+
+    def detect(self, model_id: str, sample: np.ndarray, top: int = 5) -> Detection:
+        """The language of ``sample`` (its first 30 s), and the ``top`` likeliest."""
         model = self._model(model_id)
         if not model.model.is_multilingual:
-            _english_only(model_id, options)
-            return "en"
-        if options.language:
-            return options.language
-        language, _, _ = model.detect_language(audio=sample)
-        return str(language)
+            return Detection("en", 1.0, (("en", 1.0),))
+        language, probability, ranked = model.detect_language(audio=sample)
+        likeliest = tuple((str(lang), round(float(p), 4)) for lang, p in ranked[:top])
+        return Detection(str(language), round(float(probability), 4), likeliest)
 
     def decode(
         self,
@@ -204,9 +230,10 @@ class WhisperBackend:
 
     def sequential(
         self, model_id: str, options: TranscribeOptions, audio: np.ndarray, vad: bool
-    ) -> tuple[str, Iterator[Segment]]:
+    ) -> tuple[str, float | None, Iterator[Segment]]:
         """faster-whisper's own sequential decode, each window conditioned on the
-        text before it: (language, segments as the generator yields them)."""
+        text before it: (language, its probability when detected, segments as
+        the generator yields them)."""
         model = self._model(model_id)
         if not model.model.is_multilingual:
             _english_only(model_id, options)
@@ -218,11 +245,14 @@ class WhisperBackend:
             hotwords=options.hotwords,
             word_timestamps=options.word_timestamps,
             vad_filter=vad,
+            vad_parameters=vad_options(options) if options.vad_tuned else None,
             beam_size=options.beam_size or 5,
             temperature=_FALLBACK if options.temperature is None else options.temperature,
             condition_on_previous_text=True,
         )
-        return info.language, (_sequential_segment(seg, options) for seg in segments)
+        detected = not (options.language and model.model.is_multilingual)
+        probability = round(float(info.language_probability), 4) if detected else None
+        return info.language, probability, (_sequential_segment(seg, options) for seg in segments)
 
     def _model(self, model_id: str) -> _StoppableModel:
         try:

@@ -142,9 +142,10 @@ class JobStore(Protocol):
         duration: float,
         language: str | None,
         warnings: list[str] | None = None,
+        language_probability: float | None = None,
     ) -> None:
-        """The decoded duration (not the header's), the language, and warnings
-        such as ``audio_truncated``."""
+        """The decoded duration (not the header's), the language (with its
+        probability when it was detected), and warnings such as ``audio_truncated``."""
         ...
 
     async def add_chunks(

@@ -152,10 +152,12 @@ class PostgresStore(OutboxMixin):
             f"""INSERT INTO jobs (id, status, priority, model, options, file_path,
                file_name, file_sha256, file_size, idempotency_key, callback_url, metadata,
                duration, processed_seconds, segments_done, chunks_done, text, language,
-               warnings, max_attempts, created_at, started_at, finished_at, cached)
+               language_probability, warnings, max_attempts, created_at, started_at,
+               finished_at, cached)
                SELECT $1, 'completed', $2, model, options, $3, $4, file_sha256,
                file_size, $5, $6, $7, duration, processed_seconds, segments_done,
-               chunks_done, text, language, warnings, $8, clock.now, clock.now, clock.now, 1
+               chunks_done, text, language, language_probability, warnings, $8,
+               clock.now, clock.now, clock.now, 1
                FROM jobs CROSS JOIN (SELECT {NOW} AS now) AS clock WHERE id = $9
                ON CONFLICT DO NOTHING RETURNING *""",
             new.id,
@@ -286,15 +288,18 @@ class PostgresStore(OutboxMixin):
         duration: float,
         language: str | None,
         warnings: list[str] | None = None,
+        language_probability: float | None = None,
     ) -> None:
         async with self._tx() as db:
             await db.execute(
-                f"UPDATE jobs SET duration = $3, language = $4, warnings = $5 WHERE {_FENCE}",
+                "UPDATE jobs SET duration = $3, language = $4, warnings = $5, "
+                f"language_probability = $6 WHERE {_FENCE}",
                 claim.job.id,
                 claim.token,
                 duration,
                 language,
                 json.dumps(warnings or []),
+                language_probability,
             )
 
     async def add_chunks(

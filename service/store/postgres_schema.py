@@ -103,6 +103,8 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE jobs ADD COLUMN cached INTEGER NOT NULL DEFAULT 0",
         "CREATE INDEX jobs_dedupe ON jobs (file_sha256, status)",
     ],
+    # Version 5: the probability of a detected language (NULL when it was asked for).
+    ["ALTER TABLE jobs ADD COLUMN language_probability DOUBLE PRECISION"],
 ]
 
 # Any constant will do, as long as every Sona node uses the same one; it is

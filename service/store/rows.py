@@ -49,6 +49,7 @@ def job_from_row(row: Row) -> Job:
         segments_done=row["segments_done"],
         text=row["text"],
         language=row["language"],
+        language_probability=row["language_probability"],
         error_code=row["error_code"],
         error_message=row["error_message"],
         started_at=row["started_at"],

@@ -101,6 +101,9 @@ MIGRATION_4 = [
     "CREATE INDEX jobs_dedupe ON jobs (file_sha256, status)",
 ]
 
+# Version 5: the probability of a detected language (None when it was asked for).
+MIGRATION_5 = ["ALTER TABLE jobs ADD COLUMN language_probability REAL"]
+
 _FENCE = "id = ? AND lease_token = ? AND status = 'processing'"
 # Stream order: as stored. The transcript's order is formats.in_order's.
 _SEGMENTS = "SELECT * FROM segments WHERE job_id = ? AND idx > ? ORDER BY idx"
@@ -152,6 +155,10 @@ class SqliteStore(OutboxMixin):
                 for stmt in MIGRATION_4:
                     await self._db.execute(stmt)
                 await self._db.execute("PRAGMA user_version = 4")
+            if "language_probability" not in columns:
+                for stmt in MIGRATION_5:
+                    await self._db.execute(stmt)
+                await self._db.execute("PRAGMA user_version = 5")
 
     def _tx(self) -> _Transaction:
         return _Transaction(self._db, self._lock)
@@ -221,10 +228,12 @@ class SqliteStore(OutboxMixin):
             """INSERT INTO jobs (id, status, priority, model, options, file_path,
                file_name, file_sha256, file_size, idempotency_key, callback_url, metadata,
                duration, processed_seconds, segments_done, chunks_done, text, language,
-               warnings, max_attempts, created_at, started_at, finished_at, cached)
+               language_probability, warnings, max_attempts, created_at, started_at,
+               finished_at, cached)
                SELECT ?, 'completed', ?, model, options, ?, ?, file_sha256,
                file_size, ?, ?, ?, duration, processed_seconds, segments_done, chunks_done,
-               text, language, warnings, ?, ?, ?, ?, 1 FROM jobs WHERE id = ?""",
+               text, language, language_probability, warnings, ?, ?, ?, ?, 1
+               FROM jobs WHERE id = ?""",
             (
                 new.id,
                 new.priority,
@@ -345,11 +354,20 @@ class SqliteStore(OutboxMixin):
         duration: float,
         language: str | None,
         warnings: list[str] | None = None,
+        language_probability: float | None = None,
     ) -> None:
         async with self._tx():
             await self._db.execute(
-                f"UPDATE jobs SET duration = ?, language = ?, warnings = ? WHERE {_FENCE}",
-                (duration, language, json.dumps(warnings or []), claim.job.id, claim.token),
+                "UPDATE jobs SET duration = ?, language = ?, language_probability = ?, "
+                f"warnings = ? WHERE {_FENCE}",
+                (
+                    duration,
+                    language,
+                    language_probability,
+                    json.dumps(warnings or []),
+                    claim.job.id,
+                    claim.token,
+                ),
             )
 
     async def add_chunks(

@@ -34,7 +34,13 @@ def _wav(seconds: float = 0.2) -> bytes:
 WAV = _wav()
 
 
-UPLOADS = {"/v1/jobs", "/transcribe", "/v1/audio/transcriptions", "/v1/audio/translations"}
+UPLOADS = {
+    "/v1/jobs",
+    "/transcribe",
+    "/v1/audio/transcriptions",
+    "/v1/audio/translations",
+    "/v1/audio/language",
+}
 
 
 @schemathesis.hook
