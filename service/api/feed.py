@@ -37,9 +37,8 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from sona.api.job_events import open_sse, sse_frame
-from sona.api.models import model_out
-from sona.api.schemas import job_out
+from sona.api.schemas import job_out, model_out
+from sona.api.sse import gone, open_sse, sse_frame
 from sona.errors import NotFound
 from sona.events import EventHub, JobEvent
 from sona.jobs import Job, Status
@@ -199,11 +198,6 @@ def setup(app: web.Application) -> None:
     app.on_shutdown.append(on_shutdown)
 
 
-def _gone(request: web.Request) -> bool:
-    transport = request.transport
-    return transport is None or transport.is_closing()
-
-
 @routes.get("/v1/events", allow_head=False)  # HEAD would open the stream
 async def all_events(request: web.Request) -> web.StreamResponse:
     app = request.app
@@ -221,7 +215,7 @@ async def all_events(request: web.Request) -> web.StreamResponse:
             async for update in updates:
                 if app[FEEDS_STOP].is_set():
                     break
-                if _gone(request):
+                if gone(request):
                     raise ConnectionResetError("client disconnected")
                 if update.type != "idle":
                     await resp.write(sse_frame(update.type, update.data, ids.next()))

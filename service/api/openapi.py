@@ -21,7 +21,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from sona.api.middleware import OPEN_PATHS
-from sona.api.openai import OpenAIForm
+from sona.api.openai_schemas import OpenAIForm
 from sona.api.schemas import (
     ErrorBody,
     HealthOut,
