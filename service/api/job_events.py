@@ -26,11 +26,11 @@ import contextlib
 import structlog
 from aiohttp import web
 
+from sona import queue
 from sona.api.sse import frame_for, gone, open_sse, sse_frames
 from sona.errors import InvalidRequest, NotFound
 from sona.jobs import validate_job_id
 from sona.keys import RUNTIME
-from sona.queue import updates as job_updates
 
 log = structlog.get_logger("sona.api")
 routes = web.RouteTableDef()
@@ -55,7 +55,7 @@ def last_event_id(request: web.Request) -> int:
 async def job_events(request: web.Request) -> web.StreamResponse:
     job_id = validate_job_id(request.match_info["job_id"])
     after = last_event_id(request)
-    updates = job_updates(request.app[RUNTIME], job_id, after=after)
+    updates = queue.updates(request.app[RUNTIME], job_id, after=after)
     async with contextlib.aclosing(updates):
         # Take the first update before answering, so an unknown job is a plain 404.
         first = await anext(updates)
