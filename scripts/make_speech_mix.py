@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Render a recording of many voices from known sentences, with its reference.
 
-    python scripts/make_speech_mix.py OUT.wav [--minutes 6] [--seed 1]
+    python scripts/make_speech_mix.py OUT.wav [--minutes 6] [--seed 1] [--handover]
 
 Sentences (the Harvard sentences, public domain, and the repository's test
 clips' text) are spoken by espeak-ng voices at several rates, the voice
@@ -104,7 +104,7 @@ def speak(text: str, voice: str, wpm: int, work: Path) -> bytes:
     raw, out = work / "raw.wav", work / "out.wav"
     subprocess.run(["espeak-ng", "-v", voice, "-s", str(wpm), "-w", str(raw), text], check=True)
     subprocess.run(
-        ["sox", "-D", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(out)]
+        ["sox", "-V1", "-D", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(out)]
         + ["silence", "1", "0.02", "0.5%", "reverse", "silence", "1", "0.02", "0.5%", "reverse"],
         check=True,
     )
@@ -112,28 +112,50 @@ def speak(text: str, voice: str, wpm: int, work: Path) -> bytes:
         return w.readframes(w.getnframes())
 
 
-def render(out: Path, minutes: float, seed: int) -> dict:
+# A voice handover on which tiny.en, decoding without timestamps, ended its
+# 20 s window after the first sentence (``tests/audio/handover.flac``):
+# (voice, words per minute, text, seconds of silence before it).
+HANDOVER = (
+    ("en-gb", 145, "Rice is often served in round bowls.", 0.388),
+    ("en-us+f3", 130, "These days a chicken leg is a rare dish.", 1.371),
+    ("en-us+f3", 130, SENTENCES[-1], 1.382),
+    ("en-gb-scotland", 130, "Two blue fish swam in the tank.", 0.647),
+    ("en-us+f3", 145, "A large size in stockings is hard to sell.", 1.382),
+)
+HANDOVER_TRAIL_S = 0.682
+
+
+def mixed(minutes: float, seed: int) -> list[tuple[str, int, str, float]]:
+    """A random script about ``minutes`` long: the voice changes every sentence or two."""
     rng = random.Random(seed)
     order = list(SENTENCES)
     rng.shuffle(order)
+    script, voice, left, wpm = [], rng.choice(VOICES), 0, RATES[0]
+    # About 2.8 s a sentence with its pause; the rendered length is what it is.
+    for n in range(int(minutes * 60 / 2.8) + 1):
+        if left == 0:  # a handover: another voice, for one or two sentences
+            voice = rng.choice([v for v in VOICES if v != voice])
+            wpm, left = rng.choice(RATES), rng.choice((1, 2))
+        script.append((voice, wpm, order[n % len(order)], 0.0 if n == 0 else rng.uniform(0.2, 1.5)))
+        left -= 1
+    return script
+
+
+def render(out: Path, script: list[tuple[str, int, str, float]], trail_s: float) -> dict:
+    """``script`` spoken into ``out``; the reference: its text and each sentence's span."""
     frames, spans, at = bytearray(), [], 0
-    voice, left = rng.choice(VOICES), 0
     with tempfile.TemporaryDirectory() as tmp:
-        n = 0
-        while at < minutes * 60 * RATE:
-            if left == 0:  # a handover: another voice, for one or two sentences
-                voice = rng.choice([v for v in VOICES if v != voice])
-                wpm, left = rng.choice(RATES), rng.choice((1, 2))
-            text = order[n % len(order)]
+        for voice, wpm, text, pause in script:
+            gap = int(pause * RATE)
+            frames += bytes(2 * gap)
+            at += gap
             speech = speak(text, voice, wpm, Path(tmp))
-            gap = int(rng.uniform(0.2, 1.5) * RATE)
             start = at / RATE
             at += len(speech) // 2
             spans.append({"text": text, "voice": voice, "wpm": wpm, "start": round(start, 3),
                           "end": round(at / RATE, 3)})  # fmt: skip
-            frames += speech + bytes(2 * gap)
-            at += gap
-            n, left = n + 1, left - 1
+            frames += speech
+    frames += bytes(2 * int(trail_s * RATE))
     with wave.open(str(out), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
@@ -141,8 +163,7 @@ def render(out: Path, minutes: float, seed: int) -> dict:
         w.writeframes(bytes(frames))
     return {
         "text": " ".join(s["text"] for s in spans),
-        "duration_s": round(at / RATE, 3),
-        "seed": seed,
+        "duration_s": round(len(frames) / 2 / RATE, 3),
         "sentences": spans,
     }
 
@@ -152,8 +173,12 @@ def main() -> None:
     ap.add_argument("out", type=Path)
     ap.add_argument("--minutes", type=float, default=6.0)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--handover", action="store_true", help="render HANDOVER instead")
     args = ap.parse_args()
-    ref = render(args.out, args.minutes, args.seed)
+    if args.handover:
+        ref = render(args.out, list(HANDOVER), HANDOVER_TRAIL_S)
+    else:
+        ref = {**render(args.out, mixed(args.minutes, args.seed), 0.5), "seed": args.seed}
     args.out.with_suffix(".json").write_text(json.dumps(ref, indent=1) + "\n")
 
 

@@ -141,3 +141,27 @@ def test_engine_killed_mid_job_requeues_it_and_the_daemon_keeps_serving(
     assert ready["engine"]["restarts"] == 1 and ready["engine"]["pid"] != engine
     later = upload(d, fox_wav)
     assert wait_for(d, later["id"], finished)["status"] == "completed"
+
+
+def test_a_resume_after_the_engine_is_killed_gives_the_same_segments(
+    daemon_factory: Any, long_wav: Path
+) -> None:
+    """A chunk's sentence-sized segments are stored as one unit: a job whose
+    engine is killed mid-way resumes after the chunks already stored and ends
+    with exactly the segments of an uninterrupted run of the same file."""
+    d = daemon_factory("--model", "tiny.en", env={"SONA_BATCH_SIZE": "1"})
+
+    def segments(job_id: str) -> list[tuple[float, float, str]]:
+        url = f"{d.url}/v1/jobs/{job_id}/transcript?format=verbose_json"
+        return [(s["start"], s["end"], s["text"]) for s in httpx.get(url).json()["segments"]]
+
+    clean = upload(d, long_wav)
+    assert wait_for(d, clean["id"], finished)["status"] == "completed"
+    job = upload(d, long_wav)
+    wait_for(d, job["id"], lambda j: j["segments_done"] >= 1)
+    os.kill(httpx.get(f"{d.url}/ready").json()["engine"]["pid"], signal.SIGKILL)
+    done = wait_for(d, job["id"], finished)
+    assert done["status"] == "completed" and (done["attempts"], done["crashes"]) == (2, 1)
+    expected = segments(clean["id"])
+    assert len(expected) >= 14  # 24 sentences in ~7 chunks: sentence-sized, not chunk-sized
+    assert segments(job["id"]) == expected

@@ -5,8 +5,10 @@ survives."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import statistics
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -263,3 +265,36 @@ def test_a_batch_whose_jobs_are_all_gone_stops_after_the_encoder(fox_wav: Path) 
     assert asked == ["stop?"]  # asked once, after the encoder: the decoder did not run
     [[segments]] = backend.decode("tiny.en", TranscribeOptions(), "en", rows)
     assert "quick brown fox" in full_text(segments).lower()
+
+
+async def test_a_voice_handover_keeps_every_sentence(host: ProcessEngineHost) -> None:
+    """tests/audio/handover.flac: five sentences in three voices in one 20 s
+    chunk. Decoding without timestamp tokens, tiny.en ended the window after
+    the first sentence and the other four were in no segment; the window's
+    rest is now decoded again, and each sentence is in a segment timed on it."""
+    reference = json.loads((AUDIO / "handover.json").read_text())
+    host.open(spec("handover", AUDIO / "handover.flac"))
+    chunks = chunks_of((await prepared(host, "handover"))["handover"])
+    assert len(chunks) == 1  # one window: the tail is not rescued by a second chunk
+    [segments] = await decode(host, chunks)
+    keywords = ["served", "chicken", "meeting", "tank", "hard to sell"]
+    for sentence, keyword in zip(reference["sentences"], keywords, strict=True):
+        [said] = [s for s in segments if keyword in s.text.lower()]
+        assert said.start < sentence["end"] and said.end > sentence["start"], (said, sentence)
+    assert all(s.end - s.start <= 15 for s in segments)
+
+
+async def test_segments_are_sentence_sized_and_timed_by_their_words(
+    host: ProcessEngineHost, long_wav: Path
+) -> None:
+    """~130 s of speech in 20 s chunks: segments end at sentence ends or pauses,
+    not at chunk edges."""
+    host.open(spec("sized", long_wav))
+    chunks = chunks_of((await prepared(host, "sized"))["sized"])
+    results = await decode(host, chunks)
+    lengths = [s.end - s.start for segs in results for s in segs]
+    assert statistics.median(lengths) <= 8 and max(lengths) <= 15, lengths
+    assert sum(len(segs) for segs in results) >= 2 * len(chunks)
+    for chunk, segs in zip(chunks, results, strict=True):
+        assert [s.start for s in segs] == sorted(s.start for s in segs)
+        assert all(chunk.start - 0.5 <= s.start < s.end <= chunk.end + 0.5 for s in segs)
