@@ -194,7 +194,12 @@ class WhisperBackend:
         for extra in range(EXTRA_PASSES + 1):
             if extra and model.stop():
                 raise Stopped
-            audio = [windows[n][int(at * SAMPLE_RATE) :] for n, at in todo]
+            # Words are aligned where asked, or where a window's chunks share it
+            # (each word goes back to its chunk); else spread over the timestamps.
+            audio = [
+                (windows[n][int(at * SAMPLE_RATE) :], options.word_timestamps or len(rows[n]) > 1)
+                for n, at in todo
+            ]
             final = extra == EXTRA_PASSES
             outs = _pass(model, pipeline, tokenizer, opts, audio, final=final)
             todo_next = []
@@ -239,30 +244,38 @@ def _pass(
     pipeline: BatchedInferencePipeline,
     tokenizer: Tokenizer,
     options: TranscriptionOptions,
-    windows: list[np.ndarray],
+    windows: list[tuple[np.ndarray, bool]],
     *,
     final: bool,
 ) -> list[tuple[list[dict[str, Any]], float | None]]:
-    """One batched pass (encoder, decoder with timestamps, word alignment) over
-    ``windows``: per window its words, and where to decode it again from when
-    its text stopped early (``tails.settle``)."""
-    features = np.stack([pad_or_trim(model.feature_extractor(w)[..., :-1]) for w in windows])
+    """One batched pass (encoder, decoder with timestamps, word alignment where
+    asked) over ``windows`` (audio, align its words?): per window its words, and
+    where to decode it again from when its text stopped early (``tails.settle``)."""
+    features = np.stack([pad_or_trim(model.feature_extractor(w)[..., :-1]) for w, _ in windows])
     encoder_output, outputs = pipeline.generate_segment_batched(features, tokenizer, options)
     kept: list[list[dict[str, Any]]] = []
     resumes: list[float | None] = []
-    for window, output in zip(windows, outputs, strict=True):
+    for (window, align), output in zip(windows, outputs, strict=True):
         found = pieces(output["tokens"], tokenizer.timestamp_begin, tokenizer.eot)
         counts = [len(tokenizer.decode(p.tokens).split()) for p in found]
         keep, resume = settle(found, window.size / SAMPLE_RATE, counts, final=final)
-        # Alignment needs one entry per window; an empty one aligns to nothing.
-        kept.append([{"tokens": p.tokens, "start": p.start, "end": p.end, "seek": 0} for p in keep]
-                    or [{"tokens": [], "start": 0.0, "end": 0.0, "seek": 0}])  # fmt: skip
+        subs: list[dict[str, Any]] = [
+            {"tokens": p.tokens, "start": p.start, "end": p.end, "seek": 0} for p in keep
+        ]
+        for sub in subs if not align else []:
+            sub["words"] = _spread(sub, tokenizer)
+        kept.append(subs)
         resumes.append(resume)
-    sizes = [int(ceil(w.size / SAMPLE_RATE) * model.frames_per_second) for w in windows]
-    model.add_word_timestamps(
-        kept, tokenizer, encoder_output, sizes, options.prepend_punctuations,
-        options.append_punctuations, 0.0,
-    )  # fmt: skip
+    if any(align for _, align in windows):
+        # The aligner takes every window of the batch; an empty entry aligns nothing.
+        nothing: list[dict[str, Any]] = [{"tokens": [], "start": 0.0, "end": 0.0, "seek": 0}]
+        aligned = [subs if subs and align else nothing
+                   for subs, (_, align) in zip(kept, windows, strict=True)]  # fmt: skip
+        sizes = [int(ceil(w.size / SAMPLE_RATE) * model.frames_per_second) for w, _ in windows]
+        model.add_word_timestamps(
+            aligned, tokenizer, encoder_output, sizes, options.prepend_punctuations,
+            options.append_punctuations, 0.0,
+        )  # fmt: skip
     out = []
     for subsegments, output, resume in zip(kept, outputs, resumes, strict=True):
         stats = {"avg_logprob": output["avg_logprob"], "no_speech_prob": output["no_speech_prob"]}
@@ -271,6 +284,20 @@ def _pass(
             got = sub.get("words") or []
             words += [{**w, **stats, "closes": n == len(got) - 1} for n, w in enumerate(got)]
         out.append((words, resume))
+    return out
+
+
+def _spread(sub: dict[str, Any], tokenizer: Tokenizer) -> list[dict[str, Any]]:
+    """A piece's words timed without the aligner: spread over the piece's own
+    timestamps by length. Its ends are the model's; inner cuts are estimates."""
+    words, _ = tokenizer.split_to_word_tokens(sub["tokens"])
+    words = [w for w in words if w]
+    total = sum(len(w) for w in words) or 1
+    out: list[dict[str, Any]] = []
+    at, step = sub["start"], (sub["end"] - sub["start"]) / total
+    for w in words:
+        out.append({"word": w, "start": at, "end": at + len(w) * step, "probability": 0.0})
+        at += len(w) * step
     return out
 
 
