@@ -9,6 +9,7 @@ Run alone, this script compares the engine's decoding options in this process
 pipeline timed beside it:
 
     python scripts/bench_fidelity.py [--audio-dir DIR] [--minutes 6] [--json OUT]
+                                     [--variant NAME ...] [--no-mix]
 """
 
 from __future__ import annotations
@@ -167,12 +168,12 @@ class Engine:
         self.backend = WhisperBackend(device="cpu", compute_type="auto", cpu_threads=0)
         self.backend.load("tiny.en", bundled_model_path())
 
-    def run(self, path: Path, words: bool) -> tuple[str, list[tuple[float, float]]]:
+    def run(self, path: Path, words: bool, chunk_s: float) -> tuple[str, list[tuple[float, float]]]:
         from sona.engine.chunker import Chunker
         from sona.engine.whisper import speech_detector
         from sona.jobs import TranscribeOptions
 
-        chunker = Chunker(speech_detector(20.0), max_s=20.0)
+        chunker = Chunker(speech_detector(chunk_s), max_s=chunk_s)
         chunks = chunker.feed(decode(path, max_seconds=7200)) + chunker.finish()
         segments, options = [], TranscribeOptions(word_timestamps=words)
         for n in range(0, len(chunks), self.batch):
@@ -210,10 +211,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "2 extra passes, tail 1 s": {"tail_s": 1.0},
     "2 extra passes, tail 4 s": {"tail_s": 4.0},
     "default, words aligned (word_timestamps)": {"word_timestamps": True},
+    "default, 30 s chunks": {"chunk_s": 30.0},
+    "timestamps off, 30 s chunks": {"timestamps": False, "chunk_s": 30.0},
 }
 
 
-def compare(audio: list[Audio], batch: int) -> dict[str, Any]:
+def compare(audio: list[Audio], batch: int, only: list[str]) -> dict[str, Any]:
     """Each variant on each file, the batched pipeline timed beside each run."""
     from bench import InProcess, wer  # scripts/ is this script's directory
 
@@ -222,9 +225,13 @@ def compare(audio: list[Audio], batch: int) -> dict[str, Any]:
     for a in audio:
         out[a.name] = {}
         for name, values in VARIANTS.items():
+            if only and name not in only:
+                continue
             with patched(**values):
-                words = bool(values.get("word_timestamps"))
-                (text, spans), took, cpu = timed(lambda a=a, w=words: engine.run(a.path, w))
+                words, chunk_s = bool(values.get("word_timestamps")), values.get("chunk_s", 20.0)
+                (text, spans), took, cpu = timed(
+                    lambda a=a, w=words, c=chunk_s: engine.run(a.path, w, c)
+                )
             (_, p_text), p_s, p_cpu = timed(lambda a=a: local.batched(a.path))
             out[a.name][name] = {
                 "wer": round(wer(a.text, text), 3),
@@ -246,10 +253,13 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=6.0, help="length of the speech mix")
     ap.add_argument("--batch", type=int, default=8, help="chunks per engine batch")
     ap.add_argument("--json", type=Path, metavar="OUT")
+    ap.add_argument("--variant", action="append", default=[], choices=list(VARIANTS))
+    ap.add_argument("--no-mix", action="store_true", help="only the shared recordings")
     args = ap.parse_args()
     audio_dir = args.audio_dir if args.audio_dir.is_dir() else None
     with tempfile.TemporaryDirectory(prefix="sona-fidelity-") as tmp:
-        results = compare(files(Path(tmp), audio_dir, args.minutes), args.batch)
+        audio = files(Path(tmp), audio_dir, args.minutes)[1 if args.no_mix else 0 :]
+        results = compare(audio, args.batch, args.variant)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
