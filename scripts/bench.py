@@ -9,6 +9,7 @@ explains each row.
 
     python scripts/bench.py [--device cpu|cuda] [--audio-dir DIR] [--soak 500]
                             [--quick] [--json OUT] [--scale-out [PG_URL]]
+                            [--only fidelity] [--mix-minutes 6]
 
 Nothing else runs here while a side is timed: the in-process model idles while
 the daemon works, and the daemon idles while the in-process model works.
@@ -764,11 +765,24 @@ def bench_store_writes(b: Bench) -> None:
         )
 
 
+def bench_fidelity(b: Bench) -> None:
+    """Rows F: WER, time and segment lengths on long audio (scripts/bench_fidelity.py)."""
+    from bench_fidelity import bench_rows  # scripts/ is this script's directory
+
+    if b.args.only:  # the daemon's first job warms it up; keep that out of the rows
+        b.daemon.transcribe(b.sentences[0].path)
+    bench_rows(b, wer, log)
+
+
 def run(b: Bench) -> None:
     fox = TEST_AUDIO / "fox.wav"
+    if b.args.only == "fidelity":
+        run_phase(b, "fidelity", lambda: bench_fidelity(b))
+        return
     phases: list[tuple[str, Callable[[], None]]] = [
         ("idle", lambda: bench_idle(b)),
         ("long file", lambda: bench_long(b)),
+        ("fidelity", lambda: bench_fidelity(b)),
         ("short clips", lambda: bench_clips(b)),
         ("busy", lambda: bench_busy(b)),
         ("disconnect", lambda: bench_disconnect(b)),
@@ -797,6 +811,10 @@ def parse_args() -> argparse.Namespace:
         metavar="PG_URL",
         help="also measure 1 and 2 workers on this PostgreSQL (docs/scaling.md)",
     )
+    ap.add_argument("--only", choices=["fidelity"], help="run only these rows")
+    ap.add_argument(
+        "--mix-minutes", type=float, default=6.0, help="length of the fidelity rows' speech mix"
+    )
     args = ap.parse_args()
     sizes = QUICK if args.quick else FULL
     args.soak = args.soak or sizes.soak
@@ -810,7 +828,9 @@ def prepare(args: argparse.Namespace, tmp: Path) -> Bench:
     sentences, jfk = known_clips(audio_dir)
     clips = [*sentences, *([jfk] if jfk else [])]
     long, long_s = build_long(clips, sizes.long_s, tmp / "long.wav")
-    busy = build_long(clips, sizes.busy_s, tmp / "busy.wav")[0].path
+    busy = tmp / "busy.wav"  # only rows 3, 4 and 7 need it: an hour of audio to write
+    if not args.only:
+        build_long(clips, sizes.busy_s, busy)
     log(f"loading tiny.en in this process ({args.device})")
     local = InProcess(args.device)
     log("starting the daemon")
