@@ -9,7 +9,7 @@ explains each row.
 
     python scripts/bench.py [--device cpu|cuda] [--audio-dir DIR] [--soak 500]
                             [--quick] [--json OUT] [--scale-out [PG_URL]]
-                            [--only PHASE,...]
+                            [--only PHASE,...] [--mix-minutes 6]
 
 Nothing else runs here while a side is timed: the in-process model idles while
 the daemon works, and the daemon idles while the in-process model works.
@@ -808,11 +808,21 @@ def bench_store_writes(b: Bench) -> None:
         )
 
 
+def bench_fidelity(b: Bench) -> None:
+    """Rows F: WER, time and segment lengths on long audio (scripts/bench_fidelity.py)."""
+    from bench_fidelity import bench_rows  # scripts/ is this script's directory
+
+    if b.args.only:  # the daemon's first job warms it up; keep that out of the rows
+        b.daemon.transcribe(b.sentences[0].path)
+    bench_rows(b, wer, log)
+
+
 def run(b: Bench) -> None:
     fox = TEST_AUDIO / "fox.wav"
     phases: list[tuple[str, Callable[[], None]]] = [
         ("idle", lambda: bench_idle(b)),
         ("long file", lambda: bench_long(b)),
+        ("fidelity", lambda: bench_fidelity(b)),
         ("short clips", lambda: bench_clips(b)),
         ("busy", lambda: bench_busy(b)),
         ("disconnect", lambda: bench_disconnect(b)),
@@ -838,18 +848,21 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="small sizes, to smoke-test the script")
     ap.add_argument("--json", type=Path, metavar="OUT", help="write every raw number here")
     ap.add_argument(
-        "--only",
-        type=lambda v: set(v.split(",")),
-        metavar="PHASES",
-        help="run only these phases, comma-separated: idle, long-file, short-clips, busy, "
-        "disconnect, restart, memory, store-writes, fair-share",
-    )
-    ap.add_argument(
         "--scale-out",
         nargs="?",
         const="postgresql://postgres@127.0.0.1:5432/test",
         metavar="PG_URL",
         help="also measure 1 and 2 workers on this PostgreSQL (docs/scaling.md)",
+    )
+    ap.add_argument(
+        "--only",
+        type=lambda v: set(v.split(",")),
+        metavar="PHASES",
+        help="run only these phases, comma-separated: idle, long-file, fidelity, short-clips, "
+        "busy, disconnect, restart, memory, store-writes, fair-share",
+    )
+    ap.add_argument(
+        "--mix-minutes", type=float, default=6.0, help="length of the fidelity rows' speech mix"
     )
     args = ap.parse_args()
     sizes = QUICK if args.quick else FULL
@@ -864,7 +877,9 @@ def prepare(args: argparse.Namespace, tmp: Path) -> Bench:
     sentences, jfk = known_clips(audio_dir)
     clips = [*sentences, *([jfk] if jfk else [])]
     long, long_s = build_long(clips, sizes.long_s, tmp / "long.wav")
-    busy = build_long(clips, sizes.busy_s, tmp / "busy.wav")[0].path
+    busy = tmp / "busy.wav"  # only rows 3, 4 and 7 need it: an hour of audio to write
+    if not args.only or {"busy", "disconnect"} & args.only:
+        build_long(clips, sizes.busy_s, busy)
     log(f"loading tiny.en in this process ({args.device})")
     local = InProcess(args.device)
     log("starting the daemon")

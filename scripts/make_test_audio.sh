@@ -91,4 +91,12 @@ entries+=("$(printf '  "stereo.wav": {\n    "duration_s": %.3f,\n    "left": %s,
   printf '}\n'
 } >"$OUT/manifest.json"
 
+# handover.flac: five sentences, the voice changing between them, on which tiny.en
+# decoding without timestamp tokens ended its window after the first sentence
+# (tests/test_engine.py checks every sentence is kept). Its reference is
+# handover.json, not the manifest: the manifest's files are same-format WAVs.
+python3 "$(dirname "$0")/make_speech_mix.py" "$WORK/handover.wav" --handover
+sox -D "$WORK/handover.wav" -C 8 "$OUT/handover.flac"
+cp "$WORK/handover.json" "$OUT/handover.json"
+
 ls -l "$OUT"

@@ -10,10 +10,9 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from contextlib import aclosing
 from pathlib import Path
 
-from sona.events import TERMINAL, follow
+from sona import queue
 from sona.formats import render
 from sona.intake import Submission
 from sona.jobs import Job, Status, TranscribeOptions
@@ -47,16 +46,14 @@ async def _transcribe(args: argparse.Namespace, settings: Settings) -> tuple[Job
                 max_bytes=settings.max_upload_bytes,
                 idle_timeout_s=settings.upload_idle_timeout_s,
             )
-            job, _ = await rt.intake.admit(upload, Submission(options=options))
-            await rt.notifier.job_queued(job.id)
+            job, _ = await queue.admit(rt, upload, Submission(options=options))
             bar = JobBar()
             try:
-                async with aclosing(follow(rt.store, rt.events, job.id)) as updates:
-                    async for update in updates:
-                        job = update.job
-                        bar.update(job.status, job.processed_seconds, job.duration)
-                        if update.type in TERMINAL:
-                            break
+                job = await queue.wait(
+                    rt,
+                    job,
+                    on_update=lambda j: bar.update(j.status, j.processed_seconds, j.duration),
+                )
             finally:
                 bar.close()
             body, _ = render(job, await rt.store.segments(job.id), args.format)

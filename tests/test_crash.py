@@ -200,3 +200,27 @@ def test_r30_a_crashed_jobs_rerun_blocks_neither_other_jobs_nor_interactive_requ
     assert len(interactive) == 1 and interactive[0]["status"] == "completed"
     for j in (other_done, interactive[0]):  # both ran while the suspect did
         assert j["finished_at"] < suspect["finished_at"], (j, suspect)
+
+
+def test_a_resume_after_the_engine_is_killed_gives_the_same_segments(
+    daemon_factory: Any, long_wav: Path
+) -> None:
+    """A chunk's sentence-sized segments are stored as one unit: a job whose
+    engine is killed mid-way resumes after the chunks already stored and ends
+    with exactly the segments of an uninterrupted run of the same file."""
+    d = daemon_factory("--model", "tiny.en", env={"SONA_BATCH_SIZE": "1"})
+
+    def segments(job_id: str) -> list[tuple[float, float, str]]:
+        url = f"{d.url}/v1/jobs/{job_id}/transcript?format=verbose_json"
+        return [(s["start"], s["end"], s["text"]) for s in httpx.get(url).json()["segments"]]
+
+    clean = upload(d, long_wav)
+    assert wait_for(d, clean["id"], finished)["status"] == "completed"
+    job = upload(d, long_wav)
+    wait_for(d, job["id"], lambda j: j["segments_done"] >= 1)
+    os.kill(httpx.get(f"{d.url}/ready").json()["engine"]["pid"], signal.SIGKILL)
+    done = wait_for(d, job["id"], finished)
+    assert done["status"] == "completed" and (done["attempts"], done["crashes"]) == (2, 1)
+    expected = segments(clean["id"])
+    assert len(expected) >= 14  # 24 sentences in ~7 chunks: sentence-sized, not chunk-sized
+    assert segments(job["id"]) == expected

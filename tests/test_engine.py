@@ -5,12 +5,15 @@ survives."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import statistics
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from sona import audio
@@ -23,7 +26,7 @@ from sona.engine import (
     Prepared,
     PrepareFailed,
 )
-from sona.engine.chunker import Chunker
+from sona.engine.chunker import Chunker, RawChunk
 from sona.engine.host import ProcessEngineHost
 from sona.engine.registry import bundled_model_path
 from sona.engine.whisper import Stopped, WhisperBackend
@@ -263,3 +266,98 @@ def test_a_batch_whose_jobs_are_all_gone_stops_after_the_encoder(fox_wav: Path) 
     assert asked == ["stop?"]  # asked once, after the encoder: the decoder did not run
     [[segments]] = backend.decode("tiny.en", TranscribeOptions(), "en", rows)
     assert "quick brown fox" in full_text(segments).lower()
+
+
+async def test_a_voice_handover_keeps_every_sentence(host: ProcessEngineHost) -> None:
+    """tests/audio/handover.flac: five sentences in three voices in one 20 s
+    chunk. Decoding without timestamp tokens, tiny.en ended the window after
+    the first sentence and the other four were in no segment; the window's
+    rest is now decoded again, and each sentence is in a segment timed on it."""
+    reference = json.loads((AUDIO / "handover.json").read_text())
+    host.open(spec("handover", AUDIO / "handover.flac"))
+    chunks = chunks_of((await prepared(host, "handover"))["handover"])
+    assert len(chunks) == 1  # one window: the tail is not rescued by a second chunk
+    [segments] = await decode(host, chunks)
+    keywords = ["served", "chicken", "meeting", "tank", "hard to sell"]
+    for sentence, keyword in zip(reference["sentences"], keywords, strict=True):
+        [said] = [s for s in segments if keyword in s.text.lower()]
+        assert said.start < sentence["end"] and said.end > sentence["start"], (said, sentence)
+    assert all(s.end - s.start <= 15 for s in segments)
+
+
+async def test_segments_are_sentence_sized_and_timed_by_their_words(
+    host: ProcessEngineHost, long_wav: Path
+) -> None:
+    """~130 s of speech in 20 s chunks: segments end at sentence ends or pauses,
+    not at chunk edges."""
+    host.open(spec("sized", long_wav))
+    chunks = chunks_of((await prepared(host, "sized"))["sized"])
+    results = await decode(host, chunks)
+    lengths = [s.end - s.start for segs in results for s in segs]
+    assert statistics.median(lengths) <= 8 and max(lengths) <= 15, lengths
+    assert sum(len(segs) for segs in results) >= 2 * len(chunks)
+    for chunk, segs in zip(chunks, results, strict=True):
+        assert [s.start for s in segs] == sorted(s.start for s in segs)
+        assert all(chunk.start - 0.5 <= s.start < s.end <= chunk.end + 0.5 for s in segs)
+
+
+def test_a_window_of_several_short_chunks_keeps_each_one_s_speech(
+    manifest: dict[str, Any],
+) -> None:
+    """Three short chunks of one job share a window, a second of silence apart:
+    every chunk gets its own sentence back, in segments timed on its recording."""
+    backend = WhisperBackend(device="cpu", compute_type="auto", cpu_threads=0)
+    backend.load("tiny.en", bundled_model_path())
+    names, row, at = ["fox.wav", "report.wav", "weather.wav"], [], 0
+    for name in names:
+        samples = audio.decode(AUDIO / name, max_seconds=60)
+        at += 5 * 16_000  # each a few seconds after the one before, on the recording
+        row.append(RawChunk(samples, [(at, at + samples.size)]))
+        at += samples.size
+    [segments] = backend.decode("tiny.en", TranscribeOptions(), "en", [row])
+    for name, chunk, segs in zip(names, row, segments, strict=True):
+        text = full_text(segs).lower()
+        assert all(k in text for k in manifest[name]["keywords"]), (name, text)
+        assert all(chunk.start - 0.1 <= s.start < s.end <= chunk.end + 0.1 for s in segs)
+
+
+def early_stop_window() -> list[list[RawChunk]]:
+    """fox.wav, 12 s of silence, report.wav and weather.wav in one window:
+    tiny.en ends its text after report.wav, with 5 s of speech left."""
+    clips = [
+        audio.decode(AUDIO / n, max_seconds=60) for n in ("fox.wav", "report.wav", "weather.wav")
+    ]
+    signal_ = np.concatenate([clips[0], np.zeros(12 * 16_000, np.float32), clips[1], clips[2]])
+    return [[RawChunk(signal_, [(0, signal_.size)])]]
+
+
+def test_a_window_whose_text_stops_early_is_decoded_again_from_there(
+    manifest: dict[str, Any],
+) -> None:
+    backend = WhisperBackend(device="cpu", compute_type="auto", cpu_threads=0)
+    backend.load("tiny.en", bundled_model_path())
+    [[segments]] = backend.decode("tiny.en", TranscribeOptions(), "en", early_stop_window())
+    text = full_text(segments).lower()
+    for name in ("fox.wav", "report.wav", "weather.wav"):
+        assert all(k in text for k in manifest[name]["keywords"]), (name, text)
+    [weather] = [s for s in segments if "breeze" in s.text]
+    assert weather.start > 7 + 12 + 3  # timed where it is said, after the silence and report
+
+
+def test_a_cancel_stops_before_an_extra_pass() -> None:
+    """With the window's job closed after the first pass's alignment, the extra
+    pass never encodes."""
+    backend = WhisperBackend(device="cpu", compute_type="auto", cpu_threads=0)
+    backend.load("tiny.en", bundled_model_path())
+    asked: list[str] = []
+
+    def closed_after_the_first_pass() -> bool:
+        asked.append("stop?")  # after the encoder, before the alignment, before a pass
+        return len(asked) > 2
+
+    with pytest.raises(Stopped):
+        backend.decode(
+            "tiny.en", TranscribeOptions(), "en", early_stop_window(),
+            stop=closed_after_the_first_pass,
+        )  # fmt: skip
+    assert len(asked) == 3

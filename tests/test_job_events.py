@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import ClientResponse
 
-from sona.api.job_events import PING, sse_frames
+from sona.api.sse import PING, sse_frames
 from sona.app import create_app
 from sona.events import JobUpdate, follow
 from sona.jobs import Job, Segment, Status, TranscribeOptions

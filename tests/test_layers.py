@@ -35,6 +35,7 @@ LAYER = {
     "webhooks": 2,
     "dispatcher": 2,
     "intake": 2,
+    "queue": 2,
     "runtime": 3,
     "startup": 3,
     "keys": 4,
@@ -104,3 +105,85 @@ def test_mcp_tools_use_only_the_client() -> None:
         for name in _imports(path):
             if name.split(".")[0] == "sona":
                 assert name.startswith("sona.client"), f"{path.name} imports {name}"
+
+
+def test_the_service_layer_knows_no_http() -> None:
+    # queue.py is what routes, the CLI and the MCP layer call: HTTP stays in api/.
+    assert not [n for n in _imports(ROOT / "queue.py") if n.split(".")[0] == "aiohttp"]
+
+
+# api/ modules that hold no routes: what handler modules share. A handler module
+# (one with a ``routes`` table) may import these, never another handler module, so
+# that what two routes share has one home below them. routes.py is the one place
+# that gathers every handler's table, so it alone imports them all.
+API_SHARED = {
+    "errors",  # domain errors -> HTTP statuses, OpenAI-shaped bodies
+    "schemas",  # declared request/response models, job_out/model_out
+    "openai_schemas",  # OpenAIForm, LanguageForm/Out: read by their handlers, shown by openapi.py
+    "forms",  # reading multipart and JSON bodies
+    "json_input",  # bounded JSON parsing
+    "limits",  # upload slots, rate limits
+    "middleware",  # auth, request ids, open paths
+    "connections",  # connection limits and timeouts
+    "bodies",  # the body watchdog middleware (one idle timeout over every body read)
+    "sse",  # SSE frames, segment/progress payloads, client-gone check
+    "job_requests",  # a submission read and admitted, a job by path, its transcript
+}
+API_GATHERER = "routes"
+
+
+def _api_modules() -> dict[str, Path]:
+    return {p.stem: p for p in (ROOT / "api").glob("*.py") if p.stem != "__init__"}
+
+
+def _has_routes(path: Path) -> bool:
+    return "RouteTableDef" in path.read_text()
+
+
+def test_api_modules_are_handlers_or_shared() -> None:
+    # A new api/ module is classified here on purpose, not by accident.
+    for name, path in _api_modules().items():
+        if name in API_SHARED or name == API_GATHERER:
+            assert not _has_routes(path), f"api/{name}.py is shared, yet holds routes"
+        else:
+            assert _has_routes(path), f"api/{name}.py holds no routes: add it to API_SHARED"
+
+
+def test_no_handler_module_imports_another() -> None:
+    modules = _api_modules()
+    handlers = {n for n in modules if n not in API_SHARED and n != API_GATHERER}
+    for name, path in modules.items():
+        if name == API_GATHERER:
+            continue
+        for imported in _imports(path):
+            parts = imported.split(".")
+            if parts[:2] == ["sona", "api"] and len(parts) > 2:
+                assert parts[2] not in handlers, f"api/{name}.py imports handler {imported}"
+
+
+def _calls(path: Path, method: str) -> list[str]:
+    """The receivers of every ``<receiver>.<method>(...)`` call in ``path``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        func = node.func if isinstance(node, ast.Call) else None
+        if isinstance(func, ast.Attribute) and func.attr == method:
+            found.append(ast.unparse(func.value))
+    return found
+
+
+def test_every_path_admits_and_cancels_through_the_service_layer() -> None:
+    # The HTTP API and `sona transcribe` (local.py) alike, so that the wake-up after
+    # a job is queued and the stop sent to a cancelled job's worker exist once.
+    admitters = []
+    for path in _modules():
+        rel = path.relative_to(ROOT)
+        if rel == Path("queue.py"):
+            continue
+        for receiver in _calls(path, "admit"):
+            assert receiver == "queue", f"{rel} admits through {receiver}, not sona.queue"
+            admitters.append(rel.parts[0])
+        stores = [r for r in _calls(path, "cancel") if "store" in r.lower()]
+        assert not stores, f"{rel} cancels through {stores}, not sona.queue"
+        for method in ("job_queued", "cancel_requested"):
+            assert not _calls(path, method), f"{rel} calls {method}, not sona.queue"
+    assert {"local.py", "api"} <= set(admitters)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from sona.api.jobs import load_job
+from sona.api.job_requests import load_job
 from sona.audio import SNIFF_BYTES, sniff
 from sona.errors import InvalidRequest, NotFound
 

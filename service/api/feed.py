@@ -37,10 +37,9 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from sona.api.job_events import open_sse, sse_frame
-from sona.api.jobs import throughput
-from sona.api.models import model_out
-from sona.api.schemas import job_out
+from sona.api.job_requests import throughput
+from sona.api.schemas import job_out, model_out
+from sona.api.sse import gone, open_sse, sse_frame
 from sona.errors import NotFound
 from sona.events import EventHub, wait_wake
 from sona.jobs import Job, Status
@@ -323,7 +322,7 @@ async def all_events(request: web.Request) -> web.StreamResponse:
             await _send(resp, f"retry: {RETRY_MS}\n".encode(), timeout_s)
             await _send(resp, sse_frame(first.type, first.data, ids.next()), timeout_s)
             async for update in updates:
-                if request.transport is None or request.transport.is_closing():
+                if gone(request):
                     raise ConnectionResetError("client disconnected")
                 if update.type == "idle":
                     await _send(resp, b": ping\n\n", timeout_s)

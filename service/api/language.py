@@ -10,46 +10,15 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict
 
 from sona.api.forms import read_form
-from sona.api.schemas import FIELD_NAME_PATTERN, json_model, parse
+from sona.api.openai_schemas import LanguageForm, LanguageOut, LanguageScore
+from sona.api.schemas import json_model, parse
 from sona.audio import probe
 from sona.errors import NoEngine
 from sona.keys import ENGINE, INTAKE, MODELS, SETTINGS, UPLOADS
 
 routes = web.RouteTableDef()
-
-
-class LanguageForm(BaseModel):
-    """Form fields of POST /v1/audio/language besides `file`."""
-
-    # Unknown fields are ignored, as on the OpenAI endpoints beside it.
-    model_config = ConfigDict(
-        extra="ignore",
-        json_schema_extra={
-            "additionalProperties": {"type": "string"},
-            "propertyNames": {"pattern": FIELD_NAME_PATTERN},
-        },
-    )
-
-    model: str | None = None
-
-
-class LanguageScore(BaseModel):
-    language: str
-    probability: float
-
-
-class LanguageOut(BaseModel):
-    """The detected language (an ISO-639-1 code) with the model's probability,
-    and the likeliest few. An English-only model answers `en` with 1.0; audio
-    without speech has no language (null, and no candidates)."""
-
-    language: str | None
-    language_probability: float | None
-    languages: list[LanguageScore]
-    model: str
 
 
 @routes.post("/v1/audio/language")

@@ -14,22 +14,13 @@ from sona.api.schemas import (
     ModelOut,
     ModelsDeletedOut,
     json_model,
+    model_out,
 )
-from sona.engine.registry import OPENAI_ALIASES, ModelEntry
+from sona.engine.registry import OPENAI_ALIASES
 from sona.errors import InvalidRequest, ModelNotFound, NoModel
 from sona.keys import INTAKE, MODELS
 
 routes = web.RouteTableDef()
-
-
-def model_out(entry: ModelEntry) -> ModelOut:
-    return ModelOut(
-        id=entry.id,
-        created=int(entry.loaded_at),
-        path=str(entry.path),
-        load_seconds=round(entry.load_seconds, 3),
-        in_use=entry.in_use > 0,
-    )
 
 
 def _aliases(app: web.Application) -> list[ModelOut]:

@@ -12,35 +12,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
 
+from sona import queue
 from sona.api.errors import error_body, status_for
 from sona.api.forms import read_form
-from sona.api.job_events import progress_out, segment_out
-from sona.api.jobs import admit, cancel
-from sona.api.schemas import FIELD_NAME_PATTERN, parse
-from sona.errors import Busy, InvalidRequest, SonaError, from_code
-from sona.events import TERMINAL, JobUpdate, follow
+from sona.api.openai_schemas import OpenAIForm
+from sona.api.schemas import parse
+from sona.api.sse import gone, progress_out, segment_out
+from sona.errors import InvalidRequest, SonaError, from_code
+from sona.events import TERMINAL, JobUpdate
 from sona.formats import render
 from sona.intake import SYNC_PRIORITY, Submission
-from sona.jobs import (
-    Job,
-    Language,
-    MaxCueDuration,
-    MaxLineCount,
-    MaxLineWidth,
-    MinSilenceMs,
-    SpeechPadMs,
-    Status,
-    TranscribeOptions,
-    VadThreshold,
-)
-from sona.keys import EVENTS, SETTINGS, STORE, UPLOADS
+from sona.jobs import Job, Status
+from sona.keys import RUNTIME, SETTINGS, STORE, UPLOADS
 
 routes = web.RouteTableDef()
 
@@ -53,69 +42,6 @@ UNSUPPORTED = {
     "known_speaker_references[]",
 }
 POLL_S = 0.5  # how soon a vanished client is noticed while nothing else happens
-
-
-class OpenAIForm(BaseModel):
-    """The fields of an OpenAI transcription request, plus faster-whisper extras.
-    Unknown fields are ignored, as OpenAI's own API does."""
-
-    # Unknown fields are ignored; in a form they are text parts with plain names.
-    model_config = ConfigDict(
-        extra="ignore",
-        json_schema_extra={
-            "additionalProperties": {"type": "string"},
-            "propertyNames": {"pattern": FIELD_NAME_PATTERN},
-        },
-    )
-
-    model: str | None = None
-    language: Language = None
-    prompt: str | None = None
-    temperature: float | None = Field(default=None, ge=0.0, le=1.0)
-    response_format: Literal["json", "text", "srt", "verbose_json", "vtt"] = "json"
-    timestamp_granularities: list[Literal["word", "segment"]] = Field(
-        default=["segment"], alias="timestamp_granularities[]"
-    )
-    stream: bool = False
-    beam_size: int | None = Field(default=None, ge=1, le=10)
-    vad_filter: bool | None = None
-    hotwords: str | None = None
-    diarize: Literal["none", "channels"] = "none"
-    condition_on_previous_text: bool = False
-    # Sona's extras, as on POST /v1/jobs, with the same bounds (jobs.py).
-    vad_threshold: VadThreshold = None
-    min_silence_duration_ms: MinSilenceMs = None
-    speech_pad_ms: SpeechPadMs = None
-    max_line_width: MaxLineWidth = None
-    max_line_count: MaxLineCount = None
-    max_cue_duration: MaxCueDuration = None
-
-    def options(self, task: Literal["transcribe", "translate"]) -> TranscribeOptions:
-        """The job's options (validated again as the job's own)."""
-        return parse(
-            TranscribeOptions,
-            dict(
-                model=self.model,
-                language=self.language,
-                prompt=self.prompt,
-                temperature=self.temperature,
-                task=task,
-                beam_size=self.beam_size,
-                vad_filter=self.vad_filter,
-                hotwords=self.hotwords,
-                diarize=self.diarize,
-                condition_on_previous_text=self.condition_on_previous_text,
-                # Subtitle cues are cut well only at word times (docs/api.md).
-                word_timestamps="word" in self.timestamp_granularities
-                or self.response_format in ("srt", "vtt"),
-                vad_threshold=self.vad_threshold,
-                min_silence_duration_ms=self.min_silence_duration_ms,
-                speech_pad_ms=self.speech_pad_ms,
-                max_line_width=self.max_line_width,
-                max_line_count=self.max_line_count,
-                max_cue_duration=self.max_cue_duration,
-            ),
-        )
 
 
 @routes.post("/v1/audio/transcriptions")
@@ -144,10 +70,12 @@ async def _handle(
         sub = Submission(
             options=req.options(task), priority=SYNC_PRIORITY, dedupe=app[SETTINGS].dedupe
         )
-    job, _ = await admit(request, upload, sub)
-    updates = follow(app[STORE], app[EVENTS], job.id, poll_s=POLL_S)
+    rt = app[RUNTIME]
+    job, _ = await queue.admit(rt, upload, sub)
+    updates = queue.updates(rt, job.id, poll_s=POLL_S)
+    claimed = queue.claimed(updates, app[SETTINGS].sync_wait_s, lambda: gone(request))
     try:
-        async with aclosing(updates), aclosing(_claimed(request, updates)) as claimed:
+        async with aclosing(updates), aclosing(claimed):
             if req.stream:
                 return await _stream(request, claimed, req)
             async for update in claimed:
@@ -155,32 +83,7 @@ async def _handle(
                     return await _respond(request, update.job, req)
             raise AssertionError("follow() ends with a terminal update")
     finally:
-        await asyncio.shield(_abandon(request, job.id))
-
-
-async def _abandon(request: web.Request, job_id: str) -> None:
-    """Cancel the job unless it finished: the client went away or we failed."""
-    if not (await request.app[STORE].get(job_id)).status.finished:
-        await cancel(request.app, job_id)
-
-
-async def _claimed(
-    request: web.Request, updates: AsyncIterator[JobUpdate]
-) -> AsyncGenerator[JobUpdate, None]:
-    """The job's updates from the moment the worker takes it. Raises Busy (429)
-    when that takes longer than ``sync_wait_s`` (C4), and ConnectionResetError
-    once the client has gone (checked at least every poll interval)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + request.app[SETTINGS].sync_wait_s
-    async for update in updates:
-        transport = request.transport
-        if transport is None or transport.is_closing():
-            raise ConnectionResetError("client disconnected")
-        if update.job.status == Status.QUEUED:
-            if loop.time() >= deadline:
-                raise Busy("the server is busy; try again shortly", retry_after=5)
-        elif update.type != "idle":
-            yield update
+        await asyncio.shield(queue.abandon(rt, job.id))
 
 
 def _job_error(job: Job) -> SonaError:

@@ -20,9 +20,8 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel
 
-from sona.api.language import LanguageForm, LanguageOut
 from sona.api.middleware import OPEN_PATHS
-from sona.api.openai import OpenAIForm
+from sona.api.openai_schemas import LanguageForm, LanguageOut, OpenAIForm
 from sona.api.schemas import (
     ErrorBody,
     HealthOut,

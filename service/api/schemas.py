@@ -15,6 +15,7 @@ from sona.api.errors import public_message
 from sona.api.json_input import MAX_JSON_DEPTH, depth_exceeds, loads
 from sona.captions import OPTION_NAMES as CAPTION_OPTIONS
 from sona.captions import CaptionStyle, style_of
+from sona.engine.registry import ModelEntry
 from sona.errors import InvalidRequest, SonaError
 from sona.jobs import JOB_ID_RE, Job, Status, TranscribeOptions
 from sona.standing import Standing
@@ -158,6 +159,16 @@ class ModelOut(BaseModel):
     in_use: bool = False
     loaded: bool = True
     alias_for: str | None = None
+
+
+def model_out(entry: ModelEntry) -> ModelOut:
+    return ModelOut(
+        id=entry.id,
+        created=int(entry.loaded_at),
+        path=str(entry.path),
+        load_seconds=round(entry.load_seconds, 3),
+        in_use=entry.in_use > 0,
+    )
 
 
 class ModelListOut(BaseModel):

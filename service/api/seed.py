@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from sona.api.errors import public_message
-from sona.api.jobs import finished_transcript, load_job, submit
+from sona.api.job_requests import finished_transcript, load_job, submit
 from sona.api.schemas import SeedJobOut, SeedStatusOut, json_model
 from sona.jobs import Status
 

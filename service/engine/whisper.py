@@ -2,8 +2,11 @@
 
 It runs inside the engine process (``engine/child.py``): it loads models,
 finds speech with Silero VAD, and decodes a batch of chunks with
-faster-whisper's own batched forward pass, so a batch gives exactly what
-``BatchedInferencePipeline`` gives for the same chunks."""
+faster-whisper's batched encoder and decoder, as ``BatchedInferencePipeline``
+does but with timestamp tokens on: a window whose text stops early is decoded
+again from where it stopped, in one more batched pass (``tails``), and every
+chunk's words are aligned and cut into sentence-sized segments
+(``segmenting``)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import contextlib
 import gc
 import threading
 from collections.abc import Callable, Iterator
+from math import ceil
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,8 @@ from faster_whisper.vad import VadOptions, get_speech_timestamps
 from sona.engine import Detection, resolve_device
 from sona.engine.batcher import PACK_GAP_S
 from sona.engine.chunker import SAMPLE_RATE, RawChunk, Spans
+from sona.engine.segmenting import Timed, sentences
+from sona.engine.tails import pieces, settle
 from sona.errors import (
     ModelLoadFailed,
     ModelNotFound,
@@ -38,6 +44,9 @@ from sona.errors import (
 )
 from sona.jobs import Segment, TranscribeOptions, Word
 
+# A window whose text stopped early is decoded again from there, at most this
+# many times (``tails``): each extra pass is one more batched encode + decode.
+EXTRA_PASSES = 2
 # faster-whisper's fallback schedule, for sequential decoding without a fixed temperature.
 _FALLBACK = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
@@ -195,8 +204,8 @@ class WhisperBackend:
         ``stop()`` turns true between two stages of the batch."""
         model = self._model(model_id)
         with model.stoppable(stop):
-            # A pipeline per batch: it keeps per-call state (the last speech
-            # timestamp), and batches run on several threads.
+            # A pipeline per batch: batches run on several threads, and a
+            # pipeline may keep per-call state.
             return self._decode(model, BatchedInferencePipeline(model), options, language, rows)
 
     def _decode(
@@ -210,23 +219,30 @@ class WhisperBackend:
         tokenizer = Tokenizer(
             model.hf_tokenizer, model.model.is_multilingual, task=options.task, language=language
         )
-        # Windows holding one chunk are decoded as faster-whisper would; shared
-        # ones also align words, to hand each its own back (alignment costs).
-        out: list[list[list[Segment]]] = [[] for _ in rows]
-        alone = [n for n, row in enumerate(rows) if len(row) == 1]
-        shared = [n for n, row in enumerate(rows) if len(row) > 1]
-        for group, words in ((alone, options.word_timestamps), (shared, True)):
-            if not group:
-                continue
-            opts = _options(options, tokenizer, words)
-            raws = _forward(model, pipeline, tokenizer, opts, [_window(rows[n]) for n in group])
-            for n, row_raws in zip(group, raws, strict=True):
-                row = rows[n]
-                if len(row) == 1:
-                    out[n] = [[_segment(r, row[0], i, options) for i, r in enumerate(row_raws)]]
-                else:
-                    out[n] = _split(row, row_raws, tokenizer, options)
-        return out
+        opts = _options(options, tokenizer)
+        windows = [_window(row) for row in rows]
+        found: list[list[dict[str, Any]]] = [[] for _ in rows]  # words, in window time
+        todo = [(n, 0.0) for n in range(len(rows))]  # (row, where its audio is decoded from)
+        for extra in range(EXTRA_PASSES + 1):
+            if extra and model.stop():
+                raise Stopped
+            # Words are aligned where asked, or where a window's chunks share it
+            # (each word goes back to its chunk); else spread over the timestamps.
+            audio = [
+                (windows[n][int(at * SAMPLE_RATE) :], options.word_timestamps or len(rows[n]) > 1)
+                for n, at in todo
+            ]
+            final = extra == EXTRA_PASSES
+            outs = _pass(model, pipeline, tokenizer, opts, audio, final=final)
+            todo_next = []
+            for (n, at), (words, resume) in zip(todo, outs, strict=True):
+                found[n] += [_shifted(w, at) for w in words]
+                if resume is not None:
+                    todo_next.append((n, at + resume))
+            todo = todo_next
+            if not todo:
+                break
+        return [_chunks(row, w, tokenizer, options) for row, w in zip(rows, found, strict=True)]
 
     def sequential(
         self, model_id: str, options: TranscribeOptions, audio: np.ndarray, vad: bool
@@ -270,19 +286,71 @@ def _english_only(model_id: str, options: TranscribeOptions) -> None:
         raise UnsupportedLanguage(english_only_message(name, str(options.language)))
 
 
-def _forward(
+def _pass(
     model: WhisperModel,
     pipeline: BatchedInferencePipeline,
     tokenizer: Tokenizer,
     options: TranscriptionOptions,
-    windows: list[np.ndarray],
-) -> list[list[dict[str, Any]]]:
-    """faster-whisper's batched forward pass over ``windows``: raw segments each."""
-    features = np.stack([pad_or_trim(model.feature_extractor(w)[..., :-1]) for w in windows])
-    meta = [{"offset": 0.0, "duration": w.size / SAMPLE_RATE} for w in windows]
-    pipeline.last_speech_timestamp = 0.0  # the batch's other group of windows came before
-    raws: list[list[dict[str, Any]]] = pipeline.forward(features, tokenizer, meta, options)
-    return raws
+    windows: list[tuple[np.ndarray, bool]],
+    *,
+    final: bool,
+) -> list[tuple[list[dict[str, Any]], float | None]]:
+    """One batched pass (encoder, decoder with timestamps, word alignment where
+    asked) over ``windows`` (audio, align its words?): per window its words, and
+    where to decode it again from when its text stopped early (``tails.settle``)."""
+    features = np.stack([pad_or_trim(model.feature_extractor(w)[..., :-1]) for w, _ in windows])
+    encoder_output, outputs = pipeline.generate_segment_batched(features, tokenizer, options)
+    kept: list[list[dict[str, Any]]] = []
+    resumes: list[float | None] = []
+    for (window, align), output in zip(windows, outputs, strict=True):
+        found = pieces(output["tokens"], tokenizer.timestamp_begin, tokenizer.eot)
+        counts = [len(tokenizer.decode(p.tokens).split()) for p in found]
+        keep, resume = settle(found, window.size / SAMPLE_RATE, counts, final=final)
+        subs: list[dict[str, Any]] = [
+            {"tokens": p.tokens, "start": p.start, "end": p.end, "seek": 0} for p in keep
+        ]
+        for sub in subs if not align else []:
+            sub["words"] = _spread(sub, tokenizer)
+        kept.append(subs)
+        resumes.append(resume)
+    if any(align for _, align in windows):
+        # The aligner takes every window of the batch; an empty entry aligns nothing.
+        nothing: list[dict[str, Any]] = [{"tokens": [], "start": 0.0, "end": 0.0, "seek": 0}]
+        aligned = [subs if subs and align else nothing
+                   for subs, (_, align) in zip(kept, windows, strict=True)]  # fmt: skip
+        sizes = [int(ceil(w.size / SAMPLE_RATE) * model.frames_per_second) for w, _ in windows]
+        model.add_word_timestamps(
+            aligned, tokenizer, encoder_output, sizes, options.prepend_punctuations,
+            options.append_punctuations, 0.0,
+        )  # fmt: skip
+    out = []
+    for subsegments, output, resume in zip(kept, outputs, resumes, strict=True):
+        stats = {"avg_logprob": output["avg_logprob"], "no_speech_prob": output["no_speech_prob"]}
+        words = []
+        for sub in subsegments:
+            got = sub.get("words") or []
+            words += [{**w, **stats, "closes": n == len(got) - 1} for n, w in enumerate(got)]
+        out.append((words, resume))
+    return out
+
+
+def _spread(sub: dict[str, Any], tokenizer: Tokenizer) -> list[dict[str, Any]]:
+    """A piece's words timed without the aligner: spread over the piece's own
+    timestamps by length. Its ends are the model's; inner cuts are estimates."""
+    words, _ = tokenizer.split_to_word_tokens(sub["tokens"])
+    words = [w for w in words if w]
+    total = sum(len(w) for w in words) or 1
+    out: list[dict[str, Any]] = []
+    at, step = sub["start"], (sub["end"] - sub["start"]) / total
+    for w in words:
+        out.append({"word": w, "start": at, "end": at + len(w) * step, "probability": 0.0})
+        at += len(w) * step
+    return out
+
+
+def _shifted(word: dict[str, Any], at: float) -> dict[str, Any]:
+    # numpy floats from the aligner become plain ones: segments are serialised.
+    return {**word, "start": float(word["start"]) + at, "end": float(word["end"]) + at}
 
 
 def _window(row: list[RawChunk]) -> np.ndarray:
@@ -291,52 +359,59 @@ def _window(row: list[RawChunk]) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def _split(
-    row: list[RawChunk], raws: list[dict[str, Any]], tokenizer: Tokenizer, o: TranscribeOptions
+def _chunks(
+    row: list[RawChunk], words: list[dict[str, Any]], tokenizer: Tokenizer, o: TranscribeOptions
 ) -> list[list[Segment]]:
-    """A shared window's words, handed back to the chunk each was spoken in:
-    one segment per chunk, timed on its own recording."""
+    """A window's words handed back to the chunk each was spoken in (a shared
+    window holds several, a gap of silence apart), timed on its recording,
+    and cut into sentence-sized segments."""
     starts, at = [], 0.0
     for chunk in row:
         starts.append(at)
         at += chunk.audio.size / SAMPLE_RATE + PACK_GAP_S
-    mine: list[list[tuple[dict[str, Any], dict[str, Any]]]] = [[] for _ in row]
-    for raw in raws:
-        for w in raw.get("words") or []:
-            middle = (w["start"] + w["end"]) / 2
-            n = max(0, bisect.bisect_right(starts, middle + PACK_GAP_S / 2) - 1)
-            mine[n].append((raw, w))
-    out: list[list[Segment]] = []
-    for chunk, start, pairs in zip(row, starts, mine, strict=True):
-        if not pairs:
-            out.append([])
-            continue
-        words = []
-        for _, w in pairs:
-            span = chunk.span_at((w["start"] + w["end"]) / 2 - start)
-            t0, t1 = (chunk.original_time(w[k] - start, span) for k in ("start", "end"))
-            words.append(Word(w["word"], t0, t1, w["probability"]))
+    mine: list[list[tuple[Word, dict[str, Any]]]] = [[] for _ in row]
+    for w in words:
+        middle = (w["start"] + w["end"]) / 2
+        n = max(0, bisect.bisect_right(starts, middle + PACK_GAP_S / 2) - 1)
+        chunk, start = row[n], starts[n]
+        # Both ends of a word in the span its middle falls in, as faster-whisper.
+        span = chunk.span_at(middle - start)
+        t0, t1 = (chunk.original_time(w[k] - start, span) for k in ("start", "end"))
+        mine[n].append((Word(w["word"], t0, t1, float(w["probability"])), w))
+    return [_segments(pairs, tokenizer, o) for pairs in mine]
+
+
+def _segments(
+    pairs: list[tuple[Word, dict[str, Any]]], tokenizer: Tokenizer, o: TranscribeOptions
+) -> list[Segment]:
+    """One chunk's words as sentence-sized segments (``segmenting``)."""
+    timed = [Timed(w.word, w.start, w.end, raw["closes"]) for w, raw in pairs]
+    out: list[Segment] = []
+    for a, b in sentences(timed):
+        words = [w for w, _ in pairs[a:b]]
+        raw = pairs[a][1]  # the pass that decoded the segment's first word
         text = "".join(w.word for w in words)
-        raw = pairs[0][0]
-        segment = Segment(
-            index=0,
-            start=words[0].start,
-            end=words[-1].end,
-            text=text,
-            words=words if o.word_timestamps else [],
-            tokens=tokenizer.encode(text),
-            temperature=o.temperature or 0.0,
-            avg_logprob=raw["avg_logprob"],
-            compression_ratio=get_compression_ratio(text),
-            no_speech_prob=raw["no_speech_prob"],
-            seek=raw["seek"],
+        out.append(
+            Segment(
+                index=len(out),
+                start=words[0].start,
+                end=words[-1].end,
+                text=text,
+                words=words if o.word_timestamps else [],
+                tokens=tokenizer.encode(text),
+                temperature=o.temperature or 0.0,
+                avg_logprob=float(raw["avg_logprob"]),
+                compression_ratio=get_compression_ratio(text),
+                no_speech_prob=float(raw["no_speech_prob"]),
+                seek=0,
+            )
         )
-        out.append([segment])
     return out
 
 
-def _options(o: TranscribeOptions, tokenizer: Tokenizer, words: bool) -> TranscriptionOptions:
-    """BatchedInferencePipeline.transcribe's options for one batch."""
+def _options(o: TranscribeOptions, tokenizer: Tokenizer) -> TranscriptionOptions:
+    """BatchedInferencePipeline.transcribe's options for one batch, with timestamp
+    tokens on: they show where a window's text stopped (``tails``)."""
     return TranscriptionOptions(
         beam_size=o.beam_size or 1,
         best_of=5,
@@ -356,41 +431,14 @@ def _options(o: TranscribeOptions, tokenizer: Tokenizer, words: bool) -> Transcr
         append_punctuations="\"'.。,，!！?？:：”)]}、",
         max_new_tokens=None,
         hotwords=o.hotwords,
-        word_timestamps=words,
+        word_timestamps=True,
         hallucination_silence_threshold=None,
         condition_on_previous_text=False,
         clip_timestamps=[],
         prompt_reset_on_temperature=0.5,
         multilingual=False,
-        without_timestamps=True,
-        max_initial_timestamp=0.0,
-    )
-
-
-def _segment(raw: dict[str, Any], chunk: RawChunk, n: int, o: TranscribeOptions) -> Segment:
-    words = []
-    for w in raw.get("words") or []:
-        # Both ends of a word in the span its middle falls in, as faster-whisper.
-        span = chunk.span_at((w["start"] + w["end"]) / 2)
-        start, end = chunk.original_time(w["start"], span), chunk.original_time(w["end"], span)
-        words.append(Word(w["word"], start, end, w["probability"]))
-    if words:
-        start, end = words[0].start, words[-1].end
-    else:
-        start = chunk.original_time(raw["start"], chunk.span_at(raw["start"]))
-        end = chunk.original_time(raw["end"], chunk.span_at(raw["end"], is_end=True))
-    return Segment(
-        index=n,
-        start=start,
-        end=end,
-        text=raw["text"],
-        words=words,
-        tokens=list(raw["tokens"]),
-        temperature=o.temperature or 0.0,
-        avg_logprob=raw["avg_logprob"],
-        compression_ratio=raw["compression_ratio"],
-        no_speech_prob=raw["no_speech_prob"],
-        seek=raw["seek"],
+        without_timestamps=False,
+        max_initial_timestamp=1.0,
     )
 
 
