@@ -14,17 +14,27 @@ worker talks to it through ``EngineHost`` and the small messages below:
   segments of each chunk, timed on the recording.
 * ``close(job_id)``: forget a job (done or cancelled): its decoding stops.
 
-Only ``engine/whisper.py`` knows faster-whisper."""
+Inside the engine process, ``engine/child.py`` drives an ``Engine`` (the
+backend: ``engine/whisper.py``'s, the only module that knows faster-whisper);
+``engine/entry.py`` imports it there, so the daemon never loads faster-whisper
+or CTranslate2 (``resolve_device`` with ``auto`` asks CTranslate2 for a GPU,
+on a worker node only). The pipe's messages are ``engine/messages.py``."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sona.jobs import Segment, TranscribeOptions
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from sona.engine.chunker import RawChunk
 
 SPEAKERS = ("left", "right")
 
@@ -152,6 +162,38 @@ class Crashed:
 
 
 EngineEvent = ChunksReady | Prepared | PrepareFailed | Crashed
+
+
+class Engine(Protocol):
+    """The speech-to-text backend the engine process drives (``WhisperBackend``):
+    its models by id, and the decoding they do. Called from the process's
+    threads, never from the daemon."""
+
+    def load(self, model_id: str, path: Path) -> None: ...
+
+    def unload(self, model_id: str) -> None: ...
+
+    def language(self, model_id: str, options: TranscribeOptions, sample: np.ndarray) -> str:
+        """The language of a job, from its first chunk (or the one asked for)."""
+        ...
+
+    def decode(
+        self,
+        model_id: str,
+        options: TranscribeOptions,
+        language: str,
+        rows: list[list[RawChunk]],
+        stop: Callable[[], bool] = ...,
+    ) -> list[list[list[Segment]]]:
+        """Segments of each chunk of each row (chunks packed into one window),
+        decoded as one batch; ``stop`` is asked between its stages."""
+        ...
+
+    def sequential(
+        self, model_id: str, options: TranscribeOptions, audio: np.ndarray, vad: bool
+    ) -> tuple[str, Iterator[Segment]]:
+        """Each window conditioned on the text before it: (language, segments)."""
+        ...
 
 
 class EngineHost(Protocol):
