@@ -19,6 +19,7 @@ LAYER = {
     "settings": 0,
     "jobs": 0,
     "crashpoints": 0,
+    "wire": 0,
     "store": 1,
     "engine": 1,
     "uploads": 1,
@@ -207,4 +208,10 @@ def test_mcp_tools_use_only_the_client() -> None:
     for path in (ROOT.parent / "mcp_tools").rglob("*.py"):
         for name in _imports(path):
             if name.split(".")[0] == "sona":
-                assert name.startswith("sona.client"), f"{path.name} imports {name}"
+                assert name.startswith(("sona.client", "sona.wire")), f"{path.name} imports {name}"
+
+
+def test_the_wire_module_imports_nothing() -> None:
+    """client.py and sona_mcp read it without loading the daemon (or anything)."""
+    names = _imports(ROOT / "wire.py")
+    assert names == ["__future__", "__future__.annotations"], names

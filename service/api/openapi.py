@@ -42,6 +42,7 @@ from sona.api.schemas import (
 from sona.errors import NotFound
 from sona.formats import CONTENT_TYPES
 from sona.jobs import JOB_ID_RE
+from sona.wire import STATUSES
 
 routes = web.RouteTableDef()
 
@@ -255,7 +256,7 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {"job_id": JOB_ID}
 
 
 FMT = {"type": "string", "enum": ["text", "json", "verbose_json", "srt", "vtt", "tsv", "jsonl"]}
-STATUS_Q = {"type": "string", "enum": ["queued", "processing", "completed", "failed", "cancelled"]}
+STATUS_Q = {"type": "string", "enum": list(STATUSES)}
 
 OPERATIONS: tuple[Op, ...] = (
     Op("GET", "/health", "operations", "Liveness: 503 once the worker has stopped",
