@@ -94,13 +94,18 @@ def _progress_key(job: Job) -> tuple[float, float | None, int]:
     return (job.processed_seconds, job.duration, job.segments_done)
 
 
-async def _wait_wake(inbox: asyncio.Queue[JobEvent], timeout_s: float) -> bool:
+async def wait_wake(
+    inbox: asyncio.Queue[JobEvent], timeout_s: float, *, settle_s: float = 0.0
+) -> bool:
     """True when the hub posted something within ``timeout_s``. The events are
-    only wake-ups: everything is read back from the store, so they are dropped."""
+    only wake-ups: everything is read back from the store, so they are dropped
+    (those that come within ``settle_s`` of the first too: one read for a burst)."""
     try:
         await asyncio.wait_for(inbox.get(), timeout_s)
     except TimeoutError:
         return False
+    if settle_s:
+        await asyncio.sleep(settle_s)
     while not inbox.empty():
         inbox.get_nowait()
     return True
@@ -138,6 +143,6 @@ async def follow(
             elif _progress_key(job) != progress:
                 yield JobUpdate("progress", job)
             status, progress = job.status, _progress_key(job)
-            if not await _wait_wake(inbox, poll_s):
+            if not await wait_wake(inbox, poll_s):
                 yield JobUpdate("idle", job)
             job = await store.get(job_id)

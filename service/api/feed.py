@@ -41,7 +41,7 @@ from sona.api.job_events import open_sse, sse_frame
 from sona.api.models import model_out
 from sona.api.schemas import job_out
 from sona.errors import NotFound
-from sona.events import EventHub, JobEvent
+from sona.events import EventHub, wait_wake
 from sona.jobs import Job, Status
 from sona.keys import EVENTS, FEEDS_STOP, MODELS, STORE, WORKER
 from sona.store import JobStore
@@ -78,18 +78,6 @@ async def jobs_in_view(store: JobStore, window: int = WINDOW) -> list[Job]:
         for job in active:
             seen.setdefault(job.id, job)
     return sorted(seen.values(), key=lambda j: j.created_at, reverse=True)
-
-
-async def _wait_wake(inbox: asyncio.Queue[JobEvent], timeout_s: float) -> None:
-    """Return when the hub posts something or after ``timeout_s``. The events
-    themselves are dropped: everything is read back from the store."""
-    try:
-        await asyncio.wait_for(inbox.get(), timeout_s)
-    except TimeoutError:
-        return
-    await asyncio.sleep(SETTLE_S)
-    while not inbox.empty():
-        inbox.get_nowait()
 
 
 async def _departed(store: JobStore, sent: dict[str, dict[str, Any]]) -> list[FeedUpdate]:
@@ -138,7 +126,7 @@ async def watch(
         snapshot = {"jobs": list(sent.values()), "state": state, "last_event_id": last_event_id}
         yield FeedUpdate("snapshot", snapshot)
         while True:
-            await _wait_wake(inbox, poll_s)
+            await wait_wake(inbox, poll_s, settle_s=SETTLE_S)
             changed = False
             current, new_state = await _read(store, read_state, window)
             gone = {job_id: out for job_id, out in sent.items() if job_id not in current}

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from sona.jobs import Segment, TranscribeOptions
+from sona.settings import default_of
 
 if TYPE_CHECKING:
     import numpy as np
@@ -70,26 +71,29 @@ def resolve_cpu_threads(cpu_threads: int, parallel_steps: int) -> int:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    device: str = "auto"
-    compute_type: str = "auto"
+    """The engine process's settings. Defaults are Settings' own (``default_of``):
+    the daemon builds this from its Settings; tests name what they change."""
+
+    device: str = default_of("device")
+    compute_type: str = default_of("compute_type")
     cpu_threads: int = 0  # per replica; 0: CTranslate2's default
     replicas: int = 1  # steps decoded at once (``resolve_parallel_steps``)
     # Most speech in one chunk. Whisper's window holds 30 s, but tiny models end
     # a window early when it is nearly full of speech (WER 0.4 against 0.045 at
     # 20 s on the bench's long file, at the same speed: docs/performance.md).
-    chunk_s: float = 20.0
-    nice: int = 5  # added to the engine process's niceness: the API comes first
+    chunk_s: float = default_of("chunk_s")
+    nice: int = default_of("engine_nice")  # added to the process's niceness: the API first
     # Chunks a job may have cut and waiting for a batch: bounds memory per job.
     ahead: int = 16
     # The parent's log settings: the child's lines look like the daemon's.
-    log_level: str = "info"
-    log_format: str = "json"
+    log_level: str = default_of("log_level")
+    log_format: str = "json"  # resolved: never "auto" here
     # A model load past this is a hung engine: it is killed and restarted.
-    load_timeout_s: float = 300.0
+    load_timeout_s: float = default_of("model_load_timeout_s")
     # The host pings the engine's command thread this often; a ping unanswered
     # for ping_timeout_s (a model load aside) means the engine is not answering.
     ping_interval_s: float = 1.0
-    ping_timeout_s: float = 10.0
+    ping_timeout_s: float = default_of("engine_ping_timeout_s")
 
 
 @dataclass(frozen=True)
