@@ -104,6 +104,7 @@ def test_r02_poison_pill_fails_after_max_attempts_and_the_others_complete(
     assert wait_for(d, later["id"], finished)["status"] == "completed"
 
 
+@pytest.mark.slow  # a long real-model run
 def test_r01_daemon_death_mid_job_does_not_count_toward_worker_crashed(
     daemon_factory: Any, long_wav: Path, tmp_path: Path
 ) -> None:
@@ -128,6 +129,7 @@ def test_r01_daemon_death_mid_job_does_not_count_toward_worker_crashed(
     assert sorted(ids) == list(range(len(ids))), "segments duplicated or missing"
 
 
+@pytest.mark.slow  # a long real-model run
 def test_engine_killed_mid_job_requeues_it_and_the_daemon_keeps_serving(
     daemon_factory: Any, long_wav: Path, fox_wav: Path
 ) -> None:

@@ -51,6 +51,7 @@ def fill(disk: Path) -> Path:
     return filler
 
 
+@pytest.mark.slow  # a long real-model run
 def test_r17_a_full_disk_mid_job_and_the_job_completes_once_space_returns(
     daemon_factory: Any, small_disk: Path, long_wav: Path, fox_wav: Path
 ) -> None:
