@@ -11,25 +11,15 @@ from typing import Any
 
 from mcp.server.mcpserver.exceptions import ToolError
 
+from sona.wire import SNIFF_BYTES, sniff
+
 STATUS_SUFFIX = ".transcribing.txt"
 
 
 def sniff_audio(path: Path) -> str | None:
     """The container the first bytes announce, or None when it is not audio we know."""
     with path.open("rb") as f:
-        head = f.read(16)
-    if head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE":
-        return "wav"
-    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
-        return "aiff"
-    if head[4:8] == b"ftyp":
-        return "mp4"
-    named = {b"fLaC": "flac", b"OggS": "ogg", b"caff": "caf", b"\x1a\x45\xdf\xa3": "webm"}
-    if head[:4] in named:
-        return named[head[:4]]
-    if head[:3] == b"ID3" or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
-        return "mpeg"  # MP3 with a tag, or a bare MPEG/ADTS frame sync
-    return None
+        return sniff(f.read(SNIFF_BYTES))  # the daemon's own rule: it refuses the rest
 
 
 def local_path(name: str) -> Path:
@@ -54,7 +44,7 @@ def check_audio(path: Path) -> str:
     if kind is None:
         raise ToolError(
             f"Not an audio file: {path} (its first bytes match no known audio format). "
-            "Supported: WAV, FLAC, Ogg/Opus, MP3, M4A/MP4, WebM/MKV, CAF, AIFF."
+            "Supported: WAV, FLAC, Ogg/Opus, MP3, M4A/MP4, WebM/MKV, CAF, AIFF, AMR, WMA."
         )
     return kind
 

@@ -21,6 +21,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
 from sona.client import ApiError, ServiceUnreachable, SonaClient, SonaClientError
+from sona.wire import FINISHED, STATUSES
 from sona_mcp.files import (
     STATUS_SUFFIX,
     check_audio,
@@ -178,7 +179,7 @@ async def check_transcription_status(
         if job["status"] == "completed":
             return await save_transcript(client, job, out_dir, status_file, formats or [])
     result = {**job_summary(job), "message": describe(job)}
-    if job["status"] in ("failed", "cancelled"):
+    if job["status"] in FINISHED:  # and not completed: nothing to save
         if status_file is not None:
             await asyncio.to_thread(write_files, {}, status_file)
         return result
@@ -273,7 +274,7 @@ async def cancel_transcription(
 async def list_transcriptions(
     status: Annotated[
         str | None,
-        Field(description="only jobs in this status: queued|processing|completed|failed|cancelled"),
+        Field(description=f"only jobs in this status: {'|'.join(STATUSES)}"),
     ] = None,
     limit: Annotated[int, Field(ge=1, le=200, description="how many, newest first")] = 20,
     transcription_service_url: ServiceUrl = None,

@@ -1,6 +1,7 @@
-"""Audio by content, never by name: sniff the container from its first bytes,
-probe the duration from the header, and decode with a sample counter so a few
-MB of compressed silence cannot expand into gigabytes.
+"""Audio by content, never by name: the container told from its first bytes
+(``wire.sniff``, shared with the MCP tools), the duration probed from the
+header, and decoding with a sample counter so a few MB of compressed silence
+cannot expand into gigabytes.
 
 Blocking functions (``probe``, ``decode``) must run off the event loop."""
 
@@ -18,7 +19,6 @@ import numpy as np
 from sona.errors import AudioTooLong, InvalidAudio
 
 SAMPLE_RATE = 16_000
-SNIFF_BYTES = 64
 # Less than this decoded from a damaged file is nothing to transcribe: the job
 # fails with invalid_audio rather than "completing" with no text.
 MIN_DECODED_S = 0.1
@@ -26,38 +26,6 @@ MIN_DECODED_S = 0.1
 # count) declares: the file was cut off. Resampling rounds by a few samples.
 TRUNCATION_SLACK_S = 0.05
 AUDIO_TRUNCATED = "audio_truncated"
-
-# (offset, magic, name). Playlists (#EXTM3U), HTML, ZIP and everything else
-# unknown are refused before any decoder sees them: demuxers of playlist
-# formats can be told to read local files.
-_MAGIC: list[tuple[int, bytes, str]] = [
-    (0, b"RIFF", "wav"),
-    (0, b"RF64", "wav"),
-    (0, b"fLaC", "flac"),
-    (0, b"OggS", "ogg"),
-    (0, b"ID3", "mp3"),
-    (0, b"\x1a\x45\xdf\xa3", "webm"),
-    (4, b"ftyp", "mp4"),
-    (0, b"FORM", "aiff"),
-    (0, b"caff", "caf"),
-    (0, b"#!AMR", "amr"),
-    (0, b"0&\xb2u\x8ef\xcf\x11", "asf"),
-]
-
-
-def sniff(head: bytes) -> str | None:
-    """The container name for a file starting with ``head``, or None if not audio."""
-    for offset, magic, name in _MAGIC:
-        if head[offset : offset + len(magic)] == magic:
-            if name == "wav" and head[8:12] != b"WAVE":
-                return None
-            if name == "aiff" and head[8:12] not in (b"AIFF", b"AIFC"):
-                return None
-            return name
-    # Bare MPEG audio (mp3 without ID3) and ADTS AAC start with a frame sync.
-    if len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0:
-        return "mpeg"
-    return None
 
 
 def probe(path: Path) -> tuple[float | None, int]:

@@ -26,8 +26,9 @@ from urllib.parse import quote
 
 import httpx
 
+from sona.wire import FINISHED
+
 DEFAULT_URL = "http://127.0.0.1:8765"
-FINISHED = frozenset({"completed", "failed", "cancelled"})
 CHUNK = 1 << 20  # file bytes per read while uploading
 
 # What ``wait`` reports a change of: status, progress, and where the job stands.

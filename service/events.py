@@ -20,10 +20,11 @@ from typing import Any
 
 from sona.jobs import Job, Segment
 from sona.store import JobStore
+from sona.wire import FINISHED
 
 POLL_S = 1.0
 # Event types: status, progress, segment, completed, failed, cancelled.
-TERMINAL = frozenset({"completed", "failed", "cancelled"})
+TERMINAL = FINISHED  # the event types of a job's end are its final statuses
 
 
 @dataclass(frozen=True)

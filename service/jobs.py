@@ -19,6 +19,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from sona import wire
 from sona.errors import InvalidJobId
 
 JOB_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -80,7 +81,7 @@ class Status(StrEnum):
         return self in FINISHED
 
 
-FINISHED = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+FINISHED = frozenset(Status(s) for s in wire.FINISHED)
 
 # Every status write is a guarded UPDATE built from this table: a write whose
 # current status is not listed here matches no row and raises InvalidTransition.

@@ -317,3 +317,9 @@ class Settings(BaseSettings):
         out["webhook_secret"] = "***" if self.webhook_secret else None
         out["store"] = _without_password(self.store_url)
         return out
+
+
+def default_of(name: str) -> Any:
+    """A setting's default, for a config dataclass (``EngineConfig``,
+    ``WorkerConfig``) whose field stands for it: one number, written here."""
+    return Settings.model_fields[name].default

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sona.audio import SNIFF_BYTES, sniff
 from sona.errors import (
     EmptyFile,
     PayloadTooLarge,
@@ -23,6 +22,7 @@ from sona.errors import (
     UnsupportedMedia,
     UploadTimeout,
 )
+from sona.wire import SNIFF_BYTES, sniff
 
 CHUNK = 256 * 1024
 

@@ -56,6 +56,7 @@ from sona.engine.registry import ModelEntry, ModelRegistry
 from sona.errors import EngineCrashed, InvalidTransition, ModelLoadFailed, SonaError
 from sona.events import EventHub
 from sona.jobs import Job, Segment, Status
+from sona.settings import default_of
 from sona.standing import Throughput
 from sona.store import Claim, JobStore, Lease
 
@@ -69,16 +70,20 @@ WorkerState = Literal["running", "retrying", "drained", "stopped"]
 
 @dataclass(frozen=True)
 class WorkerConfig:
+    """Defaults are Settings' own (``default_of``): the runtime builds this from
+    its Settings; tests name what they change."""
+
     max_audio_seconds: float
-    batch_size: int = 8  # windows of speech per engine step
+    batch_size: int = 8  # windows of speech per engine step (the CUDA default)
     parallel_steps: int = 1  # engine steps in flight at once (EngineConfig.replicas)
-    chunk_s: float = 20.0  # most speech in one window (EngineConfig.chunk_s)
-    beam_size: int = 1  # when a job does not say
-    max_jobs: int = 16  # jobs in flight at once, their chunks sharing batches
-    lease_s: float = 30.0
-    poll_interval_s: float = 1.0
-    job_timeout_s: float = 6 * 3600
-    step_timeout_s: float = 300.0  # a batch past this is a hung engine: kill it
+    chunk_s: float = default_of("chunk_s")  # most speech in one window
+    beam_size: int = default_of("beam_size")  # when a job does not say
+    # Jobs in flight at once, their chunks sharing batches.
+    max_jobs: int = default_of("max_jobs_in_flight")
+    lease_s: float = default_of("lease_s")
+    poll_interval_s: float = default_of("poll_interval_s")
+    job_timeout_s: float = default_of("job_timeout_s")
+    step_timeout_s: float = default_of("step_timeout_s")  # past this the engine hung: kill it
 
 
 def owner_is_dead(worker_id: str) -> bool:

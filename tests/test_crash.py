@@ -104,6 +104,7 @@ def test_r02_poison_pill_fails_after_max_attempts_and_the_others_complete(
     assert wait_for(d, later["id"], finished)["status"] == "completed"
 
 
+@pytest.mark.slow  # a long real-model run
 def test_r01_daemon_death_mid_job_does_not_count_toward_worker_crashed(
     daemon_factory: Any, long_wav: Path, tmp_path: Path
 ) -> None:
@@ -128,6 +129,7 @@ def test_r01_daemon_death_mid_job_does_not_count_toward_worker_crashed(
     assert sorted(ids) == list(range(len(ids))), "segments duplicated or missing"
 
 
+@pytest.mark.slow  # a long real-model run
 def test_engine_killed_mid_job_requeues_it_and_the_daemon_keeps_serving(
     daemon_factory: Any, long_wav: Path, fox_wav: Path
 ) -> None:
@@ -145,6 +147,7 @@ def test_engine_killed_mid_job_requeues_it_and_the_daemon_keeps_serving(
     assert wait_for(d, later["id"], finished)["status"] == "completed"
 
 
+@pytest.mark.slow  # waits out a model-load timeout
 @pytest.mark.parametrize("fault", ["SONA_TEST_CRASH_AT", "SONA_TEST_HANG_AT"])
 def test_r30_an_engine_dead_or_hung_in_a_model_load_retries_the_job(
     daemon_factory: Any, fox_wav: Path, tmp_path: Path, fault: str
@@ -171,6 +174,7 @@ def test_r30_an_engine_dead_or_hung_in_a_model_load_retries_the_job(
     assert httpx.get(f"{d.url}/ready").json()["engine"]["restarts"] == 1
 
 
+@pytest.mark.slow  # long real-model runs around a crash
 def test_r30_a_crashed_jobs_rerun_blocks_neither_other_jobs_nor_interactive_requests(
     daemon_factory: Any, long_wav: Path, fox_wav: Path, tmp_path: Path
 ) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import Daemon
 
@@ -87,6 +88,7 @@ def test_no_default_model_fails_fast_with_503(daemon_factory: Any, fox_wav: Path
     assert r.headers["x-should-retry"] == "false"
 
 
+@pytest.mark.slow  # a long real-model run
 def test_r01_kill_9_mid_job_requeues_and_completes_once(
     daemon_factory: Any, long_wav: Path, tmp_path: Path
 ) -> None:

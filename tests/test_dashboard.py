@@ -24,11 +24,14 @@ from tests.audio_factory import concat_wav
 from tests.conftest import AUDIO, Daemon
 
 CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium); "
-    "it could not be installed here",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium); "
+        "it could not be installed here",
+    ),
+    pytest.mark.slow,  # a real browser against real daemons: minutes
+]
 ARGS = [
     "--headless",
     "--no-sandbox",
@@ -173,25 +176,38 @@ def test_upload_watch_progress_read_play_and_download(
     fox_wav: Path,
     manifest: dict[str, Any],
 ) -> None:
+    """One daemon and one page through a user's session, a step at a time (the
+    two-minute job is run once, not once per step)."""
     # One window a step, so progress moves several times on a two-minute file.
     d = daemon_factory("--model", "tiny.en", env={"SONA_BATCH_SIZE": "1"})
     page = open_page(d.url + "/")
+    media: list[tuple[str, int]] = []
+    page.on("response", lambda r: media.append((r.url, r.status)) if "/audio" in r.url else None)
+    talk_id, fox_id = _upload_and_watch_progress(page, shot, long_wav, fox_wav)
+    # The options went through: word timestamps were asked for.
+    verbose = api(d, f"/v1/jobs/{fox_id}/transcript?format=verbose_json")
+    assert verbose["words"], "word_timestamps was not sent"
+    _read_and_download(page, fox_id, manifest["fox.wav"]["keywords"])
+    _play_from_a_segment(page, shot, talk_id, media)
+    _unload_and_load_a_model(page, d)
+    _narrow_screen(page, shot, fox_id)
+
+
+def _upload_and_watch_progress(
+    page: Page, shot: Callable[..., Path], long_wav: Path, fox_wav: Path
+) -> tuple[str, str]:
+    """The bar moves: values strictly between 0 and 1 while processing, with the
+    partial text showing, never going back, ending full."""
     wait_live(page)
     assert page.locator('#models .model[data-id="tiny.en"]').count() == 1
     assert page.inner_text("#worker") == "running"
     page.evaluate(RECORD_BARS)
-    media: list[tuple[str, int]] = []
-    page.on("response", lambda r: media.append((r.url, r.status)) if "/audio" in r.url else None)
-
     page.check("#opt-words")
     talk_id, fox_id = upload(page, long_wav, fox_wav)
     page.wait_for_selector(f'.job[data-id="{talk_id}"][data-status="processing"]', timeout=STEP)
     shot(page, "processing")
     page.wait_for_selector(f'.job[data-id="{talk_id}"][data-status="completed"]', timeout=JOB_S)
     page.wait_for_selector(f'.job[data-id="{fox_id}"][data-status="completed"]', timeout=JOB_S)
-
-    # The bar moved: values strictly between 0 and 1 while processing, with the
-    # partial text showing, never going back, ending full.
     log = [e for e in page.evaluate("() => window.barLog") if e["id"] == talk_id]
     values = [e["value"] for e in log]
     mid = [e for e in log if 0 < e["value"] < 1 and e["status"] == "processing"]
@@ -203,20 +219,17 @@ def test_upload_watch_progress_read_play_and_download(
     assert "RTF " in talk_card.locator(".meta").inner_text()
     assert talk_card.locator(".cancel").is_hidden()
     shot(page, "completed")
+    return talk_id, fox_id
 
-    # The options went through: word timestamps were asked for.
-    verbose = api(d, f"/v1/jobs/{fox_id}/transcript?format=verbose_json")
-    assert verbose["words"], "word_timestamps was not sent"
 
-    # The transcript, with timestamps.
+def _read_and_download(page: Page, fox_id: str, keywords: list[str]) -> None:
+    """The transcript, with timestamps; every format downloads, named after the upload."""
     card(page, fox_id).locator(".open").click()
     page.wait_for_selector("#t-segments .segment", timeout=STEP)
     text = page.inner_text("#t-segments").lower()
-    for word in manifest["fox.wav"]["keywords"]:
+    for word in keywords:
         assert word in text, text
     assert "0:00.0 →" in page.inner_text("#t-segments .segment .time >> nth=0")
-
-    # Every format downloads, named after the upload.
     for fmt, ext in EXTENSIONS.items():
         with page.expect_download(timeout=STEP) as info:
             page.click(f'#t-downloads [data-format="{fmt}"]')
@@ -230,8 +243,12 @@ def test_upload_watch_progress_read_play_and_download(
             assert body.startswith("WEBVTT")
     page.click("#t-close")
 
-    # Click a segment of the long job: the player jumps there and plays it.
-    talk_card.locator(".open").click()
+
+def _play_from_a_segment(
+    page: Page, shot: Callable[..., Path], talk_id: str, media: list[tuple[str, int]]
+) -> None:
+    """Click a segment of the long job: the player jumps there and plays it."""
+    card(page, talk_id).locator(".open").click()
     segments = page.locator("#t-segments .segment")
     segments.nth(2).wait_for(timeout=STEP)
     assert segments.count() >= 5
@@ -250,7 +267,8 @@ def test_upload_watch_progress_read_play_and_download(
     assert any(status == 206 for _, status in media), f"no ranged audio response: {media}"
     page.click("#t-close")
 
-    # Models: unload, then load again, from the page.
+
+def _unload_and_load_a_model(page: Page, d: Daemon) -> None:
     page.click('#models .model[data-id="tiny.en"] button')
     page.wait_for_selector('#models .model[data-id="tiny.en"]', state="detached", timeout=STEP)
     assert loaded_models(d) == []
@@ -260,7 +278,9 @@ def test_upload_watch_progress_read_play_and_download(
     assert "Loaded tiny.en" in page.inner_text("#models-msg")
     assert loaded_models(d) == ["tiny.en"]
 
-    # A narrow screen: nothing sticks out sideways; the transcript still opens.
+
+def _narrow_screen(page: Page, shot: Callable[..., Path], fox_id: str) -> None:
+    """Nothing sticks out sideways; the transcript still opens."""
     page.set_viewport_size({"width": 390, "height": 844})
     no_horizontal_scroll(page)
     shot(page, "narrow")

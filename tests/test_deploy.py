@@ -4,12 +4,14 @@ checks of what no linter here can run (no Docker engine, no cluster)."""
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,25 +51,50 @@ def test_start_script_passes_shellcheck() -> None:
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def _unit() -> tuple[str, dict[str, dict[str, list[str]]], list[list[str]]]:
+    """The unit's text, its settings by section (a key may repeat), and the shell
+    commands of its install comment."""
+    text = (DEPLOY / "systemd" / "sona.service").read_text()
+    sections: dict[str, dict[str, list[str]]] = {}
+    commands: list[list[str]] = []
+    current: dict[str, list[str]] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("#"):
+            body = line.lstrip("#").strip()
+            if body.startswith(("install ", "python3 ", "systemctl ")):
+                commands += [shlex.split(c) for c in body.split("&&")]
+        elif line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+        elif "=" in line:
+            key, _, value = line.partition("=")
+            current.setdefault(key, []).append(value)
+    return text, sections, commands
+
+
 def test_systemd_unit_verifies(tmp_path: Path) -> None:
     analyze = _tool("systemd-analyze")
-    unit = (DEPLOY / "systemd" / "sona.service").read_text()
+    unit, sections, _ = _unit()
+    service = sections["Service"]
     # verify insists that ExecStart exists; the venv is not installed here.
-    assert "ExecStart=/opt/sona/bin/sona serve" in unit
+    (exec_start,) = service["ExecStart"]
+    assert shlex.split(exec_start)[:2] == ["/opt/sona/bin/sona", "serve"]
     copy = tmp_path / "sona.service"
     copy.write_text(unit.replace("/opt/sona/bin/sona", shutil.which("true") or "/bin/true"))
     r = _run(analyze, "verify", str(copy))
     assert r.returncode == 0, r.stdout + r.stderr
-    for hardening in ("NoNewPrivileges=yes", "ProtectSystem=strict", "DynamicUser=yes"):
-        assert hardening in unit
+    for key in ("NoNewPrivileges", "ProtectSystem", "DynamicUser"):
+        assert service[key] == ["strict" if key == "ProtectSystem" else "yes"], key
 
 
 def test_systemd_unit_reads_the_config_file_it_installs(monkeypatch: pytest.MonkeyPatch) -> None:
     """The unit names a config file, its install lines put the shipped one there,
     and that file is valid Sona settings (unknown keys would be refused)."""
-    unit = (DEPLOY / "systemd" / "sona.service").read_text()
-    (path,) = re.findall(r"^Environment=SONA_CONFIG_FILE=(\S+)$", unit, re.MULTILINE)
-    assert f"deploy/systemd/sona.toml {path}" in unit  # the install line
+    _, sections, commands = _unit()
+    env = dict(v.split("=", 1) for v in sections["Service"]["Environment"])
+    path = env["SONA_CONFIG_FILE"]
+    installs = [c[-2:] for c in commands if c[0] == "install"]
+    assert ["deploy/systemd/sona.toml", path] in installs, installs
     monkeypatch.setenv("SONA_CONFIG_FILE", str(DEPLOY / "systemd" / "sona.toml"))
     settings = Settings()
     assert settings.model == "tiny.en" and settings.log_format == "json"
@@ -117,12 +144,24 @@ async def test_rules_and_dashboard_use_only_exported_metrics(
     exported = _exported_names(await (await client.get("/metrics")).text())
     rules = yaml.safe_load((DEPLOY / "prometheus" / "sona-alerts.yml").read_text())
     exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
-    dashboard = (DEPLOY / "grafana" / "sona-dashboard.json").read_text()
-    exprs += re.findall(r'"expr": "((?:[^"\\]|\\.)*)"', dashboard)
+    dashboard = json.loads((DEPLOY / "grafana" / "sona-dashboard.json").read_text())
+    exprs += list(_values_of("expr", dashboard))
     used = {m for e in exprs for m in re.findall(r"\b((?:sona|process)_[a-z_]+)", e)}
     optional = {"sona_gpu_memory_used_bytes", "sona_gpu_memory_total_bytes"}  # GPU only
     assert used, "no metric names found"
     assert used - exported - optional == set()
+
+
+def _values_of(key: str, node: Any) -> Iterator[Any]:
+    """Every value under ``key`` anywhere in a parsed JSON document."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == key:
+                yield v
+            yield from _values_of(key, v)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _values_of(key, item)
 
 
 def _k8s() -> dict[str, dict[str, Any]]:
@@ -167,18 +206,37 @@ def test_compose_profiles() -> None:
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: p.name)
 def test_dockerfile_shape(path: Path) -> None:
+    final = _stages(path)[-1]
+    last = {instruction: args for instruction, args in final}  # the one that counts
+    assert last["USER"] == "10001:10001"  # numeric: runAsNonRoot can check it
+    options, _, probe = last["HEALTHCHECK"].partition("CMD ")
+    assert "/health" in " ".join(json.loads(probe)), probe
+    assert json.loads(last["VOLUME"]) == ["/data"]
+    env = dict(p.split("=", 1) for i, a in final if i == "ENV" for p in shlex.split(a))
+    assert env["SONA_DATA_DIR"] == "/data"
+    assert json.loads(last["CMD"]) == ["sona", "serve"]
+
+
+def _docker_run_args(path: Path) -> list[str]:
+    """The arguments the start script gives ``docker run``."""
     text = path.read_text()
-    assert re.search(r"^USER 10001:10001$", text, re.M)  # numeric: runAsNonRoot can check it
-    assert re.search(r"^HEALTHCHECK .*\n.*/health", text, re.M)
-    assert 'VOLUME ["/data"]' in text and "SONA_DATA_DIR=/data" in text
-    assert 'CMD ["sona", "serve"]' in text
+    if path.suffix == ".sh":
+        joined = text.replace("\\\n", " ")
+        (line,) = [x.strip() for x in joined.splitlines() if x.strip().startswith("docker run ")]
+        return shlex.split(line)[2:]
+    block = re.search(r"^\$runArgs = @\((.*?)^docker @runArgs", text, re.M | re.S)
+    assert block, f"no docker run arguments in {path}"
+    # PowerShell's array: quoted strings and bare variables, in order.
+    return [a or b for a, b in re.findall(r'"([^"]*)"|(\$\w+)', block.group(1))]
 
 
-def test_start_scripts_run_the_persistent_service() -> None:
-    for path in (START_SH, START_PS1):
-        text = path.read_text()
-        assert "unless-stopped" in text and "8765" in text and "127.0.0.1:" in text
-        assert "--read-only" in text
+@pytest.mark.parametrize("path", [START_SH, START_PS1], ids=lambda p: p.name)
+def test_start_scripts_run_the_persistent_service(path: Path) -> None:
+    args = _docker_run_args(path)
+    after = {a: b for a, b in zip(args, args[1:], strict=False)}
+    assert after["--restart"] == "unless-stopped"
+    assert after["-p"].startswith("127.0.0.1:") and after["-p"].endswith(":8765")
+    assert "--read-only" in args
 
 
 # --- Dockerfiles and the build context, parsed --------------------------------

@@ -136,6 +136,7 @@ async def test_a_chunk_alone_in_its_window_reads_as_when_decoded_alone(
     assert full_text(s for segs in await decode(host, chunks) for s in segs) == first
 
 
+@pytest.mark.slow  # a long real-model run
 async def test_long_audio_is_cut_at_silences_into_chunks_of_speech(
     host: ProcessEngineHost, tmp_path: Path, manifest: dict[str, Any]
 ) -> None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 ROOT = Path(__file__).parent.parent / "service"
@@ -15,6 +19,7 @@ LAYER = {
     "settings": 0,
     "jobs": 0,
     "crashpoints": 0,
+    "wire": 0,
     "store": 1,
     "engine": 1,
     "uploads": 1,
@@ -87,10 +92,112 @@ def test_imports_flow_down(path: Path) -> None:
             assert {rel.parts[0], other} != {"store", "engine"}, f"{rel} imports {name}"
 
 
+# The engine's ML libraries: the daemon must not load them (an API node holds
+# no model; a worker node holds them in its engine process only).
+ENGINE_LIBS = ("faster_whisper", "ctranslate2")
+# Modules that may reach them at import time: the backend, and the process
+# that drives it (imported inside the spawned child only, by engine/entry.py).
+ENGINE_SIDE = {"engine/whisper.py", "engine/child.py"}
+
+
+def _module_path(dotted: str) -> Path | None:
+    """The file of ``sona.x.y`` (a module or a package), None if not one of ours."""
+    parts = dotted.split(".")
+    if parts[0] != "sona" or len(parts) < 2:
+        return None
+    base = ROOT.joinpath(*parts[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _import_time_names(path: Path) -> list[str]:
+    """What importing ``path`` imports: module-level statements, not those in a
+    function (a lazy import) or under ``if TYPE_CHECKING``."""
+    names: list[str] = []
+
+    def visit(body: list[ast.stmt]) -> None:
+        for node in body:
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.append(node.module)
+                names.extend(f"{node.module}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                names.extend(a.name for a in node.names)
+            elif isinstance(node, ast.If) and "TYPE_CHECKING" not in ast.unparse(node.test):
+                visit(node.body + node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body + node.orelse + node.finalbody)
+
+    visit(ast.parse(path.read_text()).body)
+    return names
+
+
+def _reaches_engine_libs(start: Path) -> list[str]:
+    """The chain of imports from ``start`` to faster_whisper or ctranslate2, if any."""
+    seen = {start}
+    todo = [(start, [str(start.relative_to(ROOT))])]
+    while todo:
+        path, chain = todo.pop()
+        for name in _import_time_names(path):
+            if name.split(".")[0] in ENGINE_LIBS:
+                return [*chain, name]
+            parts = name.split(".")
+            # A package's __init__ runs before any of its modules.
+            for n in range(2, len(parts) + 1):
+                target = _module_path(".".join(parts[:n]))
+                if target is not None and target not in seen:
+                    seen.add(target)
+                    todo.append((target, [*chain, str(target.relative_to(ROOT))]))
+    return []
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_only_the_engine_side_loads_faster_whisper(path: Path) -> None:
+    """Transitively: a module that imports one that imports faster_whisper loads
+    it too."""
+    chain = _reaches_engine_libs(path)
+    if str(path.relative_to(ROOT)) in ENGINE_SIDE:
+        assert path.name == "child.py" or chain, f"{path} no longer loads the engine?"
+    else:
+        assert not chain, " -> ".join(chain)
+
+
 def test_only_whisper_imports_faster_whisper() -> None:
     for path in _modules():
-        if any(n.startswith("faster_whisper") for n in _imports(path)):
+        if any(n.split(".")[0] in ENGINE_LIBS for n in _import_time_names(path)):
             assert path == ROOT / "engine" / "whisper.py", path
+
+
+def test_an_api_node_never_loads_the_engine_libraries(daemon_factory: Any) -> None:
+    """``sona serve --no-worker`` from start to a clean exit, a request served:
+    Python's import log (``-X importtime``, every module the process imported,
+    lazily or not) names neither library."""
+    d = daemon_factory("--no-worker", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    with httpx.Client(base_url=d.url, timeout=30) as client:
+        assert client.get("/v1/jobs").status_code == 200
+        assert client.get("/ready").status_code == 200
+    assert d.stop() == 0
+    imported = {
+        line.split("|")[-1].strip()
+        for line in d.stderr().splitlines()
+        if line.startswith("import time:")
+    }
+    assert {"sona.app", "sona.cli", "sona.engine", "aiohttp.web"} <= imported  # the log is read
+    loaded = sorted(m for m in imported if m.split(".")[0] in ENGINE_LIBS)
+    assert not loaded, loaded
+
+
+def test_importing_the_app_leaves_the_engine_libraries_out() -> None:
+    """A fresh interpreter, as a parent application embedding the daemon has."""
+    code = (
+        "import sys, sona.app, sona.cli, sona.runtime, sona.engine.host, sona.engine.registry;"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {ENGINE_LIBS!r}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_only_api_and_app_import_aiohttp_web() -> None:
@@ -104,7 +211,7 @@ def test_mcp_tools_use_only_the_client() -> None:
     for path in (ROOT.parent / "mcp_tools").rglob("*.py"):
         for name in _imports(path):
             if name.split(".")[0] == "sona":
-                assert name.startswith("sona.client"), f"{path.name} imports {name}"
+                assert name.startswith(("sona.client", "sona.wire")), f"{path.name} imports {name}"
 
 
 def test_the_service_layer_knows_no_http() -> None:
@@ -187,3 +294,9 @@ def test_every_path_admits_and_cancels_through_the_service_layer() -> None:
         for method in ("job_queued", "cancel_requested"):
             assert not _calls(path, method), f"{rel} calls {method}, not sona.queue"
     assert {"local.py", "api"} <= set(admitters)
+
+
+def test_the_wire_module_imports_nothing() -> None:
+    """client.py and sona_mcp read it without loading the daemon (or anything)."""
+    names = _imports(ROOT / "wire.py")
+    assert names == ["__future__", "__future__.annotations"], names

@@ -336,7 +336,7 @@ async def test_streamable_http_transport(http_server: str) -> None:
         (b"RIFF\x24\x08\x00\x00WAVEfmt ", "wav"),
         (b"fLaC\x00\x00\x00\x22", "flac"),
         (b"OggS\x00\x02", "ogg"),
-        (b"ID3\x04\x00\x00", "mpeg"),
+        (b"ID3\x04\x00\x00", "mp3"),
         (b"\xff\xfb\x90\x64", "mpeg"),
         (b"\xff\xf1\x50\x80", "mpeg"),  # AAC in ADTS
         (b"\x00\x00\x00\x20ftypM4A ", "mp4"),

@@ -7,11 +7,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
+from sona.api.openapi import DOCS, build_spec
+from sona.api.routes import setup as setup_routes
 from sona.jobs import LANGUAGES, Segment, Status
 from sona.keys import STORE
 from tests.helpers import audio_form, idle_app, submit
@@ -43,6 +46,19 @@ async def test_every_registered_route_is_in_the_spec_and_nothing_else(
     documented = {(method, path) for path, item in spec["paths"].items() for method in item}
     assert registered - documented == set(), "routes missing from service/api/openapi.py"
     assert documented - registered == set(), "operations documented but not registered"
+    stale = {(m.lower(), p) for m, p in DOCS} - registered
+    assert stale == set(), "DOCS entries for routes the app does not serve"
+
+
+def test_a_route_without_documentation_fails_the_spec() -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response()
+
+    app = web.Application()
+    setup_routes(app)
+    app.router.add_get("/v1/undocumented", handler)
+    with pytest.raises(KeyError, match="/v1/undocumented"):
+        build_spec(app.router)
 
 
 async def test_spec_is_valid_openapi_3_1_built_from_the_pydantic_models(

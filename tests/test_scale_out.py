@@ -31,6 +31,9 @@ from tests.helpers import audio_form
 from tests.pg import PG_BASE, pg_reachable
 from tests.test_job_events import sse
 
+# A PostgreSQL cluster of real processes: minutes on two cores (pytest -m 'not slow').
+pytestmark = pytest.mark.slow
+
 LEASE_S = 6
 ENV = {"SONA_POLL_INTERVAL_S": "0.2", "SONA_LEASE_S": str(LEASE_S), "SONA_LOG_LEVEL": "info"}
 BOUND_S = 180  # a generous bound for any one thing to happen on a loaded machine
@@ -286,7 +289,6 @@ async def test_stopped_worker_is_fenced_after_another_takes_over(
     assert dict(after[0]) == dict(before[0]) and after[1] == before[1]
 
 
-@pytest.mark.slow
 async def test_many_jobs_complete_exactly_once_across_two_workers(
     http: aiohttp.ClientSession, cluster: Cluster, tmp_path: Path
 ) -> None:

@@ -64,6 +64,16 @@ async def wait_state(client: TestClient, job_id: str, state: str, timeout: float
         await asyncio.sleep(0.05)
 
 
+async def past_a_retry(client: TestClient, receiver: Any, fox_wav: Path) -> None:
+    """Wait until a first retry of a delivery that ended before now would have
+    come: a later delivery fails twice, so its third attempt comes more than
+    one full backoff after the earlier ones ended (jitter takes at most half of
+    each wait), and the dispatcher sends what is due in order of due time."""
+    marker = receiver(["500", "500", "200"])
+    later = await queued_then_cancelled(client, fox_wav, marker.url)
+    await wait_state(client, later, "delivered")
+
+
 async def queued_then_cancelled(client: TestClient, fox_wav: Path, callback: str) -> str:
     """A job that ends at once without inference: queued on an idle app, cancelled."""
     job = await submit(client, fox_wav, callback_url=callback)
@@ -116,7 +126,7 @@ async def test_410_disables_and_other_4xx_is_dead_at_once(
     second = await queued_then_cancelled(client, fox_wav, bad.url)
     disabled = await wait_state(client, first, "disabled")
     dead = await wait_state(client, second, "dead")
-    await asyncio.sleep(1.0)  # ten backoff periods: no further attempt comes
+    await past_a_retry(client, receiver, fox_wav)  # no further attempt comes
     assert len(gone.posts()) == 1 and len(bad.posts()) == 1
     assert disabled["last_status_code"] == 410 and disabled["next_attempt_at"] is None
     assert dead["last_status_code"] == 400 and dead["attempts"] == 1

@@ -137,6 +137,7 @@ def rss_mb(pid: int) -> float:
     raise AssertionError(f"no VmRSS for {pid}")
 
 
+@pytest.mark.slow  # a long real-model run
 async def test_r14_lying_header_flac_bombs_leave_memory_where_it_was(
     aiohttp_client: Any, make_settings: Any, tmp_path: Path
 ) -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 from aiohttp import web
 
 from sona.api.job_requests import load_job
-from sona.audio import SNIFF_BYTES, sniff
 from sona.errors import InvalidRequest, NotFound
+from sona.wire import SNIFF_BYTES, sniff
 
 routes = web.RouteTableDef()
 

@@ -1,10 +1,12 @@
 """``GET /openapi.json`` and ``GET /docs`` (C6).
 
 The schemas come from the pydantic models that validate requests and shape
-responses (``api/schemas.py``, ``OpenAIForm``); the operations are a table
-written by hand, because aiohttp routes carry no types. ``tests/test_openapi.py``
-fails when a registered route is missing here, and checks real responses
-against the schemas, so neither side can drift silently.
+responses (``api/schemas.py``, ``OpenAIForm``); the paths are the routes the
+app serves, each documented by hand in ``DOCS`` (aiohttp routes carry no
+types); a served route without an entry fails the build of the spec. The
+format enum is ``formats.FORMATS``, the status enum ``wire.STATUSES``.
+``tests/test_openapi.py`` checks real responses against the schemas, so
+neither side can drift silently.
 
 The transcript and event shapes below are produced by ``formats.render`` and
 the event streams; the tests check those bodies against these models."""
@@ -40,8 +42,9 @@ from sona.api.schemas import (
     WebhookList,
 )
 from sona.errors import NotFound
-from sona.formats import CONTENT_TYPES
+from sona.formats import CONTENT_TYPES, FORMATS
 from sona.jobs import JOB_ID_RE, TranscribeOptions
+from sona.wire import STATUSES
 
 routes = web.RouteTableDef()
 
@@ -199,8 +202,6 @@ class Op:
     media object); ``errors`` lists the statuses answered with an ``ErrorBody``;
     ``query`` and ``headers`` are (name, schema, description)."""
 
-    method: str
-    path: str
     tag: str
     summary: str
     responses: dict[int, dict[str, Any]]
@@ -267,7 +268,7 @@ JOB_ID = {"type": "string", "pattern": JOB_ID_RE.pattern}
 PATH_PARAMS: dict[str, dict[str, Any]] = {"job_id": JOB_ID}
 
 
-FMT = {"type": "string", "enum": ["text", "json", "verbose_json", "srt", "vtt", "tsv", "jsonl"]}
+FMT = {"type": "string", "enum": list(FORMATS)}
 
 
 def _bounds(name: str) -> dict[str, Any]:
@@ -286,88 +287,91 @@ CAPTION_QUERY = tuple(
         ("max_cue_duration", "srt/vtt: seconds a cue stays on screen at most (default 7)"),
     )
 )
-STATUS_Q = {"type": "string", "enum": ["queued", "processing", "completed", "failed", "cancelled"]}
+STATUS_Q = {"type": "string", "enum": list(STATUSES)}
 
-OPERATIONS: tuple[Op, ...] = (
-    Op("GET", "/health", "operations", "Liveness: 503 once the worker has stopped",
+# The documentation of each route, by (method, path), in the order /docs shows
+# them. The routes themselves are the app's (``api/routes.py``): the spec lists
+# what the router serves, and a served route without an entry here fails it.
+DOCS: dict[tuple[str, str], Op] = {
+    ("GET", "/health"): Op("operations", "Liveness: 503 once the worker has stopped",
        {200: json_of("HealthOut"), 503: json_of("HealthOut")}),
-    Op("GET", "/ready", "operations", "Readiness: a model loaded and the worker running",
+    ("GET", "/ready"): Op("operations", "Readiness: a model loaded and the worker running",
        {200: json_of("ReadyOut"), 503: json_of("ReadyOut")}),
-    Op("GET", "/metrics", "operations", "Prometheus metrics", {200: TEXT},
+    ("GET", "/metrics"): Op("operations", "Prometheus metrics", {200: TEXT},
        description="Prometheus text format; the metrics are listed in docs/operations.md."),
-    Op("POST", "/v1/jobs", "jobs", "Submit a job", {202: json_of("JobOut"),
+    ("POST", "/v1/jobs"): Op("jobs", "Submit a job", {202: json_of("JobOut"),
        200: json_of("JobOut")}, (400, 404, 408, 409, 413, 415, 422, 503, 507),
        body={**multipart("JobForm"), "application/json": {"schema": ref("JobUrl")}},
        headers=(("Idempotency-Key", {"type": "string", "minLength": 1, "maxLength": 255},
                  "the same key with the same file returns the existing job"),),
        description="Multipart upload, or JSON {url, ...} for Sona to fetch the audio. "
        "200 answers an idempotent repeat."),
-    Op("GET", "/v1/jobs", "jobs", "List jobs, newest first", {200: json_of("JobList")}, (400,),
+    ("GET", "/v1/jobs"): Op("jobs", "List jobs, newest first", {200: json_of("JobList")}, (400,),
        query=(("status", STATUS_Q, "only jobs in this status"),
               ("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "page size"),
               ("before", JOB_ID, "cursor: next_before of the previous page"))),
-    Op("GET", "/v1/jobs/{job_id}", "jobs", "Job status", {200: json_of("JobOut")}, (400, 404)),
-    Op("DELETE", "/v1/jobs/{job_id}", "jobs", "Cancel a job",
+    ("GET", "/v1/jobs/{job_id}"): Op("jobs", "Job status", {200: json_of("JobOut")}, (400, 404)),
+    ("DELETE", "/v1/jobs/{job_id}"): Op("jobs", "Cancel a job",
        {200: json_of("JobOut"), 202: json_of("JobOut")}, (400, 404, 409),
        description="202 while a processing job has not stopped yet."),
-    Op("GET", "/v1/jobs/{job_id}/transcript", "jobs", "Download the transcript",
+    ("GET", "/v1/jobs/{job_id}/transcript"): Op("jobs", "Download the transcript",
        {200: TRANSCRIPT_TYPES}, (400, 404, 409),
        query=(("format", FMT, "output format (default text)"), *CAPTION_QUERY),
        description="srt and vtt cues follow the job's caption options; the query "
        "overrides them for this download."),
-    Op("GET", "/v1/jobs/{job_id}/webhooks", "jobs", "The job's webhook deliveries",
+    ("GET", "/v1/jobs/{job_id}/webhooks"): Op("jobs", "The job's webhook deliveries",
        {200: json_of("WebhookList")}, (400, 404),
        description="Each delivery to the job's callback_url: state (pending | "
        "delivered | dead | disabled), every attempt with its status code and error, "
        "the next attempt while pending. Empty for a job without callback_url."),
-    Op("GET", "/v1/jobs/{job_id}/events", "jobs", "Follow a job (Server-Sent Events)",
+    ("GET", "/v1/jobs/{job_id}/events"): Op("jobs", "Follow a job (Server-Sent Events)",
        {200: SSE}, (400, 404), description=EVENTS_DOC,
        headers=(("Last-Event-ID", {"type": "integer", "minimum": 0, "maximum": 999_999_999},
                  "resume after this segment id"),)),
-    Op("GET", "/v1/events", "jobs", "Follow every job (Server-Sent Events)", {200: SSE},
+    ("GET", "/v1/events"): Op("jobs", "Follow every job (Server-Sent Events)", {200: SSE},
        description=FEED_DOC, headers=(("Last-Event-ID", {"type": "string"},
                                        "any id this stream sent: answered with a snapshot"),)),
-    Op("GET", "/v1/jobs/{job_id}/audio", "jobs", "The retained upload, for playback",
+    ("GET", "/v1/jobs/{job_id}/audio"): Op("jobs", "The retained upload, for playback",
        {200: AUDIO, 206: AUDIO, 416: AUDIO}, (400, 404),
        headers=(("Range", {"type": "string", "pattern": r"^bytes=[0-9]*-[0-9]*$"},
                  "bytes=START-END: answered 206 (416 past the end)"),),
        description="The file as uploaded, while retention keeps it (404 after)."),
-    Op("POST", "/v1/audio/transcriptions", "openai", "Transcribe (OpenAI-compatible)",
+    ("POST", "/v1/audio/transcriptions"): Op("openai", "Transcribe (OpenAI-compatible)",
        OPENAI_RESPONSES, (400, 404, 408, 409, 413, 415, 422, 429, 500, 503, 507),
        body=multipart("OpenAIForm"), description=OPENAI_DOC),
-    Op("POST", "/v1/audio/translations", "openai", "Translate to English (OpenAI-compatible)",
+    ("POST", "/v1/audio/translations"): Op("openai", "Translate to English (OpenAI-compatible)",
        OPENAI_RESPONSES, (400, 404, 408, 409, 413, 415, 422, 429, 500, 503, 507),
        body=multipart("OpenAIForm"), description=OPENAI_DOC),
-    Op("POST", "/v1/audio/language", "openai", "Detect the language of an upload",
+    ("POST", "/v1/audio/language"): Op("openai", "Detect the language of an upload",
        {200: json_of("LanguageOut")}, (400, 404, 408, 409, 413, 415, 422, 500, 503, 507),
        body=multipart("LanguageForm"), description=LANGUAGE_DOC),
-    Op("GET", "/v1/models", "models", "Loaded models", {200: json_of("ModelListOut")}),
-    Op("POST", "/v1/models/load", "models", "Load a model", {200: json_of("ModelOut")},
+    ("GET", "/v1/models"): Op("models", "Loaded models", {200: json_of("ModelListOut")}),
+    ("POST", "/v1/models/load"): Op("models", "Load a model", {200: json_of("ModelOut")},
        (400, 404, 503), body=json_of("ModelLoad")),
-    Op("GET", "/v1/models/{model_id}", "models", "A loaded model or an OpenAI alias",
+    ("GET", "/v1/models/{model_id}"): Op("models", "A loaded model or an OpenAI alias",
        {200: json_of("ModelOut")}, (404,)),
-    Op("DELETE", "/v1/models/{model_id}", "models", "Unload a model",
+    ("DELETE", "/v1/models/{model_id}"): Op("models", "Unload a model",
        {200: json_of("ModelDeletedOut")}),
-    Op("DELETE", "/v1/models", "models", "Unload all models",
+    ("DELETE", "/v1/models"): Op("models", "Unload all models",
        {200: json_of("ModelsDeletedOut")}),
-    Op("POST", "/transcribe", "seed", "Submit (seed-compatible)", {200: json_of("SeedJobOut")},
+    ("POST", "/transcribe"): Op("seed", "Submit (seed-compatible)", {200: json_of("SeedJobOut")},
        (400, 404, 408, 409, 413, 415, 422, 503, 507), body=multipart("JobForm")),
-    Op("GET", "/status/{job_id}", "seed", "Status (seed-compatible)",
+    ("GET", "/status/{job_id}"): Op("seed", "Status (seed-compatible)",
        {200: json_of("SeedStatusOut")}, (400, 404)),
-    Op("GET", "/download/{job_id}", "seed", "Transcript text (seed-compatible)",
+    ("GET", "/download/{job_id}"): Op("seed", "Transcript text (seed-compatible)",
        {200: TEXT}, (400, 404), description="404 until the transcript is ready."),
-    Op("GET", "/openapi.json", "meta", "This document", {200: {"application/json": {}}}),
-    Op("GET", "/docs", "meta", "Interactive API page", {200: {"text/html": {}}}),
-    Op("GET", "/docs/{asset}", "meta", "Assets of the API page",
+    ("GET", "/openapi.json"): Op("meta", "This document", {200: {"application/json": {}}}),
+    ("GET", "/docs"): Op("meta", "Interactive API page", {200: {"text/html": {}}}),
+    ("GET", "/docs/{asset}"): Op("meta", "Assets of the API page",
        {200: {"text/javascript": {}, "text/css": {}}}, (404,)),
-    Op("GET", "/", "meta", "The dashboard page (asks for an API key when keys are on)",
+    ("GET", "/"): Op("meta", "The dashboard page (asks for an API key when keys are on)",
        {200: {"text/html": {}}}),
-    Op("GET", "/dashboard/{asset}", "meta", "Assets of the dashboard page",
+    ("GET", "/dashboard/{asset}"): Op("meta", "Assets of the dashboard page",
        {200: {"text/javascript": {}, "text/css": {}}}, (404,)),
-)  # fmt: skip
+}  # fmt: skip
 
 
-def _operation(op: Op) -> dict[str, Any]:
+def _operation(method: str, path: str, op: Op) -> dict[str, Any]:
     params = [
         {
             "name": name,
@@ -375,7 +379,7 @@ def _operation(op: Op) -> dict[str, Any]:
             "required": True,
             "schema": PATH_PARAMS.get(name, {"type": "string", "minLength": 1}),
         }
-        for name in _path_params(op.path)
+        for name in _path_params(path)
     ]
     params += [
         {"name": name, "in": where, "required": False, "schema": schema, "description": doc}
@@ -385,13 +389,13 @@ def _operation(op: Op) -> dict[str, Any]:
     responses: dict[str, Any] = {}
     for status, content in op.responses.items():
         responses[str(status)] = _response(status, content)
-    errors = op.errors if op.path in OPEN_PATHS else (*op.errors, 401)
+    errors = op.errors if path in OPEN_PATHS else (*op.errors, 401)
     for status in sorted(set(errors)):
         responses[str(status)] = _response(status, json_of("ErrorBody"))
     out: dict[str, Any] = {
         "tags": [op.tag],
         "summary": op.summary,
-        "operationId": f"{op.method.lower()}{_camel(op.path)}",
+        "operationId": f"{method.lower()}{_camel(path)}",
         "responses": responses,
     }
     if op.description:
@@ -400,7 +404,7 @@ def _operation(op: Op) -> dict[str, Any]:
         out["parameters"] = params
     if op.body is not None:
         out["requestBody"] = {"required": True, "content": op.body}
-    if op.path in OPEN_PATHS:
+    if path in OPEN_PATHS:
         out["security"] = []
     return out
 
@@ -421,11 +425,26 @@ def _camel(path: str) -> str:
     return "".join(w.capitalize() for w in words.split("_") if w)
 
 
-def build_spec() -> dict[str, Any]:
-    """The OpenAPI 3.1 document for every operation in ``OPERATIONS``."""
+def served(router: web.UrlDispatcher) -> list[tuple[str, str]]:
+    """(method, path) of every route the app serves, in the order of ``DOCS``.
+    ``KeyError`` names a route that has no documentation."""
+    routes = {
+        (route.method, route.resource.canonical)
+        for route in router.routes()
+        if route.method != "HEAD" and route.resource is not None  # HEAD: aiohttp's own twin
+    }
+    missing = routes - DOCS.keys()
+    if missing:
+        raise KeyError(f"routes without an entry in api/openapi.py's DOCS: {sorted(missing)}")
+    return [key for key in DOCS if key in routes]
+
+
+def build_spec(router: web.UrlDispatcher) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for every route ``router`` serves."""
     paths: dict[str, dict[str, Any]] = {}
-    for op in OPERATIONS:
-        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
+    routes = served(router)
+    for method, path in routes:
+        paths.setdefault(path, {})[method.lower()] = _operation(method, path, DOCS[method, path])
     return {
         "openapi": "3.1.0",
         "info": {
@@ -434,7 +453,7 @@ def build_spec() -> dict[str, Any]:
             "description": "Self-hosted transcription daemon: a durable job queue and "
             "an OpenAI-compatible speech-to-text API. Errors use OpenAI's shape.",
         },
-        "tags": [{"name": t} for t in dict.fromkeys(op.tag for op in OPERATIONS)],
+        "tags": [{"name": t} for t in dict.fromkeys(DOCS[key].tag for key in routes)],
         "paths": paths,
         "components": {
             "schemas": schemas(),
@@ -456,7 +475,7 @@ def _version() -> str:
 
 @routes.get("/openapi.json")
 async def openapi_json(request: web.Request) -> web.Response:
-    return web.json_response(build_spec())
+    return web.json_response(build_spec(request.app.router))
 
 
 # The page runs only our own script and style; the policy keeps it that way.

@@ -16,18 +16,29 @@ worker talks to it through ``EngineHost`` and the small messages below:
 * ``detect_language(model, path)``: the language of a file's first speech,
   without transcribing it.
 
-Only ``engine/whisper.py`` knows faster-whisper."""
+Inside the engine process, ``engine/child.py`` drives an ``Engine`` (the
+backend: ``engine/whisper.py``'s, the only module that knows faster-whisper);
+``engine/entry.py`` imports it there, so the daemon never loads faster-whisper
+or CTranslate2 (``resolve_device`` with ``auto`` asks CTranslate2 for a GPU,
+on a worker node only). The pipe's messages are ``engine/messages.py``."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from sona.errors import AudioTooLong
 from sona.jobs import Segment, TranscribeOptions
+from sona.settings import default_of
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from sona.engine.chunker import RawChunk
 
 SPEAKERS = ("left", "right")
 
@@ -63,29 +74,32 @@ def resolve_cpu_threads(cpu_threads: int, parallel_steps: int) -> int:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    device: str = "auto"
-    compute_type: str = "auto"
+    """The engine process's settings. Defaults are Settings' own (``default_of``):
+    the daemon builds this from its Settings; tests name what they change."""
+
+    device: str = default_of("device")
+    compute_type: str = default_of("compute_type")
     cpu_threads: int = 0  # per replica; 0: CTranslate2's default
     replicas: int = 1  # steps decoded at once (``resolve_parallel_steps``)
     # Most speech in one chunk. Whisper's window holds 30 s, but tiny models end
     # a window early when it is nearly full of speech (WER 0.4 against 0.045 at
     # 20 s on the bench's long file, at the same speed: docs/performance.md).
-    chunk_s: float = 20.0
-    nice: int = 5  # added to the engine process's niceness: the API comes first
+    chunk_s: float = default_of("chunk_s")
+    nice: int = default_of("engine_nice")  # added to the process's niceness: the API first
     # Chunks a job may have cut and waiting for a batch: bounds memory per job.
     ahead: int = 16
     # Sequential decoding (condition_on_previous_text) holds the whole file in
     # memory, as faster-whisper does: longer audio fails the job (Settings).
     max_sequential_seconds: float = 1800.0
     # The parent's log settings: the child's lines look like the daemon's.
-    log_level: str = "info"
-    log_format: str = "json"
+    log_level: str = default_of("log_level")
+    log_format: str = "json"  # resolved: never "auto" here
     # A model load past this is a hung engine: it is killed and restarted.
-    load_timeout_s: float = 300.0
+    load_timeout_s: float = default_of("model_load_timeout_s")
     # The host pings the engine's command thread this often; a ping unanswered
     # for ping_timeout_s (a model load aside) means the engine is not answering.
     ping_interval_s: float = 1.0
-    ping_timeout_s: float = 10.0
+    ping_timeout_s: float = default_of("engine_ping_timeout_s")
 
 
 def sequential_too_long(limit_s: float, seconds: float | None = None) -> AudioTooLong:
@@ -184,6 +198,46 @@ class Crashed:
 
 
 EngineEvent = ChunksReady | Prepared | PrepareFailed | Crashed
+
+
+class Engine(Protocol):
+    """The speech-to-text backend the engine process drives (``WhisperBackend``):
+    its models by id, and the decoding they do. Called from the process's
+    threads, never from the daemon."""
+
+    def load(self, model_id: str, path: Path) -> None: ...
+
+    def unload(self, model_id: str) -> None: ...
+
+    def language(
+        self, model_id: str, options: TranscribeOptions, sample: np.ndarray
+    ) -> tuple[str, float | None]:
+        """The language of a job, from its first chunk (or the one asked for),
+        and its probability when it was detected."""
+        ...
+
+    def detect(self, model_id: str, sample: np.ndarray, top: int = 5) -> Detection:
+        """The language of ``sample`` (its first 30 s), and the ``top`` likeliest."""
+        ...
+
+    def decode(
+        self,
+        model_id: str,
+        options: TranscribeOptions,
+        language: str,
+        rows: list[list[RawChunk]],
+        stop: Callable[[], bool] = ...,
+    ) -> list[list[list[Segment]]]:
+        """Segments of each chunk of each row (chunks packed into one window),
+        decoded as one batch; ``stop`` is asked between its stages."""
+        ...
+
+    def sequential(
+        self, model_id: str, options: TranscribeOptions, audio: np.ndarray, vad: bool
+    ) -> tuple[str, float | None, Iterator[Segment]]:
+        """Each window conditioned on the text before it: (language, its
+        probability when detected, segments)."""
+        ...
 
 
 class EngineHost(Protocol):

@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
 import queue
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from multiprocessing.connection import Connection
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,6 +34,7 @@ from sona.engine import (
     ChunkInfo,
     ChunksReady,
     Detection,
+    Engine,
     EngineConfig,
     JobSpec,
     Prepared,
@@ -44,65 +43,10 @@ from sona.engine import (
 )
 from sona.engine.batcher import owner, pack
 from sona.engine.chunker import SAMPLE_RATE, Chunker, RawChunk
-from sona.engine.whisper import Stopped, WhisperBackend, speech_detector
+from sona.engine.messages import Close, Detect, Load, Open, Ping, Pong, Reply, Step, Unload
+from sona.engine.whisper import Stopped, speech_detector
 from sona.errors import AudioTooLong, SonaError
 from sona.jobs import Segment
-from sona.logs import configure as configure_logs
-
-
-@dataclass(frozen=True)
-class Load:
-    req: int
-    model_id: str
-    path: Path
-
-
-@dataclass(frozen=True)
-class Unload:
-    req: int
-    model_id: str
-
-
-@dataclass(frozen=True)
-class Open:
-    spec: JobSpec
-
-
-@dataclass(frozen=True)
-class Close:
-    job_id: str
-
-
-@dataclass(frozen=True)
-class Detect:
-    req: int
-    model_id: str
-    path: Path
-    max_seconds: float
-
-
-@dataclass(frozen=True)
-class Step:
-    req: int
-    model_id: str
-    items: list[ChunkInfo]
-
-
-@dataclass(frozen=True)
-class Ping:
-    """Are you there? Answered by the command thread with a ``Pong``."""
-
-
-@dataclass(frozen=True)
-class Pong:
-    pass
-
-
-@dataclass(frozen=True)
-class Reply:
-    req: int
-    value: Any = None
-    error: tuple[str, str] | None = None  # (code, message) of a SonaError
 
 
 class _Job:
@@ -141,15 +85,10 @@ class _Job:
 
 
 class EngineProcess:
-    def __init__(self, conn: Connection, config: EngineConfig) -> None:
+    def __init__(self, conn: Connection, config: EngineConfig, backend: Engine) -> None:
         self.conn = conn
         self.config = config
-        self.backend = WhisperBackend(
-            device=config.device,
-            compute_type=config.compute_type,
-            cpu_threads=config.cpu_threads,
-            replicas=config.replicas,
-        )
+        self.backend = backend
         self.jobs: dict[str, _Job] = {}
         self._steps: queue.Queue[Step] = queue.Queue()
         self._send_lock = threading.Lock()
@@ -367,10 +306,3 @@ class EngineProcess:
         self._announce_next(job)
         speaker = SPEAKERS[channel] if job.spec.channels == 2 else None
         return [replace(segment, speaker=speaker)]
-
-
-def main(conn: Connection, config: EngineConfig) -> None:
-    """The engine process's entry point."""
-    configure_logs(config.log_level, fmt=config.log_format)
-    os.nice(config.nice)  # on a shared CPU, requests to the daemon go first
-    EngineProcess(conn, config).serve()

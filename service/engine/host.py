@@ -37,7 +37,8 @@ from typing import Any
 import structlog
 
 from sona.engine import ChunkInfo, Crashed, Detection, EngineConfig, EngineEvent, JobSpec
-from sona.engine.child import Close, Detect, Load, Open, Ping, Pong, Reply, Step, Unload, main
+from sona.engine.entry import main
+from sona.engine.messages import Close, Detect, Load, Open, Ping, Pong, Reply, Step, Unload
 from sona.errors import EngineCrashed, from_code
 from sona.jobs import Segment
 

@@ -39,6 +39,7 @@ from sona.store.rows import (
     segment_from_row,
     text_from_rows,
 )
+from sona.wire import FINISHED_SQL
 
 _FENCE = "id = $1 AND lease_token = $2 AND status = 'processing'"
 # Stream order: as stored. The transcript's order is formats.in_order's.
@@ -455,8 +456,7 @@ class PostgresStore(OutboxMixin):
     async def finished_before(self, ts: float) -> list[Job]:
         async with self._pool.acquire() as db:
             rows = await db.fetch(
-                "SELECT * FROM jobs WHERE status IN ('completed','failed','cancelled') "
-                "AND finished_at < $1",
+                f"SELECT * FROM jobs WHERE status IN {FINISHED_SQL} AND finished_at < $1",
                 ts,
             )
         return [job_from_row(r) for r in rows]

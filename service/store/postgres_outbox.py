@@ -22,6 +22,7 @@ from sona.errors import InvalidTransition
 from sona.store import AttemptOutcome, Delivery, DeliveryClaim, DeliveryState
 from sona.store.postgres_schema import NOW
 from sona.store.rows import delivery_from_rows
+from sona.wire import FINISHED_SQL
 
 if TYPE_CHECKING:
     from sona.jobs import Job
@@ -34,7 +35,7 @@ _OUTBOX = f"""INSERT INTO webhook_deliveries (id, job_id, event, url, state, cre
            callback_url, 'pending', clock.now, clock.now
     FROM jobs CROSS JOIN (SELECT {NOW} AS now) AS clock
     WHERE id = $1 AND callback_url IS NOT NULL
-      AND status IN ('completed', 'failed', 'cancelled')"""
+      AND status IN {FINISHED_SQL}"""
 
 # Due, pending and not leased (or its lease ran out), oldest due first. SKIP
 # LOCKED: rows another dispatcher is claiming now are left to it. Each row gets

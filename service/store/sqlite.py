@@ -38,6 +38,7 @@ from sona.store.rows import (
     text_from_rows,
 )
 from sona.store.sqlite_outbox import MIGRATION_3, OutboxMixin
+from sona.wire import FINISHED_SQL
 
 SCHEMA = [
     """
@@ -520,8 +521,7 @@ class SqliteStore(OutboxMixin):
     async def finished_before(self, ts: float) -> list[Job]:
         async with self._lock:
             rows = await self._all(
-                "SELECT * FROM jobs WHERE status IN ('completed','failed','cancelled') "
-                "AND finished_at < ?",
+                f"SELECT * FROM jobs WHERE status IN {FINISHED_SQL} AND finished_at < ?",
                 ts,
             )
         return [job_from_row(r) for r in rows]

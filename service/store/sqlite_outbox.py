@@ -14,6 +14,7 @@ import aiosqlite
 from sona.errors import InvalidTransition
 from sona.store import AttemptOutcome, Delivery, DeliveryClaim, DeliveryState
 from sona.store.rows import delivery_from_rows
+from sona.wire import FINISHED_SQL
 
 if TYPE_CHECKING:
     from sona.jobs import Job
@@ -47,11 +48,11 @@ MIGRATION_3 = [
     )""",
 ]
 # The outbox row of a job that has just ended (no row without a callback_url).
-_OUTBOX = """INSERT INTO webhook_deliveries (id, job_id, event, url, state, created_at,
+_OUTBOX = f"""INSERT INTO webhook_deliveries (id, job_id, event, url, state, created_at,
     next_attempt_at)
     SELECT ?, id, 'job.' || status, callback_url, 'pending', ?, ? FROM jobs
     WHERE id = ? AND callback_url IS NOT NULL
-      AND status IN ('completed', 'failed', 'cancelled')"""
+      AND status IN {FINISHED_SQL}"""
 
 
 class OutboxMixin:
