@@ -9,7 +9,7 @@ explains each row.
 
     python scripts/bench.py [--device cpu|cuda] [--audio-dir DIR] [--soak 500]
                             [--quick] [--json OUT] [--scale-out [PG_URL]]
-                            [--only fidelity] [--mix-minutes 6]
+                            [--only PHASE,...] [--mix-minutes 6]
 
 Nothing else runs here while a side is timed: the in-process model idles while
 the daemon works, and the daemon idles while the in-process model works.
@@ -623,6 +623,49 @@ def bench_disconnect(b: Bench) -> None:
     )
 
 
+def bench_fair_share(b: Bench) -> None:
+    """Row 9: a clip submitted right behind a long upload (issue 18), against
+    each of them alone: the clip's wait, and what it costs the long job."""
+    clip = b.interactive.path
+    log(f"9  {clip.name} alone, on an idle daemon (warm-up, then 3 runs)")
+    b.daemon.transcribe(clip)
+    idle_s = statistics.median(b.daemon.transcribe(clip)[0] for _ in range(3))
+    log(f"9  the long file alone ({b.long_s / 60:.1f} min)")
+    alone_s, _ = b.daemon.transcribe(b.long.path)
+    log(f"9  the long file, and {clip.name} once it is decoding")
+    started = time.perf_counter()
+    long_id = b.daemon.submit(b.long.path)
+    b.daemon.processing(long_id)
+    clip_s, clip_job = b.daemon.transcribe(clip)
+    long_then = b.daemon.job(long_id)
+    long_job = b.daemon.wait(long_id)
+    shared_s = time.perf_counter() - started
+    grew_s = shared_s - alone_s
+    b.raw["fair_share"] = {
+        "clip": clip.name,
+        "clip_s": {"idle": idle_s, "behind_long": clip_s},
+        "long_s": {"alone": alone_s, "with_clip": shared_s},
+        "long_progress_when_clip_done": long_then["progress"],
+        "statuses": [clip_job["status"], long_job["status"]],
+        "most_jobs_in_a_step": b.daemon.ready()["batches"]["most_jobs_in_a_step"],
+    }
+    ran = long_then["status"] == "processing" and clip_job["status"] == "completed"
+    b.row(
+        f"9a {clip.name} behind a long job vs alone",
+        f"{clip_s:.1f} s, alone {idle_s:.1f} s ({clip_s / idle_s:.1f}x)",
+        "<= 3x alone + 2 s",
+        ran and clip_s <= 3 * idle_s + 2,
+    )
+    b.row(
+        "9b long job's time, the clip beside it",
+        f"{shared_s:.1f} s, alone {alone_s:.1f} s ({grew_s:+.1f} s)",
+        f"+ <= the clip's {idle_s:.1f} s",
+        long_job["status"] == "completed" and grew_s <= idle_s,
+    )
+    if not ran:
+        b.notes.append("row 9: the long job was not processing when the clip finished")
+
+
 def bench_restart(b: Bench, fox: Path) -> None:
     """Row 5: kill -9 the idle engine; a short job is submitted at once."""
     log("5  kill -9 the engine while idle")
@@ -776,9 +819,6 @@ def bench_fidelity(b: Bench) -> None:
 
 def run(b: Bench) -> None:
     fox = TEST_AUDIO / "fox.wav"
-    if b.args.only == "fidelity":
-        run_phase(b, "fidelity", lambda: bench_fidelity(b))
-        return
     phases: list[tuple[str, Callable[[], None]]] = [
         ("idle", lambda: bench_idle(b)),
         ("long file", lambda: bench_long(b)),
@@ -789,7 +829,10 @@ def run(b: Bench) -> None:
         ("restart", lambda: bench_restart(b, fox)),
         ("memory", lambda: bench_soak(b)),
         ("store writes", lambda: bench_store_writes(b)),
+        ("fair share", lambda: bench_fair_share(b)),
     ]
+    if b.args.only:
+        phases = [(n, f) for n, f in phases if n.replace(" ", "-") in b.args.only]
     if b.args.scale_out:
         phases.append(("scale-out", lambda: bench_scale_out(b)))
     for name, phase in phases:
@@ -811,7 +854,13 @@ def parse_args() -> argparse.Namespace:
         metavar="PG_URL",
         help="also measure 1 and 2 workers on this PostgreSQL (docs/scaling.md)",
     )
-    ap.add_argument("--only", choices=["fidelity"], help="run only these rows")
+    ap.add_argument(
+        "--only",
+        type=lambda v: set(v.split(",")),
+        metavar="PHASES",
+        help="run only these phases, comma-separated: idle, long-file, fidelity, short-clips, "
+        "busy, disconnect, restart, memory, store-writes, fair-share",
+    )
     ap.add_argument(
         "--mix-minutes", type=float, default=6.0, help="length of the fidelity rows' speech mix"
     )
@@ -829,7 +878,7 @@ def prepare(args: argparse.Namespace, tmp: Path) -> Bench:
     clips = [*sentences, *([jfk] if jfk else [])]
     long, long_s = build_long(clips, sizes.long_s, tmp / "long.wav")
     busy = tmp / "busy.wav"  # only rows 3, 4 and 7 need it: an hour of audio to write
-    if not args.only:
+    if not args.only or {"busy", "disconnect"} & args.only:
         build_long(clips, sizes.busy_s, busy)
     log(f"loading tiny.en in this process ({args.device})")
     local = InProcess(args.device)

@@ -31,6 +31,9 @@ from sona.wire import FINISHED
 DEFAULT_URL = "http://127.0.0.1:8765"
 CHUNK = 1 << 20  # file bytes per read while uploading
 
+# What ``wait`` reports a change of: status, progress, and where the job stands.
+WATCHED = ("status", "progress", "segments_done", "queue_position", "eta_s")
+
 ProgressCallback = Callable[[dict[str, Any]], Awaitable[None] | None]
 
 
@@ -288,7 +291,7 @@ class SonaClient:
             async with deadline:
                 job = await self.job(job_id)
                 while True:
-                    state = (job["status"], job.get("progress"), job.get("segments_done"))
+                    state = tuple(job.get(k) for k in WATCHED)
                     if on_progress is not None and state != seen:
                         seen = state
                         result = on_progress(job)

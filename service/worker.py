@@ -57,6 +57,7 @@ from sona.errors import EngineCrashed, InvalidTransition, ModelLoadFailed, SonaE
 from sona.events import EventHub
 from sona.jobs import Job, Segment, Status
 from sona.settings import default_of
+from sona.standing import Throughput
 from sona.store import Claim, JobStore, Lease
 
 log = structlog.get_logger("sona.worker")
@@ -200,6 +201,7 @@ class Worker:
         self._opening: dict[str, Claim] = {}  # claimed, their model still loading
         self.pool = Pool()
         self.stats = StepStats()
+        self.throughput = Throughput()  # for the ETA of the jobs in the queue
         self._wake = asyncio.Event()  # claim: a new job, or room for one
         self._work = asyncio.Event()  # step: chunks in the pool, or a job ended
         self._landed = asyncio.Event()  # no job in flight
@@ -300,9 +302,13 @@ class Worker:
             await self.models.unload_idle()
 
     def _min_priority(self) -> int | None:
-        """While the pool holds enough work or max_jobs are in flight, only a more
-        urgent job (an interactive request, C4) jumps in."""
-        hungry = len(self.pool) < 2 * self.config.batch_size
+        """Any job gets in while fewer are in flight than a round of steps has
+        rows (the fair share gives each a row at once: a clip behind a long job
+        is claimed and decoded now), or while the pool runs low. Past that, or
+        at max_jobs, only a more urgent job (an interactive request, C4) jumps
+        in, and the rest stay queued for a less busy worker."""
+        rows = self.config.batch_size * self.config.parallel_steps
+        hungry = len(self.pool) < 2 * self.config.batch_size or len(self.flights) < rows
         if hungry and len(self.flights) < self.config.max_jobs:
             return None
         return max((f.job.priority for f in self.flights.values()), default=0) + 1
@@ -343,6 +349,7 @@ class Worker:
         deadline = time.monotonic() + self.config.job_timeout_s
         flight = self.flights[job.id] = Flight(claim, spec, entry, deadline)
         self._landed.clear()
+        self.throughput.set_busy(time.monotonic(), True)
         self.events.publish(job.id, "status", {"status": "processing"})
         bound.info("job.claimed", resume_after_chunks=job.chunks_done, crashes=job.crashes)
         flight.generation = self.engine.generation
@@ -544,6 +551,8 @@ class Worker:
             return
         flight.job.chunks_done += len(nos)
         flight.job.segments_done = index
+        self.throughput.add(time.monotonic(), processed - flight.job.processed_seconds)
+        flight.job.processed_seconds = processed
         crash_point("mid_job", flight.job.id)  # segments stored, the job not finished
         for seg in segments:
             self.events.publish(flight.job.id, "segment", asdict(seg))
@@ -623,6 +632,7 @@ class Worker:
         """After a job's last write: a drain waiting for the worker may go on."""
         if not self.flights:
             self._landed.set()
+            self.throughput.set_busy(time.monotonic(), False)
 
     async def _end(
         self, flight: Flight, status: Status, code: str | None = None, message: str | None = None

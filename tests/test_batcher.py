@@ -1,12 +1,14 @@
-"""Which chunks form the next batch: priority, then age, then each job's own
-order, and only options that can share a forward pass (A10, C4)."""
+"""Which chunks form the next batch: priority, then a fair share of the rows
+among jobs (each in turn, the one served longest ago first, then age), each
+job's chunks in their own order, and only options that can share a forward
+pass (A10, C4)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
 from sona.engine import ChunkInfo
-from sona.engine.batcher import Pending, Pool, batch_key, pack
+from sona.engine.batcher import Pending, Pool, batch_key, owner, pack
 from sona.jobs import TranscribeOptions
 
 
@@ -22,14 +24,67 @@ def taken(batch: list[Pending]) -> list[tuple[str, int]]:
     return [(p.chunk.job_id, p.chunk.no) for p in batch]
 
 
-def test_oldest_job_first_in_its_own_order_then_the_next_job() -> None:
+def test_jobs_take_rows_in_turn_each_in_its_own_order() -> None:
     pool = Pool()
     for no in (2, 0, 1):
         pool.add(pending("old", no, age=1.0))
     pool.add(pending("new", 0, age=2.0))
-    assert taken(pool.take_batch(3, 20)) == [("old", 0), ("old", 1), ("old", 2)]
-    assert taken(pool.take_batch(3, 20)) == [("new", 0)]
+    assert taken(pool.take_batch(3, 20)) == [("old", 0), ("old", 1), ("new", 0)]
+    assert taken(pool.take_batch(3, 20)) == [("old", 2)]
     assert pool.take_batch(3, 20) == [] and len(pool) == 0
+
+
+def test_a_short_job_behind_a_long_one_gets_a_row_in_the_next_batch() -> None:
+    """The issue's case: one long upload, then a clip. The clip's chunks go out
+    in the very next batches, one row each, and the long job alone fills every
+    row again once the clip is done."""
+    pool = Pool()
+    for no in range(16):  # the long job's look-ahead
+        pool.add(pending("long", no, age=1.0))
+    assert taken(pool.take_batch(2, 20)) == [("long", 0), ("long", 1)]
+    pool.add(pending("clip", 0, age=2.0))
+    pool.add(pending("clip", 1, age=2.0, seconds=8))
+    # Never served yet, the clip goes first; the long job keeps the other row.
+    assert taken(pool.take_batch(2, 20)) == [("clip", 0), ("long", 2)]
+    assert taken(pool.take_batch(2, 20)) == [("clip", 1), ("long", 3)]
+    assert taken(pool.take_batch(2, 20)) == [("long", 4), ("long", 5)]
+
+
+def test_when_jobs_outnumber_rows_the_one_served_longest_ago_goes_first() -> None:
+    pool = Pool()
+    for job, age in (("a", 1.0), ("b", 2.0), ("c", 3.0)):
+        for no in range(3):
+            pool.add(pending(job, no, age=age))
+    firsts = [taken(pool.take_batch(2, 20)) for _ in range(4)]
+    assert firsts == [
+        [("a", 0), ("b", 0)],
+        [("c", 0), ("a", 1)],  # c never had a row; a's was before b's
+        [("b", 1), ("c", 1)],
+        [("a", 2), ("b", 2)],
+    ]
+
+
+def test_a_dropped_job_is_forgotten_by_the_fair_share() -> None:
+    pool = Pool()
+    pool.add(pending("a", 0, age=1.0))
+    pool.add(pending("b", 0, age=2.0))
+    assert taken(pool.take_batch(1, 20)) == [("a", 0)]
+    pool.drop_job("a")
+    pool.add(pending("a", 0, age=1.0))  # claimed again: a fresh run, never served
+    pool.add(pending("b", 1, age=2.0))
+    assert taken(pool.take_batch(1, 20)) == [("a", 0)]
+
+
+def test_a_batch_groups_each_jobs_chunks_so_they_share_windows() -> None:
+    """Round-robin picks a, b, a, b; the batch comes back a, a, b, b, so each
+    job's short chunks pack into one window: two windows, not four."""
+    pool = Pool()
+    for job, age in (("a", 1.0), ("b", 2.0)):
+        for no in range(2):
+            pool.add(pending(job, no, age=age, seconds=4))
+    batch = pool.take_batch(2, 20)
+    assert taken(batch) == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    assert len(pack([owner(p.chunk, p.chunk.seconds) for p in batch], 20)) == 2
 
 
 def test_a_jobs_short_chunks_share_windows_and_a_batch_counts_windows() -> None:
@@ -112,8 +167,9 @@ def test_a_suspects_chunks_go_one_to_a_batch_and_beside_nobody_elses() -> None:
     pool.add(pending("interactive", 0, priority=10, age=3.0, seconds=4))
     assert taken(pool.take_batch(8, 20)) == [("interactive", 0)]
     assert taken(pool.take_batch(8, 20)) == [("suspect", 0)]
-    assert taken(pool.take_batch(8, 20)) == [("suspect", 1)]
+    # The fair share: the other job, not served yet, then the suspect again.
     assert taken(pool.take_batch(8, 20)) == [("other", 0), ("other", 1)]
+    assert taken(pool.take_batch(8, 20)) == [("suspect", 1)]
 
 
 def test_a_batch_led_by_another_job_leaves_the_suspects_chunks_out() -> None:

@@ -305,6 +305,9 @@ def test_cancel_a_running_and_a_queued_job(
     running, queued = upload(page, longer_wav, Path(second))
     page.wait_for_selector(f'.job[data-id="{running}"][data-status="processing"]', timeout=STEP)
     assert card(page, queued).get_attribute("data-status") == "queued"
+    # Where it stands: first in the queue (the ETA comes once speed is measured).
+    where = f'.job[data-id="{queued}"] .standing:has-text("1st in queue")'
+    page.wait_for_selector(where, timeout=STEP)
     card(page, running).locator(".cancel").click()
     page.wait_for_selector(f'.job[data-id="{running}"][data-status="cancelled"]', timeout=STEP)
     card(page, queued).locator(".cancel").click()

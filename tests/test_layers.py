@@ -36,6 +36,7 @@ LAYER = {
     "fetch": 1,
     "netguard": 1,
     "worker": 2,
+    "standing": 2,
     "webhooks": 2,
     "dispatcher": 2,
     "intake": 2,

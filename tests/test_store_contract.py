@@ -72,6 +72,22 @@ async def test_claim_order_priority_then_loaded_model_then_age(store: JobStore) 
     assert order == ["urgent", "new_tiny", "old_small"]
 
 
+async def test_queue_ahead_counts_the_queued_jobs_a_claim_takes_first(store: JobStore) -> None:
+    """Position and ETA (docs/api.md) rest on this: priority, then age."""
+    first, _ = await store.create(new_job(id="first", duration=100.0))
+    second, _ = await store.create(new_job(id="second", duration=30.0))
+    unknown, _ = await store.create(new_job(id="unknown", duration=None))
+    last, _ = await store.create(new_job(id="last", duration=5.0))
+    urgent, _ = await store.create(new_job(id="urgent", priority=5, duration=7.0))
+    assert await store.queue_ahead(urgent) == (0, 0.0)
+    assert await store.queue_ahead(first) == (1, 7.0)
+    assert await store.queue_ahead(last) == (4, 137.0)  # an unknown duration counts 0
+    await claim_of(store)  # urgent leaves the queue: everyone moves up
+    await claim_of(store)
+    assert await store.queue_ahead(second) == (0, 0.0)
+    assert await store.queue_ahead(last) == (2, 30.0)
+
+
 async def add(
     store: JobStore, claim: Claim, first: int, segments: list[Segment], chunks: int = 1
 ) -> Lease:

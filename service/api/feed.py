@@ -37,12 +37,14 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from sona.api.job_requests import throughput
 from sona.api.schemas import job_out, model_out
 from sona.api.sse import gone, open_sse, sse_frame
 from sona.errors import NotFound
 from sona.events import EventHub, wait_wake
 from sona.jobs import Job, Status
 from sona.keys import EVENTS, MODELS, STORE, WORKER
+from sona.standing import standings
 from sona.store import JobStore
 
 log = structlog.get_logger("sona.api")
@@ -60,6 +62,7 @@ DROP_GRACE_S = 5.0
 RETRY_MS = 2000
 
 StateReader = Callable[[], Awaitable[dict[str, Any]]]
+RateReader = Callable[[], float | None]  # a worker's measured throughput, for the ETAs
 
 
 @dataclass(frozen=True)
@@ -101,13 +104,15 @@ async def _departed(store: JobStore, sent: dict[str, dict[str, Any]]) -> list[Fe
 
 
 async def _read(
-    store: JobStore, read_state: StateReader, window: int
+    store: JobStore, read_state: StateReader, window: int, rate: RateReader
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-    """The job objects in view by id (newest first) and the state."""
+    """The job objects in view by id (newest first), queued and processing ones
+    with their standing, and the state."""
     jobs = await jobs_in_view(store, window)
     state = await read_state()
     state["processing"] = sum(job.status == Status.PROCESSING for job in jobs)
-    return {job.id: job_out(job) for job in jobs}, state
+    where = await standings(store, jobs, rate())
+    return {job.id: job_out(job, where.get(job.id)) for job in jobs}, state
 
 
 class FeedSource:
@@ -128,10 +133,12 @@ class FeedSource:
         *,
         poll_s: float = POLL_S,
         window: int = WINDOW,
+        rate: RateReader = lambda: None,
     ) -> None:
         self.store = store
         self.hub = hub
         self.read_state = read_state
+        self.rate = rate
         self.poll_s = poll_s
         self.window = window
         self.send_timeout_s = SEND_TIMEOUT_S
@@ -150,7 +157,7 @@ class FeedSource:
         return len(self._streams)
 
     async def read(self) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
-        return await _read(self.store, self.read_state, self.window)
+        return await _read(self.store, self.read_state, self.window, self.rate)
 
     @contextlib.contextmanager
     def listen(self) -> Iterator[asyncio.Event]:
@@ -269,7 +276,9 @@ def setup(app: web.Application) -> None:
     holding the shutdown until aiohttp's timeout cancels them."""
 
     async def on_startup(app: web.Application) -> None:
-        app[FEED] = FeedSource(app[STORE], app[EVENTS], app_state(app))
+        app[FEED] = FeedSource(
+            app[STORE], app[EVENTS], app_state(app), rate=lambda: throughput(app)
+        )
 
     async def on_shutdown(app: web.Application) -> None:
         if FEED in app:

@@ -5,18 +5,21 @@ handler modules (``jobs``, ``seed``, ``dashboard``) need not import one another.
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 
 from sona import queue
 from sona.api.forms import read_form, read_json
 from sona.api.limits import upload_slot
-from sona.api.schemas import JobForm, JobUrl, caption_style, parse
+from sona.api.schemas import JobForm, JobOut, JobUrl, caption_style, job_model, parse
 from sona.errors import InvalidRequest, JobNotFinished
 from sona.fetch import fetch
 from sona.formats import render
 from sona.intake import Submission
 from sona.jobs import Job, Status, validate_job_id
-from sona.keys import INTAKE, RUNTIME, SETTINGS, STORE, UPLOADS
+from sona.keys import INTAKE, RUNTIME, SETTINGS, STORE, UPLOADS, WORKER
+from sona.standing import standings
 
 
 def _submission(request: web.Request, fields: JobForm) -> Submission:
@@ -62,6 +65,18 @@ async def submit_url(request: web.Request) -> tuple[Job, bool]:
 
 async def load_job(request: web.Request) -> Job:
     return await request.app[STORE].get(validate_job_id(request.match_info["job_id"]))
+
+
+async def standing_model(app: web.Application, job: Job) -> JobOut:
+    """The job object with where the job stands (queue position, ETA)."""
+    where = await standings(app[STORE], [job], throughput(app))
+    return job_model(job, where.get(job.id))
+
+
+def throughput(app: web.Application) -> float | None:
+    """This process's worker's measured rate; ``None`` on an API node."""
+    worker = app[WORKER]
+    return worker.throughput.rate(time.monotonic()) if worker is not None else None
 
 
 async def finished_transcript(request: web.Request, job: Job, fmt: str) -> web.Response:

@@ -5,7 +5,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from sona import queue
-from sona.api.job_requests import finished_transcript, load_job, submit, submit_url
+from sona.api.job_requests import (
+    finished_transcript,
+    load_job,
+    standing_model,
+    submit,
+    submit_url,
+)
 from sona.api.schemas import JobList, WebhookList, job_model, json_model, webhooks_out
 from sona.crashpoints import crash_point
 from sona.errors import InvalidRequest
@@ -23,12 +29,12 @@ async def create_job(request: web.Request) -> web.Response:
     else:
         job, created = await submit(request)
     crash_point("after_commit")  # the row is committed, the client not yet told
-    return json_model(job_model(job), status=202 if created else 200)
+    return json_model(await standing_model(request.app, job), status=202 if created else 200)
 
 
 @routes.get("/v1/jobs/{job_id}")
 async def get_job(request: web.Request) -> web.Response:
-    return json_model(job_model(await load_job(request)))
+    return json_model(await standing_model(request.app, await load_job(request)))
 
 
 @routes.get("/v1/jobs/{job_id}/transcript")

@@ -18,6 +18,7 @@ from sona.captions import CaptionStyle, style_of
 from sona.engine.registry import ModelEntry
 from sona.errors import InvalidRequest, SonaError
 from sona.jobs import JOB_ID_RE, Job, Status, TranscribeOptions
+from sona.standing import Standing
 from sona.store import Delivery, DeliveryState
 from sona.worker import WorkerState
 
@@ -235,6 +236,19 @@ class JobOut(BaseModel):
     # is damaged or shorter than its header says; what could be decoded is here).
     warnings: list[str] = []
     cached: bool = False  # answered from an earlier job with the same file and options
+    queue_position: int | None = Field(
+        default=None,
+        description="While queued: 1 is the next job a worker takes, 2 the one after; "
+        "null once a worker has it (or in a job list)",
+    )
+    eta_s: float | None = Field(
+        default=None,
+        description="An estimate, not a promise: seconds until the job should be finished, "
+        "from the worker's measured throughput (audio seconds per wall second, its last "
+        "few minutes of work) and the audio ahead of and sharing the worker with this job; "
+        "null when unknown (nothing measured yet, an API node without a worker, a job "
+        "whose duration is unknown) or finished",
+    )
 
 
 class JobList(BaseModel):
@@ -244,12 +258,12 @@ class JobList(BaseModel):
     next_before: str | None
 
 
-def job_out(job: Job) -> dict[str, Any]:
+def job_out(job: Job, standing: Standing | None = None) -> dict[str, Any]:
     """The job object as JSON data (for event streams)."""
-    return job_model(job).model_dump(mode="json")
+    return job_model(job, standing).model_dump(mode="json")
 
 
-def job_model(job: Job) -> JobOut:
+def job_model(job: Job, standing: Standing | None = None) -> JobOut:
     error = None
     if job.error_code:
         message = public_message(job.error_message or job.error_code)
@@ -278,6 +292,8 @@ def job_model(job: Job) -> JobOut:
         options=job.options,
         warnings=job.warnings,
         cached=job.cached,
+        queue_position=standing.position if standing else None,
+        eta_s=standing.eta_s if standing else None,
     )
 
 

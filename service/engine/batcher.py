@@ -1,10 +1,13 @@
 """Which chunks form the next batch (A10, C4). Pure: no I/O, no clock.
 
 Every chunk cut from every job in flight waits in one ``Pool``. The next batch
-starts from the most urgent chunk — highest priority, then the oldest job,
-then the job's own order — and takes more chunks in that same order from
-jobs of the same priority whose options can share a forward pass with it
-(``batch_key``). Same priority only: on a CPU a batch costs about what its
+starts from the most urgent chunk — highest priority, then the job served
+longest ago (never served first), then the oldest job, then the job's own
+order — and takes chunks from the jobs of that priority whose options can
+share a forward pass with it (``batch_key``), **one chunk per job per turn**
+(fair share): a short job behind a long one gets a row in the next step
+instead of waiting for the long job's chunks to drain, and a job alone still
+fills every row. Same priority only: on a CPU a batch costs about what its
 chunks cost one by one, so an interactive request padded with a long job's
 chunks would wait for all of them. A job's chunks always leave in their own
 order, so its segments are stored in order. A suspect's chunk (its job crashed
@@ -71,19 +74,26 @@ class Pending:
     chunk: ChunkInfo
     key: Hashable
     priority: int
-    age: float  # the job's creation time: older goes first
+    age: float  # the job's creation time: older goes first among equals
     suspect: bool = False  # its job crashed the engine before: batched with nobody
 
-    @property
-    def order(self) -> tuple[int, float, str, int]:
-        return (-self.priority, self.age, self.chunk.job_id, self.chunk.no)
+
+def compatible(head: Pending, other: Pending) -> bool:
+    """May ``other`` share the batch that starts from ``head``. A suspect's
+    chunk goes alone, beside nobody's (not even its own job's next chunk)."""
+    if head.suspect or other.suspect:
+        return other is head
+    return other.key == head.key and other.priority == head.priority
 
 
 class Pool:
-    """The chunks waiting for a batch, from every job in flight."""
+    """The chunks waiting for a batch, from every job in flight, and when each
+    job last had a row (the fair share's memory)."""
 
     def __init__(self) -> None:
         self._items: dict[tuple[str, int], Pending] = {}
+        self._served: dict[str, int] = {}  # job id → the turn it last had a row
+        self._turns = 0  # rows handed out, all told
 
     def __len__(self) -> int:
         return len(self._items)
@@ -94,23 +104,57 @@ class Pool:
     def drop_job(self, job_id: str) -> None:
         for key in [k for k in self._items if k[0] == job_id]:
             del self._items[key]
+        self._served.pop(job_id, None)
+
+    def _rank(self, p: Pending) -> tuple[int, int, float, str, int]:
+        """Priority, then the job served longest ago (-1: never), then age."""
+        return (
+            -p.priority,
+            self._served.get(p.chunk.job_id, -1),
+            p.age,
+            p.chunk.job_id,
+            p.chunk.no,
+        )
 
     def take_batch(self, size: int, window_s: float) -> list[Pending]:
         """Remove and return the next batch: as many chunks as ``pack`` fits in
-        ``size`` windows (empty when the pool is)."""
-        ordered = sorted(self._items.values(), key=lambda p: p.order)
+        ``size`` windows (empty when the pool is), grouped by job so that a
+        job's chunks can share windows."""
+        ordered = sorted(self._items.values(), key=self._rank)
         if not ordered:
             return []
-        head = ordered[0]
-        batch: list[Pending] = []
+        queues: dict[str, list[Pending]] = {}  # per job, in rank order, each in its own order
         for p in ordered:
-            if p.key != head.key or p.priority != head.priority:
-                continue
-            if (p.suspect or head.suspect) and p is not head:
-                continue  # a suspect's chunk goes alone, beside nobody's
-            if len(pack([owner(q.chunk, q.chunk.seconds) for q in (*batch, p)], window_s)) > size:
-                break
-            batch.append(p)
-        for p in batch:
+            if compatible(ordered[0], p):
+                queues.setdefault(p.chunk.job_id, []).append(p)
+        batch = fill(list(queues.values()), size, window_s)
+        for p in batch:  # in the batch's job order, so ties keep their turn
             del self._items[(p.chunk.job_id, p.chunk.no)]
+            self._turns += 1
+            self._served[p.chunk.job_id] = self._turns
         return batch
+
+
+def fill(queues: list[list[Pending]], size: int, window_s: float) -> list[Pending]:
+    """Round-robin over the jobs' queues: each job's next chunk in turn while
+    the batch still packs into ``size`` windows. A job whose next chunk does
+    not fit is done for this batch (its later chunks must not overtake it).
+    The batch comes back grouped: job by job, in the queues' order."""
+    taken: list[list[Pending]] = [[] for _ in queues]
+    live = [n for n, q in enumerate(queues) if q]
+    while live:
+        still = []
+        for n in live:
+            nxt = queues[n][len(taken[n])]
+            trial = [[*group, nxt] if m == n else group for m, group in enumerate(taken)]
+            if _windows(trial, window_s) > size:
+                continue
+            taken[n].append(nxt)
+            if len(taken[n]) < len(queues[n]):
+                still.append(n)
+        live = still
+    return [p for group in taken for p in group]
+
+
+def _windows(groups: list[list[Pending]], window_s: float) -> int:
+    return len(pack([owner(p.chunk, p.chunk.seconds) for g in groups for p in g], window_s))

@@ -253,13 +253,35 @@
   }
 
   // ---- jobs ---------------------------------------------------------------------
-  /** Realtime factor: processing time ÷ audio time (below 1 is faster than real time). */
+  /** Realtime factor: processing time ÷ audio time (below 1 is faster than real time).
+   * Processing time runs from the claim (started_at), so time spent queued is left out. */
   function realtimeFactor(job) {
     if (!job.started_at || !job.duration) return null;
     const audio = job.status === "completed" ? job.duration : job.processed_seconds;
     if (!audio) return null;
     const end = job.finished_at ? Date.parse(job.finished_at) : Date.now();
     return (end - Date.parse(job.started_at)) / 1000 / audio;
+  }
+
+  /** Where a job stands: its place in the queue and the daemon's estimate of the
+   * time left (queue_position, eta_s). */
+  function standing(job) {
+    const parts = [];
+    const n = job.queue_position;
+    if (n) {
+      const suffix = n % 100 >= 10 && n % 100 <= 20 ? "th"
+        : ({ 1: "st", 2: "nd", 3: "rd" })[n % 10] || "th";
+      parts.push(`${n}${suffix} in queue`);
+    }
+    if (job.eta_s !== null && job.eta_s !== undefined) parts.push(`about ${span(job.eta_s)} left`);
+    return parts.join(", ");
+  }
+
+  function span(seconds) {
+    const s = Math.round(seconds);
+    if (s < 60) return `${s} s`;
+    if (s < 3600) return s % 60 ? `${Math.floor(s / 60)} min ${s % 60} s` : `${s / 60} min`;
+    return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
   }
 
   function buildCard(id) {
@@ -275,6 +297,7 @@
       el("div", { className: "bar-row" },
         el("progress", { className: "bar", max: 1, value: 0 }),
         el("span", { className: "pct" })),
+      el("div", { className: "standing", title: "an estimate from the worker's measured speed" }),
       el("div", { className: "meta" }),
       el("p", { className: "text" }),
       el("p", { className: "error" }),
@@ -297,6 +320,7 @@
     badge.className = `badge status ${job.status}`;
     q(".bar").value = job.progress;
     q(".pct").textContent = `${Math.round(job.progress * 100)}%`;
+    q(".standing").textContent = standing(job);
     const rtf = realtimeFactor(job);
     const meta = [clock(job.duration), job.model || "default model", when(job.created_at)];
     if (rtf !== null) meta.splice(1, 0, `RTF ${rtf.toFixed(2)}`);

@@ -112,6 +112,12 @@ class JobStore(Protocol):
 
     async def queue_size(self) -> int: ...
 
+    async def queue_ahead(self, job: Job) -> tuple[int, float]:
+        """How many queued jobs a claim would take before ``job`` (higher
+        priority, or as urgent and older), and their summed duration in
+        seconds (unknown durations count 0). For estimates only."""
+        ...
+
     async def claim(
         self,
         *,

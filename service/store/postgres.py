@@ -214,6 +214,20 @@ class PostgresStore(OutboxMixin):
         async with self._pool.acquire() as db:
             return int(await db.fetchval("SELECT count(*) FROM jobs WHERE status = 'queued'"))
 
+    async def queue_ahead(self, job: Job) -> tuple[int, float]:
+        # Queued jobs a claim takes before this one: higher priority, or as urgent
+        # and older (the loaded-model preference is left out: an estimate).
+        async with self._pool.acquire() as db:
+            row = await db.fetchrow(
+                """SELECT count(*), coalesce(sum(duration), 0) FROM jobs
+                   WHERE status = 'queued' AND (priority > $1::bigint OR (priority = $1::bigint
+                       AND (created_at < $2 OR (created_at = $2 AND id < $3))))""",
+                job.priority,
+                job.created_at,
+                job.id,
+            )
+            return int(row[0]), float(row[1])
+
     async def claim(
         self,
         *,

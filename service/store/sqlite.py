@@ -109,6 +109,10 @@ _FENCE = "id = ? AND lease_token = ? AND status = 'processing'"
 # Stream order: as stored. The transcript's order is formats.in_order's.
 _SEGMENTS = "SELECT * FROM segments WHERE job_id = ? AND idx > ? ORDER BY idx"
 _TEXTS = f"SELECT {TEXT_COLUMNS} FROM segments WHERE job_id = ?"
+# Queued jobs a claim takes before this one: higher priority, or as urgent and
+# older (the loaded-model preference is left out: an estimate).
+_AHEAD = """status = 'queued' AND (priority > ? OR (priority = ? AND
+    (created_at < ? OR (created_at = ? AND id < ?))))"""
 
 
 class SqliteStore(OutboxMixin):
@@ -282,6 +286,18 @@ class SqliteStore(OutboxMixin):
     async def queue_size(self) -> int:
         async with self._lock:
             return (await self._one("SELECT count(*) FROM jobs WHERE status = 'queued'"))[0]
+
+    async def queue_ahead(self, job: Job) -> tuple[int, float]:
+        async with self._lock:
+            row = await self._one(
+                f"SELECT count(*), coalesce(sum(duration), 0) FROM jobs WHERE {_AHEAD}",
+                job.priority,
+                job.priority,
+                job.created_at,
+                job.created_at,
+                job.id,
+            )
+            return int(row[0]), float(row[1])
 
     async def claim(
         self,
