@@ -53,7 +53,7 @@ FINISHED = {"completed", "failed", "cancelled"}
 CPU_WINDOW_S = 3.0  # engine CPU is read over this long after a cancel
 CPU_IDLE_TOLERANCE_S = 0.1  # "about zero": under 0.1 CPU-second in the window
 WAVE = 20  # soak jobs submitted at once
-UPLOADS_PER_CLIENT = 16  # the daemon's default max_uploads_per_client
+UPLOADS_PER_CLIENT = 4  # the daemon's default max_uploads_per_client
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -258,7 +258,7 @@ def submit_all(url: str, paths: list[Path]) -> list[str]:
     files = [(p.name, p.read_bytes()) for p in paths]
 
     async def upload() -> list[str]:
-        # The daemon stores at most 16 uploads per client at once (its
+        # The daemon stores at most 4 uploads per client at once (its
         # max_uploads_per_client) and answers more with 429 + Retry-After: the
         # bench keeps to the limit, and waits a refusal out as a client should.
         slots = asyncio.Semaphore(UPLOADS_PER_CLIENT)

@@ -66,7 +66,7 @@ async def _run_jobs(url: str, files: list[tuple[str, bytes]]) -> tuple[float, di
     """Upload all, wait for all: (seconds, status counts)."""
     started = time.perf_counter()
     async with httpx.AsyncClient(base_url=url, timeout=300) as client:
-        gate = asyncio.Semaphore(8)
+        gate = asyncio.Semaphore(4)  # the per-client upload limit
 
         async def one(file: tuple[str, bytes]) -> str:
             async with gate:

@@ -20,6 +20,7 @@ from sona.settings import Settings
 from sona.store import open_store
 from tests.audio_factory import concat_wav, load_manifest
 from tests.pg import pg_schema_url
+from tests.webhook_receiver import Receiver
 
 AUDIO = Path(__file__).parent / "audio"
 REPO = Path(__file__).parent.parent
@@ -162,3 +163,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     pyproject.toml), each takes a worker at once and the short ones fill in
     around it, instead of a soak starting last and running alone."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Any]:
+    """``receiver(script)`` starts one; all are stopped at the end."""
+    stack: list[Any] = []
+
+    def start(script: list[str]) -> Receiver:
+        ctx = Receiver(script).running()
+        stack.append(ctx)
+        return ctx.__enter__()
+
+    yield start
+    for ctx in reversed(stack):
+        ctx.__exit__(None, None, None)

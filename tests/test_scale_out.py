@@ -294,7 +294,7 @@ async def test_many_jobs_complete_exactly_once_across_two_workers(
 ) -> None:
     clip = tmp_path / "clip.wav"
     _cut(REPO / "tests" / "audio" / "report.wav", clip, seconds=2.0)
-    gate = asyncio.Semaphore(8)
+    gate = asyncio.Semaphore(4)  # the per-client upload limit
 
     async def one(_: int) -> str:
         async with gate:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Iterator
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -22,20 +21,6 @@ from tests.webhook_receiver import Receiver
 
 ABSURD = ["inf", "1e20", "-5", "garbage", "nan", "99999999999999999999"]
 FAR_DATE = "Wed, 21 Oct 9999 07:28:00 GMT"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Any]:
-    stack: list[Any] = []
-
-    def start(script: list[str]) -> Receiver:
-        ctx = Receiver(script).running()
-        stack.append(ctx)
-        return ctx.__enter__()
-
-    yield start
-    for ctx in reversed(stack):
-        ctx.__exit__(None, None, None)
 
 
 async def ended_job(client: TestClient, fox_wav: Path, callback: str) -> str:

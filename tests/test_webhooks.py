@@ -10,7 +10,6 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -28,24 +27,8 @@ from tests.helpers import audio_form, idle_app, submit, wait_done
 from tests.pg import pg_schema_url
 from tests.test_openapi import conforms, fetch_spec
 from tests.test_store_contract import new_job
-from tests.webhook_receiver import Receiver
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Any]:
-    """``receiver(script)`` starts one; all are stopped at the end."""
-    stack: list[Any] = []
-
-    def start(script: list[str]) -> Receiver:
-        ctx = Receiver(script).running()
-        stack.append(ctx)
-        return ctx.__enter__()
-
-    yield start
-    for ctx in reversed(stack):
-        ctx.__exit__(None, None, None)
 
 
 async def webhooks(client: TestClient, job_id: str) -> list[dict[str, Any]]:

@@ -21,19 +21,22 @@ from sona.jobs import (
     VadThreshold,
 )
 
+# Unknown fields are ignored, as OpenAI's own API does; in a form they are text
+# parts with plain names.
+FORM_CONFIG = ConfigDict(
+    extra="ignore",
+    json_schema_extra={
+        "additionalProperties": {"type": "string"},
+        "propertyNames": {"pattern": FIELD_NAME_PATTERN},
+    },
+)
+
 
 class OpenAIForm(BaseModel):
     """The fields of an OpenAI transcription request, plus faster-whisper extras.
     Unknown fields are ignored, as OpenAI's own API does."""
 
-    # Unknown fields are ignored; in a form they are text parts with plain names.
-    model_config = ConfigDict(
-        extra="ignore",
-        json_schema_extra={
-            "additionalProperties": {"type": "string"},
-            "propertyNames": {"pattern": FIELD_NAME_PATTERN},
-        },
-    )
+    model_config = FORM_CONFIG
 
     model: str | None = None
     language: Language = None
@@ -88,14 +91,7 @@ class OpenAIForm(BaseModel):
 class LanguageForm(BaseModel):
     """Form fields of POST /v1/audio/language besides `file`."""
 
-    # Unknown fields are ignored, as on the OpenAI endpoints beside it.
-    model_config = ConfigDict(
-        extra="ignore",
-        json_schema_extra={
-            "additionalProperties": {"type": "string"},
-            "propertyNames": {"pattern": FIELD_NAME_PATTERN},
-        },
-    )
+    model_config = FORM_CONFIG
 
     model: str | None = None
 
