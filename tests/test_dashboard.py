@@ -309,9 +309,10 @@ def test_cancel_a_running_and_a_queued_job(
     where = f'.job[data-id="{queued}"] .standing:has-text("1st in queue")'
     page.wait_for_selector(where, timeout=STEP)
     card(page, running).locator(".cancel").click()
-    page.wait_for_selector(f'.job[data-id="{running}"][data-status="cancelled"]', timeout=STEP)
+    # The running job stops after the engine stage in flight: long on a loaded machine.
+    page.wait_for_selector(f'.job[data-id="{running}"][data-status="cancelled"]', timeout=3 * STEP)
     card(page, queued).locator(".cancel").click()
-    page.wait_for_selector(f'.job[data-id="{queued}"][data-status="cancelled"]', timeout=STEP)
+    page.wait_for_selector(f'.job[data-id="{queued}"][data-status="cancelled"]', timeout=3 * STEP)
     shot(page, "cancelled")
     for job_id in (running, queued):
         assert api(d, f"/v1/jobs/{job_id}")["status"] == "cancelled"
