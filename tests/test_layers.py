@@ -11,7 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-ROOT = Path(__file__).parent.parent / "service"
+REPO = Path(__file__).parent.parent
+ROOT = REPO / "service" / "sona"
+MCP_ROOT = REPO / "mcp_tools" / "sona_mcp"
 
 # Lower number = lower layer. A module may import only its own layer or below.
 LAYER = {
@@ -208,7 +210,7 @@ def test_only_api_and_app_import_aiohttp_web() -> None:
 
 
 def test_mcp_tools_use_only_the_client() -> None:
-    for path in (ROOT.parent / "mcp_tools").rglob("*.py"):
+    for path in MCP_ROOT.rglob("*.py"):
         for name in _imports(path):
             if name.split(".")[0] == "sona":
                 assert name.startswith(("sona.client", "sona.wire")), f"{path.name} imports {name}"
@@ -300,3 +302,32 @@ def test_the_wire_module_imports_nothing() -> None:
     """client.py and sona_mcp read it without loading the daemon (or anything)."""
     names = _imports(ROOT / "wire.py")
     assert names == ["__future__", "__future__.annotations"], names
+
+
+def _module_path(dotted: str) -> Path | None:
+    """Where ``dotted`` lives if the source roots (service/, mcp_tools/) are the
+    import roots: the file a reader or a tool finds from the import alone."""
+    for root in (REPO / "service", REPO / "mcp_tools"):
+        base = root.joinpath(*dotted.split("."))
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def test_the_tree_is_what_python_imports() -> None:
+    """Every first-party import names a file at that path under a source root
+    (no symlinks, no renaming map), and the installed packages are those files."""
+    import sona
+    import sona_mcp
+
+    assert Path(sona.__file__).parent == ROOT and Path(sona_mcp.__file__).parent == MCP_ROOT
+    for path in [*_modules(), *MCP_ROOT.rglob("*.py")]:
+        for name in _imports(path):
+            if name.split(".")[0] in ("sona", "sona_mcp"):
+                # `from sona.x import y` lists "sona.x.y": y may be a name, not a module
+                assert _module_path(name) or _module_path(name.rpartition(".")[0]), (path, name)
+    tracked = subprocess.run(
+        ["git", "ls-files", "-s"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert not [line for line in tracked if line.startswith("120000")], "symlinks in the tree"
