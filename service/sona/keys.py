@@ -8,6 +8,7 @@ from sona.engine import EngineHost
 from sona.engine.registry import ModelRegistry
 from sona.events import EventHub
 from sona.intake import Intake
+from sona.live import LiveSession
 from sona.metrics import Metrics
 from sona.notify import Notifier
 from sona.runtime import Runtime
@@ -29,3 +30,5 @@ ENGINE = web.AppKey[EngineHost | None]("engine")
 NOTIFIER = web.AppKey("notifier", Notifier)
 RUNTIME = web.AppKey("runtime", Runtime)
 METRICS = web.AppKey("metrics", Metrics)
+# The live sessions open on this node, by id, with their sockets (api/realtime.py).
+LIVE = web.AppKey[dict[str, tuple[LiveSession, web.WebSocketResponse]]]("live")

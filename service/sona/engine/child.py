@@ -43,7 +43,18 @@ from sona.engine import (
 )
 from sona.engine.batcher import owner, pack
 from sona.engine.chunker import SAMPLE_RATE, Chunker, RawChunk
-from sona.engine.messages import Close, Detect, Load, Open, Ping, Pong, Reply, Step, Unload
+from sona.engine.messages import (
+    Close,
+    Detect,
+    Load,
+    Open,
+    Ping,
+    Pong,
+    Reply,
+    Step,
+    Transcribe,
+    Unload,
+)
 from sona.engine.whisper import Stopped, speech_detector
 from sona.errors import AudioTooLong, SonaError
 from sona.jobs import Segment
@@ -90,7 +101,10 @@ class EngineProcess:
         self.config = config
         self.backend = backend
         self.jobs: dict[str, _Job] = {}
-        self._steps: queue.Queue[Step] = queue.Queue()
+        # A live turn (priority 0) goes before every job's step (1): it waits at
+        # most for the steps already decoding (docs/api.md, Live sessions).
+        self._steps: queue.PriorityQueue[tuple[int, int, Step | Transcribe]] = queue.PriorityQueue()
+        self._order = itertools.count()
         self._send_lock = threading.Lock()
 
     def send(self, msg: object) -> None:
@@ -126,7 +140,9 @@ class EngineProcess:
                 if closing is not None:
                     closing.close()
             case Step():
-                self._steps.put(msg)
+                self._steps.put((1, next(self._order), msg))
+            case Transcribe():
+                self._steps.put((0, next(self._order), msg))
             case Detect(req):
                 # Off the main thread: decoding the file's start takes a while.
                 work = functools.partial(self._detect, msg)
@@ -142,8 +158,26 @@ class EngineProcess:
 
     def _infer(self) -> None:
         while True:
-            step = self._steps.get()
-            self._reply(step.req, lambda step=step: self._step(step))
+            _, _, work = self._steps.get()
+            if isinstance(work, Transcribe):
+                self._reply(work.req, functools.partial(self._transcribe, work))
+            else:
+                self._reply(work.req, functools.partial(self._step, work))
+
+    def _transcribe(self, msg: Transcribe) -> tuple[str | None, list[Segment]]:
+        """A live turn: cut into chunks of speech as a job's file is (so a turn
+        and a file of the same audio decode alike), each chunk one batch row;
+        times are seconds from the turn's start. No speech: no language, []."""
+        chunker = Chunker(
+            speech_detector(self.config.chunk_s, msg.options), max_s=self.config.chunk_s
+        )
+        chunks = [*chunker.feed(msg.audio), *chunker.finish()]
+        if not chunks:
+            return None, []
+        # Asked for, else detected; an English-only model refuses another here.
+        language, _ = self.backend.language(msg.model_id, msg.options, chunks[0].audio)
+        rows = self.backend.decode(msg.model_id, msg.options, language, [[c] for c in chunks])
+        return language, [s for row in rows for chunk in row for s in chunk]
 
     def _step(self, step: Step) -> list[list[Segment]]:
         """Segments per item; an item whose job was closed meanwhile gets []."""

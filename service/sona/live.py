@@ -1,0 +1,263 @@
+"""A live transcription session: audio arrives in frames, is cut into turns
+(by the client's commits, or by server VAD), and each turn is decoded by the
+engine ahead of the jobs' batches (``EngineHost.transcribe``); its text goes
+back as events. No HTTP here: ``api/realtime.py`` speaks the WebSocket.
+
+Turns are decoded one after another in the order they were committed, so the
+``completed`` events come in the order the turns were spoken. An engine that
+dies mid-turn is restarted by its host; the turn is decoded again on the new
+one, so a crash costs time, not text."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import structlog
+
+from sona import realtime_events as ev
+from sona.engine import EngineHost
+from sona.engine.registry import OPENAI_ALIASES, ModelRegistry
+from sona.errors import EngineCrashed, InvalidRequest, SonaError
+from sona.intake import Intake
+from sona.jobs import Segment, TranscribeOptions
+from sona.live_audio import RATE, Resampler, TurnDetector, pcm16
+from sona.settings import Settings
+
+log = structlog.get_logger("sona.live")
+Emit = Callable[[dict[str, Any]], Awaitable[None]]
+CRASH_RETRIES = 3
+
+
+class LiveLimit(SonaError):
+    """A limit that ends the session (its ``code`` says which)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TooFast(InvalidRequest):
+    code = "too_fast"
+
+
+@dataclass(frozen=True)
+class Turn:
+    item_id: str
+    start: int  # samples at 16 kHz from the session's first
+    audio: np.ndarray
+
+
+def model_name(asked: str | None) -> str | None:
+    """An OpenAI transcription model's name means Sona's default model."""
+    if asked is None or asked in OPENAI_ALIASES or asked.startswith(("gpt-", "whisper-")):
+        return None
+    return asked
+
+
+class LiveSession:
+    """One session's state: the uncommitted audio, the turn detector, the turns
+    waiting for the engine."""
+
+    def __init__(
+        self,
+        *,
+        engine: EngineHost,
+        models: ModelRegistry,
+        intake: Intake,
+        settings: Settings,
+        emit: Emit,
+        session_id: str | None = None,
+    ) -> None:
+        self.id = session_id or ev.new_id("sess")
+        self.config = ev.SessionConfig()
+        self._engine, self._models, self._intake = engine, models, intake
+        self._settings = settings
+        self._emit = emit
+        self._resampler = Resampler(self.config.rate)
+        self._detector = self._new_detector()
+        self._buffer: list[np.ndarray] = []
+        self._buffer_start = 0  # the first buffered sample, from the session's start
+        self._received = 0  # samples at 16 kHz
+        self._item: str | None = None  # the turn server VAD heard start
+        self._previous: str | None = None
+        self._started = time.monotonic()
+        self._turns: asyncio.Queue[Turn | None] = asyncio.Queue()
+        self._decoder = asyncio.create_task(self._decode_turns())
+
+    async def send(self, event: dict[str, Any]) -> None:
+        await self._emit(event)
+
+    async def send_error(
+        self, code: str, message: str, *, param: str | None = None, about: str | None = None
+    ) -> None:
+        await self._emit(ev.error(code, message, param=param, about=about))
+
+    @property
+    def seconds(self) -> float:
+        return self._received / RATE
+
+    def _new_detector(self) -> TurnDetector | None:
+        td = self.config.turn_detection
+        if td is None:
+            return None
+        return TurnDetector(td.threshold, td.prefix_padding_ms, td.silence_duration_ms)
+
+    def update(self, session: Any) -> None:
+        config = ev.updated(self.config, session)
+        if config.model != self.config.model:
+            self._intake.resolve_model(model_name(config.model))  # an unknown model: now
+        if config.rate != self.config.rate:
+            if self._received:
+                raise ev.UnsupportedFormat(
+                    "the input format cannot change once audio was sent",
+                    param="session.audio.input.format",
+                )
+            self._resampler = Resampler(config.rate)
+        turn_changed = config.turn_detection != self.config.turn_detection
+        self.config = config
+        if turn_changed:
+            self._detector = self._new_detector()
+
+    async def append(self, pcm: bytes) -> None:
+        if len(pcm) % 2:
+            raise InvalidRequest("audio is 16-bit PCM: an even number of bytes", param="audio")
+        seconds = len(pcm) / 2 / self.config.rate
+        if self.seconds + seconds > self._settings.live_max_session_s:
+            raise LiveLimit(
+                "session_too_long",
+                f"a live session holds at most {self._settings.live_max_session_s:g} s of audio "
+                "(live_max_session_s)",
+            )
+        ahead = self.seconds + seconds - (time.monotonic() - self._started)
+        if ahead > self._settings.live_max_ahead_s:
+            raise TooFast(
+                f"audio is arriving {ahead:.0f} s ahead of real time, more than "
+                f"{self._settings.live_max_ahead_s:g} s (live_max_ahead_s): this frame was dropped"
+            )
+        samples, events = await asyncio.to_thread(self._ingest, pcm)
+        self._received += samples.size
+        self._buffer.append(samples)
+        for vad in events:
+            await self._on_vad(vad.kind, vad.sample)
+        if self._received - self._buffer_start > self._settings.live_max_turn_s * RATE:
+            await self.commit(auto=True)
+
+    def _ingest(self, pcm: bytes) -> tuple[np.ndarray, list[Any]]:
+        """Off the event loop: decode, resample, detect."""
+        samples = self._resampler(pcm16(pcm))
+        return samples, self._detector.feed(samples) if self._detector else []
+
+    async def _on_vad(self, kind: str, sample: int) -> None:
+        if kind == "started":
+            self._drop_before(sample)
+            self._item = ev.new_id("item")
+            await self._emit(
+                ev.event(
+                    "input_audio_buffer.speech_started",
+                    audio_start_ms=sample * 1000 // RATE,
+                    item_id=self._item,
+                )
+            )
+        elif self._item is not None:
+            await self._emit(
+                ev.event(
+                    "input_audio_buffer.speech_stopped",
+                    audio_end_ms=sample * 1000 // RATE,
+                    item_id=self._item,
+                )
+            )
+            await self._commit_until(sample, self._item)
+
+    def _drop_before(self, sample: int) -> None:
+        audio = self._take(self._received)
+        keep = max(0, sample - self._buffer_start)
+        self._buffer = [audio[keep:]]
+        self._buffer_start += min(keep, audio.size)
+
+    def _take(self, until: int) -> np.ndarray:
+        """The buffered samples before ``until``; the rest stays buffered."""
+        audio = np.concatenate(self._buffer) if self._buffer else np.zeros(0, np.float32)
+        cut = max(0, min(until - self._buffer_start, audio.size))
+        self._buffer = [audio[cut:]]
+        return audio[:cut]
+
+    async def commit(self, *, auto: bool = False) -> None:
+        if self._received == self._buffer_start:
+            if auto:
+                return
+            raise InvalidRequest(
+                "the input audio buffer is empty: nothing to commit",
+                param="input_audio_buffer",
+            )
+        item = self._item or ev.new_id("item")
+        await self._commit_until(self._received, item)
+
+    async def _commit_until(self, sample: int, item: str) -> None:
+        start = self._buffer_start
+        audio = self._take(sample)
+        self._buffer_start = start + audio.size
+        self._item = None
+        await self._emit(
+            ev.event("input_audio_buffer.committed", item_id=item, previous_item_id=self._previous)
+        )
+        self._previous = item
+        self._turns.put_nowait(Turn(item, start, audio))
+
+    async def clear(self) -> None:
+        self._take(self._received)
+        self._buffer_start = self._received
+        self._item = None
+        await self._emit(ev.event("input_audio_buffer.cleared"))
+
+    async def _decode_turns(self) -> None:
+        while (turn := await self._turns.get()) is not None:
+            try:
+                segments = await self._decode(turn)
+            except SonaError as exc:
+                log.warning("live.turn_failed", session=self.id, code=exc.code)
+                await self._emit(ev.failed(turn.item_id, exc.code, exc.message))
+                continue
+            text = " ".join(s.text.strip() for s in segments).strip()
+            seconds = turn.audio.size / RATE
+            if text:  # whisper-1's way: one delta with the turn's whole text
+                await self._emit(
+                    ev.event(
+                        "conversation.item.input_audio_transcription.delta",
+                        item_id=turn.item_id,
+                        content_index=0,
+                        delta=text,
+                    )
+                )
+            await self._emit(ev.completed(turn.item_id, text, seconds))
+
+    async def _decode(self, turn: Turn) -> list[Segment]:
+        options = TranscribeOptions(language=self.config.language, prompt=self.config.prompt)
+        model_id = self._intake.resolve_model(model_name(self.config.model))
+        for attempt in range(CRASH_RETRIES + 1):
+            entry = await self._models.acquire(model_id)
+            try:
+                _, segments = await self._engine.transcribe(entry.id, options, turn.audio)
+                return segments
+            except EngineCrashed:
+                if attempt == CRASH_RETRIES:
+                    raise
+                log.warning("live.engine_crashed", session=self.id, retry=attempt + 1)
+            finally:
+                self._models.release(entry)
+        raise AssertionError("unreachable")
+
+    async def close(self, *, drain: bool) -> None:
+        """Stop: with ``drain``, the turns already committed are decoded first."""
+        if self._decoder.done():
+            return
+        if drain:
+            self._turns.put_nowait(None)
+            await self._decoder
+        else:
+            self._decoder.cancel()
+            await asyncio.gather(self._decoder, return_exceptions=True)
