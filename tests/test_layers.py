@@ -46,6 +46,7 @@ LAYER = {
     "intake": 2,
     "queue": 2,
     "live": 2,
+    "live_record": 2,
     "runtime": 3,
     "startup": 3,
     "keys": 4,

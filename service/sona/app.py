@@ -37,6 +37,7 @@ from sona.keys import (
     NOTIFIER,
     RUNTIME,
     SETTINGS,
+    STOPPING,
     STORE,
     UPLOADS,
     WORKER,
@@ -70,7 +71,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(add_request_id)
     app.on_response_prepare.append(end_json_with_newline)
     app.cleanup_ctx.append(_runtime_ctx)
-    app[LIVE] = {}
+    app[LIVE], app[STOPPING] = {}, False
     # Live sessions first: their last turns need the engine the drain stops.
     app.on_shutdown.append(realtime.close_all)
     app.on_shutdown.append(_drain)

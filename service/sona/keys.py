@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
+
 from aiohttp import web
 
 from sona.engine import EngineHost
@@ -30,5 +33,18 @@ ENGINE = web.AppKey[EngineHost | None]("engine")
 NOTIFIER = web.AppKey("notifier", Notifier)
 RUNTIME = web.AppKey("runtime", Runtime)
 METRICS = web.AppKey("metrics", Metrics)
-# The live sessions open on this node, by id, with their sockets (api/realtime.py).
-LIVE = web.AppKey[dict[str, tuple[LiveSession, web.WebSocketResponse]]]("live")
+
+
+@dataclass
+class LiveEntry:
+    """A live session open on this node, with its client's socket (None while
+    it waits for the client to resume) and the timer that ends it then."""
+
+    session: LiveSession
+    ws: web.WebSocketResponse | None
+    expiry: asyncio.Task[None] | None = None
+
+
+# The live sessions open on this node, by id (api/realtime.py).
+LIVE = web.AppKey[dict[str, LiveEntry]]("live")
+STOPPING = web.AppKey("stopping", bool)  # SIGTERM: live sessions end, never wait

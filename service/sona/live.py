@@ -23,10 +23,14 @@ from sona import realtime_events as ev
 from sona.engine import EngineHost
 from sona.engine.registry import OPENAI_ALIASES, ModelRegistry
 from sona.errors import EngineCrashed, InvalidRequest, SonaError
+from sona.events import EventHub
 from sona.intake import Intake
 from sona.jobs import Segment, TranscribeOptions
 from sona.live_audio import RATE, Resampler, TurnDetector, pcm16
+from sona.live_record import LiveRecording
 from sona.settings import Settings
+from sona.store import JobStore
+from sona.uploads import UploadDir
 
 log = structlog.get_logger("sona.live")
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
@@ -47,9 +51,23 @@ class TooFast(InvalidRequest):
 
 @dataclass(frozen=True)
 class Turn:
+    no: int  # counts a session's turns from 0: its job's chunk number
     item_id: str
     start: int  # samples at 16 kHz from the session's first
     audio: np.ndarray
+
+
+@dataclass(frozen=True)
+class LiveDeps:
+    """What a session uses of the runtime."""
+
+    engine: EngineHost
+    models: ModelRegistry
+    intake: Intake
+    settings: Settings
+    store: JobStore
+    events: EventHub
+    uploads: UploadDir
 
 
 def model_name(asked: str | None) -> str | None:
@@ -63,21 +81,16 @@ class LiveSession:
     """One session's state: the uncommitted audio, the turn detector, the turns
     waiting for the engine."""
 
-    def __init__(
-        self,
-        *,
-        engine: EngineHost,
-        models: ModelRegistry,
-        intake: Intake,
-        settings: Settings,
-        emit: Emit,
-        session_id: str | None = None,
-    ) -> None:
-        self.id = session_id or ev.new_id("sess")
+    def __init__(self, deps: LiveDeps, emit: Emit) -> None:
+        self.id = ev.new_id("sess")
         self.config = ev.SessionConfig()
-        self._engine, self._models, self._intake = engine, models, intake
-        self._settings = settings
-        self._emit = emit
+        self._deps = deps
+        self._engine, self._models, self._intake = deps.engine, deps.models, deps.intake
+        self._settings = deps.settings
+        self._emit: Emit | None = emit
+        self._undelivered: list[dict[str, Any]] = []  # while no client is attached
+        self.recording: LiveRecording | None = None
+        self._turn_no = 0
         self._resampler = Resampler(self.config.rate)
         self._detector = self._new_detector()
         self._buffer: list[np.ndarray] = []
@@ -89,13 +102,53 @@ class LiveSession:
         self._turns: asyncio.Queue[Turn | None] = asyncio.Queue()
         self._decoder = asyncio.create_task(self._decode_turns())
 
+    async def start(self) -> None:
+        """Open the session's job (its recording)."""
+        model_id = self._intake.resolve_model(model_name(self.config.model))
+        self.recording = await LiveRecording.open(
+            store=self._deps.store,
+            events=self._deps.events,
+            uploads=self._deps.uploads,
+            session_id=self.id,
+            model_id=model_id,
+            options=self._options(),
+            lease_s=self._settings.lease_s,
+        )
+
+    @property
+    def job_id(self) -> str | None:
+        return self.recording.job_id if self.recording else None
+
+    @property
+    def received_ms(self) -> int:
+        """Audio received so far: where a resuming client sends on from."""
+        return self._received * 1000 // RATE
+
     async def send(self, event: dict[str, Any]) -> None:
-        await self._emit(event)
+        emit = self._emit
+        if emit is None:
+            self._undelivered.append(event)
+            return
+        try:
+            await emit(event)
+        except ConnectionError:  # the client went while we wrote: kept for a resume
+            self._undelivered.append(event)
+
+    def detach(self) -> None:
+        """The client is gone; what happens meanwhile waits for its return."""
+        self._emit = None
+
+    async def attach(self, emit: Emit) -> None:
+        """A client resumed the session: what it missed first, in order."""
+        self._emit = emit
+        missed, self._undelivered = self._undelivered, []
+        for event in missed:
+            await self.send(event)
 
     async def send_error(
         self, code: str, message: str, *, param: str | None = None, about: str | None = None
     ) -> None:
-        await self._emit(ev.error(code, message, param=param, about=about))
+        await self.send(ev.error(code, message, param=param, about=about))
 
     @property
     def seconds(self) -> float:
@@ -140,6 +193,8 @@ class LiveSession:
                 f"{self._settings.live_max_ahead_s:g} s (live_max_ahead_s): this frame was dropped"
             )
         samples, events = await asyncio.to_thread(self._ingest, pcm)
+        if self.recording is not None:
+            await self.recording.write(samples)
         self._received += samples.size
         self._buffer.append(samples)
         for vad in events:
@@ -156,7 +211,7 @@ class LiveSession:
         if kind == "started":
             self._drop_before(sample)
             self._item = ev.new_id("item")
-            await self._emit(
+            await self.send(
                 ev.event(
                     "input_audio_buffer.speech_started",
                     audio_start_ms=sample * 1000 // RATE,
@@ -164,7 +219,7 @@ class LiveSession:
                 )
             )
         elif self._item is not None:
-            await self._emit(
+            await self.send(
                 ev.event(
                     "input_audio_buffer.speech_stopped",
                     audio_end_ms=sample * 1000 // RATE,
@@ -202,30 +257,33 @@ class LiveSession:
         audio = self._take(sample)
         self._buffer_start = start + audio.size
         self._item = None
-        await self._emit(
+        await self.send(
             ev.event("input_audio_buffer.committed", item_id=item, previous_item_id=self._previous)
         )
         self._previous = item
-        self._turns.put_nowait(Turn(item, start, audio))
+        self._turns.put_nowait(Turn(self._turn_no, item, start, audio))
+        self._turn_no += 1
 
     async def clear(self) -> None:
         self._take(self._received)
         self._buffer_start = self._received
         self._item = None
-        await self._emit(ev.event("input_audio_buffer.cleared"))
+        await self.send(ev.event("input_audio_buffer.cleared"))
 
     async def _decode_turns(self) -> None:
         while (turn := await self._turns.get()) is not None:
             try:
-                segments = await self._decode(turn)
+                language, segments = await self._decode(turn)
+                if self.recording is not None:
+                    await self.recording.turn(turn.no, turn.start / RATE, segments, language)
             except SonaError as exc:
                 log.warning("live.turn_failed", session=self.id, code=exc.code)
-                await self._emit(ev.failed(turn.item_id, exc.code, exc.message))
+                await self.send(ev.failed(turn.item_id, exc.code, exc.message))
                 continue
             text = " ".join(s.text.strip() for s in segments).strip()
             seconds = turn.audio.size / RATE
             if text:  # whisper-1's way: one delta with the turn's whole text
-                await self._emit(
+                await self.send(
                     ev.event(
                         "conversation.item.input_audio_transcription.delta",
                         item_id=turn.item_id,
@@ -233,16 +291,18 @@ class LiveSession:
                         delta=text,
                     )
                 )
-            await self._emit(ev.completed(turn.item_id, text, seconds))
+            await self.send(ev.completed(turn.item_id, text, seconds))
 
-    async def _decode(self, turn: Turn) -> list[Segment]:
-        options = TranscribeOptions(language=self.config.language, prompt=self.config.prompt)
+    def _options(self) -> TranscribeOptions:
+        return TranscribeOptions(language=self.config.language, prompt=self.config.prompt)
+
+    async def _decode(self, turn: Turn) -> tuple[str | None, list[Segment]]:
+        options = self._options()
         model_id = self._intake.resolve_model(model_name(self.config.model))
         for attempt in range(CRASH_RETRIES + 1):
             entry = await self._models.acquire(model_id)
             try:
-                _, segments = await self._engine.transcribe(entry.id, options, turn.audio)
-                return segments
+                return await self._engine.transcribe(entry.id, options, turn.audio)
             except EngineCrashed:
                 if attempt == CRASH_RETRIES:
                     raise
@@ -251,13 +311,12 @@ class LiveSession:
                 self._models.release(entry)
         raise AssertionError("unreachable")
 
-    async def close(self, *, drain: bool) -> None:
-        """Stop: with ``drain``, the turns already committed are decoded first."""
-        if self._decoder.done():
-            return
-        if drain:
+    async def close(self) -> None:
+        """End the session: the turns already committed are decoded and stored,
+        then its job is completed with what was said."""
+        if not self._decoder.done():
             self._turns.put_nowait(None)
-            await self._decoder
-        else:
-            self._decoder.cancel()
             await asyncio.gather(self._decoder, return_exceptions=True)
+        if self.recording is not None:
+            recording, self.recording = self.recording, None
+            await recording.finish()

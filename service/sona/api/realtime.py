@@ -22,8 +22,8 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from sona import realtime_events as ev
 from sona.api.middleware import check_origin
 from sona.errors import InvalidRequest, NoEngine, SonaError
-from sona.keys import ENGINE, INTAKE, LIVE, MODELS, SETTINGS
-from sona.live import LiveLimit, LiveSession
+from sona.keys import ENGINE, INTAKE, LIVE, MODELS, RUNTIME, SETTINGS, STOPPING, LiveEntry
+from sona.live import LiveDeps, LiveLimit, LiveSession
 
 log = structlog.get_logger("sona.api")
 routes = web.RouteTableDef()
@@ -41,34 +41,76 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(max_msg_size=settings.live_max_frame_kb * 1024, heartbeat=30)
     await ws.prepare(request)
     sessions = app[LIVE]
-    if len(sessions) >= settings.live_max_sessions:
-        await _send(ws, ev.error("too_many_sessions", _too_many(settings.live_max_sessions)))
-        await ws.close(code=TRY_AGAIN_LATER, message=b"too many live sessions")
-        return ws
+    resumed = request.query.get("session_id")
 
     async def emit(event: dict[str, Any]) -> None:
         await _send(ws, event)
 
-    session = LiveSession(
-        engine=engine,
-        models=app[MODELS],
-        intake=app[INTAKE],
-        settings=settings,
-        emit=emit,
-    )
-    sessions[session.id] = (session, ws)
-    log.info("live.opened", session=session.id)
-    try:
-        await emit(
-            ev.event("session.created", session=ev.session_shape(session.id, session.config, None))
-        )
-        await _serve(ws, session, settings.live_idle_timeout_s)
-    finally:
-        sessions.pop(session.id, None)
-        await session.close(drain=not ws.closed)
+    if resumed is not None:
+        session = await _resume(sessions, resumed, ws, emit)
+        if session is None:
+            return ws
+    elif len(sessions) >= settings.live_max_sessions:
+        await _send(ws, ev.error("too_many_sessions", _too_many(settings.live_max_sessions)))
+        await ws.close(code=TRY_AGAIN_LATER, message=b"too many live sessions")
+        return ws
+    else:
+        rt = app[RUNTIME]
+        deps = LiveDeps(engine, app[MODELS], app[INTAKE], settings, rt.store, rt.events, rt.uploads)
+        session = LiveSession(deps, emit)
+        await session.start()
+        sessions[session.id] = LiveEntry(session, ws)
+        log.info("live.opened", session=session.id, job_id=session.job_id)
+        await session.send(_created(session))
+    entry = sessions[session.id]
+    entry.ws = ws
+    done = await _serve(ws, session, settings.live_idle_timeout_s)
+    if entry.ws is not ws:  # resumed on another socket meanwhile
+        return ws
+    if done or app[STOPPING]:
+        await _end(app, session)
         await ws.close()
-        log.info("live.closed", session=session.id, seconds=round(session.seconds, 1))
+    else:  # dropped: the session waits for its client, a while
+        session.detach()
+        entry.ws = None
+        entry.expiry = asyncio.create_task(_expire(app, session, settings.live_resume_grace_s))
+        log.info("live.detached", session=session.id, grace_s=settings.live_resume_grace_s)
     return ws
+
+
+def _created(session: LiveSession) -> dict[str, Any]:
+    shape = ev.session_shape(session.id, session.config, session.job_id)
+    return ev.event("session.created", session=shape, audio_received_ms=session.received_ms)
+
+
+async def _resume(
+    sessions: dict[str, LiveEntry], session_id: str, ws: web.WebSocketResponse, emit: Any
+) -> LiveSession | None:
+    entry = sessions.get(session_id)
+    if entry is None or entry.ws is not None:
+        message = f"no session {session_id!r} is waiting to be resumed"
+        await _send(ws, ev.error("session_not_found", message, param="session_id"))
+        await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"no such session")
+        return None
+    if entry.expiry is not None:
+        entry.expiry.cancel()
+        entry.expiry = None
+    await _send(ws, _created(entry.session))
+    await entry.session.attach(emit)
+    log.info("live.resumed", session=session_id)
+    return entry.session
+
+
+async def _expire(app: web.Application, session: LiveSession, grace_s: float) -> None:
+    await asyncio.sleep(grace_s)
+    log.info("live.expired", session=session.id)
+    await _end(app, session)
+
+
+async def _end(app: web.Application, session: LiveSession) -> None:
+    app[LIVE].pop(session.id, None)
+    await session.close()
+    log.info("live.closed", session=session.id, seconds=round(session.seconds, 1))
 
 
 def _too_many(limit: int) -> str:
@@ -78,33 +120,38 @@ def _too_many(limit: int) -> str:
 
 
 async def _send(ws: web.WebSocketResponse, event: dict[str, Any]) -> None:
-    if not ws.closed:
-        await ws.send_str(json.dumps(event, separators=(",", ":")))
+    if ws.closed:
+        raise ConnectionResetError("the client's socket is closed")
+    await ws.send_str(json.dumps(event, separators=(",", ":")))
 
 
-async def _serve(ws: web.WebSocketResponse, session: LiveSession, idle_s: float) -> None:
+async def _serve(ws: web.WebSocketResponse, session: LiveSession, idle_s: float) -> bool:
+    """Read client events until the socket ends. True: the session is over (the
+    client closed it normally, or a limit ended it); False: the client dropped."""
     while True:
         try:
             msg = await ws.receive(timeout=idle_s)
         except TimeoutError:
             message = f"no client event for {idle_s:g} s (live_idle_timeout_s): session ended"
-            await _send(ws, ev.error("idle_timeout", message))
+            await session.send_error("idle_timeout", message)
             await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"idle timeout")
-            return
-        if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
-            return
+            return True
+        if msg.type == WSMsgType.CLOSE:
+            return msg.data in (WSCloseCode.OK, WSCloseCode.GOING_AWAY)
+        if msg.type in (WSMsgType.CLOSING, WSMsgType.CLOSED):
+            return False
         if msg.type == WSMsgType.ERROR:  # a frame past max_msg_size, a broken frame
             log.info("live.bad_frame", session=session.id, error=str(ws.exception()))
-            return
+            return ws.close_code == WSCloseCode.MESSAGE_TOO_BIG
         if msg.type != WSMsgType.TEXT:
-            await _send(ws, ev.error("invalid_event", "client events are JSON text messages"))
+            await session.send_error("invalid_event", "client events are JSON text messages")
             continue
         try:
             await _handle(session, msg.data)
         except LiveLimit as exc:
-            await _send(ws, ev.error(exc.code, exc.message))
+            await session.send_error(exc.code, exc.message)
             await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=exc.code.encode())
-            return
+            return True
 
 
 async def _handle(session: LiveSession, data: str) -> None:
@@ -129,7 +176,7 @@ async def _dispatch(session: LiveSession, event: dict[str, Any]) -> None:
     match event.get("type"):
         case "session.update":
             session.update(event.get("session"))
-            shape = ev.session_shape(session.id, session.config, None)
+            shape = ev.session_shape(session.id, session.config, session.job_id)
             await session.send(ev.event("session.updated", session=shape))
         case "input_audio_buffer.append":
             await session.append(_audio(event.get("audio")))
@@ -155,11 +202,12 @@ def _audio(value: Any) -> bytes:
 
 
 async def close_all(app: web.Application) -> None:
-    """on_shutdown: each session's committed turns are decoded and sent, then
-    its socket is closed (1001, going away)."""
-    sessions = list(app[LIVE].values())
-    for session, ws in sessions:
-        await session.close(drain=True)
-        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
-    if sessions:
-        await asyncio.sleep(0)
+    """on_shutdown: each session's committed turns are decoded and stored, its
+    job completed, then its socket closed (1001, going away)."""
+    app[STOPPING] = True
+    for entry in list(app[LIVE].values()):
+        if entry.expiry is not None:
+            entry.expiry.cancel()
+        await _end(app, entry.session)
+        if entry.ws is not None:
+            await entry.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")

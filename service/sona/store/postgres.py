@@ -261,6 +261,41 @@ class PostgresStore(OutboxMixin):
             )
             return None if row is None else Claim(job_from_row(row), token)
 
+    # -- live sessions (sona/live_record.py) ------------------------------------
+
+    async def start_live(self, new: NewJob, *, worker_id: str, lease_s: float) -> Claim:
+        token = uuid.uuid4().hex
+        async with self._tx() as db:
+            row = await db.fetchrow(
+                f"""INSERT INTO jobs (id, status, priority, model, options, file_path,
+                   file_name, file_sha256, file_size, idempotency_key, callback_url,
+                   metadata, duration, max_attempts, created_at, attempts, lease_token,
+                   lease_expires_at, worker_id, started_at)
+                   VALUES ($1, 'processing', $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                           $13, {NOW}, 1, $14, {NOW} + $15, $16, {NOW})
+                   RETURNING *""",
+                *new_job_values(new),
+                token,
+                float(lease_s),
+                worker_id,
+            )
+            return Claim(job_from_row(row), token)
+
+    async def claim_job(self, job_id: str, *, worker_id: str, lease_s: float) -> Claim | None:
+        token = uuid.uuid4().hex
+        async with self._tx() as db:
+            row = await db.fetchrow(
+                f"""UPDATE jobs SET status = 'processing', attempts = attempts + 1,
+                   lease_token = $1, lease_expires_at = {NOW} + $2, worker_id = $3,
+                   started_at = {NOW}, error_code = NULL, error_message = NULL
+                   WHERE id = $4 AND status = 'queued' RETURNING *""",
+                token,
+                float(lease_s),
+                worker_id,
+                job_id,
+            )
+            return None if row is None else Claim(job_from_row(row), token)
+
     async def _lease(self, db: Any, claim: Claim) -> Lease:
         # FOR UPDATE: the row stays as read until the caller's transaction ends.
         row = await db.fetchrow(

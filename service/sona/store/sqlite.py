@@ -332,6 +332,36 @@ class SqliteStore(OutboxMixin):
             )
             return Claim(await self._get(job_id), token)
 
+    # -- live sessions (sona/live_record.py) ------------------------------------
+
+    async def start_live(self, new: NewJob, *, worker_id: str, lease_s: float) -> Claim:
+        token, now = uuid.uuid4().hex, time.time()
+        async with self._tx():
+            await self._db.execute(
+                """INSERT INTO jobs (id, status, priority, model, options, file_path,
+                   file_name, file_sha256, file_size, idempotency_key, callback_url,
+                   metadata, duration, max_attempts, created_at, attempts, lease_token,
+                   lease_expires_at, worker_id, started_at)
+                   VALUES (?, 'processing', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1,
+                           ?, ?, ?, ?)""",
+                (*new_job_values(new), now, token, now + lease_s, worker_id, now),
+            )
+            return Claim(await self._get(new.id), token)
+
+    async def claim_job(self, job_id: str, *, worker_id: str, lease_s: float) -> Claim | None:
+        token, now = uuid.uuid4().hex, time.time()
+        async with self._tx():
+            cur = await self._db.execute(
+                """UPDATE jobs SET status = 'processing', attempts = attempts + 1,
+                   lease_token = ?, lease_expires_at = ?, worker_id = ?, started_at = ?,
+                   error_code = NULL, error_message = NULL
+                   WHERE id = ? AND status = 'queued'""",
+                (token, now + lease_s, worker_id, now, job_id),
+            )
+            if cur.rowcount != 1:
+                return None
+            return Claim(await self._get(job_id), token)
+
     async def _lease(self, claim: Claim) -> Lease:
         row = await self._one(
             f"SELECT cancel_requested FROM jobs WHERE {_FENCE}", claim.job.id, claim.token
