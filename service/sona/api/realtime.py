@@ -142,7 +142,7 @@ async def _serve(ws: web.WebSocketResponse, session: LiveSession, idle_s: float)
             return False
         if msg.type == WSMsgType.ERROR:  # a frame past max_msg_size, a broken frame
             log.info("live.bad_frame", session=session.id, error=str(ws.exception()))
-            return ws.close_code == WSCloseCode.MESSAGE_TOO_BIG
+            return True  # aiohttp closed the socket (1009, 1002): not a network drop
         if msg.type != WSMsgType.TEXT:
             await session.send_error("invalid_event", "client events are JSON text messages")
             continue
