@@ -37,10 +37,10 @@ from sona.keys import (
     NOTIFIER,
     RUNTIME,
     SETTINGS,
-    STOPPING,
     STORE,
     UPLOADS,
     WORKER,
+    LiveSessions,
 )
 from sona.metrics import Metrics
 from sona.runtime import start_runtime
@@ -71,7 +71,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(add_request_id)
     app.on_response_prepare.append(end_json_with_newline)
     app.cleanup_ctx.append(_runtime_ctx)
-    app[LIVE], app[STOPPING] = {}, False
+    app[LIVE] = LiveSessions()
     # Live sessions first: their last turns need the engine the drain stops.
     app.on_shutdown.append(realtime.close_all)
     app.on_shutdown.append(_drain)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -45,6 +45,13 @@ class LiveEntry:
     expiry: asyncio.Task[None] | None = None
 
 
-# The live sessions open on this node, by id (api/realtime.py).
-LIVE = web.AppKey[dict[str, LiveEntry]]("live")
-STOPPING = web.AppKey("stopping", bool)  # SIGTERM: live sessions end, never wait
+@dataclass
+class LiveSessions:
+    """The live sessions open on this node, by id (api/realtime.py); once
+    ``stopping`` (SIGTERM) a dropped one ends at once instead of waiting."""
+
+    entries: dict[str, LiveEntry] = field(default_factory=dict)
+    stopping: bool = False
+
+
+LIVE = web.AppKey("live", LiveSessions)

@@ -255,6 +255,14 @@ EVENTS_DOC = (
     "`cancelled` with the job, and the stream ends. Send `Last-Event-ID: N` to resume "
     "after segment N; `: ping` comments keep idle connections open."
 )
+REALTIME_DOC = (
+    "A WebSocket speaking OpenAI's Realtime protocol for transcription sessions, as the "
+    "openai SDK's client.realtime.connect does with websocket_base_url pointed here: "
+    "session.update, input_audio_buffer.append, commit and clear in; speech_started and "
+    "speech_stopped (server VAD), committed, the transcription's delta and completed, and "
+    "error out. Every session is recorded as a job that ends completed. See docs/api.md, "
+    "Live sessions."
+)
 FEED_DOC = (
     "Server-Sent Events for the whole queue (the dashboard's feed): `snapshot` "
     "(FeedSnapshotOut: the newest 50 jobs and every queued or processing one, and the "
@@ -342,6 +350,10 @@ DOCS: dict[tuple[str, str], Op] = {
     ("POST", "/v1/audio/translations"): Op("openai", "Translate to English (OpenAI-compatible)",
        OPENAI_RESPONSES, (400, 404, 408, 409, 413, 415, 422, 429, 500, 503, 507),
        body=multipart("OpenAIForm"), description=OPENAI_DOC),
+    ("GET", "/v1/realtime"): Op("openai", "Live transcription session (WebSocket)",
+       {101: {}}, (400, 401, 403, 409), description=REALTIME_DOC,
+       query=(("session_id", {"type": "string"}, "resume this session after a dropped "
+               "connection, within live_resume_grace_s"),)),
     ("POST", "/v1/audio/language"): Op("openai", "Detect the language of an upload",
        {200: json_of("LanguageOut")}, (400, 404, 408, 409, 413, 415, 422, 500, 503, 507),
        body=multipart("LanguageForm"), description=LANGUAGE_DOC),

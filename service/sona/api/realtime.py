@@ -22,7 +22,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from sona import realtime_events as ev
 from sona.api.middleware import check_origin
 from sona.errors import InvalidRequest, NoEngine, SonaError
-from sona.keys import ENGINE, INTAKE, LIVE, MODELS, RUNTIME, SETTINGS, STOPPING, LiveEntry
+from sona.keys import ENGINE, INTAKE, LIVE, MODELS, RUNTIME, SETTINGS, LiveEntry
 from sona.live import LiveDeps, LiveLimit, LiveSession
 
 log = structlog.get_logger("sona.api")
@@ -40,7 +40,7 @@ async def realtime(request: web.Request) -> web.StreamResponse:
         raise NoEngine("this is an API node (--no-worker): it runs no model", param="model")
     ws = web.WebSocketResponse(max_msg_size=settings.live_max_frame_kb * 1024, heartbeat=30)
     await ws.prepare(request)
-    sessions = app[LIVE]
+    sessions = app[LIVE].entries
     resumed = request.query.get("session_id")
 
     async def emit(event: dict[str, Any]) -> None:
@@ -67,7 +67,7 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     done = await _serve(ws, session, settings.live_idle_timeout_s)
     if entry.ws is not ws:  # resumed on another socket meanwhile
         return ws
-    if done or app[STOPPING]:
+    if done or app[LIVE].stopping:
         await _end(app, session)
         await ws.close()
     else:  # dropped: the session waits for its client, a while
@@ -108,7 +108,7 @@ async def _expire(app: web.Application, session: LiveSession, grace_s: float) ->
 
 
 async def _end(app: web.Application, session: LiveSession) -> None:
-    app[LIVE].pop(session.id, None)
+    app[LIVE].entries.pop(session.id, None)
     await session.close()
     log.info("live.closed", session=session.id, seconds=round(session.seconds, 1))
 
@@ -204,8 +204,8 @@ def _audio(value: Any) -> bytes:
 async def close_all(app: web.Application) -> None:
     """on_shutdown: each session's committed turns are decoded and stored, its
     job completed, then its socket closed (1001, going away)."""
-    app[STOPPING] = True
-    for entry in list(app[LIVE].values()):
+    app[LIVE].stopping = True
+    for entry in list(app[LIVE].entries.values()):
         if entry.expiry is not None:
             entry.expiry.cancel()
         await _end(app, entry.session)
