@@ -180,9 +180,10 @@ async def test_server_vad_at_real_time_matches_a_file_job(
         daemon, pcm24k(speech), pace=1.0, turn_detection={"type": "server_vad"}
     )
     kinds = [e["type"] for e in events]
-    assert kinds.count("input_audio_buffer.speech_started") == len(CLIPS), kinds
-    assert kinds.count("input_audio_buffer.speech_stopped") == len(CLIPS), kinds
-    assert kinds.count("conversation.item.input_audio_transcription.completed") == len(CLIPS)
+    turns = kinds.count("input_audio_buffer.speech_started")
+    assert len(CLIPS) <= turns <= 2 * len(CLIPS), kinds  # a pause inside a sentence may end one
+    assert kinds.count("input_audio_buffer.speech_stopped") == turns, kinds
+    assert kinds.count("conversation.item.input_audio_transcription.completed") == turns
     live = transcript(events)
     assert word_error(file_transcript, live) <= 0.05, (file_transcript, live)
     print("latency per turn (s):", sorted(round(v, 2) for v in latency.values()))

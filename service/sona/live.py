@@ -313,7 +313,10 @@ class LiveSession:
 
     async def close(self) -> None:
         """End the session: the turns already committed are decoded and stored,
-        then its job is completed with what was said."""
+        then its job is completed with what was said. A turn server VAD heard
+        start and not yet end is committed: it was said too."""
+        if self._item is not None and not self._decoder.done():
+            await self._commit_until(self._received, self._item)
         if not self._decoder.done():
             self._turns.put_nowait(None)
             await asyncio.gather(self._decoder, return_exceptions=True)

@@ -5,13 +5,14 @@ client cut its frames.
 
 The turn detector works on loudness, not on Silero (the daemon never loads
 the engine's libraries): a 20 ms frame is speech when it stands out of the
-noise floor it has tracked by a margin that ``threshold`` sets. It only finds
+noise floor it tracks by a margin that ``threshold`` sets. It only finds
 where a turn starts and ends; the engine then cuts the turn into speech with
 Silero as it does a file (``engine/child.py``), so a loose boundary costs
 nothing but a little silence."""
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,14 +67,21 @@ class VadEvent:
 @dataclass
 class TurnDetector:
     """Server VAD over loudness. ``threshold`` (0–1, OpenAI's 0.5 by default)
-    sets how far above the noise floor speech must be: 6 dB at 0, 26 dB at 1.
-    Speech starts after 60 ms of loud frames and stops after
-    ``silence_ms`` of quiet ones."""
+    sets how far above the noise floor speech must be: 6 dB at 0, 26 dB at 1
+    (6 dB less to stay in speech than to start it). The floor is the level of
+    the quietest 5 % of the last 2 s (a quiet room's -60 dBFS until then), so
+    steady noise becomes the floor within seconds; during speech it rises by
+    1 dB a second at most, so a long sentence does not lift its own floor
+    and end at its next pause. Noise louder than the assumed floor at a
+    session's start is one false turn (the engine finds no speech in it)
+    until the floor has risen to it. Speech starts after 60 ms of loud
+    frames and stops after ``silence_ms`` of quiet ones."""
 
     threshold: float = 0.5
     prefix_padding_ms: int = 300
     silence_ms: int = 500
-    floor_db: float = -60.0
+    _levels: deque[float] = field(default_factory=lambda: deque([-60.0] * 5, maxlen=100))
+    _floor: float = -60.0
     _pending: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     _seen: int = 0  # samples consumed, in whole frames
     _speaking: bool = False
@@ -94,9 +102,13 @@ class TurnDetector:
 
     def _frame(self, frame: np.ndarray) -> VadEvent | None:
         db = 10 * np.log10(float(np.mean(frame * frame)) + 1e-10)
-        loud = db > max(self.floor_db, -70.0) + 6 + 20 * self.threshold and db > -55.0
-        if not loud:  # the floor follows quiet frames quickly, loud ones never
-            self.floor_db += (db - self.floor_db) * (0.1 if db < self.floor_db else 0.02)
+        floor = max(float(np.percentile(self._levels, 5)), -70.0)
+        if self._speaking:  # a long sentence must not raise its own floor
+            floor = min(floor, self._floor + 0.02)  # 1 dB a second at most
+        self._floor = floor
+        self._levels.append(db)
+        margin = 6 + 20 * self.threshold - (6 if self._speaking else 0)
+        loud = db > floor + margin and db > -55.0
         self._loud = self._loud + 1 if loud else 0
         self._quiet = 0 if loud else self._quiet + 1
         if not self._speaking and self._loud >= 3:
