@@ -199,7 +199,9 @@ class LiveSession:
         self._buffer.append(samples)
         for vad in events:
             await self._on_vad(vad.kind, vad.sample)
-        if self._received - self._buffer_start > self._settings.live_max_turn_s * RATE:
+        if self._detector is not None and self._item is None:
+            self._drop_before(self._received - RATE)  # silence: only the prefix may be needed
+        elif self._received - self._buffer_start > self._settings.live_max_turn_s * RATE:
             await self.commit(auto=True)
 
     def _ingest(self, pcm: bytes) -> tuple[np.ndarray, list[Any]]:
@@ -251,6 +253,8 @@ class LiveSession:
             )
         item = self._item or ev.new_id("item")
         await self._commit_until(self._received, item)
+        if auto and self._detector is not None:  # still speaking: the rest is the next turn
+            self._item = ev.new_id("item")
 
     async def _commit_until(self, sample: int, item: str) -> None:
         start = self._buffer_start
@@ -272,13 +276,15 @@ class LiveSession:
 
     async def _decode_turns(self) -> None:
         while (turn := await self._turns.get()) is not None:
+            failure: SonaError | None = None
             try:
                 language, segments = await self._decode(turn)
-                if self.recording is not None:
-                    await self.recording.turn(turn.no, turn.start / RATE, segments, language)
             except SonaError as exc:
-                log.warning("live.turn_failed", session=self.id, code=exc.code)
-                await self.send(ev.failed(turn.item_id, exc.code, exc.message))
+                failure, language, segments = exc, None, []
+            await self._record(turn, segments, language)  # a failed turn too: numbering
+            if failure is not None:
+                log.warning("live.turn_failed", session=self.id, code=failure.code)
+                await self.send(ev.failed(turn.item_id, failure.code, failure.message))
                 continue
             text = " ".join(s.text.strip() for s in segments).strip()
             seconds = turn.audio.size / RATE
@@ -292,6 +298,14 @@ class LiveSession:
                     )
                 )
             await self.send(ev.completed(turn.item_id, text, seconds))
+
+    async def _record(self, turn: Turn, segments: list[Segment], language: str | None) -> None:
+        if self.recording is None:
+            return
+        try:
+            await self.recording.turn(turn.no, turn.start / RATE, segments, language)
+        except Exception:  # the store's trouble costs the job this turn, not the session
+            log.exception("live.record_failed", session=self.id, turn=turn.no)
 
     def _options(self) -> TranscribeOptions:
         return TranscribeOptions(language=self.config.language, prompt=self.config.prompt)
