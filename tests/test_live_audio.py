@@ -17,6 +17,7 @@ from pydantic import TypeAdapter
 from sona import realtime_events as ev
 from sona.engine import ChunkInfo, EngineConfig
 from sona.engine.child import EngineProcess
+from sona.engine.live_turns import take_turns
 from sona.engine.messages import Step, Transcribe
 from sona.errors import InvalidRequest
 from sona.jobs import TranscribeOptions
@@ -185,3 +186,22 @@ def test_a_live_turn_goes_before_every_queued_step() -> None:
         except queue.Empty:
             break
     assert order == [9, 0, 1, 2]
+
+
+def test_turns_waiting_together_are_taken_as_one_batch() -> None:
+    """Turns of the same model and options go together; another's, and the
+    steps behind them, stay queued in their order."""
+    pending: queue.PriorityQueue[Any] = queue.PriorityQueue()
+    audio = np.zeros(RATE, np.float32)
+    english, french = TranscribeOptions(language="en"), TranscribeOptions(language="fr")
+    items = [
+        (0, 1, Transcribe(1, "m", english, audio)),
+        (0, 2, Transcribe(2, "m", french, audio)),
+        (0, 3, Transcribe(3, "m", english, audio)),
+        (1, 4, Step(4, "m", [ChunkInfo("job", 0, 0, 0.0, 1.0)])),
+    ]
+    for item in items:
+        pending.put(item)
+    first = pending.get_nowait()[2]
+    assert [t.req for t in take_turns(first, pending)] == [1, 3]
+    assert [pending.get_nowait()[2].req for _ in range(2)] == [2, 4]

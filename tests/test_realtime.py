@@ -215,3 +215,16 @@ async def test_deltas_carry_the_text_before_completed(daemon: Daemon) -> None:
 def test_the_http_endpoint_refuses_a_plain_get(daemon: Daemon) -> None:
     r = httpx.get(f"{daemon.url}/v1/realtime")
     assert r.status_code in (400, 426), r.text
+
+
+async def test_turns_of_sessions_ending_together_each_get_their_own_text(daemon: Daemon) -> None:
+    """Committed at once, the turns share one engine batch: each session still
+    gets its own sentence back."""
+    names = ["fox.wav", "report.wav", "weather.wav", "numbers.wav"]
+    runs = await asyncio.gather(
+        *(stream(daemon, pcm24k(AUDIO / n), pace=0, turn_detection=None) for n in names)
+    )
+    expected = {"fox.wav": "fox", "report.wav": "quarterly", "weather.wav": "weather"}
+    for name, (events, _) in zip(names, runs, strict=True):
+        said = transcript(events)
+        assert expected.get(name, "books") in said.lower(), (name, said)

@@ -20,7 +20,7 @@ import functools
 import itertools
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
@@ -43,6 +43,7 @@ from sona.engine import (
 )
 from sona.engine.batcher import owner, pack
 from sona.engine.chunker import SAMPLE_RATE, Chunker, RawChunk
+from sona.engine.live_turns import take_turns, transcribe_turns
 from sona.engine.messages import (
     Close,
     Detect,
@@ -160,24 +161,28 @@ class EngineProcess:
         while True:
             _, _, work = self._steps.get()
             if isinstance(work, Transcribe):
-                self._reply(work.req, functools.partial(self._transcribe, work))
+                self._transcribe(take_turns(work, self._steps))
             else:
                 self._reply(work.req, functools.partial(self._step, work))
 
-    def _transcribe(self, msg: Transcribe) -> tuple[str | None, list[Segment]]:
-        """A live turn: cut into chunks of speech as a job's file is (so a turn
-        and a file of the same audio decode alike), each chunk one batch row;
-        times are seconds from the turn's start. No speech: no language, []."""
-        chunker = Chunker(
-            speech_detector(self.config.chunk_s, msg.options), max_s=self.config.chunk_s
-        )
-        chunks = [*chunker.feed(msg.audio), *chunker.finish()]
-        if not chunks:
-            return None, []
-        # Asked for, else detected; an English-only model refuses another here.
-        language, _ = self.backend.language(msg.model_id, msg.options, chunks[0].audio)
-        rows = self.backend.decode(msg.model_id, msg.options, language, [[c] for c in chunks])
-        return language, [s for row in rows for chunk in row for s in chunk]
+    def _transcribe(self, turns: list[Transcribe]) -> None:
+        """Live turns, one batch (``engine/live_turns.py``); each request answered."""
+        try:
+            results = transcribe_turns(self.backend, self._turn_chunker(turns[0]), turns)
+        except SonaError as exc:
+            for turn in turns:
+                self.send(Reply(turn.req, error=(exc.code, exc.message)))
+            return
+        except Exception as exc:  # reported to each session, which says the turn failed
+            for turn in turns:
+                self.send(Reply(turn.req, error=("engine_error", f"{type(exc).__name__}: {exc}")))
+            return
+        for turn, result in zip(turns, results, strict=True):
+            self.send(Reply(turn.req, result))
+
+    def _turn_chunker(self, turn: Transcribe) -> Callable[[], Chunker]:
+        chunk_s = self.config.chunk_s
+        return lambda: Chunker(speech_detector(chunk_s, turn.options), max_s=chunk_s)
 
     def _step(self, step: Step) -> list[list[Segment]]:
         """Segments per item; an item whose job was closed meanwhile gets []."""
