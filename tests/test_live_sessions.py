@@ -230,3 +230,21 @@ async def test_a_daemon_killed_mid_session_completes_the_job_on_restart(
     job = wait_status(restarted, job_id, "completed")
     assert job["duration"] == pytest.approx(7.177 + 2.0, abs=0.15)  # all that was received
     assert word_error(done["transcript"], transcript(restarted, job_id)) == 0
+
+
+async def test_a_resume_takes_over_a_socket_the_server_still_holds(daemon_factory: Any) -> None:
+    """A connection that died without the server noticing yet (no close, no
+    reset) must not keep its client out: the resume closes it."""
+    d = daemon_factory("--model", "tiny.en")
+    first = await Live.open(d)
+    await first.manual()
+    second = await Live.open(d, first.session["id"])
+    closing = await first.ws.receive(timeout=30)
+    assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1008
+    await first.http.close()
+    await second.audio(clip("weather.wav"))
+    await second.send("input_audio_buffer.commit")
+    done = await second.next("conversation.item.input_audio_transcription.completed")
+    assert "weather" in done["transcript"].lower()
+    await second.close()
+    assert wait_status(d, second.session["job_id"], "completed")["status"] == "completed"

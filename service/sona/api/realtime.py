@@ -87,14 +87,18 @@ async def _resume(
     sessions: dict[str, LiveEntry], session_id: str, ws: web.WebSocketResponse, emit: Any
 ) -> LiveSession | None:
     entry = sessions.get(session_id)
-    if entry is None or entry.ws is not None:
-        message = f"no session {session_id!r} is waiting to be resumed"
+    if entry is None:
+        message = f"no session {session_id!r} is open to be resumed"
         await _send(ws, ev.error("session_not_found", message, param="session_id"))
         await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"no such session")
         return None
     if entry.expiry is not None:
         entry.expiry.cancel()
         entry.expiry = None
+    old, entry.ws = entry.ws, ws  # first: the old socket's handler then leaves it be
+    if old is not None:  # a half-dead connection the server has not noticed yet
+        entry.session.detach()
+        await old.close(code=WSCloseCode.POLICY_VIOLATION, message=b"resumed elsewhere")
     await _send(ws, _created(entry.session))
     await entry.session.attach(emit)
     log.info("live.resumed", session=session_id)
