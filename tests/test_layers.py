@@ -47,6 +47,7 @@ LAYER = {
     "queue": 2,
     "live": 2,
     "live_record": 2,
+    "live_partial": 1,
     "runtime": 3,
     "startup": 3,
     "keys": 4,

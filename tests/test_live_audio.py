@@ -22,6 +22,7 @@ from sona.engine.messages import Step, Transcribe
 from sona.errors import InvalidRequest
 from sona.jobs import TranscribeOptions
 from sona.live_audio import FRAME, RATE, Resampler, TurnDetector, pcm16
+from sona.live_partial import PartialText
 from tests.conftest import AUDIO
 
 SERVER_EVENT: TypeAdapter[Any] = TypeAdapter(RealtimeServerEvent)
@@ -205,3 +206,23 @@ def test_turns_waiting_together_are_taken_as_one_batch() -> None:
     first = pending.get_nowait()[2]
     assert [t.req for t in take_turns(first, pending)] == [1, 3]
     assert [pending.get_nowait()[2].req for _ in range(2)] == [2, 4]
+
+
+def test_partial_text_sends_only_words_two_decodes_agree_on() -> None:
+    partial = PartialText()
+    assert partial.interim("The quick") is None  # nothing to agree with yet
+    assert partial.interim("The quick brown fox") == "The quick"  # "brown" may be cut
+    assert partial.interim("The quick brown fax jumps") == " brown"
+    assert partial.interim("The quick brown fox jumps over") is None  # disagrees at "fox"
+    assert partial.final("The quick brown fox jumps over the lazy dog.") == (
+        " fox jumps over the lazy dog."
+    )
+    assert partial.sent == ["The", "quick", "brown", "fox", "jumps", "over", "the", "lazy", "dog."]
+
+
+def test_a_final_text_that_disagrees_adds_nothing() -> None:
+    partial = PartialText()
+    partial.interim("one two three")
+    assert partial.interim("one two three four") == "one two three"
+    assert partial.final("won two three four") is None
+    assert PartialText().final("all of it") == "all of it"  # no partials: one delta

@@ -203,11 +203,18 @@ async def test_client_commits_faster_than_real_time(
     assert word_error(file_transcript, transcript(events)) <= 0.05
 
 
+def deltas_of(events: list[dict[str, Any]], item_id: str) -> list[str]:
+    return [
+        e["delta"]
+        for e in events
+        if e["type"].endswith("transcription.delta") and e["item_id"] == item_id
+    ]
+
+
 async def test_deltas_carry_the_text_before_completed(daemon: Daemon) -> None:
     events, _ = await stream(daemon, pcm24k(AUDIO / "fox.wav"), pace=0, turn_detection=None)
-    delta = next(e for e in events if e["type"].endswith("transcription.delta"))
     done = next(e for e in events if e["type"].endswith("transcription.completed"))
-    assert delta["item_id"] == done["item_id"] and delta["delta"] == done["transcript"]
+    assert "".join(deltas_of(events, done["item_id"])).split() == done["transcript"].split()
     assert "fox" in done["transcript"].lower()
     assert done["usage"]["type"] == "duration" and done["usage"]["seconds"] > 6
 
@@ -228,3 +235,18 @@ async def test_turns_of_sessions_ending_together_each_get_their_own_text(daemon:
     for name, (events, _) in zip(names, runs, strict=True):
         said = transcript(events)
         assert expected.get(name, "books") in said.lower(), (name, said)
+
+
+async def test_a_long_turn_sends_partial_text_while_it_is_spoken(daemon: Daemon) -> None:
+    """Streamed at real time without VAD, fox.wav (7 s) is decoded again every
+    2 s of it: words come as deltas before the commit, and the deltas only ever
+    add up to the final text."""
+    events, _ = await stream(daemon, pcm24k(AUDIO / "fox.wav"), pace=1.0, turn_detection=None)
+    kinds = [e["type"] for e in events]
+    committed = kinds.index("input_audio_buffer.committed")
+    early = [e for e in events[:committed] if e["type"].endswith("transcription.delta")]
+    assert early, kinds
+    done = next(e for e in events if e["type"].endswith("transcription.completed"))
+    said = "".join(deltas_of(events, done["item_id"])).split()
+    assert said == done["transcript"].split()[: len(said)]
+    assert "quick" in " ".join(said).lower()

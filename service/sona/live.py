@@ -27,6 +27,7 @@ from sona.events import EventHub
 from sona.intake import Intake
 from sona.jobs import Segment, TranscribeOptions
 from sona.live_audio import RATE, Resampler, TurnDetector, pcm16
+from sona.live_partial import PartialText
 from sona.live_record import LiveRecording
 from sona.settings import Settings
 from sona.store import JobStore
@@ -55,6 +56,7 @@ class Turn:
     item_id: str
     start: int  # samples at 16 kHz from the session's first
     audio: np.ndarray
+    partial: PartialText | None = None  # what deltas already said of it
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,9 @@ class LiveSession:
         self._previous: str | None = None
         self._started = time.monotonic()
         self._turns: asyncio.Queue[Turn | None] = asyncio.Queue()
+        self._partial: PartialText | None = None  # of the open turn, once decoded so far
+        self._interim: asyncio.Task[None] | None = None
+        self._interim_len = 0  # samples of the open turn its last interim decode had
         self._decoder = asyncio.create_task(self._decode_turns())
 
     async def start(self) -> None:
@@ -203,6 +208,47 @@ class LiveSession:
             self._drop_before(self._received - RATE)  # silence: only the prefix may be needed
         elif self._received - self._buffer_start > self._settings.live_max_turn_s * RATE:
             await self.commit(auto=True)
+        else:
+            self._maybe_interim()
+
+    def _maybe_interim(self) -> None:
+        """Decode the open turn so far, every ``live_partial_s`` of it, one at a
+        time (``live_partial.py``): its words become deltas while it is spoken."""
+        every = self._settings.live_partial_s
+        length = self._received - self._buffer_start
+        if not every or length - self._interim_len < every * RATE:
+            return
+        if self._interim is not None and not self._interim.done():
+            return
+        if self._item is None:  # no VAD: the item the commit will name, chosen now
+            self._item = ev.new_id("item")
+        self._partial = self._partial or PartialText()
+        self._interim_len = length
+        audio = self._take(self._received)
+        self._buffer = [audio]  # _take keeps the rest: here, put the turn back whole
+        turn = Turn(-1, self._item, self._buffer_start, audio, self._partial)
+        self._interim = asyncio.create_task(self._interim_decode(turn))
+
+    async def _interim_decode(self, turn: Turn) -> None:
+        try:
+            _, segments = await self._decode(turn)
+        except SonaError:
+            return  # the committed turn will say
+        partial = turn.partial
+        if partial is None or partial is not self._partial:
+            return  # committed or cleared meanwhile: the final text speaks for it
+        delta = partial.interim(" ".join(s.text.strip() for s in segments))
+        if delta:
+            await self.send(self._delta_event(turn.item_id, delta))
+
+    @staticmethod
+    def _delta_event(item_id: str, delta: str) -> dict[str, Any]:
+        return ev.event(
+            "conversation.item.input_audio_transcription.delta",
+            item_id=item_id,
+            content_index=0,
+            delta=delta,
+        )
 
     def _ingest(self, pcm: bytes) -> tuple[np.ndarray, list[Any]]:
         """Off the event loop: decode, resample, detect."""
@@ -265,13 +311,15 @@ class LiveSession:
             ev.event("input_audio_buffer.committed", item_id=item, previous_item_id=self._previous)
         )
         self._previous = item
-        self._turns.put_nowait(Turn(self._turn_no, item, start, audio))
+        self._turns.put_nowait(Turn(self._turn_no, item, start, audio, self._partial))
         self._turn_no += 1
+        self._partial, self._interim_len = None, 0
 
     async def clear(self) -> None:
         self._take(self._received)
         self._buffer_start = self._received
         self._item = None
+        self._partial, self._interim_len = None, 0
         await self.send(ev.event("input_audio_buffer.cleared"))
 
     async def _decode_turns(self) -> None:
@@ -288,15 +336,10 @@ class LiveSession:
                 continue
             text = " ".join(s.text.strip() for s in segments).strip()
             seconds = turn.audio.size / RATE
-            if text:  # whisper-1's way: one delta with the turn's whole text
-                await self.send(
-                    ev.event(
-                        "conversation.item.input_audio_transcription.delta",
-                        item_id=turn.item_id,
-                        content_index=0,
-                        delta=text,
-                    )
-                )
+            # What deltas did not say yet (all of it for a short turn, whisper-1's way).
+            delta = (turn.partial or PartialText()).final(text)
+            if delta:
+                await self.send(self._delta_event(turn.item_id, delta))
             await self.send(ev.completed(turn.item_id, text, seconds))
 
     async def _record(self, turn: Turn, segments: list[Segment], language: str | None) -> None:
@@ -329,6 +372,8 @@ class LiveSession:
         """End the session: the turns already committed are decoded and stored,
         then its job is completed with what was said. A turn server VAD heard
         start and not yet end is committed: it was said too."""
+        if self._interim is not None:
+            self._interim.cancel()
         if self._item is not None and not self._decoder.done():
             await self._commit_until(self._received, self._item)
         if not self._decoder.done():
