@@ -70,7 +70,8 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    d = start_daemon(tmp_path_factory.mktemp("rt") / "data", "--model", "tiny.en")
+    env = {"SONA_LIVE_PARTIAL_S": "2"}  # partial text on here; test_live_sessions: off
+    d = start_daemon(tmp_path_factory.mktemp("rt") / "data", "--model", "tiny.en", env=env)
     yield d
     d.stop()
     if d.proc.stdout:
@@ -239,8 +240,9 @@ async def test_turns_of_sessions_ending_together_each_get_their_own_text(daemon:
 
 async def test_a_long_turn_sends_partial_text_while_it_is_spoken(daemon: Daemon) -> None:
     """Streamed at real time without VAD, fox.wav (7 s) is decoded again every
-    2 s of it: words come as deltas before the commit, and the deltas only ever
-    add up to the final text."""
+    2 s of it (live_partial_s, set for this module's daemon): words come as
+    deltas before the commit, and the deltas only ever add up to the final
+    text."""
     events, _ = await stream(daemon, pcm24k(AUDIO / "fox.wav"), pace=1.0, turn_detection=None)
     kinds = [e["type"] for e in events]
     committed = kinds.index("input_audio_buffer.committed")

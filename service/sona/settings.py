@@ -226,7 +226,7 @@ class Settings(BaseSettings):
     live_max_frame_kb: int = Field(default=1024, ge=1)  # one WebSocket message
     live_max_ahead_s: float = Field(default=60, ge=0)  # audio sent ahead of real time
     live_resume_grace_s: float = Field(default=30, ge=0)  # a dropped client may resume
-    live_partial_s: float = Field(default=2, ge=0)  # an open turn decoded this often; 0: off
+    live_partial_s: float = Field(default=0, ge=0)  # an open turn decoded this often; 0: off
     drain_timeout_s: float = Field(default=30, ge=0)
     poll_interval_s: float = Field(default=1.0, gt=0)
     lease_s: float = Field(default=30, gt=0)
