@@ -19,7 +19,8 @@ from sona.formats import in_order, render
 from sona.jobs import TRANSITIONS, NewJob, Segment, Status, TranscribeOptions
 from sona.store import Claim, JobStore, Lease
 from sona.store.postgres import PostgresStore
-from sona.store.postgres_schema import MIGRATIONS
+from sona.store.schema import MIGRATIONS
+from sona.store.sql import POSTGRES
 from sona.store.sqlite import SqliteStore
 from tests.pg import pg_schema_url
 
@@ -416,10 +417,10 @@ async def test_postgres_upgrades_a_version_2_database_in_place() -> None:
     async with pg_schema_url() as url:
         conn = await asyncpg.connect(url)
         await conn.execute("CREATE TABLE sona_schema (version INTEGER NOT NULL)")
-        for number, statements in enumerate(MIGRATIONS[:2], start=1):
-            for stmt in statements:
+        for migration in MIGRATIONS[:2]:
+            for stmt in migration.statements(POSTGRES):
                 await conn.execute(stmt)
-            await conn.execute("INSERT INTO sona_schema (version) VALUES ($1)", number)
+            await conn.execute("INSERT INTO sona_schema (version) VALUES ($1)", migration.version)
         await conn.execute(
             """INSERT INTO jobs (id, status, options, file_path, file_name, file_sha256,
                file_size, max_attempts, created_at) VALUES ('old', 'queued', '{}', '/x',

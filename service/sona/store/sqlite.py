@@ -19,100 +19,26 @@ from typing import Any
 import aiosqlite
 
 from sona.errors import IdempotencyConflict, InvalidTransition, NotFound, StorageFull
-from sona.jobs import (
-    FINISHED,
-    TRANSITIONS,
-    Job,
-    NewJob,
-    Segment,
-    Status,
-    sources_of,
-)
-from sona.store import Claim, DeadOwner, Lease, Recovery
+from sona.jobs import FINISHED, TRANSITIONS, Job, NewJob, Segment, Status
+from sona.store import Claim, DeadOwner, Lease, Recovery, schema, sql
 from sona.store.rows import (
-    TEXT_COLUMNS,
     job_from_row,
     new_job_values,
-    segment_data,
     segment_from_row,
+    segment_values,
     text_from_rows,
 )
-from sona.store.sqlite_outbox import MIGRATION_3, OutboxMixin
-from sona.wire import FINISHED_SQL
+from sona.store.sql import SQLITE, render
+from sona.store.sqlite_outbox import OutboxMixin
 
-SCHEMA = [
-    """
-    CREATE TABLE jobs (
-        id TEXT PRIMARY KEY,
-        status TEXT NOT NULL,
-        priority INTEGER NOT NULL DEFAULT 0,
-        model TEXT,
-        options TEXT NOT NULL,
-        file_path TEXT NOT NULL,
-        file_name TEXT NOT NULL,
-        file_sha256 TEXT NOT NULL,
-        file_size INTEGER NOT NULL,
-        idempotency_key TEXT UNIQUE,
-        callback_url TEXT,
-        metadata TEXT,
-        duration REAL,
-        processed_seconds REAL NOT NULL DEFAULT 0,
-        segments_done INTEGER NOT NULL DEFAULT 0,
-        text TEXT NOT NULL DEFAULT '',
-        language TEXT,
-        error_code TEXT,
-        error_message TEXT,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        max_attempts INTEGER NOT NULL,
-        created_at REAL NOT NULL,
-        started_at REAL,
-        finished_at REAL,
-        cancel_requested INTEGER NOT NULL DEFAULT 0,
-        lease_token TEXT,
-        lease_expires_at REAL,
-        worker_id TEXT
-    )""",
-    "CREATE INDEX jobs_queue ON jobs (status, priority DESC, created_at)",
-    """
-    CREATE TABLE segments (
-        job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
-        idx INTEGER NOT NULL,
-        start REAL NOT NULL,
-        "end" REAL NOT NULL,
-        text TEXT NOT NULL,
-        speaker TEXT,
-        data TEXT NOT NULL,
-        PRIMARY KEY (job_id, idx)
-    )""",
-]
 
-# Version 2: engine crashes counted apart from runs; stored chunks for resume.
-MIGRATION_2 = [
-    "ALTER TABLE jobs ADD COLUMN crashes INTEGER NOT NULL DEFAULT 0",
-    "ALTER TABLE jobs ADD COLUMN chunks_done INTEGER NOT NULL DEFAULT 0",
-]
-
-# Version 3 is the webhook outbox (built on another branch). Version 4: warnings
-# a finished job carries (audio_truncated), and answers copied from an earlier
-# job with the same file and options (A11 dedupe). Each step checks its own
-# column, so the order the two branches land in does not matter.
-MIGRATION_4 = [
-    "ALTER TABLE jobs ADD COLUMN warnings TEXT NOT NULL DEFAULT '[]'",
-    "ALTER TABLE jobs ADD COLUMN cached INTEGER NOT NULL DEFAULT 0",
-    "CREATE INDEX jobs_dedupe ON jobs (file_sha256, status)",
-]
-
-# Version 5: the probability of a detected language (None when it was asked for).
-MIGRATION_5 = ["ALTER TABLE jobs ADD COLUMN language_probability REAL"]
-
-_FENCE = "id = ? AND lease_token = ? AND status = 'processing'"
-# Stream order: as stored. The transcript's order is formats.in_order's.
-_SEGMENTS = "SELECT * FROM segments WHERE job_id = ? AND idx > ? ORDER BY idx"
-_TEXTS = f"SELECT {TEXT_COLUMNS} FROM segments WHERE job_id = ?"
-# Queued jobs a claim takes before this one: higher priority, or as urgent and
-# older (the loaded-model preference is left out: an estimate).
-_AHEAD = """status = 'queued' AND (priority > ? OR (priority = ? AND
-    (created_at < ? OR (created_at = ? AND id < ?))))"""
+def _bound(template: str, values: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    """``template``'s text for SQLite and its values in order. Its clock is
+    this process's: ``:now`` binds ``time.time()`` unless given."""
+    query = render(template, SQLITE)
+    if "now" in query.names and "now" not in values:
+        values = {**values, "now": time.time()}
+    return query.text, query.args(values)
 
 
 class SqliteStore(OutboxMixin):
@@ -138,48 +64,38 @@ class SqliteStore(OutboxMixin):
         return store
 
     async def _migrate(self) -> None:
+        """The migrations above ``PRAGMA user_version`` (``schema.py``), in one
+        transaction: BEGIN IMMEDIATE keeps a second process out meanwhile."""
         async with self._tx():
             version = (await self._one("PRAGMA user_version"))[0]
-            if version < 1:
-                for stmt in SCHEMA:
+            for migration in schema.pending(version):
+                for stmt in migration.statements(SQLITE):
                     await self._db.execute(stmt)
-            if version < 2:
-                for stmt in MIGRATION_2:
-                    await self._db.execute(stmt)
-                await self._db.execute("PRAGMA user_version = 2")
-            if version < 3:
-                for stmt in MIGRATION_3:
-                    await self._db.execute(stmt)
-                await self._db.execute("PRAGMA user_version = 3")
-            columns = {r[1] for r in await self._all("PRAGMA table_info(jobs)")}
-            if "warnings" not in columns:
-                for stmt in MIGRATION_4:
-                    await self._db.execute(stmt)
-                await self._db.execute("PRAGMA user_version = 4")
-            if "language_probability" not in columns:
-                for stmt in MIGRATION_5:
-                    await self._db.execute(stmt)
-                await self._db.execute("PRAGMA user_version = 5")
+                await self._db.execute(f"PRAGMA user_version = {migration.version:d}")
 
     def _tx(self) -> _Transaction:
         return _Transaction(self._db, self._lock)
 
-    async def _one(self, sql: str, *args: Any) -> Any:
-        async with self._db.execute(sql, args) as cur:
+    async def _one(self, template: str, **values: Any) -> Any:
+        async with self._db.execute(*_bound(template, values)) as cur:
             return await cur.fetchone()
 
-    async def _all(self, sql: str, *args: Any) -> list[Any]:
-        async with self._db.execute(sql, args) as cur:
+    async def _all(self, template: str, **values: Any) -> list[Any]:
+        async with self._db.execute(*_bound(template, values)) as cur:
             return list(await cur.fetchall())
 
+    async def _run(self, template: str, **values: Any) -> None:
+        async with self._db.execute(*_bound(template, values)):
+            pass
+
     async def _get(self, job_id: str) -> Job:
-        row = await self._one("SELECT * FROM jobs WHERE id = ?", job_id)
+        row = await self._one(sql.GET_JOB, id=job_id)
         if row is None:
             raise NotFound(f"no job with id {job_id!r}", param="job_id")
         return job_from_row(row)
 
     async def _text(self, job_id: str) -> str:
-        return text_from_rows(await self._all(_TEXTS, job_id))
+        return text_from_rows(await self._all(sql.SEGMENT_TEXTS, job_id=job_id))
 
     async def _with_text(self, job: Job) -> Job:
         """``job`` with its text: stored once it finished, built before."""
@@ -189,10 +105,13 @@ class SqliteStore(OutboxMixin):
 
     async def create(self, new: NewJob) -> tuple[Job, bool]:
         async with self._tx():
-            for col, value in (("id", new.id), ("idempotency_key", new.idempotency_key)):
+            for col, value, query in (
+                ("id", new.id, sql.GET_JOB),
+                ("idempotency_key", new.idempotency_key, sql.JOB_BY_KEY),
+            ):
                 if value is None:
                     continue
-                row = await self._one(f"SELECT * FROM jobs WHERE {col} = ?", value)
+                row = await self._one(query, **{col: value})
                 if row is None:
                     continue
                 if row["file_sha256"] != new.file_sha256:
@@ -200,63 +119,14 @@ class SqliteStore(OutboxMixin):
                         f"{col} {value!r} already names a job with a different file", param=col
                     )
                 return job_from_row(row), False
-            if new.dedupe and (source := await self._same_result(new)) is not None:
-                return await self._copy_result(new, source), True
-            await self._db.execute(
-                """INSERT INTO jobs (id, status, priority, model, options, file_path,
-                   file_name, file_sha256, file_size, idempotency_key, callback_url,
-                   metadata, duration, max_attempts, created_at)
-                   VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (*new_job_values(new), time.time()),
-            )
-            return await self._get(new.id), True
-
-    async def _same_result(self, new: NewJob) -> Job | None:
-        """The newest completed job with the same file and options (A11)."""
-        row = await self._one(
-            """SELECT * FROM jobs WHERE file_sha256 = ? AND status = 'completed'
-               AND options = ? ORDER BY finished_at DESC LIMIT 1""",
-            new.file_sha256,
-            new.options.model_dump_json(),
-        )
-        return job_from_row(row) if row is not None else None
-
-    async def _copy_result(self, new: NewJob, source: Job) -> Job:
-        """A new job, completed at once with ``source``'s transcript: its own id,
-        key and metadata, the same segments, ``cached`` set."""
-        now = time.time()
-        await self._db.execute(
-            """INSERT INTO jobs (id, status, priority, model, options, file_path,
-               file_name, file_sha256, file_size, idempotency_key, callback_url, metadata,
-               duration, processed_seconds, segments_done, chunks_done, text, language,
-               language_probability, warnings, max_attempts, created_at, started_at,
-               finished_at, cached)
-               SELECT ?, 'completed', ?, model, options, ?, ?, file_sha256,
-               file_size, ?, ?, ?, duration, processed_seconds, segments_done, chunks_done,
-               text, language, language_probability, warnings, ?, ?, ?, ?, 1
-               FROM jobs WHERE id = ?""",
-            (
-                new.id,
-                new.priority,
-                new.file_path,  # its own copy: retention of one never takes the other's
-                new.file_name,
-                new.idempotency_key,
-                new.callback_url,
-                json.dumps(new.metadata) if new.metadata is not None else None,
-                new.max_attempts,
-                now,
-                now,
-                now,
-                source.id,
-            ),
-        )
-        await self._db.execute(
-            """INSERT INTO segments (job_id, idx, start, "end", text, speaker, data)
-               SELECT ?, idx, start, "end", text, speaker, data FROM segments WHERE job_id = ?""",
-            (new.id, source.id),
-        )
-        await self._outbox(new.id)  # born finished: its webhook goes out like any other
-        return await self._get(new.id)
+            values = new_job_values(new)
+            if new.dedupe and (source := await self._one(sql.SAME_RESULT, **values)):
+                row = await self._one(sql.COPY_RESULT, **values, source=source["id"])
+                await self._run(sql.COPY_SEGMENTS, id=new.id, source=source["id"])
+                await self._outbox(new.id)  # born finished: its webhook goes out like any other
+            else:
+                row = await self._one(sql.INSERT_JOB, **values)
+            return job_from_row(row), True
 
     async def get(self, job_id: str) -> Job:
         async with self._lock:
@@ -265,37 +135,26 @@ class SqliteStore(OutboxMixin):
     async def list_jobs(
         self, *, status: Status | None, limit: int, before: str | None
     ) -> tuple[list[Job], bool]:
-        where, args = ["1=1"], []
-        if status is not None:
-            where.append("status = ?")
-            args.append(status.value)
-        if before is not None:
-            where.append("rowid < (SELECT rowid FROM jobs WHERE id = ?)")
-            args.append(before)
-        sql = f"SELECT * FROM jobs WHERE {' AND '.join(where)} ORDER BY rowid DESC LIMIT ?"
+        query = sql.list_jobs(status=status is not None, before=before is not None)
+        value = status.value if status is not None else None
         async with self._lock:
-            rows = await self._all(sql, *args, limit + 1)
+            rows = await self._all(query, status=value, before=before, limit=limit + 1)
             jobs = [await self._with_text(job_from_row(r)) for r in rows[:limit]]
         return jobs, len(rows) > limit
 
     async def segments(self, job_id: str, *, after: int = -1) -> list[Segment]:
         async with self._lock:
-            rows = await self._all(_SEGMENTS, job_id, after)
+            rows = await self._all(sql.SEGMENTS_AFTER, job_id=job_id, after=after)
         return [segment_from_row(r) for r in rows]
 
     async def queue_size(self) -> int:
         async with self._lock:
-            return (await self._one("SELECT count(*) FROM jobs WHERE status = 'queued'"))[0]
+            return int((await self._one(sql.QUEUE_SIZE))[0])
 
     async def queue_ahead(self, job: Job) -> tuple[int, float]:
         async with self._lock:
             row = await self._one(
-                f"SELECT count(*), coalesce(sum(duration), 0) FROM jobs WHERE {_AHEAD}",
-                job.priority,
-                job.priority,
-                job.created_at,
-                job.created_at,
-                job.id,
+                sql.QUEUE_AHEAD, priority=job.priority, created_at=job.created_at, id=job.id
             )
             return int(row[0]), float(row[1])
 
@@ -312,40 +171,35 @@ class SqliteStore(OutboxMixin):
         now = time.time()
         floor = -(2**62) if min_priority is None else min_priority
         async with self._tx():
-            row = await self._one(
+            # The best queued job: priority, then a loaded model, then age.
+            async with self._db.execute(
                 f"""SELECT id FROM jobs WHERE status = 'queued' AND priority >= ?
                     ORDER BY priority DESC, (model IN ({marks})) DESC, created_at, rowid
                     LIMIT 1""",
-                floor,
-                *prefer_models,
-            )
+                (floor, *prefer_models),
+            ) as cur:
+                row = await cur.fetchone()
             if row is None:
                 return None
-            job_id = row["id"]
             # Segments, chunks_done and progress stay: the run resumes after them.
             await self._db.execute(
                 """UPDATE jobs SET status = 'processing', attempts = attempts + 1,
                    lease_token = ?, lease_expires_at = ?, worker_id = ?, started_at = ?,
                    error_code = NULL, error_message = NULL
                    WHERE id = ? AND status = 'queued'""",
-                (token, now + lease_s, worker_id, now, job_id),
+                (token, now + lease_s, worker_id, now, row["id"]),
             )
-            return Claim(await self._get(job_id), token)
+            return Claim(await self._get(row["id"]), token)
 
     async def _lease(self, claim: Claim) -> Lease:
-        row = await self._one(
-            f"SELECT cancel_requested FROM jobs WHERE {_FENCE}", claim.job.id, claim.token
-        )
+        row = await self._one(sql.LEASE, id=claim.job.id, token=claim.token)
         if row is None:
             return Lease.LOST
         return Lease.CANCEL_REQUESTED if row["cancel_requested"] else Lease.HELD
 
     async def heartbeat(self, claim: Claim, lease_s: float) -> Lease:
         async with self._tx():
-            await self._db.execute(
-                f"UPDATE jobs SET lease_expires_at = ? WHERE {_FENCE}",
-                (time.time() + lease_s, claim.job.id, claim.token),
-            )
+            await self._run(sql.HEARTBEAT, id=claim.job.id, token=claim.token, lease_s=lease_s)
             return await self._lease(claim)
 
     async def set_info(
@@ -358,17 +212,14 @@ class SqliteStore(OutboxMixin):
         language_probability: float | None = None,
     ) -> None:
         async with self._tx():
-            await self._db.execute(
-                "UPDATE jobs SET duration = ?, language = ?, language_probability = ?, "
-                f"warnings = ? WHERE {_FENCE}",
-                (
-                    duration,
-                    language,
-                    language_probability,
-                    json.dumps(warnings or []),
-                    claim.job.id,
-                    claim.token,
-                ),
+            await self._run(
+                sql.SET_INFO,
+                id=claim.job.id,
+                token=claim.token,
+                duration=duration,
+                language=language,
+                language_probability=language_probability,
+                warnings=json.dumps(warnings or []),
             )
 
     async def add_chunks(
@@ -380,32 +231,28 @@ class SqliteStore(OutboxMixin):
         segments: list[Segment],
         processed_seconds: float,
     ) -> Lease:
+        job_id = claim.job.id
         async with self._tx():
             lease = await self._lease(claim)
             if lease is Lease.LOST:
                 return lease
-            cur = await self._db.execute(
-                f"""UPDATE jobs SET chunks_done = chunks_done + ?,
-                    processed_seconds = max(processed_seconds, ?)
-                    WHERE {_FENCE} AND chunks_done = ?""",
-                (count, processed_seconds, claim.job.id, claim.token, first),
+            moved = await self._one(
+                sql.ADVANCE_CHUNKS,
+                id=job_id,
+                token=claim.token,
+                count=count,
+                processed_seconds=processed_seconds,
+                first=first,
             )
-            if cur.rowcount != 1:
-                raise InvalidTransition(f"job {claim.job.id}: chunk {first} is not the next one")
+            if moved is None:
+                raise InvalidTransition(f"job {job_id}: chunk {first} is not the next one")
+            put = render(sql.PUT_SEGMENT, SQLITE)
             await self._db.executemany(
-                """INSERT OR REPLACE INTO segments (job_id, idx, start, "end", text, speaker, data)
-                   VALUES (?, ?, ?, ?, ?, ?, ?)""",
-                [
-                    (claim.job.id, s.index, s.start, s.end, s.text, s.speaker, segment_data(s))
-                    for s in segments
-                ],
+                put.text, [put.args(segment_values(job_id, s)) for s in segments]
             )
             # The text is not rewritten here: that would cost the whole
             # transcript per chunk. ``finish`` stores it; reads build it till then.
-            await self._db.execute(
-                "UPDATE jobs SET segments_done = segments_done + ? WHERE id = ?",
-                (len(segments), claim.job.id),
-            )
+            await self._run(sql.COUNT_SEGMENTS, id=job_id, added=len(segments))
             return lease
 
     async def finish(
@@ -418,89 +265,54 @@ class SqliteStore(OutboxMixin):
     ) -> Job:
         if status not in TRANSITIONS[Status.PROCESSING]:
             raise InvalidTransition(f"a processing job cannot become {status}")
+        job_id = claim.job.id
         async with self._tx():
-            finished_at = time.time() if status in FINISHED else None
-            cur = await self._db.execute(
-                f"""UPDATE jobs SET status = ?, error_code = ?, error_message = ?,
-                    finished_at = ?, lease_token = NULL, lease_expires_at = NULL,
-                    cancel_requested = 0,
-                    -- a drain requeue is no failed attempt
-                    attempts = attempts - (? = 'queued'),
-                    started_at = CASE WHEN ? = 'queued' THEN NULL ELSE started_at END,
-                    processed_seconds = CASE WHEN ? = 'completed'
-                        THEN coalesce(duration, processed_seconds) ELSE processed_seconds END
-                    WHERE {_FENCE}""",
-                (
-                    status.value,
-                    error_code,
-                    error_message,
-                    finished_at,
-                    status.value,
-                    status.value,
-                    status.value,
-                    claim.job.id,
-                    claim.token,
-                ),
+            row = await self._one(
+                sql.FINISH,
+                id=job_id,
+                token=claim.token,
+                status=status.value,
+                error_code=error_code,
+                error_message=error_message,
             )
-            if cur.rowcount != 1:
-                raise InvalidTransition(f"job {claim.job.id} is no longer held by this worker")
+            if row is None:
+                raise InvalidTransition(f"job {job_id} is no longer held by this worker")
             if status in FINISHED:
-                text = await self._text(claim.job.id)
-                await self._db.execute(
-                    "UPDATE jobs SET text = ? WHERE id = ?", (text, claim.job.id)
-                )
-            await self._outbox(claim.job.id)
-            return await self._get(claim.job.id)
+                row = await self._one(sql.SET_TEXT, id=job_id, text=await self._text(job_id))
+            await self._outbox(job_id)
+            return job_from_row(row)
 
     async def cancel(self, job_id: str) -> Job:
         async with self._tx():
-            job = await self._get(job_id)
+            row = await self._one(sql.GET_JOB_LOCKED, id=job_id)
+            if row is None:
+                raise NotFound(f"no job with id {job_id!r}", param="job_id")
+            job = job_from_row(row)
             if job.status == Status.CANCELLED:
                 return job
             if job.status == Status.QUEUED:
-                await self._guarded(job_id, Status.CANCELLED, "finished_at = ?", time.time())
-                await self._outbox(job_id)
+                row = await self._one(sql.CANCEL_QUEUED, id=job_id)
+                if row is not None:
+                    await self._outbox(job_id)
             elif job.status == Status.PROCESSING:
-                await self._db.execute(
-                    "UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND status = 'processing'",
-                    (job_id,),
-                )
+                row = await self._one(sql.REQUEST_CANCEL, id=job_id)
             else:
                 raise InvalidTransition(f"job {job_id} is already {job.status}")
-            return await self._get(job_id)
-
-    async def _guarded(self, job_id: str, target: Status, sets: str, *args: Any) -> None:
-        sources = sources_of(target)
-        marks = ",".join("?" * len(sources))
-        cur = await self._db.execute(
-            f"UPDATE jobs SET status = ?, {sets} WHERE id = ? AND status IN ({marks})",
-            (target.value, *args, job_id, *[s.value for s in sources]),
-        )
-        if cur.rowcount != 1:
-            raise InvalidTransition(f"job {job_id} cannot become {target}")
+            if row is None:
+                raise InvalidTransition(f"job {job_id} cannot be cancelled now")
+            return job_from_row(row)
 
     async def engine_crashed(self, claim: Claim) -> Job:
         async with self._tx():
-            cur = await self._db.execute(
-                f"""UPDATE jobs SET crashes = crashes + 1, lease_token = NULL,
-                    lease_expires_at = NULL, cancel_requested = 0,
-                    status = CASE WHEN crashes + 1 >= max_attempts THEN 'failed' ELSE 'queued' END,
-                    error_code = CASE WHEN crashes + 1 >= max_attempts
-                        THEN 'worker_crashed' END,
-                    error_message = CASE WHEN crashes + 1 >= max_attempts
-                        THEN 'the engine process died while running this job '
-                             || (crashes + 1) || ' times; the file may crash the decoder' END,
-                    finished_at = CASE WHEN crashes + 1 >= max_attempts THEN ? END,
-                    started_at = CASE WHEN crashes + 1 >= max_attempts THEN started_at END
-                    WHERE {_FENCE}""",
-                (time.time(), claim.job.id, claim.token),
-            )
-            if cur.rowcount != 1:
+            row = await self._one(sql.ENGINE_CRASHED, id=claim.job.id, token=claim.token)
+            if row is None:
                 raise InvalidTransition(f"job {claim.job.id} is no longer held by this worker")
             await self._outbox(claim.job.id)  # a row only when it failed for good
-            return await self._get(claim.job.id)
+            return job_from_row(row)
 
     async def recover(self, *, is_dead: DeadOwner) -> Recovery:
+        """A lapsed lease, or an owner that is no longer alive on this host
+        (one file: every worker runs here)."""
         requeued: list[str] = []
         now = time.time()
         async with self._tx():
@@ -509,30 +321,26 @@ class SqliteStore(OutboxMixin):
             )
             for r in rows:
                 if (r["lease_expires_at"] or 0) < now or is_dead(r["worker_id"] or ""):
-                    await self._guarded(
-                        r["id"],
-                        Status.QUEUED,
-                        "lease_token = NULL, lease_expires_at = NULL, cancel_requested = 0, "
-                        "started_at = NULL",
+                    row = await self._one(
+                        sql.REQUEUE + " WHERE id = :id AND {to_queued} RETURNING id", id=r["id"]
                     )
+                    if row is None:
+                        raise InvalidTransition(f"job {r['id']} cannot become queued")
                     requeued.append(r["id"])
         return Recovery(requeued)
 
     async def finished_before(self, ts: float) -> list[Job]:
         async with self._lock:
-            rows = await self._all(
-                f"SELECT * FROM jobs WHERE status IN {FINISHED_SQL} AND finished_at < ?",
-                ts,
-            )
+            rows = await self._all(sql.FINISHED_BEFORE, ts=ts)
         return [job_from_row(r) for r in rows]
 
     async def delete(self, job_id: str) -> None:
         async with self._tx():
-            await self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            await self._run(sql.DELETE_JOB, id=job_id)
 
     async def file_paths(self) -> set[str]:
         async with self._lock:
-            rows = await self._all("SELECT file_path FROM jobs")
+            rows = await self._all(sql.FILE_PATHS)
         return {r[0] for r in rows}
 
     async def close(self) -> None:
