@@ -41,12 +41,17 @@ class Table:
         return " ".join(p for p in (name, dialect.types[column.type], column.rest) if p)
 
 
-# Not Job fields: the store's own bookkeeping (test_store_schema checks that
-# every other column is one, and every Job field but ``dedupe`` a column).
+# Columns that are no Job field: the store's own bookkeeping (test_store_schema
+# checks that every other column is one, and every Job field a column but these
+# NOT_STORED).
 STORE_ONLY = {
     "seq": "PostgreSQL's insertion order, for listing newest first (SQLite: rowid)",
     "lease_expires_at": "when a worker's claim lapses; read by recover",
     "worker_id": "who holds the lease; SQLite's recover asks if it still lives",
+}
+# Job fields that are no column: what a request asks for, not what a job is.
+NOT_STORED = {
+    "dedupe": "create answers from an earlier job with the same file and options (A11)",
 }
 
 JOBS = Table(
