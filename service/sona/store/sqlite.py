@@ -2,51 +2,78 @@
 
 One connection, one lock: aiosqlite runs statements on its own thread in
 order, but a transaction spanning several awaits would otherwise interleave
-with other coroutines' statements on the same connection."""
+with other coroutines' statements on the same connection. The store's body is
+``sqlstore.py``'s; here are the connection, the clock (this process's:
+``:now`` binds ``time.time()``), migrating by ``PRAGMA user_version``, and
+what one process holding the whole file does simply: ``claim``, ``recover``
+and delivery claims as a SELECT then an UPDATE."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sqlite3
 import time
 import uuid
-from dataclasses import replace
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from sona.errors import IdempotencyConflict, InvalidTransition, NotFound, StorageFull
-from sona.jobs import FINISHED, TRANSITIONS, Job, NewJob, Segment, Status
-from sona.store import Claim, DeadOwner, Lease, Recovery, schema, sql
-from sona.store.rows import (
-    job_from_row,
-    new_job_values,
-    segment_from_row,
-    segment_values,
-    text_from_rows,
-)
+from sona.errors import InvalidTransition, StorageFull
+from sona.store import Claim, DeadOwner, DeliveryClaim, Recovery, schema, sql
 from sona.store.sql import SQLITE, render
-from sona.store.sqlite_outbox import OutboxMixin
+from sona.store.sqlstore import SqlStore, job_of
+
+# Due, pending and not leased (or its lease ran out), oldest due first.
+_DUE = """SELECT id FROM webhook_deliveries
+    WHERE state = 'pending' AND next_attempt_at <= :now
+      AND (lease_expires_at IS NULL OR lease_expires_at < :now)
+    ORDER BY next_attempt_at, id LIMIT :limit"""
+_LEASE = """UPDATE webhook_deliveries SET lease_token = :token, lease_expires_at = :until
+    WHERE id = :id RETURNING *"""
 
 
 def _bound(template: str, values: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
-    """``template``'s text for SQLite and its values in order. Its clock is
-    this process's: ``:now`` binds ``time.time()`` unless given."""
+    """``template``'s text for SQLite and its values in order; ``:now`` is
+    ``time.time()`` unless given."""
     query = render(template, SQLITE)
     if "now" in query.names and "now" not in values:
         values = {**values, "now": time.time()}
     return query.text, query.args(values)
 
 
-class SqliteStore(OutboxMixin):
-    """``JobStore`` on one SQLite file (the webhook outbox: ``sqlite_outbox.py``)."""
+class _Conn:
+    """``sqlstore.Conn`` on the store's one connection."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def one(self, template: str, **values: Any) -> Any:
+        async with self._db.execute(*_bound(template, values)) as cur:
+            return await cur.fetchone()
+
+    async def all(self, template: str, **values: Any) -> list[Any]:
+        async with self._db.execute(*_bound(template, values)) as cur:
+            return list(await cur.fetchall())
+
+    async def run(self, template: str, **values: Any) -> None:
+        async with self._db.execute(*_bound(template, values)):
+            pass
+
+    async def many(self, template: str, rows: list[dict[str, Any]]) -> None:
+        query = render(template, SQLITE)
+        await self._db.executemany(query.text, [query.args(r) for r in rows])
+
+
+class SqliteStore(SqlStore):
+    """``JobStore`` on one SQLite file."""
 
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
         self._lock = asyncio.Lock()
+        self._conn = _Conn(db)
 
     @classmethod
     async def open(cls, path: str) -> SqliteStore:
@@ -66,97 +93,20 @@ class SqliteStore(OutboxMixin):
     async def _migrate(self) -> None:
         """The migrations above ``PRAGMA user_version`` (``schema.py``), in one
         transaction: BEGIN IMMEDIATE keeps a second process out meanwhile."""
-        async with self._tx():
-            version = (await self._one("PRAGMA user_version"))[0]
+        async with self._tx() as c:
+            version = (await c.one("PRAGMA user_version"))[0]
             for migration in schema.pending(version):
                 for stmt in migration.statements(SQLITE):
                     await self._db.execute(stmt)
                 await self._db.execute(f"PRAGMA user_version = {migration.version:d}")
 
     def _tx(self) -> _Transaction:
-        return _Transaction(self._db, self._lock)
+        return _Transaction(self._db, self._lock, self._conn)
 
-    async def _one(self, template: str, **values: Any) -> Any:
-        async with self._db.execute(*_bound(template, values)) as cur:
-            return await cur.fetchone()
-
-    async def _all(self, template: str, **values: Any) -> list[Any]:
-        async with self._db.execute(*_bound(template, values)) as cur:
-            return list(await cur.fetchall())
-
-    async def _run(self, template: str, **values: Any) -> None:
-        async with self._db.execute(*_bound(template, values)):
-            pass
-
-    async def _get(self, job_id: str) -> Job:
-        row = await self._one(sql.GET_JOB, id=job_id)
-        if row is None:
-            raise NotFound(f"no job with id {job_id!r}", param="job_id")
-        return job_from_row(row)
-
-    async def _text(self, job_id: str) -> str:
-        return text_from_rows(await self._all(sql.SEGMENT_TEXTS, job_id=job_id))
-
-    async def _with_text(self, job: Job) -> Job:
-        """``job`` with its text: stored once it finished, built before."""
-        if job.text or not job.segments_done:
-            return job
-        return replace(job, text=await self._text(job.id))
-
-    async def create(self, new: NewJob) -> tuple[Job, bool]:
-        async with self._tx():
-            for col, value, query in (
-                ("id", new.id, sql.GET_JOB),
-                ("idempotency_key", new.idempotency_key, sql.JOB_BY_KEY),
-            ):
-                if value is None:
-                    continue
-                row = await self._one(query, **{col: value})
-                if row is None:
-                    continue
-                if row["file_sha256"] != new.file_sha256:
-                    raise IdempotencyConflict(
-                        f"{col} {value!r} already names a job with a different file", param=col
-                    )
-                return job_from_row(row), False
-            values = new_job_values(new)
-            if new.dedupe and (source := await self._one(sql.SAME_RESULT, **values)):
-                row = await self._one(sql.COPY_RESULT, **values, source=source["id"])
-                await self._run(sql.COPY_SEGMENTS, id=new.id, source=source["id"])
-                await self._outbox(new.id)  # born finished: its webhook goes out like any other
-            else:
-                row = await self._one(sql.INSERT_JOB, **values)
-            return job_from_row(row), True
-
-    async def get(self, job_id: str) -> Job:
+    @contextlib.asynccontextmanager
+    async def _read(self) -> AsyncIterator[_Conn]:
         async with self._lock:
-            return await self._with_text(await self._get(job_id))
-
-    async def list_jobs(
-        self, *, status: Status | None, limit: int, before: str | None
-    ) -> tuple[list[Job], bool]:
-        query = sql.list_jobs(status=status is not None, before=before is not None)
-        value = status.value if status is not None else None
-        async with self._lock:
-            rows = await self._all(query, status=value, before=before, limit=limit + 1)
-            jobs = [await self._with_text(job_from_row(r)) for r in rows[:limit]]
-        return jobs, len(rows) > limit
-
-    async def segments(self, job_id: str, *, after: int = -1) -> list[Segment]:
-        async with self._lock:
-            rows = await self._all(sql.SEGMENTS_AFTER, job_id=job_id, after=after)
-        return [segment_from_row(r) for r in rows]
-
-    async def queue_size(self) -> int:
-        async with self._lock:
-            return int((await self._one(sql.QUEUE_SIZE))[0])
-
-    async def queue_ahead(self, job: Job) -> tuple[int, float]:
-        async with self._lock:
-            row = await self._one(
-                sql.QUEUE_AHEAD, priority=job.priority, created_at=job.created_at, id=job.id
-            )
-            return int(row[0]), float(row[1])
+            yield self._conn
 
     async def claim(
         self,
@@ -170,7 +120,7 @@ class SqliteStore(OutboxMixin):
         marks = ",".join("?" * len(prefer_models)) or "NULL"
         now = time.time()
         floor = -(2**62) if min_priority is None else min_priority
-        async with self._tx():
+        async with self._tx() as c:
             # The best queued job: priority, then a loaded model, then age.
             async with self._db.execute(
                 f"""SELECT id FROM jobs WHERE status = 'queued' AND priority >= ?
@@ -189,139 +139,20 @@ class SqliteStore(OutboxMixin):
                    WHERE id = ? AND status = 'queued'""",
                 (token, now + lease_s, worker_id, now, row["id"]),
             )
-            return Claim(await self._get(row["id"]), token)
-
-    async def _lease(self, claim: Claim) -> Lease:
-        row = await self._one(sql.LEASE, id=claim.job.id, token=claim.token)
-        if row is None:
-            return Lease.LOST
-        return Lease.CANCEL_REQUESTED if row["cancel_requested"] else Lease.HELD
-
-    async def heartbeat(self, claim: Claim, lease_s: float) -> Lease:
-        async with self._tx():
-            await self._run(sql.HEARTBEAT, id=claim.job.id, token=claim.token, lease_s=lease_s)
-            return await self._lease(claim)
-
-    async def set_info(
-        self,
-        claim: Claim,
-        *,
-        duration: float,
-        language: str | None,
-        warnings: list[str] | None = None,
-        language_probability: float | None = None,
-    ) -> None:
-        async with self._tx():
-            await self._run(
-                sql.SET_INFO,
-                id=claim.job.id,
-                token=claim.token,
-                duration=duration,
-                language=language,
-                language_probability=language_probability,
-                warnings=json.dumps(warnings or []),
-            )
-
-    async def add_chunks(
-        self,
-        claim: Claim,
-        *,
-        first: int,
-        count: int,
-        segments: list[Segment],
-        processed_seconds: float,
-    ) -> Lease:
-        job_id = claim.job.id
-        async with self._tx():
-            lease = await self._lease(claim)
-            if lease is Lease.LOST:
-                return lease
-            moved = await self._one(
-                sql.ADVANCE_CHUNKS,
-                id=job_id,
-                token=claim.token,
-                count=count,
-                processed_seconds=processed_seconds,
-                first=first,
-            )
-            if moved is None:
-                raise InvalidTransition(f"job {job_id}: chunk {first} is not the next one")
-            put = render(sql.PUT_SEGMENT, SQLITE)
-            await self._db.executemany(
-                put.text, [put.args(segment_values(job_id, s)) for s in segments]
-            )
-            # The text is not rewritten here: that would cost the whole
-            # transcript per chunk. ``finish`` stores it; reads build it till then.
-            await self._run(sql.COUNT_SEGMENTS, id=job_id, added=len(segments))
-            return lease
-
-    async def finish(
-        self,
-        claim: Claim,
-        status: Status,
-        *,
-        error_code: str | None = None,
-        error_message: str | None = None,
-    ) -> Job:
-        if status not in TRANSITIONS[Status.PROCESSING]:
-            raise InvalidTransition(f"a processing job cannot become {status}")
-        job_id = claim.job.id
-        async with self._tx():
-            row = await self._one(
-                sql.FINISH,
-                id=job_id,
-                token=claim.token,
-                status=status.value,
-                error_code=error_code,
-                error_message=error_message,
-            )
-            if row is None:
-                raise InvalidTransition(f"job {job_id} is no longer held by this worker")
-            if status in FINISHED:
-                row = await self._one(sql.SET_TEXT, id=job_id, text=await self._text(job_id))
-            await self._outbox(job_id)
-            return job_from_row(row)
-
-    async def cancel(self, job_id: str) -> Job:
-        async with self._tx():
-            row = await self._one(sql.GET_JOB_LOCKED, id=job_id)
-            if row is None:
-                raise NotFound(f"no job with id {job_id!r}", param="job_id")
-            job = job_from_row(row)
-            if job.status == Status.CANCELLED:
-                return job
-            if job.status == Status.QUEUED:
-                row = await self._one(sql.CANCEL_QUEUED, id=job_id)
-                if row is not None:
-                    await self._outbox(job_id)
-            elif job.status == Status.PROCESSING:
-                row = await self._one(sql.REQUEST_CANCEL, id=job_id)
-            else:
-                raise InvalidTransition(f"job {job_id} is already {job.status}")
-            if row is None:
-                raise InvalidTransition(f"job {job_id} cannot be cancelled now")
-            return job_from_row(row)
-
-    async def engine_crashed(self, claim: Claim) -> Job:
-        async with self._tx():
-            row = await self._one(sql.ENGINE_CRASHED, id=claim.job.id, token=claim.token)
-            if row is None:
-                raise InvalidTransition(f"job {claim.job.id} is no longer held by this worker")
-            await self._outbox(claim.job.id)  # a row only when it failed for good
-            return job_from_row(row)
+            return Claim(await job_of(c, row["id"]), token)
 
     async def recover(self, *, is_dead: DeadOwner) -> Recovery:
-        """A lapsed lease, or an owner that is no longer alive on this host
-        (one file: every worker runs here)."""
+        """A lapsed lease, or an owner no longer alive on this host (one file:
+        its workers all run here)."""
         requeued: list[str] = []
         now = time.time()
-        async with self._tx():
-            rows = await self._all(
+        async with self._tx() as c:
+            rows = await c.all(
                 "SELECT id, lease_expires_at, worker_id FROM jobs WHERE status = 'processing'"
             )
             for r in rows:
                 if (r["lease_expires_at"] or 0) < now or is_dead(r["worker_id"] or ""):
-                    row = await self._one(
+                    row = await c.one(
                         sql.REQUEUE + " WHERE id = :id AND {to_queued} RETURNING id", id=r["id"]
                     )
                     if row is None:
@@ -329,19 +160,16 @@ class SqliteStore(OutboxMixin):
                     requeued.append(r["id"])
         return Recovery(requeued)
 
-    async def finished_before(self, ts: float) -> list[Job]:
-        async with self._lock:
-            rows = await self._all(sql.FINISHED_BEFORE, ts=ts)
-        return [job_from_row(r) for r in rows]
-
-    async def delete(self, job_id: str) -> None:
-        async with self._tx():
-            await self._run(sql.DELETE_JOB, id=job_id)
-
-    async def file_paths(self) -> set[str]:
-        async with self._lock:
-            rows = await self._all(sql.FILE_PATHS)
-        return {r[0] for r in rows}
+    async def claim_deliveries(self, *, limit: int, lease_s: float) -> list[DeliveryClaim]:
+        now = time.time()
+        async with self._tx() as c:
+            claims = []
+            for row in await c.all(_DUE, now=now, limit=limit):
+                token = uuid.uuid4().hex
+                leased = await c.one(_LEASE, token=token, until=now + lease_s, id=row["id"])
+                [delivery] = await self._with_attempts(c, [leased])
+                claims.append(DeliveryClaim(delivery, token))
+            return claims
 
     async def close(self) -> None:
         await self._db.close()
@@ -363,10 +191,10 @@ class _Transaction:
     fails: a full disk would outlast the free space). A full disk anywhere in
     the transaction is ``StorageFull``: 507 at submit, a retry in the worker."""
 
-    def __init__(self, db: aiosqlite.Connection, lock: asyncio.Lock) -> None:
-        self._db, self._lock = db, lock
+    def __init__(self, db: aiosqlite.Connection, lock: asyncio.Lock, conn: _Conn) -> None:
+        self._db, self._lock, self._conn = db, lock, conn
 
-    async def __aenter__(self) -> None:
+    async def __aenter__(self) -> _Conn:
         await self._lock.acquire()
         try:
             await self._db.execute("BEGIN IMMEDIATE")
@@ -379,6 +207,7 @@ class _Transaction:
             if _is_full(exc):
                 raise StorageFull("the disk is full: the database cannot be written") from exc
             raise
+        return self._conn
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
