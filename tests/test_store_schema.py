@@ -26,7 +26,7 @@ from sona.jobs import Job, Status, TranscribeOptions
 from sona.store import schema
 from sona.store.postgres import PostgresStore
 from sona.store.rows import job_from_row
-from sona.store.sql import POSTGRES, SQLITE
+from sona.store.sql import POSTGRES, SQLITE, render
 from sona.store.sqlite import SqliteStore
 from tests.pg import pg_schema_url
 from tests.test_store_contract import add, claim_of, new_job, seg
@@ -407,3 +407,16 @@ def test_every_jobout_field_comes_from_a_job_field_or_is_derived() -> None:
         assert getattr(out, name) == expected, name
     assert (out.progress, out.error and out.error.code) == (0.5, "x")
     assert json.loads(out.model_dump_json())["object"] == "job"
+
+
+def test_a_template_renders_each_dialects_placeholders_and_words() -> None:
+    template = "SELECT :a, :b{bigint}, :a FROM t WHERE at < {now} {for_update}"
+    pg = render(template, POSTGRES)
+    assert pg.text == (
+        "SELECT $1, $2::bigint, $1 FROM t WHERE at < "
+        "extract(epoch from clock_timestamp())::double precision FOR UPDATE"
+    )
+    assert pg.names == ("a", "b") and pg.args({"a": 1, "b": 2, "c": 3}) == (1, 2)
+    lite = render(template, SQLITE)
+    assert lite.text == "SELECT ?, ?, ? FROM t WHERE at < ? "
+    assert lite.names == ("a", "b", "a", "now")
