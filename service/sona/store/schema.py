@@ -8,7 +8,8 @@ transaction, the migrations above its version, in order.
 Adding to the schema: append one ``Migration`` with the next number. A column
 gets ``since=`` that number in its table below and an ``AddColumns`` step; what
 one database spells its own way (a full-text index, triggers) goes in that
-migration's ``sqlite=`` / ``postgres=`` statements, side by side."""
+migration's ``sqlite=`` / ``postgres=`` statements, side by side; they run as
+written, after the shared steps."""
 
 from __future__ import annotations
 

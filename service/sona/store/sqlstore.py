@@ -26,7 +26,9 @@ from sona.store.rows import (
 
 class Conn(Protocol):
     """A connection inside a store's transaction or read: runs ``sql.py``
-    templates with their values by name. Rows read columns by name."""
+    templates with their values by name. Rows read columns by name. ``many``
+    binds each row as given (no clock: SQLite's ``:now`` is bound by ``one``,
+    ``all`` and ``run`` only)."""
 
     async def one(self, template: str, **values: Any) -> Any: ...
 
