@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Iterator, Mapping
 from typing import Literal
 
 from sona.flight import Flight
@@ -37,7 +37,9 @@ class Leases:
         finally:
             self._opening.pop(claim.job.id, None)
 
-    async def round(self, flights: Mapping[str, Flight]) -> AsyncIterator[tuple[Flight, Verdict]]:
+    async def round(
+        self, flights: Mapping[str, Flight]
+    ) -> AsyncGenerator[tuple[Flight, Verdict], None]:
         """Wait a third of the lease, then renew every lease: yields each job in
         flight that is overdue, lost or asked to cancel, as it is found (the
         worker acts on it before the next heartbeat goes out)."""

@@ -344,16 +344,18 @@ class Worker:
     # -- leases, cancel, drain -----------------------------------------------
 
     async def _lease_once(self) -> None:
-        async for flight, verdict in self.leases.round(self.flights):
-            if verdict == "overdue":
-                limit = f"{self.config.job_timeout_s:.0f} s"
-                await self._end(flight, Status.FAILED, "timeout", f"the job ran past {limit}")
-            elif verdict is Lease.LOST:
-                log.warning("job.lease_lost", job_id=flight.job.id)
-                self._forget(flight)
-                self._settle()
-            else:
-                await self._end(flight, Status.CANCELLED)
+        # Closed even when cancelled between two verdicts (a drain, a stop).
+        async with contextlib.aclosing(self.leases.round(self.flights)) as verdicts:
+            async for flight, verdict in verdicts:
+                if verdict == "overdue":
+                    limit = f"{self.config.job_timeout_s:.0f} s"
+                    await self._end(flight, Status.FAILED, "timeout", f"the job ran past {limit}")
+                elif verdict is Lease.LOST:
+                    log.warning("job.lease_lost", job_id=flight.job.id)
+                    self._forget(flight)
+                    self._settle()
+                else:
+                    await self._end(flight, Status.CANCELLED)
 
     async def cancel(self, job_id: str) -> None:
         """Stop a job running here now (the store's flag reaches it anyway, later)."""
