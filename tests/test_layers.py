@@ -110,18 +110,6 @@ ENGINE_LIBS = ("faster_whisper", "ctranslate2")
 ENGINE_SIDE = {"engine/whisper.py", "engine/child.py"}
 
 
-def _module_path(dotted: str) -> Path | None:
-    """The file of ``sona.x.y`` (a module or a package), None if not one of ours."""
-    parts = dotted.split(".")
-    if parts[0] != "sona" or len(parts) < 2:
-        return None
-    base = ROOT.joinpath(*parts[1:])
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def _import_time_names(path: Path) -> list[str]:
     """What importing ``path`` imports: module-level statements, not those in a
     function (a lazy import) or under ``if TYPE_CHECKING``."""
