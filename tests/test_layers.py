@@ -22,6 +22,7 @@ LAYER = {
     "jobs": 0,
     "crashpoints": 0,
     "wire": 0,
+    "textsearch": 0,
     "store": 1,
     "engine": 1,
     "uploads": 1,

@@ -39,6 +39,8 @@ from sona.store.rows import (
     segment_from_row,
     text_from_rows,
 )
+from sona.store.search import postgres_search
+from sona.textsearch import Cursor, Query, SearchFilters, SearchHit
 from sona.wire import FINISHED_SQL
 
 _FENCE = "id = $1 AND lease_token = $2 AND status = 'processing'"
@@ -209,6 +211,12 @@ class PostgresStore(OutboxMixin):
         async with self._pool.acquire() as db:
             rows = await db.fetch(_SEGMENTS, job_id, after)
         return [segment_from_row(r) for r in rows]
+
+    async def search(
+        self, query: Query, filters: SearchFilters, *, limit: int, after: Cursor | None
+    ) -> tuple[list[SearchHit], bool]:
+        async with self._pool.acquire() as db:
+            return await postgres_search(db, query, filters, limit=limit, after=after)
 
     async def queue_size(self) -> int:
         async with self._pool.acquire() as db:

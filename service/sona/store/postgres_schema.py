@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from sona.store.search import POSTGRES_MIGRATION
+
 # The database's clock, in epoch seconds: leases mean the same on machines
 # whose clocks disagree.
 NOW = "extract(epoch from clock_timestamp())::double precision"
@@ -105,6 +107,8 @@ MIGRATIONS: list[list[str]] = [
     ],
     # Version 5: the probability of a detected language (NULL when it was asked for).
     ["ALTER TABLE jobs ADD COLUMN language_probability DOUBLE PRECISION"],
+    # Version 6: full-text search over segments (store/search.py).
+    POSTGRES_MIGRATION,
 ]
 
 # Any constant will do, as long as every Sona node uses the same one; it is

@@ -37,7 +37,9 @@ from sona.store.rows import (
     segment_from_row,
     text_from_rows,
 )
+from sona.store.search import SQLITE_MIGRATION, sqlite_search
 from sona.store.sqlite_outbox import MIGRATION_3, OutboxMixin
+from sona.textsearch import Cursor, Query, SearchFilters, SearchHit
 from sona.wire import FINISHED_SQL
 
 SCHEMA = [
@@ -133,6 +135,8 @@ class SqliteStore(OutboxMixin):
         await db.execute("PRAGMA synchronous=FULL")
         await db.execute("PRAGMA foreign_keys=ON")
         await db.execute("PRAGMA busy_timeout=10000")
+        # A segment's REPLACE must fire its delete trigger (store/search.py).
+        await db.execute("PRAGMA recursive_triggers=ON")
         store = cls(db)
         await store._migrate()
         return store
@@ -160,6 +164,10 @@ class SqliteStore(OutboxMixin):
                 for stmt in MIGRATION_5:
                     await self._db.execute(stmt)
                 await self._db.execute("PRAGMA user_version = 5")
+            if await self._one("SELECT 1 FROM sqlite_master WHERE name = 'segments_fts'") is None:
+                for stmt in SQLITE_MIGRATION:
+                    await self._db.execute(stmt)
+                await self._db.execute("PRAGMA user_version = 6")
 
     def _tx(self) -> _Transaction:
         return _Transaction(self._db, self._lock)
@@ -282,6 +290,12 @@ class SqliteStore(OutboxMixin):
         async with self._lock:
             rows = await self._all(_SEGMENTS, job_id, after)
         return [segment_from_row(r) for r in rows]
+
+    async def search(
+        self, query: Query, filters: SearchFilters, *, limit: int, after: Cursor | None
+    ) -> tuple[list[SearchHit], bool]:
+        async with self._lock:
+            return await sqlite_search(self._db, query, filters, limit=limit, after=after)
 
     async def queue_size(self) -> int:
         async with self._lock:

@@ -1,0 +1,199 @@
+"""Full-text search in each store's own engine: the schema that indexes
+segments, and the ranked, filtered, paged query. The query syntax, filters and
+cursor are ``textsearch.py``'s.
+
+SQLite: an FTS5 external-content table over ``segments`` (the text is stored
+once, in ``segments``), kept in step by triggers, so every insert, replace,
+update or delete of a segment (``add_chunks``, a dedupe copy, ``DELETE`` and
+retention through the cascade) changes the index in the same transaction.
+PostgreSQL: a stored generated ``tsvector`` column with a GIN index.
+
+Only segments of ``completed`` jobs are found: a failed or cancelled job's
+partial text is not a transcript, and a running job's is not final.
+
+Ranking: the same on both stores in spirit, and, what the cursor needs, a
+score that depends on the segment alone. bm25 (FTS5's default) weighs terms by
+corpus statistics that move with every segment written anywhere, so a keyset
+cursor over it would repeat or skip hits between pages while jobs complete.
+SQLite ranks by BM25's term-frequency part with a fixed average length (12
+words): matched spans ``n`` in ``w`` words score ``2.2n / (n + 1.2(0.25 +
+0.75 w/12))``; PostgreSQL by ``ts_rank(tsv, q, 1)`` (occurrences, divided by
+1 + log of the length). Ties break by job id, then segment index."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sona.textsearch import Cursor, Query, SearchFilters, SearchHit
+
+# -- SQLite ------------------------------------------------------------------
+
+SQLITE_TABLE = "segments_fts"
+
+# Version 6. The triggers see REPLACE's implicit delete only with
+# ``PRAGMA recursive_triggers=ON`` (set on every connection, sqlite.py): else a
+# replaced segment's old words would stay indexed under a rowid that is gone.
+SQLITE_MIGRATION = [
+    """CREATE VIRTUAL TABLE segments_fts USING fts5(text, content='segments',
+       content_rowid='rowid', tokenize='unicode61 remove_diacritics 0')""",
+    """CREATE TRIGGER segments_fts_insert AFTER INSERT ON segments BEGIN
+         INSERT INTO segments_fts(rowid, text) VALUES (new.rowid, new.text);
+       END""",
+    """CREATE TRIGGER segments_fts_delete AFTER DELETE ON segments BEGIN
+         INSERT INTO segments_fts(segments_fts, rowid, text)
+         VALUES ('delete', old.rowid, old.text);
+       END""",
+    """CREATE TRIGGER segments_fts_update AFTER UPDATE OF text ON segments BEGIN
+         INSERT INTO segments_fts(segments_fts, rowid, text)
+         VALUES ('delete', old.rowid, old.text);
+         INSERT INTO segments_fts(rowid, text) VALUES (new.rowid, new.text);
+       END""",
+    # Segments written before this version: indexed now.
+    "INSERT INTO segments_fts(segments_fts) VALUES ('rebuild')",
+]
+
+# MATERIALIZED: highlight() runs once per match (a flattened subquery would
+# repeat it in each expression that names ``h``). Markers are control
+# characters; only their count is read.
+_SQLITE_SEARCH = """
+WITH m AS MATERIALIZED (
+    SELECT rowid AS rid, highlight(segments_fts, 0, char(1), '') AS h
+    FROM segments_fts WHERE segments_fts MATCH ?
+), scored AS (
+    SELECT rid, (n * 2.2) / (n + 1.2 * (0.25 + 0.75 * w / 12.0)) AS score FROM (
+        SELECT rid, length(h) - length(replace(h, char(1), '')) AS n,
+               length(trim(h)) - length(replace(trim(h), ' ', '')) + 1 AS w FROM m)
+)
+SELECT s.job_id, s.idx, s.start, s."end", s.text, j.file_name, j.metadata,
+       j.created_at, j.language, x.score
+FROM scored x JOIN segments s ON s.rowid = x.rid JOIN jobs j ON j.id = s.job_id
+WHERE j.status = 'completed' {where}
+ORDER BY x.score DESC, s.job_id, s.idx LIMIT ?"""
+
+
+def _sqlite_where(filters: SearchFilters, after: Cursor | None) -> tuple[str, list[Any]]:
+    where: list[str] = []
+    args: list[Any] = []
+    if filters.job_id is not None:
+        where.append("s.job_id = ?")
+        args.append(filters.job_id)
+    for key, value in filters.metadata.items():
+        where.append(
+            "EXISTS (SELECT 1 FROM json_each(j.metadata) e "
+            "WHERE e.key = ? AND e.type = 'text' AND e.value = ?)"
+        )
+        args += [key, value]
+    if filters.created_after is not None:
+        where.append("j.created_at >= ?")
+        args.append(filters.created_after)
+    if filters.created_before is not None:
+        where.append("j.created_at < ?")
+        args.append(filters.created_before)
+    if filters.language is not None:
+        where.append("j.language = ?")
+        args.append(filters.language)
+    if after is not None:
+        where.append(
+            "(x.score < ? OR (x.score = ? AND (s.job_id > ? OR (s.job_id = ? AND s.idx > ?))))"
+        )
+        args += [after.score, after.score, after.job_id, after.job_id, after.index]
+    return "".join(f" AND {w}" for w in where), args
+
+
+async def sqlite_search(
+    db: Any, query: Query, filters: SearchFilters, *, limit: int, after: Cursor | None
+) -> tuple[list[SearchHit], bool]:
+    """Up to ``limit`` hits after ``after``, and whether more follow. ``db``:
+    the store's aiosqlite connection, its lock held by the caller."""
+    where, args = _sqlite_where(filters, after)
+    sql = _SQLITE_SEARCH.format(where=where)
+    async with db.execute(sql, (query.fts5(), *args, limit + 1)) as cur:
+        rows = list(await cur.fetchall())
+    return [_hit(query, r) for r in rows[:limit]], len(rows) > limit
+
+
+# -- PostgreSQL ----------------------------------------------------------------
+
+# Version 6. Non-alphanumerics become spaces before the ``simple`` parser sees
+# the text, so ``3.14``, ``e-mail`` or an address split into words as in FTS5
+# (the parser would keep them whole). Adding the column rewrites the table:
+# segments written before this version are indexed by it.
+POSTGRES_MIGRATION = [
+    """ALTER TABLE segments ADD COLUMN tsv tsvector GENERATED ALWAYS AS
+       (to_tsvector('simple'::regconfig, regexp_replace(text, '[^[:alnum:]]+', ' ', 'g')))
+       STORED""",
+    "CREATE INDEX segments_tsv ON segments USING GIN (tsv)",
+]
+
+_POSTGRES_SEARCH = """
+SELECT * FROM (
+    SELECT s.job_id, s.idx, s.start, s."end", s.text, j.file_name, j.metadata,
+           j.created_at, j.language, ts_rank(s.tsv, q, 1)::float8 AS score
+    FROM segments s JOIN jobs j ON j.id = s.job_id,
+         to_tsquery('simple'::regconfig, $1) q
+    WHERE s.tsv @@ q AND j.status = 'completed' {where}
+) x {after}
+ORDER BY score DESC, job_id COLLATE "C", idx LIMIT {limit}"""
+
+
+def _postgres_sql(
+    filters: SearchFilters, after: Cursor | None, limit: int
+) -> tuple[str, list[Any]]:
+    where: list[str] = []
+    args: list[Any] = []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args) + 1}"  # $1 is the query
+
+    if filters.job_id is not None:
+        where.append(f"s.job_id = {arg(filters.job_id)}")
+    for key, value in filters.metadata.items():
+        k = arg(key)
+        where.append(
+            f"jsonb_typeof(j.metadata::jsonb -> {k}) = 'string' "
+            f"AND j.metadata::jsonb ->> {k} = {arg(value)}"
+        )
+    if filters.created_after is not None:
+        where.append(f"j.created_at >= {arg(filters.created_after)}")
+    if filters.created_before is not None:
+        where.append(f"j.created_at < {arg(filters.created_before)}")
+    if filters.language is not None:
+        where.append(f"j.language = {arg(filters.language)}")
+    after_sql = ""
+    if after is not None:
+        s, j, i = arg(after.score), arg(after.job_id), arg(after.index)
+        after_sql = (
+            f"WHERE score < {s} OR (score = {s} AND "
+            f'(job_id > {j} COLLATE "C" OR (job_id = {j} AND idx > {i})))'
+        )
+    sql = _POSTGRES_SEARCH.format(
+        where="".join(f" AND {w}" for w in where), after=after_sql, limit=arg(limit + 1)
+    )
+    return sql, args
+
+
+async def postgres_search(
+    db: Any, query: Query, filters: SearchFilters, *, limit: int, after: Cursor | None
+) -> tuple[list[SearchHit], bool]:
+    """As ``sqlite_search``, on an asyncpg connection."""
+    sql, args = _postgres_sql(filters, after, limit)
+    rows = await db.fetch(sql, query.tsquery(), *args)
+    return [_hit(query, r) for r in rows[:limit]], len(rows) > limit
+
+
+def _hit(query: Query, row: Any) -> SearchHit:
+    return SearchHit(
+        job_id=row["job_id"],
+        index=row["idx"],
+        start=row["start"],
+        end=row["end"],
+        text=row["text"],
+        marks=query.marks(row["text"]),
+        score=float(row["score"]),
+        file_name=row["file_name"],
+        metadata=json.loads(row["metadata"]) if row["metadata"] else None,
+        created_at=row["created_at"],
+        language=row["language"],
+    )
