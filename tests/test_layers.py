@@ -238,6 +238,7 @@ API_SHARED = {
     "bodies",  # the body watchdog middleware (one idle timeout over every body read)
     "sse",  # SSE frames, segment/progress payloads, client-gone check
     "job_requests",  # a submission read and admitted, a job by path, its transcript
+    "search_schemas",  # GET /v1/search's answer, for the route and the spec
 }
 API_GATHERER = "routes"
 

@@ -21,11 +21,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from sona.errors import InvalidRequest
+from sona.jobs import JOB_ID_RE
 
 MAX_QUERY_CHARS = 500
 MAX_TERMS = 16
@@ -155,8 +157,11 @@ class Cursor:
             score, job_id, index = json.loads(raw)
             if not (
                 isinstance(score, int | float)
+                and math.isfinite(score)
                 and isinstance(job_id, str)
+                and JOB_ID_RE.match(job_id)
                 and isinstance(index, int)
+                and 0 <= index < 2**31
             ):
                 raise ValueError(text)
             return cls(float(score), job_id, index)

@@ -41,6 +41,7 @@ from sona.api.schemas import (
     SeedStatusOut,
     WebhookList,
 )
+from sona.api.search_schemas import MAX_LIMIT, SearchList
 from sona.errors import NotFound
 from sona.formats import CONTENT_TYPES, FORMATS
 from sona.jobs import JOB_ID_RE, TranscribeOptions
@@ -116,7 +117,7 @@ SCHEMA_MODELS: tuple[type[BaseModel], ...] = (
     JobForm, JobUrl, JobOut, JobList, ErrorBody, ModelLoad, OpenAIForm, HealthOut, ReadyOut,
     ModelOut, ModelListOut, ModelDeletedOut, ModelsDeletedOut, SeedJobOut, SeedStatusOut,
     TranscriptionOut, VerboseTranscriptionOut, FeedStateOut, FeedSnapshotOut, WebhookList,
-    LanguageForm, LanguageOut,
+    LanguageForm, LanguageOut, SearchList,
 )  # fmt: skip
 FORMS = {"JobForm", "OpenAIForm", "LanguageForm"}  # multipart: the schema gains the file part
 
@@ -288,6 +289,13 @@ CAPTION_QUERY = tuple(
     )
 )
 STATUS_Q = {"type": "string", "enum": list(STATUSES)}
+SEARCH_DOC = (
+    "Segments of completed jobs that hold every word of `q`, best first, with their "
+    'times and the matched words as `marks` (offsets into `text`). `"a phrase"` '
+    "matches the words in order, `word*` any word starting so; every other character "
+    "is plain text. An unbalanced quote is 400 `invalid_query`. Filter by metadata "
+    "with `metadata.KEY=VALUE` (string values; several AND). docs/api.md has the rest."
+)
 
 # The documentation of each route, by (method, path), in the order /docs shows
 # them. The routes themselves are the app's (``api/routes.py``): the spec lists
@@ -310,6 +318,19 @@ DOCS: dict[tuple[str, str], Op] = {
        query=(("status", STATUS_Q, "only jobs in this status"),
               ("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "page size"),
               ("before", JOB_ID, "cursor: next_before of the previous page"))),
+    ("GET", "/v1/search"): Op("jobs", "Search every transcript", {200: json_of("SearchList")},
+       (400,), query=(("q", {"type": "string", "minLength": 1, "maxLength": 500},
+                       'words (all must match), "a phrase", prefix*'),
+              ("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+               "page size (default 20)"),
+              ("cursor", {"type": "string"}, "next_cursor of the previous page"),
+              ("job_id", JOB_ID, "only this job"),
+              ("language", {"type": "string"}, "only jobs in this language"),
+              ("created_after", {"type": "string"},
+               "only jobs created at or after (ISO 8601 or epoch seconds)"),
+              ("created_before", {"type": "string"},
+               "only jobs created before (ISO 8601 or epoch seconds)")),
+       description=SEARCH_DOC),
     ("GET", "/v1/jobs/{job_id}"): Op("jobs", "Job status", {200: json_of("JobOut")}, (400, 404)),
     ("DELETE", "/v1/jobs/{job_id}"): Op("jobs", "Cancel a job",
        {200: json_of("JobOut"), 202: json_of("JobOut")}, (400, 404, 409),
