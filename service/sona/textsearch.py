@@ -31,6 +31,7 @@ from sona.jobs import JOB_ID_RE
 
 MAX_QUERY_CHARS = 500
 MAX_TERMS = 16
+MAX_CURSOR_CHARS = 200  # a score, a job id of at most 64 characters, an index
 # Letters and digits: FTS5 unicode61's token characters (categories L*, N*).
 TOKEN = re.compile(r"[^\W_]+")
 
@@ -153,6 +154,8 @@ class Cursor:
     @classmethod
     def decode(cls, text: str) -> Cursor:
         try:
+            if len(text) > MAX_CURSOR_CHARS:  # nor JSON nested deep enough to recurse
+                raise ValueError(text)
             raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
             score, job_id, index = json.loads(raw)
             if not (

@@ -36,11 +36,11 @@ def _time(q: MultiMapping[str], name: str) -> float | None:
     except ValueError:
         try:
             when = datetime.fromisoformat(text)
-        except ValueError:
+            ts = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+        except (ValueError, OverflowError):
             raise InvalidRequest(
                 f"{name} must be an ISO 8601 time or epoch seconds", param=name
             ) from None
-        ts = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
     if not math.isfinite(ts):
         raise InvalidRequest(f"{name} must be a finite time", param=name)
     return ts
