@@ -13,12 +13,13 @@ from typing import Any
 import asyncpg
 import pytest
 
+from sona.errors import InvalidQuery
 from sona.jobs import NewJob, Segment, Status, TranscribeOptions
 from sona.store import JobStore
 from sona.store.postgres import PostgresStore
 from sona.store.postgres_schema import MIGRATIONS
 from sona.store.sqlite import SqliteStore
-from sona.textsearch import Cursor, InvalidQuery, SearchFilters, SearchHit, parse
+from sona.textsearch import Cursor, SearchFilters, SearchHit, parse
 from tests.pg import pg_schema_url
 
 _ids = itertools.count()

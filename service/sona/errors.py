@@ -5,6 +5,7 @@ SonaError                      base; ``code`` is the stable machine-readable nam
 ├── InvalidRequest             bad parameter or body                  (invalid_request)
 │   ├── InvalidJobId           a job id that is not [A-Za-z0-9_-]{1,64} (invalid_job_id)
 │   ├── MetadataTooLarge       metadata over 4 KB                      (metadata_too_large)
+│   ├── InvalidQuery           a search query: unbalanced ", no word   (invalid_query)
 │   └── UnsupportedLanguage    a language the model cannot do (English-only) (unsupported_language)
 ├── Unauthorized               missing/wrong API key                   (unauthorized)
 ├── Forbidden                  Host header not allowed                 (forbidden)
@@ -68,6 +69,12 @@ class InvalidJobId(InvalidRequest):
 
 class MetadataTooLarge(InvalidRequest):
     code = "metadata_too_large"
+
+
+class InvalidQuery(InvalidRequest):
+    """A search query that is no query: unbalanced quotes, no word, too long."""
+
+    code = "invalid_query"
 
 
 class UnsupportedLanguage(InvalidRequest):

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from sona.errors import InvalidRequest
+from sona.errors import InvalidQuery, InvalidRequest
 from sona.jobs import JOB_ID_RE
 
 MAX_QUERY_CHARS = 500
@@ -34,12 +34,6 @@ MAX_TERMS = 16
 MAX_CURSOR_CHARS = 200  # a score, a job id of at most 64 characters, an index
 # Letters and digits: FTS5 unicode61's token characters (categories L*, N*).
 TOKEN = re.compile(r"[^\W_]+")
-
-
-class InvalidQuery(InvalidRequest):
-    """A search query that is no query: unbalanced quotes, no word, too long."""
-
-    code = "invalid_query"
 
 
 @dataclass(frozen=True)
