@@ -22,8 +22,11 @@ words): matched spans ``n`` in ``w`` words score ``2.2n / (n + 1.2(0.25 +
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
+
+import aiosqlite
 
 from sona.textsearch import Cursor, Query, SearchFilters, SearchHit
 
@@ -111,6 +114,36 @@ async def sqlite_search(
     async with db.execute(sql, (query.fts5(), *args, limit + 1)) as cur:
         rows = list(await cur.fetchall())
     return [_hit(query, r) for r in rows[:limit]], len(rows) > limit
+
+
+class SqliteReader:
+    """The searches' own connection to the store's file, opened on first use.
+    WAL lets it read while the store's connection writes: a search matching
+    much of the archive (seconds: every match is scored) never holds the
+    store's lock, so chunk writes and claims go on meanwhile."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()  # one statement sequence at a time on it
+
+    async def search(
+        self, query: Query, filters: SearchFilters, *, limit: int, after: Cursor | None
+    ) -> tuple[list[SearchHit], bool]:
+        async with self._lock:
+            if self._db is None:
+                db = await aiosqlite.connect(self._path, isolation_level=None)
+                db.row_factory = aiosqlite.Row
+                await db.execute("PRAGMA query_only=ON")
+                await db.execute("PRAGMA busy_timeout=10000")
+                self._db = db
+            return await sqlite_search(self._db, query, filters, limit=limit, after=after)
+
+    async def close(self) -> None:
+        async with self._lock:
+            if self._db is not None:
+                await self._db.close()
+                self._db = None
 
 
 # -- PostgreSQL ----------------------------------------------------------------

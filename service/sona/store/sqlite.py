@@ -37,7 +37,7 @@ from sona.store.rows import (
     segment_from_row,
     text_from_rows,
 )
-from sona.store.search import SQLITE_MIGRATION, sqlite_search
+from sona.store.search import SQLITE_MIGRATION, SqliteReader
 from sona.store.sqlite_outbox import MIGRATION_3, OutboxMixin
 from sona.textsearch import Cursor, Query, SearchFilters, SearchHit
 from sona.wire import FINISHED_SQL
@@ -123,6 +123,7 @@ class SqliteStore(OutboxMixin):
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
         self._lock = asyncio.Lock()
+        self._reader: SqliteReader | None = None  # set by open()
 
     @classmethod
     async def open(cls, path: str) -> SqliteStore:
@@ -139,6 +140,7 @@ class SqliteStore(OutboxMixin):
         await db.execute("PRAGMA recursive_triggers=ON")
         store = cls(db)
         await store._migrate()
+        store._reader = SqliteReader(path)
         return store
 
     async def _migrate(self) -> None:
@@ -294,8 +296,9 @@ class SqliteStore(OutboxMixin):
     async def search(
         self, query: Query, filters: SearchFilters, *, limit: int, after: Cursor | None
     ) -> tuple[list[SearchHit], bool]:
-        async with self._lock:
-            return await sqlite_search(self._db, query, filters, limit=limit, after=after)
+        if self._reader is None:
+            raise RuntimeError("a SqliteStore made without open() has no search connection")
+        return await self._reader.search(query, filters, limit=limit, after=after)
 
     async def queue_size(self) -> int:
         async with self._lock:
@@ -550,6 +553,8 @@ class SqliteStore(OutboxMixin):
         return {r[0] for r in rows}
 
     async def close(self) -> None:
+        if self._reader is not None:
+            await self._reader.close()
         await self._db.close()
 
 
