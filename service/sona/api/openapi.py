@@ -41,7 +41,7 @@ from sona.api.schemas import (
     SeedStatusOut,
     WebhookList,
 )
-from sona.api.search_schemas import MAX_LIMIT, SearchList
+from sona.api.search_schemas import LANGUAGE_RE, MAX_LIMIT, SearchList
 from sona.errors import NotFound
 from sona.formats import CONTENT_TYPES, FORMATS
 from sona.jobs import JOB_ID_RE, TranscribeOptions
@@ -211,6 +211,7 @@ class Op:
     query: tuple[tuple[str, dict[str, Any], str], ...] = ()
     headers: tuple[tuple[str, dict[str, Any], str], ...] = ()
     description: str = ""
+    required: tuple[str, ...] = ()  # query parameters that must be sent
 
 
 def multipart(name: str) -> dict[str, Any]:
@@ -325,12 +326,13 @@ DOCS: dict[tuple[str, str], Op] = {
                "page size (default 20)"),
               ("cursor", {"type": "string"}, "next_cursor of the previous page"),
               ("job_id", JOB_ID, "only this job"),
-              ("language", {"type": "string"}, "only jobs in this language"),
+              ("language", {"type": "string", "pattern": LANGUAGE_RE.pattern},
+               "only jobs in this language"),
               ("created_after", {"type": "string"},
                "only jobs created at or after (ISO 8601 or epoch seconds)"),
               ("created_before", {"type": "string"},
                "only jobs created before (ISO 8601 or epoch seconds)")),
-       description=SEARCH_DOC),
+       description=SEARCH_DOC, required=("q",)),
     ("GET", "/v1/jobs/{job_id}"): Op("jobs", "Job status", {200: json_of("JobOut")}, (400, 404)),
     ("DELETE", "/v1/jobs/{job_id}"): Op("jobs", "Cancel a job",
        {200: json_of("JobOut"), 202: json_of("JobOut")}, (400, 404, 409),
@@ -403,7 +405,13 @@ def _operation(method: str, path: str, op: Op) -> dict[str, Any]:
         for name in _path_params(path)
     ]
     params += [
-        {"name": name, "in": where, "required": False, "schema": schema, "description": doc}
+        {
+            "name": name,
+            "in": where,
+            "required": name in op.required,
+            "schema": schema,
+            "description": doc,
+        }
         for where, table in (("query", op.query), ("header", op.headers))
         for name, schema, doc in table
     ]

@@ -6,14 +6,19 @@ string and shapes the page."""
 from __future__ import annotations
 
 import math
-import re
 from datetime import UTC, datetime
 
 from aiohttp import web
 from multidict import MultiMapping
 
 from sona.api.schemas import json_model
-from sona.api.search_schemas import DEFAULT_LIMIT, MAX_LIMIT, SearchList, hit_out
+from sona.api.search_schemas import (
+    DEFAULT_LIMIT,
+    LANGUAGE_RE,
+    MAX_LIMIT,
+    SearchList,
+    hit_out,
+)
 from sona.errors import InvalidRequest
 from sona.jobs import validate_job_id
 from sona.keys import STORE
@@ -23,7 +28,6 @@ routes = web.RouteTableDef()
 
 METADATA_PREFIX = "metadata."
 MAX_METADATA_FILTERS = 8
-LANGUAGE_RE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})?$")
 
 
 def _time(q: MultiMapping[str], name: str) -> float | None:

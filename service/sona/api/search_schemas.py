@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -11,6 +12,7 @@ from sona.api.schemas import iso
 from sona.textsearch import SearchHit
 
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
+LANGUAGE_RE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})?$")
 
 
 class SearchHitOut(BaseModel):
