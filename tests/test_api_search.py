@@ -9,6 +9,7 @@ from urllib.parse import quote
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from pydantic import SecretStr
 
 from sona.keys import STORE
 from tests.helpers import idle_app
@@ -94,3 +95,20 @@ async def test_refusals_are_400_naming_the_parameter(
     assert body["error"]["param"] == param
     if param == "q" and query.startswith("q=%22"):
         assert body["error"]["code"] == "invalid_query"
+
+
+async def test_search_takes_the_same_api_key_and_rate_limit_as_every_route(
+    aiohttp_client: Any, make_settings: Any
+) -> None:
+    client = await idle_app(
+        aiohttp_client,
+        make_settings,
+        api_keys=[SecretStr("s3cret")],
+        rate_limit_per_s=0.01,
+        rate_limit_burst=2,
+    )
+    denied = await client.get("/v1/search?q=x")
+    assert denied.status == 401
+    auth = {"Authorization": "Bearer s3cret"}
+    statuses = [(await client.get("/v1/search?q=x", headers=auth)).status for _ in range(3)]
+    assert 200 in statuses and statuses[-1] == 429
