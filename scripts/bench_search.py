@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO / "service"))
 sys.path.insert(0, str(REPO))
 
 from scripts.bench_store import CHUNK_S, SEGMENTS_PER_CHUNK, chunk_segments  # noqa: E402
+from sona.errors import QueryTooBroad  # noqa: E402
 from sona.jobs import NewJob, Status, TranscribeOptions  # noqa: E402
 from sona.store.sqlite import SqliteStore  # noqa: E402
 from sona.textsearch import SearchFilters, parse  # noqa: E402
@@ -95,18 +96,23 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def latency(store: SqliteStore, queries: list[str]) -> dict[str, Any]:
-    times, hits = [], []
+    """Each query's time to its first page, or to its ``QueryTooBroad``."""
+    times, hits, too_broad = [], [], 0
     for q in queries:
         t0 = time.perf_counter()
-        page, _ = await store.search(parse(q), SearchFilters(), limit=20, after=None)
+        try:
+            page, _ = await store.search(parse(q), SearchFilters(), limit=20, after=None)
+            hits.append(len(page))
+        except QueryTooBroad:
+            too_broad += 1
         times.append((time.perf_counter() - t0) * 1000)
-        hits.append(len(page))
     return {
+        "too_broad": too_broad,
         "queries": len(queries),
         "p50_ms": round(pct(times, 50), 2),
         "p99_ms": round(pct(times, 99), 2),
         "max_ms": round(max(times), 2),
-        "mean_hits": round(statistics.mean(hits), 1),
+        "mean_hits": round(statistics.mean(hits), 1) if hits else None,
     }
 
 

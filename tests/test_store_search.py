@@ -13,11 +13,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-from sona.errors import InvalidQuery
+from sona.errors import InvalidQuery, QueryTooBroad
 from sona.jobs import NewJob, Segment, Status, TranscribeOptions
 from sona.store import JobStore
 from sona.store.postgres import PostgresStore
 from sona.store.postgres_schema import MIGRATIONS
+from sona.store.search import SqliteReader, postgres_search
 from sona.store.sqlite import SqliteStore
 from sona.textsearch import Cursor, SearchFilters, SearchHit, parse
 from tests.pg import pg_schema_url
@@ -285,4 +286,44 @@ async def test_postgres_migration_indexes_segments_written_before_it() -> None:
             [hit] = await search(store, "pelican")
             assert (hit.job_id, hit.start, hit.end) == ("old", 1.0, 2.0)
         finally:
+            await store.close()
+
+
+async def test_sqlite_search_past_its_deadline_is_query_too_broad(tmp_path: Path) -> None:
+    path = str(tmp_path / "db.sqlite")
+    store = await SqliteStore.open(path)
+    reader = SqliteReader(path, deadline_s=0.0)
+    try:
+        a = await transcribed(store, [f" gnu and gnu {i}" for i in range(3000)])
+        with pytest.raises(QueryTooBroad):
+            await reader.search(parse("gnu"), SearchFilters(), limit=5, after=None)
+        hits = await search(store, "gnu", limit=5)  # the store's own deadline: seconds
+        assert [h.job_id for h in hits] == [a] * 5
+    finally:
+        await reader.close()
+        await store.close()
+
+
+async def test_postgres_search_past_its_deadline_is_query_too_broad() -> None:
+    async with pg_schema_url() as url:
+        store = await PostgresStore.open(url)
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(
+                """INSERT INTO jobs (id, status, options, file_path, file_name, file_sha256,
+                   file_size, max_attempts, created_at) VALUES ('big', 'completed', '{}',
+                   '/x', 'a.wav', 'aaa', 1, 2, 0)"""
+            )
+            await conn.execute(
+                """INSERT INTO segments (job_id, idx, start, "end", text, data)
+                   SELECT 'big', g, g, g + 1, ' gnu and gnu ' || g, '{}'
+                   FROM generate_series(0, 29999) g"""
+            )
+            with pytest.raises(QueryTooBroad):
+                await postgres_search(
+                    conn, parse("gnu"), SearchFilters(), limit=5, after=None, deadline_s=0.001
+                )
+            assert len(await search(store, "gnu", limit=5)) == 5
+        finally:
+            await conn.close()
             await store.close()

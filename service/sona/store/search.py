@@ -24,11 +24,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
+import time
 from typing import Any
 
 import aiosqlite
+import asyncpg
 
+from sona.errors import QueryTooBroad
 from sona.textsearch import Cursor, Query, SearchFilters, SearchHit
+
+# Every match is scored before the sort: a query whose words are in much of
+# the archive costs seconds. Past this it ends as ``QueryTooBroad`` (400).
+DEADLINE_S = 3.0
+TOO_BROAD = (
+    "the query's words are in too much of the archive to rank them within {s:g} s: "
+    "add a word, quote a phrase, or filter by job, metadata, date or language"
+)
 
 # -- SQLite ------------------------------------------------------------------
 
@@ -122,10 +134,16 @@ class SqliteReader:
     much of the archive (seconds: every match is scored) never holds the
     store's lock, so chunk writes and claims go on meanwhile."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, deadline_s: float = DEADLINE_S) -> None:
         self._path = path
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()  # one statement sequence at a time on it
+        self._deadline_s = deadline_s
+        self._ends_at = 0.0
+
+    def _past_deadline(self) -> int:
+        """SQLite's progress handler (on aiosqlite's thread): non-zero interrupts."""
+        return int(time.monotonic() > self._ends_at)
 
     async def search(
         self, query: Query, filters: SearchFilters, *, limit: int, after: Cursor | None
@@ -136,8 +154,15 @@ class SqliteReader:
                 db.row_factory = aiosqlite.Row
                 await db.execute("PRAGMA query_only=ON")
                 await db.execute("PRAGMA busy_timeout=10000")
+                await db.set_progress_handler(self._past_deadline, 1000)
                 self._db = db
-            return await sqlite_search(self._db, query, filters, limit=limit, after=after)
+            self._ends_at = time.monotonic() + self._deadline_s
+            try:
+                return await sqlite_search(self._db, query, filters, limit=limit, after=after)
+            except sqlite3.OperationalError as exc:
+                if "interrupted" not in str(exc):
+                    raise
+                raise QueryTooBroad(TOO_BROAD.format(s=self._deadline_s), param="q") from None
 
     async def close(self) -> None:
         async with self._lock:
@@ -208,11 +233,22 @@ def _postgres_sql(
 
 
 async def postgres_search(
-    db: Any, query: Query, filters: SearchFilters, *, limit: int, after: Cursor | None
+    db: Any,
+    query: Query,
+    filters: SearchFilters,
+    *,
+    limit: int,
+    after: Cursor | None,
+    deadline_s: float = DEADLINE_S,
 ) -> tuple[list[SearchHit], bool]:
-    """As ``sqlite_search``, on an asyncpg connection."""
+    """As ``sqlite_search``, on an asyncpg connection, within ``deadline_s``."""
     sql, args = _postgres_sql(filters, after, limit)
-    rows = await db.fetch(sql, query.tsquery(), *args)
+    try:
+        async with db.transaction(readonly=True):
+            await db.execute(f"SET LOCAL statement_timeout = {max(1, round(deadline_s * 1000))}")
+            rows = await db.fetch(sql, query.tsquery(), *args)
+    except asyncpg.QueryCanceledError:
+        raise QueryTooBroad(TOO_BROAD.format(s=deadline_s), param="q") from None
     return [_hit(query, r) for r in rows[:limit]], len(rows) > limit
 
 
