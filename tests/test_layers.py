@@ -22,6 +22,7 @@ LAYER = {
     "jobs": 0,
     "crashpoints": 0,
     "wire": 0,
+    "textsearch": 0,
     "store": 1,
     "engine": 1,
     "uploads": 1,
@@ -234,6 +235,7 @@ API_SHARED = {
     "sse",  # SSE frames, segment/progress payloads, client-gone check
     "job_requests",  # a submission read and admitted, a job by path, its transcript
     "route_docs",  # each route's documentation, read by openapi.py
+    "search_schemas",  # GET /v1/search's answer, for the route and the spec
 }
 API_GATHERER = "routes"
 

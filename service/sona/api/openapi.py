@@ -41,6 +41,7 @@ from sona.api.schemas import (
     SeedStatusOut,
     WebhookList,
 )
+from sona.api.search_schemas import SearchList
 from sona.errors import NotFound
 from sona.transcript_shapes import TranscriptionOut, VerboseTranscriptionOut
 
@@ -72,7 +73,7 @@ SCHEMA_MODELS: tuple[type[BaseModel], ...] = (
     JobForm, JobUrl, JobOut, JobList, ErrorBody, ModelLoad, OpenAIForm, HealthOut, ReadyOut,
     ModelOut, ModelListOut, ModelDeletedOut, ModelsDeletedOut, SeedJobOut, SeedStatusOut,
     TranscriptionOut, VerboseTranscriptionOut, FeedStateOut, FeedSnapshotOut, WebhookList,
-    LanguageForm, LanguageOut,
+    LanguageForm, LanguageOut, SearchList,
 )  # fmt: skip
 FORMS = {"JobForm", "OpenAIForm", "LanguageForm"}  # multipart: the schema gains the file part
 
@@ -132,7 +133,13 @@ def _operation(method: str, path: str, op: Op) -> dict[str, Any]:
         for name in _path_params(path)
     ]
     params += [
-        {"name": name, "in": where, "required": False, "schema": schema, "description": doc}
+        {
+            "name": name,
+            "in": where,
+            "required": name in op.required,
+            "schema": schema,
+            "description": doc,
+        }
         for where, table in (("query", op.query), ("header", op.headers))
         for name, schema, doc in table
     ]

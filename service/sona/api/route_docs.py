@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from sona.api.search_schemas import LANGUAGE_RE, MAX_LIMIT
 from sona.formats import CONTENT_TYPES, FORMATS
 from sona.jobs import JOB_ID_RE, TranscribeOptions
 from sona.wire import STATUSES
@@ -63,6 +64,7 @@ class Op:
     query: tuple[tuple[str, dict[str, Any], str], ...] = ()
     headers: tuple[tuple[str, dict[str, Any], str], ...] = ()
     description: str = ""
+    required: tuple[str, ...] = ()  # query parameters that must be sent
 
 
 def multipart(name: str) -> dict[str, Any]:
@@ -141,6 +143,13 @@ CAPTION_QUERY = tuple(
     )
 )
 STATUS_Q = {"type": "string", "enum": list(STATUSES)}
+SEARCH_DOC = (
+    "Segments of completed jobs that hold every word of `q`, best first, with their "
+    'times and the matched words as `marks` (offsets into `text`). `"a phrase"` '
+    "matches the words in order, `word*` any word starting so; every other character "
+    "is plain text. An unbalanced quote is 400 `invalid_query`. Filter by metadata "
+    "with `metadata.KEY=VALUE` (string values; several AND). docs/api.md has the rest."
+)
 
 # The documentation of each route, by (method, path), in the order /docs shows
 # them. The routes themselves are the app's (``api/routes.py``): the spec lists
@@ -163,6 +172,20 @@ DOCS: dict[tuple[str, str], Op] = {
        query=(("status", STATUS_Q, "only jobs in this status"),
               ("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "page size"),
               ("before", JOB_ID, "cursor: next_before of the previous page"))),
+    ("GET", "/v1/search"): Op("jobs", "Search every transcript", {200: json_of("SearchList")},
+       (400,), query=(("q", {"type": "string", "minLength": 1, "maxLength": 500},
+                       'words (all must match), "a phrase", prefix*'),
+              ("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+               "page size (default 20)"),
+              ("cursor", {"type": "string"}, "next_cursor of the previous page"),
+              ("job_id", JOB_ID, "only this job"),
+              ("language", {"type": "string", "pattern": LANGUAGE_RE.pattern},
+               "only jobs in this language"),
+              ("created_after", {"type": "string"},
+               "only jobs created at or after (ISO 8601 or epoch seconds)"),
+              ("created_before", {"type": "string"},
+               "only jobs created before (ISO 8601 or epoch seconds)")),
+       description=SEARCH_DOC, required=("q",)),
     ("GET", "/v1/jobs/{job_id}"): Op("jobs", "Job status", {200: json_of("JobOut")}, (400, 404)),
     ("DELETE", "/v1/jobs/{job_id}"): Op("jobs", "Cancel a job",
        {200: json_of("JobOut"), 202: json_of("JobOut")}, (400, 404, 409),

@@ -14,6 +14,7 @@ from sona.api import (
     openai,
     openapi,
     ops,
+    search,
     seed,
 )
 
@@ -29,6 +30,7 @@ def setup(app: web.Application) -> None:
         language.routes,
         openapi.routes,
         feed.routes,
+        search.routes,
         dashboard.routes,
     ):
         app.add_routes(table)

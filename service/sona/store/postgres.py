@@ -28,8 +28,10 @@ import asyncpg
 from sona.errors import StorageFull
 from sona.store import Claim, DeadOwner, Delivery, DeliveryClaim, Recovery, schema, sql
 from sona.store.rows import delivery_from_rows, job_from_row
+from sona.store.search import postgres_search
 from sona.store.sql import POSTGRES, render
 from sona.store.sqlstore import Conn, SqlStore
+from sona.textsearch import Cursor, Query, SearchFilters, SearchHit
 
 # Any constant will do, as long as every Sona node uses the same one; it is
 # scoped to the database, so schemas in one database migrate one at a time.
@@ -197,6 +199,12 @@ class PostgresStore(SqlStore):
         for a in await c.all(_ATTEMPTS, ids=list(attempts)):
             attempts[a["delivery_id"]].append(a)
         return [delivery_from_rows(r, attempts[r["id"]]) for r in rows]
+
+    async def search(
+        self, query: Query, filters: SearchFilters, *, limit: int, after: Cursor | None
+    ) -> tuple[list[SearchHit], bool]:
+        async with self._pool.acquire() as db:
+            return await postgres_search(db, query, filters, limit=limit, after=after)
 
     async def close(self) -> None:
         await self._pool.close()

@@ -109,6 +109,16 @@ SEGMENTS = Table(
         Column("text", "text", "NOT NULL"),
         Column("speaker", "text"),
         Column("data", "text", "NOT NULL"),  # the rest of a Segment, as JSON
+        # Full-text search (store/search.py): the words, as PostgreSQL indexes
+        # them; SQLite's index is an FTS5 table beside this one (migration 6).
+        Column(
+            "tsv",
+            "tsvector",
+            "GENERATED ALWAYS AS (to_tsvector('simple'::regconfig, "
+            "regexp_replace(text, '[^[:alnum:]]+', ' ', 'g'))) STORED",
+            since=6,
+            only="postgres",
+        ),
     ),
     keys="PRIMARY KEY (job_id, idx)",
 )
@@ -222,6 +232,33 @@ MIGRATIONS = (
         (add_columns(JOBS, 4), same("CREATE INDEX jobs_dedupe ON jobs (file_sha256, status)")),
     ),
     Migration(5, "the detected language's probability", (add_columns(JOBS, 5),)),
+    Migration(
+        6,
+        "full-text search over segments (store/search.py)",
+        (add_columns(SEGMENTS, 6),),
+        # An FTS5 external-content table: the text is stored once, in segments;
+        # triggers keep the index in step in the writing transaction (the segment
+        # upsert is an UPDATE, so an update trigger, not REPLACE's delete).
+        sqlite=(
+            """CREATE VIRTUAL TABLE segments_fts USING fts5(text, content='segments',
+       content_rowid='rowid', tokenize='unicode61 remove_diacritics 0')""",
+            """CREATE TRIGGER segments_fts_insert AFTER INSERT ON segments BEGIN
+         INSERT INTO segments_fts(rowid, text) VALUES (new.rowid, new.text);
+       END""",
+            """CREATE TRIGGER segments_fts_delete AFTER DELETE ON segments BEGIN
+         INSERT INTO segments_fts(segments_fts, rowid, text)
+         VALUES ('delete', old.rowid, old.text);
+       END""",
+            """CREATE TRIGGER segments_fts_update AFTER UPDATE OF text ON segments BEGIN
+         INSERT INTO segments_fts(segments_fts, rowid, text)
+         VALUES ('delete', old.rowid, old.text);
+         INSERT INTO segments_fts(rowid, text) VALUES (new.rowid, new.text);
+       END""",
+            # Segments written before this version: indexed now.
+            "INSERT INTO segments_fts(segments_fts) VALUES ('rebuild')",
+        ),
+        postgres=("CREATE INDEX segments_tsv ON segments USING GIN (tsv)",),
+    ),
 )
 
 LATEST = MIGRATIONS[-1].version

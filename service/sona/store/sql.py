@@ -76,6 +76,7 @@ POSTGRES = Dialect(
         "bigint": "BIGINT",
         "real": "DOUBLE PRECISION",
         "serial": "BIGSERIAL",
+        "tsvector": "tsvector",
     },
 )
 
@@ -184,7 +185,9 @@ def list_jobs(*, status: bool, before: bool) -> str:
 
 
 # Stream order: as stored. The transcript's order is formats.in_order's.
-SEGMENTS_AFTER = "SELECT * FROM segments WHERE job_id = :job_id AND idx > :after ORDER BY idx"
+# Named columns: PostgreSQL's segments also hold the search index's tsv.
+SEGMENTS_AFTER = """SELECT job_id, idx, start, "end", text, speaker, data FROM segments
+    WHERE job_id = :job_id AND idx > :after ORDER BY idx"""
 # What a job's text needs of its segments (rows.text_from_rows): no words.
 SEGMENT_TEXTS = 'SELECT idx, start, "end", text FROM segments WHERE job_id = :job_id'
 

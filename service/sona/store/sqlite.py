@@ -23,8 +23,10 @@ import aiosqlite
 
 from sona.errors import InvalidTransition, StorageFull
 from sona.store import Claim, DeadOwner, DeliveryClaim, Recovery, schema, sql
+from sona.store.search import SqliteReader
 from sona.store.sql import SQLITE, render
 from sona.store.sqlstore import SqlStore, job_of
+from sona.textsearch import Cursor, Query, SearchFilters, SearchHit
 
 # Due, pending and not leased (or its lease ran out), oldest due first.
 _DUE = """SELECT id FROM webhook_deliveries
@@ -74,6 +76,7 @@ class SqliteStore(SqlStore):
         self._db = db
         self._lock = asyncio.Lock()
         self._conn = _Conn(db)
+        self._reader: SqliteReader | None = None  # set by open()
 
     @classmethod
     async def open(cls, path: str) -> SqliteStore:
@@ -88,6 +91,7 @@ class SqliteStore(SqlStore):
         await db.execute("PRAGMA busy_timeout=10000")
         store = cls(db)
         await store._migrate()
+        store._reader = SqliteReader(path)
         return store
 
     async def _migrate(self) -> None:
@@ -171,7 +175,18 @@ class SqliteStore(SqlStore):
                 claims.append(DeliveryClaim(delivery, token))
             return claims
 
+    async def search(
+        self, query: Query, filters: SearchFilters, *, limit: int, after: Cursor | None
+    ) -> tuple[list[SearchHit], bool]:
+        """On its own read connection (WAL): a broad search never holds the
+        store's lock over chunk writes and claims."""
+        if self._reader is None:
+            raise RuntimeError("a SqliteStore made without open() has no search connection")
+        return await self._reader.search(query, filters, limit=limit, after=after)
+
     async def close(self) -> None:
+        if self._reader is not None:
+            await self._reader.close()
         await self._db.close()
 
 
