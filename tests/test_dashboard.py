@@ -290,6 +290,53 @@ def _narrow_screen(page: Page, shot: Callable[..., Path], fox_id: str) -> None:
     shot(page, "narrow-transcript", full_page=False)
 
 
+def test_search_then_play_a_hit_from_its_segment(
+    daemon_factory: Any, open_page: Callable[..., Page], shot: Callable[..., Path], tmp_path: Path
+) -> None:
+    """Search box → hits with the matched words marked → a click opens the
+    job and plays from the segment: the player's currentTime is its start."""
+    both = concat_wav([AUDIO / "weather.wav", AUDIO / "fox.wav"], tmp_path / "both.wav", gap_s=1.0)
+    d = daemon_factory("--model", "tiny.en")
+    page = open_page(d.url + "/")
+    wait_live(page)
+    [both_id, report_id] = upload(page, both, AUDIO / "report.wav")
+    for job_id in (both_id, report_id):
+        page.wait_for_selector(f'.job[data-id="{job_id}"][data-status="completed"]', timeout=JOB_S)
+    page.fill("#search-q", "fox")
+    page.click("#search-button")
+    hits = page.locator("#hits .hit")
+    hits.first.wait_for(timeout=STEP)
+    assert hits.count() == 1 and hits.first.get_attribute("data-job") == both_id
+    assert [m.lower() for m in hits.first.locator("mark").all_inner_texts()] == ["fox"]
+    start = float(hits.first.get_attribute("data-start") or "0")
+    end = float(hits.first.get_attribute("data-end") or "0")
+    assert start > 2, "the fox is said after the weather"
+    [api_hit] = api(d, "/v1/search?q=fox")["data"]
+    assert (api_hit["start"], api_hit["end"]) == (start, end)
+    shot(page, "search")
+    hits.first.click()
+    page.wait_for_selector("#t-segments .segment.found", timeout=STEP)
+    page.wait_for_function(
+        "s => { const a = document.getElementById('t-audio');"
+        " return a.readyState >= 1 && a.currentTime >= s; }",
+        arg=start,
+        timeout=STEP,
+    )
+    now = page.evaluate("() => document.getElementById('t-audio').currentTime")
+    assert start <= now <= end + 0.5, (start, now, end)
+    found = page.locator("#t-segments .segment.found")
+    assert float(found.get_attribute("data-start") or "-1") == start
+    shot(page, "search-played", full_page=False)
+    page.click("#t-close")
+    page.fill("#search-q", '"unbalanced')
+    page.click("#search-button")
+    page.wait_for_function(
+        "() => document.getElementById('search-msg').textContent.includes('unbalanced')",
+        timeout=STEP,
+    )
+    assert page.locator("#hits .hit").count() == 0
+
+
 def test_cancel_a_running_and_a_queued_job(
     daemon_factory: Any,
     open_page: Callable[..., Page],

@@ -23,12 +23,14 @@ LAYER = {
     "crashpoints": 0,
     "wire": 0,
     "realtime_events": 0,
+    "textsearch": 0,
     "store": 1,
     "engine": 1,
     "uploads": 1,
     "datadir": 1,
     "audio": 1,
     "formats": 1,
+    "transcript_shapes": 1,
     "captions": 1,
     "metrics": 1,
     "logs": 1,
@@ -40,6 +42,13 @@ LAYER = {
     "netguard": 1,
     "live_audio": 1,
     "worker": 2,
+    "worker_config": 2,
+    "admission": 2,
+    "flight": 2,
+    "leases": 2,
+    "loops": 2,
+    "opening": 2,
+    "endings": 2,
     "standing": 2,
     "webhooks": 2,
     "dispatcher": 2,
@@ -105,18 +114,6 @@ ENGINE_LIBS = ("faster_whisper", "ctranslate2")
 # Modules that may reach them at import time: the backend, and the process
 # that drives it (imported inside the spawned child only, by engine/entry.py).
 ENGINE_SIDE = {"engine/whisper.py", "engine/child.py"}
-
-
-def _module_path(dotted: str) -> Path | None:
-    """The file of ``sona.x.y`` (a module or a package), None if not one of ours."""
-    parts = dotted.split(".")
-    if parts[0] != "sona" or len(parts) < 2:
-        return None
-    base = ROOT.joinpath(*parts[1:])
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def _import_time_names(path: Path) -> list[str]:
@@ -242,6 +239,8 @@ API_SHARED = {
     "bodies",  # the body watchdog middleware (one idle timeout over every body read)
     "sse",  # SSE frames, segment/progress payloads, client-gone check
     "job_requests",  # a submission read and admitted, a job by path, its transcript
+    "route_docs",  # each route's documentation, read by openapi.py
+    "search_schemas",  # GET /v1/search's answer, for the route and the spec
 }
 API_GATHERER = "routes"
 
@@ -336,3 +335,42 @@ def test_the_tree_is_what_python_imports() -> None:
         ["git", "ls-files", "-s"], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.splitlines()
     assert not [line for line in tracked if line.startswith("120000")], "symlinks in the tree"
+
+
+def _module_map() -> list[Path]:
+    """The paths docs/architecture.md's module map names, in order: the first
+    cell of each row, where a bare name (`__main__.py`) sits beside the path
+    before it in the same cell."""
+    text = (REPO / "docs" / "architecture.md").read_text()
+    section = text.split("## Module map", 1)[1].split("\n## ", 1)[0]
+    listed: list[Path] = []
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        base = Path()
+        for name in line.split("|")[1].replace("`", "").split(","):
+            path = Path(name.strip())
+            if len(path.parts) > 1:
+                base = path.parent
+            else:
+                path = base / path
+            listed.append(path)
+    return listed
+
+
+def test_the_module_map_is_the_tree() -> None:
+    """Every module of sona and sona_mcp is in docs/architecture.md's map once,
+    and the map names nothing that is not there (a package's empty
+    ``__init__.py`` needs no row)."""
+    listed = _module_map()
+    twice = sorted({str(p) for p in listed if listed.count(p) > 1})
+    assert not twice, f"listed more than once: {twice}"
+    missing = [str(p) for p in listed if not (REPO / p).exists()]
+    assert not missing, f"the module map names what is not in the tree: {missing}"
+    tree = [
+        p.relative_to(REPO)
+        for p in [*ROOT.rglob("*.py"), *MCP_ROOT.rglob("*.py")]
+        if p.name != "__init__.py" or len(p.read_text().splitlines()) > 5
+    ]
+    unlisted = sorted(str(p) for p in tree if p not in listed)
+    assert not unlisted, f"modules missing from docs/architecture.md's module map: {unlisted}"

@@ -35,6 +35,7 @@ TOOLS = {
     "wait_for_transcription",
     "cancel_transcription",
     "list_transcriptions",
+    "search_transcripts",
 }
 UNREACHABLE = "http://127.0.0.1:9"
 REPO = Path(__file__).parent.parent
@@ -145,6 +146,54 @@ async def test_transcribe_then_check_saves_the_transcript(
         assert again["status"] == "completed" and again["transcript_file"].endswith("fox.txt")
         listed = await call(client, "list_transcriptions", status="completed")
         assert started["job_id"] in [j["job_id"] for j in listed["jobs"]]
+
+
+async def test_search_finds_a_word_with_its_times_over_http_the_cli_and_mcp(
+    daemon: str, fox_wav: Path, tmp_path: Path
+) -> None:
+    """Two real jobs; "fox" is said in one: the search returns that job's
+    segment, with the times the transcript gives it; `sona search` and the
+    MCP tool show the same hits."""
+    from sona.client import SonaClient
+
+    tag = {"suite": tmp_path.name}  # this test's jobs only: the daemon is shared
+    weather = REPO / "tests" / "audio" / "weather.wav"
+    async with SonaClient(daemon) as api:
+        ids = [(await api.submit(p, metadata=tag))["id"] for p in (fox_wav, weather)]
+        for job_id in ids:
+            assert (await api.wait(job_id, timeout_s=120))["status"] == "completed"
+        verbose = json.loads(await api.transcript(ids[0], "verbose_json"))
+        page = await api.search("FOX", metadata=tag)
+        assert (await api.search("sunny", metadata=tag))["data"][0]["job_id"] == ids[1]
+        assert (await api.search("fox sunny", metadata=tag))["data"] == []
+    [hit] = page["data"]
+    said = [s for s in verbose["segments"] if "fox" in s["text"].lower()]
+    assert [(hit["job_id"], hit["start"], hit["end"], hit["text"])] == [
+        (ids[0], s["start"], s["end"], s["text"]) for s in said
+    ]
+    assert 0 <= hit["start"] < hit["end"] <= verbose["duration"] + 0.5
+    assert [hit["text"][a:b].lower() for a, b in hit["marks"]] == ["fox"]
+    assert hit["file_name"] == "fox.wav" and hit["metadata"] == tag
+
+    def sona_search(*flags: str) -> subprocess.CompletedProcess[str]:
+        cmd = [*SONA, "search", "fox", "--url", daemon, "--metadata", json.dumps(tag), *flags]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, cwd=REPO)
+
+    cli = await asyncio.to_thread(sona_search, "--json")
+    assert cli.returncode == 0, cli.stderr
+    assert json.loads(cli.stdout)["data"] == page["data"]
+    cli = await asyncio.to_thread(sona_search)
+    assert cli.stdout.startswith(f"{ids[0]}  #{hit['segment']}  ") and "[fox]" in cli.stdout.lower()
+
+    async with mcp_client(daemon, tmp_path) as client:
+        out = await call(client, "search_transcripts", query="fox", metadata=tag)
+        assert out["has_more"] is False
+        assert out["hits"] == [
+            {k: hit[k] for k in ("job_id", "segment", "start", "end", "text", "file_name",
+                                 "created_at", "metadata")}
+        ]  # fmt: skip
+        text = await refused(client, "search_transcripts", query='"unbalanced')
+        assert "invalid_query" in text
 
 
 async def test_every_refusal_is_an_actionable_tool_error(

@@ -13,7 +13,8 @@ from aiohttp.test_utils import TestClient
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 
-from sona.api.openapi import DOCS, build_spec
+from sona.api.openapi import build_spec
+from sona.api.route_docs import DOCS
 from sona.api.routes import setup as setup_routes
 from sona.jobs import LANGUAGES, Segment, Status
 from sona.keys import STORE
@@ -44,7 +45,7 @@ async def test_every_registered_route_is_in_the_spec_and_nothing_else(
         if route.method != "HEAD" and route.resource is not None  # HEAD: aiohttp's automatic twin
     }
     documented = {(method, path) for path, item in spec["paths"].items() for method in item}
-    assert registered - documented == set(), "routes missing from service/api/openapi.py"
+    assert registered - documented == set(), "routes missing from api/route_docs.py"
     assert documented - registered == set(), "operations documented but not registered"
     stale = {(m.lower(), p) for m, p in DOCS} - registered
     assert stale == set(), "DOCS entries for routes the app does not serve"

@@ -2,7 +2,7 @@
 a server is reachable): idempotent create, claim order, fencing, guarded
 transitions, crash recovery, warnings, dedupe. Tests of one store's own
 behaviour say so. The webhook outbox's share of the contract:
-test_store_outbox.py."""
+test_store_outbox.py; the schema and older databases: test_store_schema.py."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from sona.formats import in_order, render
 from sona.jobs import TRANSITIONS, NewJob, Segment, Status, TranscribeOptions
 from sona.store import Claim, JobStore, Lease
 from sona.store.postgres import PostgresStore
-from sona.store.postgres_schema import MIGRATIONS
+from sona.store.schema import LATEST
 from sona.store.sqlite import SqliteStore
 from tests.pg import pg_schema_url
 
@@ -405,35 +405,9 @@ async def test_postgres_nodes_starting_together_migrate_once() -> None:
         conn = await asyncpg.connect(url)
         versions = await conn.fetch("SELECT version FROM sona_schema ORDER BY version")
         await conn.close()
-        assert [r["version"] for r in versions] == list(range(1, len(MIGRATIONS) + 1))
+        assert [r["version"] for r in versions] == list(range(1, LATEST + 1))
         for s in stores:
             await s.close()
-
-
-async def test_postgres_upgrades_a_version_2_database_in_place() -> None:
-    """A database of the first PostgreSQL release (versions 1-2) gains the
-    outbox and the warnings/cached columns; its jobs read as before."""
-    async with pg_schema_url() as url:
-        conn = await asyncpg.connect(url)
-        await conn.execute("CREATE TABLE sona_schema (version INTEGER NOT NULL)")
-        for number, statements in enumerate(MIGRATIONS[:2], start=1):
-            for stmt in statements:
-                await conn.execute(stmt)
-            await conn.execute("INSERT INTO sona_schema (version) VALUES ($1)", number)
-        await conn.execute(
-            """INSERT INTO jobs (id, status, options, file_path, file_name, file_sha256,
-               file_size, max_attempts, created_at) VALUES ('old', 'queued', '{}', '/x',
-               'a.wav', 'aaa', 1, 2, 0)"""
-        )
-        store = await PostgresStore.open(url)
-        versions = await conn.fetch("SELECT version FROM sona_schema ORDER BY version")
-        await conn.close()
-        assert [r["version"] for r in versions] == [1, 2, 3, 4, 5]
-        job = await store.get("old")
-        assert (job.status, job.warnings, job.cached) == (Status.QUEUED, [], False)
-        assert job.language_probability is None
-        assert await store.deliveries("old") == []
-        await store.close()
 
 
 async def test_postgres_racing_workers_never_share_a_job() -> None:

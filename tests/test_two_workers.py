@@ -21,7 +21,8 @@ from sona.engine.registry import ModelRegistry
 from sona.events import EventHub
 from sona.jobs import Segment, Status
 from sona.store.sqlite import SqliteStore
-from sona.worker import Worker, WorkerConfig
+from sona.worker import Worker
+from sona.worker_config import WorkerConfig
 from tests.engine_double import EngineDouble, fake_job
 
 JOBS = 1000

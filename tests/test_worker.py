@@ -26,7 +26,8 @@ from sona.jobs import NewJob, Segment, Status, TranscribeOptions
 from sona.keys import ENGINE, STORE, WORKER
 from sona.store import open_store
 from sona.store.sqlite import SqliteStore
-from sona.worker import StepGate, Worker, WorkerConfig
+from sona.worker import Worker
+from sona.worker_config import WorkerConfig
 from tests.audio_factory import flac_bomb
 from tests.engine_double import EngineDouble, fake_job
 from tests.helpers import audio_form, poll, submit, wait_done
@@ -534,40 +535,6 @@ async def test_a_detected_language_and_its_probability_are_stored(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await store.close()
-
-
-async def test_a_suspects_step_waits_for_the_steps_in_flight_and_runs_alone() -> None:
-    """A suspect's step starts once the step in flight ends, and a step asked
-    for after it waits until it is over: nothing runs beside it."""
-    gate, order = StepGate(), list[str]()
-    first_in, release = asyncio.Event(), asyncio.Event()
-
-    async def step(name: str, alone: bool, hold: asyncio.Event | None = None) -> None:
-        async with gate.step(alone):
-            order.append(f"{name} in")
-            if hold is not None:
-                first_in.set()
-                await hold.wait()
-            await asyncio.sleep(0)
-            order.append(f"{name} out")
-
-    normal = asyncio.create_task(step("normal", False, release))
-    await first_in.wait()
-    suspect = asyncio.create_task(step("suspect", True))
-    await asyncio.sleep(0.05)
-    later = asyncio.create_task(step("later", False))  # must not overtake the suspect
-    await asyncio.sleep(0.05)
-    assert order == ["normal in"]
-    release.set()
-    await asyncio.wait_for(asyncio.gather(normal, suspect, later), 10)
-    assert order == [
-        "normal in",
-        "normal out",
-        "suspect in",
-        "suspect out",
-        "later in",
-        "later out",
-    ]
 
 
 async def test_a_job_s_vad_options_reach_the_engine_on_every_run(tmp_path: Path) -> None:

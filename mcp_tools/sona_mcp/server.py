@@ -54,7 +54,8 @@ INSTRUCTIONS = """\
 Transcribe audio with a local Sona service. transcribe_wav uploads a file and returns a
 job_id at once; then call wait_for_transcription (waits up to timeout_s) or
 check_transcription_status (never waits). When the job is completed,
-check_transcription_status saves <name>.txt in output_dir and returns the text."""
+check_transcription_status saves <name>.txt in output_dir and returns the text.
+search_transcripts finds what was said across every completed transcript, with times."""
 
 
 # --- talking to the daemon ---
@@ -289,12 +290,54 @@ async def list_transcriptions(
     return {"jobs": jobs, "has_more": page.get("has_more", False)}
 
 
+async def search_transcripts(
+    query: Annotated[
+        str,
+        Field(
+            description='words a segment must all hold; "a phrase" in quotes; word* for '
+            "any word starting so"
+        ),
+    ],
+    limit: Annotated[int, Field(ge=1, le=100, description="how many hits, best first")] = 10,
+    job_id: Annotated[str | None, Field(description="only this job")] = None,
+    language: Annotated[str | None, Field(description="only jobs in this language")] = None,
+    created_after: Annotated[
+        str | None, Field(description="only jobs created at or after (ISO 8601)")
+    ] = None,
+    created_before: Annotated[
+        str | None, Field(description="only jobs created before (ISO 8601)")
+    ] = None,
+    metadata: Annotated[
+        dict[str, str] | None, Field(description="only jobs whose metadata has these values")
+    ] = None,
+    cursor: Annotated[str | None, Field(description="next_cursor of a previous call")] = None,
+    transcription_service_url: ServiceUrl = None,
+) -> dict[str, Any]:
+    """Search every completed transcript for what was said. Each hit is one
+    segment: job_id, start/end in seconds, its text and file name, to cite."""
+    async with service(transcription_service_url) as client:
+        page = await client.search(
+            query,
+            limit=limit,
+            cursor=cursor,
+            job_id=job_id,
+            language=language,
+            created_after=created_after,
+            created_before=created_before,
+            metadata=metadata,
+        )
+    keys = ("job_id", "segment", "start", "end", "text", "file_name", "created_at", "metadata")
+    hits = [{k: h.get(k) for k in keys} for h in page["data"]]
+    return {"hits": hits, "has_more": page["has_more"], "next_cursor": page["next_cursor"]}
+
+
 TOOLS = (
     transcribe_wav,
     check_transcription_status,
     wait_for_transcription,
     cancel_transcription,
     list_transcriptions,
+    search_transcripts,
 )
 
 

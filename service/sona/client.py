@@ -256,6 +256,31 @@ class SonaClient:
             params["before"] = before
         return await self._json("GET", "/v1/jobs", params=params)
 
+    async def search(
+        self,
+        q: str,
+        *,
+        limit: int = 20,
+        cursor: str | None = None,
+        job_id: str | None = None,
+        language: str | None = None,
+        created_after: str | None = None,
+        created_before: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """``GET /v1/search``: one page of hits (``data``, ``has_more``, ``next_cursor``)."""
+        params: dict[str, str | int] = {"q": q, "limit": limit}
+        optional = {
+            "cursor": cursor,
+            "job_id": job_id,
+            "language": language,
+            "created_after": created_after,
+            "created_before": created_before,
+        }
+        params.update({k: v for k, v in optional.items() if v is not None})
+        params.update({f"metadata.{k}": v for k, v in (metadata or {}).items()})
+        return await self._json("GET", "/v1/search", params=params)
+
     async def health(self) -> dict[str, Any]:
         return await self._json("GET", "/health")
 

@@ -5,6 +5,8 @@ SonaError                      base; ``code`` is the stable machine-readable nam
 ├── InvalidRequest             bad parameter or body                  (invalid_request)
 │   ├── InvalidJobId           a job id that is not [A-Za-z0-9_-]{1,64} (invalid_job_id)
 │   ├── MetadataTooLarge       metadata over 4 KB                      (metadata_too_large)
+│   ├── InvalidQuery           a search query: unbalanced ", no word   (invalid_query)
+│   ├── QueryTooBroad          a search that cannot be ranked in time  (query_too_broad)
 │   └── UnsupportedLanguage    a language the model cannot do (English-only) (unsupported_language)
 ├── Unauthorized               missing/wrong API key                   (unauthorized)
 ├── Forbidden                  Host header not allowed                 (forbidden)
@@ -68,6 +70,19 @@ class InvalidJobId(InvalidRequest):
 
 class MetadataTooLarge(InvalidRequest):
     code = "metadata_too_large"
+
+
+class InvalidQuery(InvalidRequest):
+    """A search query that is no query: unbalanced quotes, no word, too long."""
+
+    code = "invalid_query"
+
+
+class QueryTooBroad(InvalidRequest):
+    """A search whose words are in so much of the archive that its matches
+    cannot be ranked within the search deadline: more words or a filter."""
+
+    code = "query_too_broad"
 
 
 class UnsupportedLanguage(InvalidRequest):

@@ -1,6 +1,7 @@
 """Transcript output formats: ``render(job, segments, fmt)`` gives the body and
 its content type. The JSON shapes are OpenAI's (``json``, ``verbose_json``) so
-OpenAI clients parse them unchanged; ``srt``, ``vtt`` and ``tsv`` follow what
+OpenAI clients parse them unchanged, built as the models of
+``transcript_shapes`` (the ones ``/openapi.json`` shows); ``srt``, ``vtt`` and ``tsv`` follow what
 Whisper's own writers produce. Pure functions, no I/O."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from sona.captions import CaptionStyle, Cue, cues, style_of
 from sona.errors import InvalidRequest
 from sona.jobs import Job, Segment, Word
+from sona.transcript_shapes import SegmentOut, TranscriptionOut, VerboseTranscriptionOut, WordOut
 
 
 def in_order(segments: Iterable[Segment]) -> list[Segment]:
@@ -51,7 +53,7 @@ def _text(job: Job, segments: list[Segment]) -> str:
 
 
 def _json(job: Job, segments: list[Segment]) -> str:
-    return _dumps({"text": full_text(segments), **_warnings(job)})
+    return _dump(TranscriptionOut(text=full_text(segments), **_warnings(job)))
 
 
 def _warnings(job: Job) -> dict[str, Any]:
@@ -71,6 +73,8 @@ def _verbose_json(job: Job, segments: list[Segment]) -> str:
         "text": full_text(segments),
         "segments": [_openai_segment(s) for s in segments],
     }
+    # Only the fields given are written (exclude_unset): Sona's extras are
+    # absent, not null, where they do not apply.
     if job.language_probability is not None:  # Sona's: absent when the request named it
         body["language_probability"] = job.language_probability
     # OpenAI sends "words" only when word timestamps were asked for; an empty
@@ -78,10 +82,10 @@ def _verbose_json(job: Job, segments: list[Segment]) -> str:
     if any(s.words for s in segments):
         body["words"] = [_word(w) for s in segments for w in s.words]
     body.update(_warnings(job))
-    return _dumps(body)
+    return _dump(VerboseTranscriptionOut(**body))
 
 
-def _openai_segment(s: Segment) -> dict[str, Any]:
+def _openai_segment(s: Segment) -> SegmentOut:
     out: dict[str, Any] = {
         "id": s.index,
         "seek": s.seek,
@@ -96,7 +100,7 @@ def _openai_segment(s: Segment) -> dict[str, Any]:
     }
     if s.speaker is not None:
         out["speaker"] = s.speaker
-    return out
+    return SegmentOut(**out)
 
 
 def _jsonl(job: Job, segments: list[Segment]) -> str:
@@ -113,7 +117,7 @@ def _jsonl(job: Job, segments: list[Segment]) -> str:
         if s.speaker is not None:
             obj["speaker"] = s.speaker
         if s.words:
-            obj["words"] = [_word(w) for w in s.words]
+            obj["words"] = [_word(w).model_dump() for w in s.words]
         lines.append(_dumps(obj) + "\n")
     return "".join(lines)
 
@@ -152,9 +156,9 @@ def _speaker_prefix(s: Segment, text: str) -> str:
     return f"[{s.speaker}] {text.strip()}" if s.speaker is not None else text.strip()
 
 
-def _word(w: Word) -> dict[str, Any]:
+def _word(w: Word) -> WordOut:
     # faster-whisper keeps each word's leading space; OpenAI's words have none.
-    return {"word": w.word.strip(), "start": _seconds(w.start), "end": _seconds(w.end)}
+    return WordOut(word=w.word.strip(), start=_seconds(w.start), end=_seconds(w.end))
 
 
 def _clock(seconds: float, decimal_marker: str) -> str:
@@ -184,6 +188,10 @@ def _finite(value: float) -> float | None:
 
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, allow_nan=False)
+
+
+def _dump(model: TranscriptionOut | VerboseTranscriptionOut) -> str:
+    return _dumps(model.model_dump(exclude_unset=True))
 
 
 _Writer = Callable[[Job, list[Segment]], str]

@@ -111,17 +111,15 @@ def validate_job_id(job_id: str) -> str:
     return job_id
 
 
-class TranscribeOptions(BaseModel):
-    """What a caller may ask of one transcription; shared by jobs and the OpenAI API."""
-
-    model_config = ConfigDict(extra="forbid")
+class DecodeChoices(BaseModel):
+    """The decoding and caption choices every transcription request offers,
+    declared once: a job's options (``TranscribeOptions``) and the OpenAI form
+    (``api/openai_schemas.py``) both are these, with their own extras."""
 
     model: str | None = None
     language: Language = None
     prompt: str | None = None
     hotwords: str | None = None
-    task: Literal["transcribe", "translate"] = "transcribe"
-    word_timestamps: bool = False
     vad_filter: bool | None = None  # None: on (F9); off cuts plain chunk_s slices
     diarize: Literal["none", "channels"] = "none"
     temperature: float | None = Field(default=None, ge=0.0, le=1.0)
@@ -146,6 +144,15 @@ class TranscribeOptions(BaseModel):
     @classmethod
     def _language(cls, v: object) -> object:
         return None if v == "" else v  # an empty form field means "detect"
+
+
+class TranscribeOptions(DecodeChoices):
+    """What a caller may ask of one transcription; shared by jobs and the OpenAI API."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: Literal["transcribe", "translate"] = "transcribe"
+    word_timestamps: bool = False
 
     @property
     def vad_tuned(self) -> bool:

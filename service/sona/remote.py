@@ -1,5 +1,5 @@
-"""The client commands of ``sona`` (submit, list, status, download, cancel,
-models): flags in, one daemon's HTTP API through ``sona.client``, text out.
+"""The client commands of ``sona`` (submit, list, search, status, download,
+cancel, models): flags in, one daemon's HTTP API through ``sona.client``, text out.
 
 Where output goes, for scripts: stdout carries only what was asked for (a job
 id, a transcript, a table, JSON); progress, the job id during ``--wait`` and
@@ -84,9 +84,26 @@ def _list_parser(sub: Any) -> None:
     p.add_argument("--url", help=URL_HELP)
 
 
+def _search_parser(sub: Any) -> None:
+    p = sub.add_parser("search", help="search every completed transcript (GET /v1/search)")
+    p.add_argument("query", help='words (all must match), "a phrase", prefix*')
+    p.add_argument("--limit", type=int, default=20, help="1..100 (default 20)")
+    p.add_argument("--cursor", help="the page after this one (next_cursor)")
+    p.add_argument("--job-id", help="only this job")
+    p.add_argument("--language", help="only jobs in this language")
+    p.add_argument("--created-after", help="only jobs created at or after (ISO 8601)")
+    p.add_argument("--created-before", help="only jobs created before (ISO 8601)")
+    p.add_argument(
+        "--metadata", type=_json_object, help="only jobs with these metadata string values"
+    )
+    p.add_argument("--json", action="store_true", help="the API's page object, for machines")
+    p.add_argument("--url", help=URL_HELP)
+
+
 def add_parsers(sub: Any) -> None:
     _submit_parser(sub)
     _list_parser(sub)
+    _search_parser(sub)
     for name, help_ in (
         ("status", "show a job (JSON)"),
         ("download", "print or save a finished transcript"),
@@ -232,6 +249,46 @@ async def _list(client: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def hit_lines(hits: list[dict[str, Any]]) -> str:
+    """One hit a line: job, segment, times, and the text with its matched
+    words in [brackets], for people (``--json`` is for machines)."""
+    out = []
+    for h in hits:
+        text, marked, at = h["text"], [], 0
+        for start, end in h["marks"]:
+            marked += [text[at:start], "[", text[start:end], "]"]
+            at = end
+        marked.append(text[at:])
+        when = f"{h['start']:.2f}-{h['end']:.2f}s"
+        out.append(f"{h['job_id']}  #{h['segment']}  {when}  {''.join(marked).strip()}\n")
+    return "".join(out)
+
+
+async def _search(client: Any, args: argparse.Namespace) -> int:
+    page = await client.search(
+        args.query,
+        limit=args.limit,
+        cursor=args.cursor,
+        job_id=args.job_id,
+        language=args.language,
+        created_after=args.created_after,
+        created_before=args.created_before,
+        metadata={k: str(v) for k, v in (args.metadata or {}).items()},
+    )
+    if args.json:
+        print(json.dumps(page, indent=2))
+        return 0
+    if not page["data"]:
+        print("sona: no matches", file=sys.stderr)
+        return 0
+    sys.stdout.write(hit_lines(page["data"]))
+    sys.stdout.flush()
+    if page.get("has_more"):
+        more = f"sona search {json.dumps(args.query)} --cursor {page['next_cursor']}"
+        print(f"sona: more hits: {more}{_url_flag(args)}", file=sys.stderr)
+    return 0
+
+
 async def _status(client: Any, args: argparse.Namespace) -> int:
     print(json.dumps(await client.job(args.job_id), indent=2))
     return 0
@@ -264,6 +321,7 @@ async def _models(client: Any, args: argparse.Namespace) -> int:
 ACTIONS: dict[str, Callable[[Any, argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "submit": _submit,
     "list": _list,
+    "search": _search,
     "status": _status,
     "download": _download,
     "cancel": _cancel,

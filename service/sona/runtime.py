@@ -39,7 +39,9 @@ from sona.settings import Settings
 from sona.store import JobStore, open_store
 from sona.uploads import UploadDir
 from sona.webhooks import RetryPolicy, signer_for
-from sona.worker import Worker, WorkerConfig, owner_is_dead
+from sona.admission import owner_is_dead
+from sona.worker import Worker
+from sona.worker_config import WorkerConfig
 
 log = structlog.get_logger("sona")
 RETENTION_SWEEP_S = 600

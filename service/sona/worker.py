@@ -19,169 +19,47 @@ Stop means stop: ending a job closes it in the engine, which stops cutting
 it at once and drops its chunks, so the batch in flight is the last work
 spent on it.
 
-A job that crashed the engine before is a suspect: it runs beside the others,
-but each of its chunks is a batch of its own (``Pending.suspect``) and that
-step runs with no other step in flight (``StepGate``). If the engine dies in
-it, the crash is the suspect's alone; the other jobs are requeued unblamed."""
+This module does; the deciding is in pure units: which jobs to claim, whom an
+engine crash blames, that a suspect's step runs alone (``admission.py``); a
+job's in-order store buffer and processed seconds (``flight.py``). Leases are
+renewed by ``leases.py``, a claim opened by ``opening.py``, a job's end
+written by ``endings.py``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
-import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
-from typing import Literal
+from dataclasses import asdict
 
 import structlog
 
-from sona.audio import probe
+from sona import admission
+from sona.admission import Capacity, Held, StepGate
 from sona.crashpoints import crash_point
-from sona.engine import (
-    ChunkInfo,
-    ChunksReady,
-    Crashed,
-    EngineEvent,
-    EngineHost,
-    JobSpec,
-    Prepared,
-    PrepareFailed,
-)
-from sona.engine.batcher import Pending, Pool, batch_key
-from sona.engine.registry import ModelEntry, ModelRegistry
-from sona.errors import EngineCrashed, InvalidTransition, ModelLoadFailed, SonaError
-from sona.events import EventHub
-from sona.jobs import Job, Segment, Status
-from sona.settings import default_of
+from sona.endings import Endings
+from sona.engine import ChunksReady, Crashed, EngineEvent, EngineHost, Prepared, PrepareFailed
+from sona.engine.batcher import Pool
+from sona.engine.registry import ModelRegistry
+from sona.errors import EngineCrashed, SonaError
+from sona.events import EventHub, wait_wake
+from sona.flight import Flight
+from sona.jobs import Status
+from sona.leases import Leases
+from sona.loops import Done, Supervisor
+from sona.opening import Opener
 from sona.standing import Throughput
 from sona.store import Claim, JobStore, Lease
+from sona.worker_config import StepStats, WorkerConfig, WorkerState
 
 log = structlog.get_logger("sona.worker")
-HOST = socket.gethostname()
-BACKOFF_MAX_S = 30.0
-
-
-WorkerState = Literal["running", "retrying", "drained", "stopped"]
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """Defaults are Settings' own (``default_of``): the runtime builds this from
-    its Settings; tests name what they change."""
-
-    max_audio_seconds: float
-    batch_size: int = 8  # windows of speech per engine step (the CUDA default)
-    parallel_steps: int = 1  # engine steps in flight at once (EngineConfig.replicas)
-    chunk_s: float = default_of("chunk_s")  # most speech in one window
-    beam_size: int = default_of("beam_size")  # when a job does not say
-    # Jobs in flight at once, their chunks sharing batches.
-    max_jobs: int = default_of("max_jobs_in_flight")
-    lease_s: float = default_of("lease_s")
-    poll_interval_s: float = default_of("poll_interval_s")
-    job_timeout_s: float = default_of("job_timeout_s")
-    step_timeout_s: float = default_of("step_timeout_s")  # past this the engine hung: kill it
-
-
-def owner_is_dead(worker_id: str) -> bool:
-    """True when ``worker_id`` (host:pid:nonce) names a process on this host that
-    no longer runs, so its jobs can be requeued without waiting for the lease."""
-    host, _, rest = worker_id.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != HOST or not pid_text.isdigit():
-        return False
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-@dataclass
-class StepStats:
-    """What the batches have been like, for operators and the tests."""
-
-    steps: int = 0
-    chunks: int = 0
-    most_jobs_in_a_step: int = 0
-    last_step_s: float = 0.0
-    busy_s: float = 0.0  # time the engine spent in steps, all told
-
-    def record(self, batch: list[ChunkInfo], seconds: float) -> None:
-        self.steps += 1
-        self.chunks += len(batch)
-        self.busy_s += seconds
-        jobs = len({c.job_id for c in batch})
-        self.most_jobs_in_a_step = max(self.most_jobs_in_a_step, jobs)
-        self.last_step_s = seconds
-
-
-@dataclass
-class Flight:
-    """A job in flight: claimed, opened in the engine, its chunks on the way."""
-
-    claim: Claim
-    spec: JobSpec
-    entry: ModelEntry
-    deadline: float
-    generation: int = -1  # the engine process it was opened in; -1: not yet
-    total: int | None = None  # chunks in all, once the engine has cut them all
-    language: str | None = None
-    language_probability: float | None = None  # None: the job named its language
-    chunks: dict[int, ChunkInfo] = field(default_factory=dict)
-    decoded: dict[int, list[Segment]] = field(default_factory=dict)
-    storing: bool = False  # a write of decoded chunks is under way (one at a time)
-    channel_end: list[float] = field(default_factory=lambda: [0.0, 0.0])
-
-    @property
-    def job(self) -> Job:
-        return self.claim.job
-
-    @property
-    def suspect(self) -> bool:
-        """The engine died with this job in flight before: it may be the cause."""
-        return self.claim.job.crashes > 0
-
-
-class StepGate:
-    """The steps in flight. A suspect's step goes in alone: it waits for the
-    others to end, and no other starts until it has."""
-
-    def __init__(self) -> None:
-        self._cond = asyncio.Condition()
-        self._running = 0
-        self._alone = False  # a suspect's step runs, or waits to
-        self._waiting_alone = 0
-
-    @contextlib.asynccontextmanager
-    async def step(self, alone: bool) -> AsyncIterator[None]:
-        async with self._cond:
-            if alone:
-                self._waiting_alone += 1
-                try:
-                    await self._cond.wait_for(lambda: self._running == 0)
-                finally:  # a cancelled wait must not hold the others back
-                    self._waiting_alone -= 1
-                    self._cond.notify_all()
-            else:
-                await self._cond.wait_for(lambda: not self._alone and not self._waiting_alone)
-            self._running += 1
-            self._alone = alone
-        try:
-            yield
-        finally:
-            async with self._cond:
-                self._running -= 1
-                self._alone = False
-                self._cond.notify_all()
 
 
 class Worker:
+    """One device's worker: ``run`` it; ``wake`` it when a job is queued."""
+
     def __init__(
         self,
         store: JobStore,
@@ -195,10 +73,16 @@ class Worker:
         self.engine = engine
         self.events = events
         self.config = config
-        self.worker_id = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.worker_id = f"{admission.HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.running = False
         self.flights: dict[str, Flight] = {}
-        self._opening: dict[str, Claim] = {}  # claimed, their model still loading
+        self.capacity = Capacity(config.batch_size, config.parallel_steps, config.max_jobs)
+        self.leases = Leases(store, config.lease_s)
+        self.endings = Endings(store, events)
+        self.opener = Opener(
+            models, self.endings, beam_size=config.beam_size, max_seconds=config.max_audio_seconds
+        )
+        self.loops = Supervisor(config.poll_interval_s)
         self.pool = Pool()
         self.stats = StepStats()
         self.throughput = Throughput()  # for the ETA of the jobs in the queue
@@ -208,9 +92,12 @@ class Worker:
         self._landed.set()
         self._stopping = False
         self._gate = StepGate()
-        self._failing: set[str] = set()  # loops waiting out a backoff after an error
         self._drained = False
-        self.loop_failures = 0  # errors survived, all loops together
+
+    @property
+    def loop_failures(self) -> int:
+        """Errors the loops survived, all together."""
+        return self.loops.failures
 
     @property
     def state(self) -> WorkerState:
@@ -219,7 +106,7 @@ class Worker:
         the worker is not running for any other reason (it never ran, or its task
         ended): that last one is what ``/health`` must not hide."""
         if self.running:
-            return "retrying" if self._failing else "running"
+            return "retrying" if self.loops.failing else "running"
         return "drained" if self._drained else "stopped"
 
     def wake(self) -> None:
@@ -230,12 +117,12 @@ class Worker:
         left to do."""
         self.running = True
         helpers = [
-            asyncio.create_task(self._forever("claim", self._claim_once)),
-            asyncio.create_task(self._forever("engine", self._engine_once)),
-            asyncio.create_task(self._forever("leases", self._lease_once)),
+            asyncio.create_task(self.loops.forever("claim", self._claim_once)),
+            asyncio.create_task(self.loops.forever("engine", self._engine_once)),
+            asyncio.create_task(self.loops.forever("leases", self._lease_once)),
         ]
         try:
-            await self._forever("recover", self._recover, until_done=True)
+            await self.loops.forever("recover", self._recover, until_done=True)
             # One step loop per parallel step. Each ends on its own once nothing is
             # left; ending them together would cut one short in a job's last write.
             await asyncio.gather(
@@ -249,34 +136,11 @@ class Worker:
             self.running = False
 
     async def _step_loop(self, burst: bool) -> None:
-        with contextlib.suppress(_Done):  # drained, or a burst with nothing left
-            await self._forever("step", lambda: self._step_once(burst))
-
-    async def _forever(
-        self, name: str, once: Callable[[], Awaitable[None]], *, until_done: bool = False
-    ) -> None:
-        """Run ``once`` over and over (or, ``until_done``, until it succeeds); an
-        error (a full disk, a locked database) is logged and retried with
-        backoff, never the end of the worker (A8)."""
-        delay = self.config.poll_interval_s
-        while True:
-            try:
-                await once()
-                self._failing.discard(name)
-                if until_done:
-                    return
-                delay = self.config.poll_interval_s
-            except (asyncio.CancelledError, _Done):
-                raise
-            except Exception:
-                self._failing.add(name)
-                self.loop_failures += 1
-                log.exception("worker.loop_failed", loop=name, retry_s=round(delay, 2))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_MAX_S)
+        with contextlib.suppress(Done):  # drained, or a burst with nothing left
+            await self.loops.forever("step", lambda: self._step_once(burst))
 
     async def _recover(self) -> None:
-        rec = await self.store.recover(is_dead=owner_is_dead)
+        rec = await self.store.recover(is_dead=admission.owner_is_dead)
         if rec.requeued:
             log.info("jobs.recovered", requeued=rec.requeued)
             self.wake()
@@ -285,99 +149,46 @@ class Worker:
 
     async def _claim_once(self) -> None:
         claim = None
-        # Past max_jobs only more urgent jobs get in, up to twice as many.
-        if not self._stopping and len(self.flights) < 2 * self.config.max_jobs:
+        if admission.may_claim(len(self.flights), self.capacity, stopping=self._stopping):
             claim = await self.store.claim(
                 worker_id=self.worker_id,
                 prefer_models=[e.id for e in self.models.entries()],
                 lease_s=self.config.lease_s,
-                min_priority=self._min_priority(),
+                min_priority=admission.min_priority(
+                    [f.job.priority for f in self.flights.values()], len(self.pool), self.capacity
+                ),
             )
         if claim is not None:
             await self._open(claim)
             return
         self._wake.clear()
-        if not await _wait(self._wake, self.config.poll_interval_s) and not self._stopping:
+        if not await wait_wake(self._wake, self.config.poll_interval_s) and not self._stopping:
             await self._recover()  # leases of other processes may have expired
             await self.models.unload_idle()
 
-    def _min_priority(self) -> int | None:
-        """Any job gets in while fewer are in flight than a round of steps has
-        rows (the fair share gives each a row at once: a clip behind a long job
-        is claimed and decoded now), or while the pool runs low. Past that, or
-        at max_jobs, only a more urgent job (an interactive request, C4) jumps
-        in, and the rest stay queued for a less busy worker."""
-        rows = self.config.batch_size * self.config.parallel_steps
-        hungry = len(self.pool) < 2 * self.config.batch_size or len(self.flights) < rows
-        if hungry and len(self.flights) < self.config.max_jobs:
-            return None
-        return max((f.job.priority for f in self.flights.values()), default=0) + 1
-
     async def _open(self, claim: Claim) -> None:
-        # Its lease is renewed from now on, a slow model load included.
-        self._opening[claim.job.id] = claim
-        try:
-            await self._open_claimed(claim)
-        finally:
-            self._opening.pop(claim.job.id, None)
-
-    async def _open_claimed(self, claim: Claim) -> None:
+        with self.leases.opening(claim):  # renewed from now on, a slow model load included
+            opened = await self.opener.open(claim)
+        if opened is None:
+            return  # ended instead
         job = claim.job
-        bound = log.bind(job_id=job.id, model=job.model, attempt=job.attempts)
-        try:
-            entry = await self.models.acquire(job.model or "")
-        except EngineCrashed as exc:  # died or hung loading: retried like a crash mid-job
-            bound.warning("model.load_crashed", reason=exc.message)
-            await self._crashed(claim, blamed=not exc.deliberate)
-            return
-        except SonaError as exc:
-            await self._finish(claim, Status.FAILED, exc.code, exc.message)
-            return
-        except Exception as exc:  # a broken model directory fails the job, not the worker
-            bound.exception("model.load_failed")
-            err = ModelLoadFailed(f"{type(exc).__name__}: {exc}")
-            await self._finish(claim, Status.FAILED, err.code, err.message)
-            return
-        try:
-            spec = await self._spec(claim, entry)
-        except SonaError as exc:  # the upload is gone or unreadable
-            self.models.release(entry)
-            await self._finish(claim, Status.FAILED, exc.code, exc.message)
-            return
         if (stale := self.flights.get(job.id)) is not None:
             self._forget(stale)  # its lease was lost, and now it is ours again
         deadline = time.monotonic() + self.config.job_timeout_s
-        flight = self.flights[job.id] = Flight(claim, spec, entry, deadline)
+        flight = self.flights[job.id] = Flight(claim, opened[1], opened[0], deadline)
         self._landed.clear()
         self.throughput.set_busy(time.monotonic(), True)
         self.events.publish(job.id, "status", {"status": "processing"})
-        bound.info("job.claimed", resume_after_chunks=job.chunks_done, crashes=job.crashes)
+        log.info(
+            "job.claimed",
+            job_id=job.id,
+            model=job.model,
+            attempt=job.attempts,
+            resume_after_chunks=job.chunks_done,
+            crashes=job.crashes,
+        )
         flight.generation = self.engine.generation
         self.engine.open(flight.spec)
-
-    async def _spec(self, claim: Claim, entry: ModelEntry) -> JobSpec:
-        job = claim.job
-        options = job.options
-        # Sequential decoding keeps faster-whisper's own default beam.
-        beam = options.beam_size or (
-            5 if options.condition_on_previous_text else self.config.beam_size
-        )
-        channels = 1
-        if options.diarize == "channels":
-            channels = 2 if (await asyncio.to_thread(probe, Path(job.file_path)))[1] >= 2 else 1
-        return JobSpec(
-            job_id=job.id,
-            path=Path(job.file_path),
-            options=options.model_copy(update={"beam_size": beam}),
-            model_id=entry.id,
-            max_seconds=self.config.max_audio_seconds,
-            # VAD cuts the chunks at silences and keeps Whisper from inventing text
-            # over them (F9); without it, chunks are plain 30 s slices.
-            vad=options.vad_filter is not False,
-            channels=channels,
-            skip_chunks=job.chunks_done,
-            token=claim.token,
-        )
 
     # -- engine events -------------------------------------------------------
 
@@ -392,13 +203,8 @@ class Worker:
         match event:
             case ChunksReady(_, chunks, language, _, probability):
                 flight.language, flight.language_probability = language, probability
-                for chunk in chunks:
-                    flight.chunks[chunk.no] = chunk
-                    key = batch_key(
-                        flight.spec.model_id, flight.spec.options, language, chunk.job_id
-                    )
-                    job = flight.job
-                    self.pool.add(Pending(chunk, key, job.priority, job.created_at, flight.suspect))
+                for pending in flight.cut(chunks, language):
+                    self.pool.add(pending)
                 self._work.set()
             case Prepared(_, duration, total, _, warnings, language, probability):
                 flight.total = total
@@ -425,32 +231,14 @@ class Worker:
         unless Sona killed the engine itself; crashes past max_attempts fail.
         A suspect caught in its step (it runs alone) takes the blame alone."""
         hit = [f for f in self.flights.values() if f.generation < self.engine.generation]
-        caught = {f.job.id for f in hit if f.suspect} & event.stepping
+        held = [Held(f.job.id, f.generation >= 0, f.suspect) for f in hit]
+        guilty = admission.blamed(held, event.stepping, deliberate=event.deliberate)
         for flight in hit:  # all of them first: a failing write below must not strand one
             self._forget(flight)
         for flight in hit:
-            innocent = bool(caught) and flight.job.id not in caught
-            blamed = not (event.deliberate or flight.generation < 0 or innocent)
-            await self._crashed(flight.claim, blamed=blamed)
+            await self.endings.crashed(flight.claim, blamed=flight.job.id in guilty)
         self._settle()
         self.wake()
-
-    async def _crashed(self, claim: Claim, *, blamed: bool) -> None:
-        """The engine died with this claim's job in it: requeue the job, counting
-        the crash if it is to blame (past max_attempts it fails)."""
-        if not blamed:
-            await self._finish(claim, Status.QUEUED, None, None)
-            return
-        try:
-            job = await self.store.engine_crashed(claim)
-        except InvalidTransition:
-            log.warning("job.lease_lost", job_id=claim.job.id)
-            return
-        except Exception:  # left to recovery, which requeues without counting
-            log.exception("job.store_failed", job_id=claim.job.id)
-            return
-        log.warning("job.engine_crashed", job_id=job.id, status=job.status, crashes=job.crashes)
-        self._publish_end(job)
 
     # -- step ----------------------------------------------------------------
 
@@ -462,9 +250,9 @@ class Worker:
             if not self.flights and (
                 self._stopping or (burst and await self.store.queue_size() == 0)
             ):
-                raise _Done  # drained, or a burst with nothing left
+                raise Done  # drained, or a burst with nothing left
             self._work.clear()
-            await _wait(self._work, self.config.poll_interval_s)
+            await wait_wake(self._work, self.config.poll_interval_s)
             return
         self.wake()  # the pool shrank: maybe room for another job
         # The flights the batch was cut for. One let go during the step (a failed
@@ -513,7 +301,7 @@ class Worker:
             return  # the write under way goes on with these
         flight.storing = True
         try:
-            while flight.job.chunks_done in flight.decoded and self._flying(flight):
+            while flight.ready() and self._flying(flight):
                 await self._store_next(flight)
         finally:
             flight.storing = False
@@ -523,40 +311,24 @@ class Worker:
 
     async def _store_next(self, flight: Flight) -> None:
         """The decoded chunks that come next in order, in one transaction."""
-        first, nos = flight.job.chunks_done, list[int]()
-        while first + len(nos) in flight.decoded:
-            nos.append(first + len(nos))
-        index = flight.job.segments_done
-        segments = []
-        for no in nos:
-            decoded = flight.decoded.pop(no)
-            for seg in decoded:
-                segments.append(replace(seg, index=index))
-                index += 1
-            chunk = flight.chunks.pop(no)
-            # A sequential job's "chunk" is one segment, timed only once decoded.
-            ends = [chunk.end, *(s.end for s in decoded)]
-            flight.channel_end[chunk.channel] = max(flight.channel_end[chunk.channel], *ends)
-        processed = sum(flight.channel_end[: flight.spec.channels]) / flight.spec.channels
+        write = flight.take_write()
         try:
             lease = await self.store.add_chunks(
                 flight.claim,
-                first=first,
-                count=len(nos),
-                segments=segments,
-                processed_seconds=processed,
+                first=write.first,
+                count=write.count,
+                segments=write.segments,
+                processed_seconds=write.processed_seconds,
             )
         except Exception:
             self._let_go(flight)
             return
-        flight.job.chunks_done += len(nos)
-        flight.job.segments_done = index
-        self.throughput.add(time.monotonic(), processed - flight.job.processed_seconds)
-        flight.job.processed_seconds = processed
+        self.throughput.add(time.monotonic(), flight.stored(write))
         crash_point("mid_job", flight.job.id)  # segments stored, the job not finished
-        for seg in segments:
+        for seg in write.segments:
             self.events.publish(flight.job.id, "segment", asdict(seg))
-        self.events.publish(flight.job.id, "progress", {"processed_seconds": processed})
+        progress = {"processed_seconds": write.processed_seconds}
+        self.events.publish(flight.job.id, "progress", progress)
         if lease is Lease.LOST:
             self._forget(flight)
             self._settle()
@@ -566,28 +338,24 @@ class Worker:
             await self._complete_if_done(flight)
 
     async def _complete_if_done(self, flight: Flight) -> None:
-        if flight.total is not None and flight.job.chunks_done >= flight.total:
+        if flight.done:
             await self._end(flight, Status.COMPLETED)
 
     # -- leases, cancel, drain -----------------------------------------------
 
     async def _lease_once(self) -> None:
-        await asyncio.sleep(self.config.lease_s / 3)
-        for claim in list(self._opening.values()):
-            await self.store.heartbeat(claim, self.config.lease_s)  # a loss shows at open
-        now = time.monotonic()
-        for flight in list(self.flights.values()):
-            if now >= flight.deadline:
-                limit = f"{self.config.job_timeout_s:.0f} s"
-                await self._end(flight, Status.FAILED, "timeout", f"the job ran past {limit}")
-                continue
-            lease = await self.store.heartbeat(flight.claim, self.config.lease_s)
-            if lease is Lease.LOST:
-                log.warning("job.lease_lost", job_id=flight.job.id)
-                self._forget(flight)
-                self._settle()
-            elif lease is Lease.CANCEL_REQUESTED:
-                await self._end(flight, Status.CANCELLED)
+        # Closed even when cancelled between two verdicts (a drain, a stop).
+        async with contextlib.aclosing(self.leases.round(self.flights)) as verdicts:
+            async for flight, verdict in verdicts:
+                if verdict == "overdue":
+                    limit = f"{self.config.job_timeout_s:.0f} s"
+                    await self._end(flight, Status.FAILED, "timeout", f"the job ran past {limit}")
+                elif verdict is Lease.LOST:
+                    log.warning("job.lease_lost", job_id=flight.job.id)
+                    self._forget(flight)
+                    self._settle()
+                else:
+                    await self._end(flight, Status.CANCELLED)
 
     async def cancel(self, job_id: str) -> None:
         """Stop a job running here now (the store's flag reaches it anyway, later)."""
@@ -641,57 +409,6 @@ class Worker:
             return  # ended already
         self._forget(flight)
         try:
-            await self._finish(flight.claim, status, code, message)
+            await self.endings.finish(flight.claim, status, code, message)
         finally:
             self._settle()
-
-    async def _finish(
-        self, claim: Claim, status: Status, code: str | None, message: str | None
-    ) -> None:
-        try:
-            # Shielded: a cancel of the caller must not leave the row half-written.
-            job = await asyncio.shield(
-                self.store.finish(claim, status, error_code=code, error_message=message)
-            )
-        except InvalidTransition:
-            log.warning("job.lease_lost", job_id=claim.job.id)
-            return
-        except Exception:
-            # A full disk, say: the row stays processing under a lease nobody
-            # renews, so recovery requeues it and a re-run writes the end again
-            # (its chunks are stored: it only re-reads the file). A retry, never
-            # a failed job.
-            log.exception("job.finish_failed", job_id=claim.job.id, status=status)
-            return
-        if job.status.finished:
-            # The job's end and its webhook row are committed; nothing sent yet.
-            crash_point("after_terminal_write", job.id)
-        self._publish_end(job)
-
-    def _publish_end(self, job: Job) -> None:
-        kind = job.status.value if job.status.finished else "status"
-        self.events.publish(
-            job.id,
-            kind,
-            {"status": job.status.value, "error_code": job.error_code},
-        )
-        seconds = time.time() - job.started_at if job.started_at else None
-        log.info(
-            "job.finished",
-            job_id=job.id,
-            status=job.status,
-            error=job.error_code,
-            seconds=round(seconds, 3) if seconds else None,
-        )
-
-
-class _Done(Exception):
-    """Nothing in flight, and nothing more to take: drained, or a burst is over."""
-
-
-async def _wait(event: asyncio.Event, timeout_s: float) -> bool:
-    try:
-        await asyncio.wait_for(event.wait(), timeout_s)
-    except TimeoutError:
-        return False
-    return True

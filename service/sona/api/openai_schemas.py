@@ -10,16 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sona.api.schemas import FIELD_NAME_PATTERN, parse
-from sona.jobs import (
-    Language,
-    MaxCueDuration,
-    MaxLineCount,
-    MaxLineWidth,
-    MinSilenceMs,
-    SpeechPadMs,
-    TranscribeOptions,
-    VadThreshold,
-)
+from sona.jobs import DecodeChoices, TranscribeOptions
 
 # Unknown fields are ignored, as OpenAI's own API does; in a form they are text
 # parts with plain names.
@@ -32,59 +23,31 @@ FORM_CONFIG = ConfigDict(
 )
 
 
-class OpenAIForm(BaseModel):
-    """The fields of an OpenAI transcription request, plus faster-whisper extras.
+class OpenAIForm(DecodeChoices):
+    """The fields of an OpenAI transcription request, plus faster-whisper
+    extras and Sona's (the same fields and bounds as POST /v1/jobs).
     Unknown fields are ignored, as OpenAI's own API does."""
 
     model_config = FORM_CONFIG
 
-    model: str | None = None
-    language: Language = None
-    prompt: str | None = None
-    temperature: float | None = Field(default=None, ge=0.0, le=1.0)
     response_format: Literal["json", "text", "srt", "verbose_json", "vtt"] = "json"
     timestamp_granularities: list[Literal["word", "segment"]] = Field(
         default=["segment"], alias="timestamp_granularities[]"
     )
     stream: bool = False
-    beam_size: int | None = Field(default=None, ge=1, le=10)
-    vad_filter: bool | None = None
-    hotwords: str | None = None
-    diarize: Literal["none", "channels"] = "none"
-    condition_on_previous_text: bool = False
-    # Sona's extras, as on POST /v1/jobs, with the same bounds (jobs.py).
-    vad_threshold: VadThreshold = None
-    min_silence_duration_ms: MinSilenceMs = None
-    speech_pad_ms: SpeechPadMs = None
-    max_line_width: MaxLineWidth = None
-    max_line_count: MaxLineCount = None
-    max_cue_duration: MaxCueDuration = None
 
     def options(self, task: Literal["transcribe", "translate"]) -> TranscribeOptions:
         """The job's options (validated again as the job's own)."""
+        choices = self.model_dump(include=set(DecodeChoices.model_fields))
         return parse(
             TranscribeOptions,
-            dict(
-                model=self.model,
-                language=self.language,
-                prompt=self.prompt,
-                temperature=self.temperature,
-                task=task,
-                beam_size=self.beam_size,
-                vad_filter=self.vad_filter,
-                hotwords=self.hotwords,
-                diarize=self.diarize,
-                condition_on_previous_text=self.condition_on_previous_text,
+            {
+                **choices,
+                "task": task,
                 # Subtitle cues are cut well only at word times (docs/api.md).
-                word_timestamps="word" in self.timestamp_granularities
+                "word_timestamps": "word" in self.timestamp_granularities
                 or self.response_format in ("srt", "vtt"),
-                vad_threshold=self.vad_threshold,
-                min_silence_duration_ms=self.min_silence_duration_ms,
-                speech_pad_ms=self.speech_pad_ms,
-                max_line_width=self.max_line_width,
-                max_line_count=self.max_line_count,
-                max_cue_duration=self.max_cue_duration,
-            ),
+            },
         )
 
 

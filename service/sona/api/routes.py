@@ -15,6 +15,7 @@ from sona.api import (
     openapi,
     ops,
     realtime,
+    search,
     seed,
 )
 
@@ -31,6 +32,7 @@ def setup(app: web.Application) -> None:
         realtime.routes,
         openapi.routes,
         feed.routes,
+        search.routes,
         dashboard.routes,
     ):
         app.add_routes(table)

@@ -20,7 +20,7 @@ from sona.errors import InvalidRequest, SonaError
 from sona.jobs import JOB_ID_RE, Job, Status, TranscribeOptions
 from sona.standing import Standing
 from sona.store import Delivery, DeliveryState
-from sona.worker import WorkerState
+from sona.worker_config import WorkerState
 
 M = TypeVar("M", bound=BaseModel)
 # Names of multipart fields: what form encoders send (timestamp_granularities[]).

@@ -547,9 +547,15 @@
     });
   }
 
-  async function openTranscript(id) {
-    const job = jobs.get(id);
-    if (!job) return;
+  /** Open a job's transcript; with ``at`` (a search hit's start and end) the
+   * player starts at that segment. A job the feed does not hold is fetched. */
+  async function openTranscript(id, at = null) {
+    let job = jobs.get(id);
+    if (!job) {
+      const resp = await api(`v1/jobs/${encodeURIComponent(id)}`);
+      if (!resp.ok) { toast(await errorOf(resp)); return; }
+      job = await resp.json();
+    }
     clearAudio();
     $("t-title").textContent = job.file_name || job.id;
     const rtf = realtimeFactor(job);
@@ -582,12 +588,78 @@
       return item;
     }));
     if (!list.children.length) list.append(el("li", { className: "muted" }, "(no speech)"));
+    if (at) playFound(list, at);
+  }
+
+  function playFound(list, at) {
+    const item = [...list.children].find((i) => Number(i.dataset.start) === at.start)
+      || el("li", { dataset: { start: at.start, end: at.end } });
+    item.classList.add("found");
+    if (item.isConnected) item.scrollIntoView({ block: "center" });
+    playSegment(item);
+  }
+
+  // ---- search -----------------------------------------------------------------------
+  let searchCursor = null;
+
+  /** ``text`` with its ``marks`` ([start, end) in code points) as <mark>
+   * elements: text nodes only, never markup from the transcript. */
+  function marked(text, marks) {
+    const chars = Array.from(text);
+    const parts = [];
+    let at = 0;
+    for (const [start, end] of marks) {
+      parts.push(chars.slice(at, start).join(""),
+        el("mark", { textContent: chars.slice(start, end).join("") }));
+      at = end;
+    }
+    parts.push(chars.slice(at).join(""));
+    return parts;
+  }
+
+  function hitItem(hit) {
+    const item = el("li", { className: "hit", tabIndex: 0, title: "Open and play from here",
+      dataset: { job: hit.job_id, start: hit.start, end: hit.end } },
+      el("span", { className: "where",
+        textContent: `${hit.file_name} · ${clock(hit.start)} → ${clock(hit.end)}` }),
+      el("span", { className: "hit-text" }, ...marked(hit.text, hit.marks)));
+    const open = () => openTranscript(hit.job_id, { start: hit.start, end: hit.end });
+    item.addEventListener("click", open);
+    item.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" || e.key === " ") { e.preventDefault(); open(); }
+    });
+    return item;
+  }
+
+  async function search(e, more = false) {
+    if (e) e.preventDefault();
+    const q = $("search-q").value.trim();
+    if (!q) return;
+    const params = new URLSearchParams({ q, limit: "20" });
+    if (more && searchCursor) params.set("cursor", searchCursor);
+    const resp = await api(`v1/search?${params}`);
+    if (!resp.ok) {
+      $("search-msg").textContent = await errorOf(resp);
+      $("hits").replaceChildren();
+      $("search-more").hidden = true;
+      return;
+    }
+    const page = await resp.json();
+    const items = page.data.map(hitItem);
+    if (more) $("hits").append(...items); else $("hits").replaceChildren(...items);
+    const n = $("hits").children.length;
+    $("search-msg").textContent = n ? `${n}${page.has_more ? "+" : ""} matching segments`
+      : "No matches in completed transcripts.";
+    searchCursor = page.next_cursor;
+    $("search-more").hidden = !page.has_more;
   }
 
   // ---- start ------------------------------------------------------------------------
   function start() {
     $("load-form").addEventListener("submit", loadModel);
     $("upload-form").addEventListener("submit", upload);
+    $("search-form").addEventListener("submit", (e) => search(e));
+    $("search-more").addEventListener("click", () => search(null, true));
     setupDrop();
     $("t-close").addEventListener("click", () => $("transcript").close());
     $("transcript").addEventListener("close", clearAudio);

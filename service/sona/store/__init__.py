@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from sona.jobs import Job, NewJob, Segment, Status
+from sona.textsearch import Cursor, Query, SearchFilters, SearchHit
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,16 @@ class JobStore(Protocol):
         ...
 
     async def segments(self, job_id: str, *, after: int = -1) -> list[Segment]: ...
+
+    async def search(
+        self, query: Query, filters: SearchFilters, *, limit: int, after: Cursor | None
+    ) -> tuple[list[SearchHit], bool]:
+        """Segments of completed jobs matching ``query`` and ``filters``, best
+        first (a score of the segment alone, then job id, then index), the
+        page after ``after``: up to ``limit`` hits, and whether more follow.
+        The index is written in the same transaction as the segments, and
+        deleting a job removes its entries (store/search.py)."""
+        ...
 
     async def queue_size(self) -> int: ...
 

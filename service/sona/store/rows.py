@@ -4,6 +4,7 @@ reads columns by name (``aiosqlite.Row``, ``asyncpg.Record``)."""
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import asdict
 from typing import Any
 
@@ -14,12 +15,8 @@ from sona.store import Delivery, DeliveryAttempt, DeliveryState
 Row = Any
 
 
-# What a job's text needs of its segments (``text_from_rows``): no words.
-TEXT_COLUMNS = 'idx, start, "end", text'
-
-
 def text_from_rows(rows: list[Row]) -> str:
-    """A job's text from its ``TEXT_COLUMNS`` rows, in the transcript's order.
+    """A job's text from its ``sql.SEGMENT_TEXTS`` rows, in the transcript's order.
     A finished job's text is stored; before, it is built on read, so a chunk's
     write never costs the whole transcript (issue 17.6)."""
     return full_text(Segment(index=r[0], start=r[1], end=r[2], text=r[3]) for r in rows)
@@ -61,25 +58,42 @@ def job_from_row(row: Row) -> Job:
     )
 
 
-def new_job_values(new: NewJob) -> tuple[Any, ...]:
-    """A new job's column values, in the order both stores insert them: id,
-    priority, model, options, file_path, file_name, file_sha256, file_size,
-    idempotency_key, callback_url, metadata, duration, max_attempts."""
-    return (
-        new.id,
-        new.priority,
-        new.model,
-        new.options.model_dump_json(),
-        new.file_path,
-        new.file_name,
-        new.file_sha256,
-        new.file_size,
-        new.idempotency_key,
-        new.callback_url,
-        json.dumps(new.metadata) if new.metadata is not None else None,
-        new.duration,
-        new.max_attempts,
-    )
+def new_job_values(new: NewJob) -> dict[str, Any]:
+    """A new job's own values, by the names ``sql.INSERT_JOB`` and
+    ``sql.COPY_RESULT`` bind them."""
+    return {
+        "id": new.id,
+        "priority": new.priority,
+        "model": new.model,
+        "options": new.options.model_dump_json(),
+        "file_path": new.file_path,
+        "file_name": new.file_name,
+        "file_sha256": new.file_sha256,
+        "file_size": new.file_size,
+        "idempotency_key": new.idempotency_key,
+        "callback_url": new.callback_url,
+        "metadata": json.dumps(new.metadata) if new.metadata is not None else None,
+        "duration": new.duration,
+        "max_attempts": new.max_attempts,
+    }
+
+
+def segment_values(job_id: str, seg: Segment) -> dict[str, Any]:
+    """A segment's row, by the names ``sql.PUT_SEGMENT`` binds them."""
+    return {
+        "job_id": job_id,
+        "idx": seg.index,
+        "start": seg.start,
+        "end": seg.end,
+        "text": seg.text,
+        "speaker": seg.speaker,
+        "data": segment_data(seg),
+    }
+
+
+def new_delivery_id() -> str:
+    """A webhook delivery's id: its ``webhook-id`` header on every attempt."""
+    return f"msg_{uuid.uuid4().hex}"
 
 
 def segment_from_row(row: Row) -> Segment:
