@@ -471,3 +471,30 @@ async def test_a_write_cancelled_at_any_point_leaves_the_store_usable(store: Job
     job, created = await store.create(new_job(id="after"))
     assert created and job.status == Status.QUEUED
     assert await store.claim(worker_id="w", prefer_models=[], lease_s=30) is not None
+
+
+async def test_a_live_job_starts_processing_and_no_claim_takes_it(store: JobStore) -> None:
+    live = await store.start_live(new_job(id="live1"), worker_id="w-live", lease_s=30)
+    assert live.job.status is Status.PROCESSING and live.job.attempts == 1
+    await store.create(new_job(id="batch"))
+    taken = await store.claim(worker_id="w", prefer_models=[], lease_s=30)
+    assert taken is not None and taken.job.id == "batch"
+    assert await store.claim(worker_id="w", prefer_models=[], lease_s=30) is None
+    assert (
+        await store.add_chunks(
+            live, first=0, count=1, segments=[seg(0, "hello")], processed_seconds=1.0
+        )
+        is Lease.HELD
+    )
+    done = await store.finish(live, Status.COMPLETED)
+    assert done.status is Status.COMPLETED and "hello" in (done.text or "")
+
+
+async def test_claim_job_takes_that_queued_job_only(store: JobStore) -> None:
+    await store.create(new_job(id="a"))
+    await store.create(new_job(id="b", priority=5))
+    got = await store.claim_job("a", worker_id="w", lease_s=30)
+    assert got is not None and got.job.id == "a" and got.job.status is Status.PROCESSING
+    assert await store.claim_job("a", worker_id="w", lease_s=30) is None  # not queued now
+    assert await store.claim_job("missing", worker_id="w", lease_s=30) is None
+    assert (await store.get("b")).status is Status.QUEUED

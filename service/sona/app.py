@@ -14,7 +14,7 @@ import structlog
 from aiohttp import web
 
 from sona import loop_errors
-from sona.api import routes
+from sona.api import realtime, routes
 from sona.api.bodies import body_timeout_middleware
 from sona.api.connections import connection_middleware, handler_options, listen
 from sona.api.errors import error_middleware
@@ -31,6 +31,7 @@ from sona.keys import (
     ENGINE,
     EVENTS,
     INTAKE,
+    LIVE,
     METRICS,
     MODELS,
     NOTIFIER,
@@ -39,6 +40,7 @@ from sona.keys import (
     STORE,
     UPLOADS,
     WORKER,
+    LiveSessions,
 )
 from sona.metrics import Metrics
 from sona.runtime import start_runtime
@@ -69,6 +71,9 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(add_request_id)
     app.on_response_prepare.append(end_json_with_newline)
     app.cleanup_ctx.append(_runtime_ctx)
+    app[LIVE] = LiveSessions()
+    # Live sessions first: their last turns need the engine the drain stops.
+    app.on_shutdown.append(realtime.close_all)
     app.on_shutdown.append(_drain)
     routes.setup(app)
     return app

@@ -218,6 +218,15 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1)
     job_timeout_s: float = Field(default=6 * 3600, gt=0)
     sync_wait_s: float = Field(default=30, ge=0)
+    # Live sessions (the OpenAI Realtime WebSocket, docs/api.md).
+    live_max_sessions: int = Field(default=8, ge=0)  # at once, on this node; 0: none
+    live_max_session_s: float = Field(default=4 * 3600, gt=0)  # of audio, per session
+    live_idle_timeout_s: float = Field(default=60, gt=0)  # no client event for this long
+    live_max_turn_s: float = Field(default=30, ge=1, le=600)  # a turn this long is committed
+    live_max_frame_kb: int = Field(default=1024, ge=1)  # one WebSocket message
+    live_max_ahead_s: float = Field(default=60, ge=0)  # audio sent ahead of real time
+    live_resume_grace_s: float = Field(default=30, ge=0)  # a dropped client may resume
+    live_partial_s: float = Field(default=0, ge=0)  # an open turn decoded this often; 0: off
     drain_timeout_s: float = Field(default=30, ge=0)
     poll_interval_s: float = Field(default=1.0, gt=0)
     lease_s: float = Field(default=30, gt=0)

@@ -130,13 +130,13 @@ SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def check_origin(request: web.Request) -> None:
+def check_origin(request: web.Request, *, always: bool = False) -> None:
     """Refuse a state-changing request that a web page on another origin made
     the user's browser send: a form or ``text/plain`` POST needs no CORS
     preflight, and a keyless loopback daemon would act on it. Browsers name the
     page's origin in ``Origin`` (and ``Sec-Fetch-Site``); curl, the SDKs and
     the MCP layer send neither, and the dashboard is the daemon's own origin."""
-    if request.method in SAFE_METHODS:
+    if request.method in SAFE_METHODS and not always:  # a WebSocket's GET acts: always
         return
     origin = request.headers.get("Origin")
     if origin is None:

@@ -143,6 +143,14 @@ CAPTION_QUERY = tuple(
     )
 )
 STATUS_Q = {"type": "string", "enum": list(STATUSES)}
+REALTIME_DOC = (
+    "A WebSocket speaking OpenAI's Realtime protocol for transcription sessions, as the "
+    "openai SDK's client.realtime.connect does with websocket_base_url pointed here: "
+    "session.update, input_audio_buffer.append, commit and clear in; speech_started and "
+    "speech_stopped (server VAD), committed, the transcription's delta and completed, and "
+    "error out. Every session is recorded as a job that ends completed. See docs/api.md, "
+    "Live sessions."
+)
 SEARCH_DOC = (
     "Segments of completed jobs that hold every word of `q`, best first, with their "
     'times and the matched words as `marks` (offsets into `text`). `"a phrase"` '
@@ -218,6 +226,10 @@ DOCS: dict[tuple[str, str], Op] = {
     ("POST", "/v1/audio/translations"): Op("openai", "Translate to English (OpenAI-compatible)",
        OPENAI_RESPONSES, (400, 404, 408, 409, 413, 415, 422, 429, 500, 503, 507),
        body=multipart("OpenAIForm"), description=OPENAI_DOC),
+    ("GET", "/v1/realtime"): Op("openai", "Live transcription session (WebSocket)",
+       {101: {}}, (400, 401, 403, 409), description=REALTIME_DOC,
+       query=(("session_id", {"type": "string"}, "resume this session after a dropped "
+               "connection, within live_resume_grace_s"),)),
     ("POST", "/v1/audio/language"): Op("openai", "Detect the language of an upload",
        {200: json_of("LanguageOut")}, (400, 404, 408, 409, 413, 415, 422, 500, 503, 507),
        body=multipart("LanguageForm"), description=LANGUAGE_DOC),

@@ -14,6 +14,7 @@ from sona.api import (
     openai,
     openapi,
     ops,
+    realtime,
     search,
     seed,
 )
@@ -28,6 +29,7 @@ def setup(app: web.Application) -> None:
         models.routes,
         openai.routes,
         language.routes,
+        realtime.routes,
         openapi.routes,
         feed.routes,
         search.routes,

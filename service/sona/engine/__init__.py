@@ -15,6 +15,8 @@ worker talks to it through ``EngineHost`` and the small messages below:
 * ``close(job_id)``: forget a job (done or cancelled): its decoding stops.
 * ``detect_language(model, path)``: the language of a file's first speech,
   without transcribing it.
+* ``transcribe(model, options, samples)``: a live session's turn, decoded
+  ahead of every job's step (``sona/live.py``).
 
 Inside the engine process, ``engine/child.py`` drives an ``Engine`` (the
 backend: ``engine/whisper.py``'s, the only module that knows faster-whisper);
@@ -282,6 +284,14 @@ class EngineHost(Protocol):
         ...
 
     def close(self, job_id: str) -> None: ...
+
+    async def transcribe(
+        self, model_id: str, options: TranscribeOptions, audio: np.ndarray
+    ) -> tuple[str | None, list[Segment]]:
+        """A live turn's segments (16 kHz mono float32 samples; times from its
+        start) and its language (None: no speech in it), decoded ahead of the
+        jobs' steps. ``EngineCrashed`` if the engine dies meanwhile."""
+        ...
 
     async def step(self, model_id: str, items: list[ChunkInfo]) -> list[list[Segment]]:
         """Decode ``items`` (chunks of jobs sharing batch options) as one batch.

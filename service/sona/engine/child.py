@@ -20,7 +20,7 @@ import functools
 import itertools
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from multiprocessing.connection import Connection
 from typing import Any
@@ -43,7 +43,19 @@ from sona.engine import (
 )
 from sona.engine.batcher import owner, pack
 from sona.engine.chunker import SAMPLE_RATE, Chunker, RawChunk
-from sona.engine.messages import Close, Detect, Load, Open, Ping, Pong, Reply, Step, Unload
+from sona.engine.live_turns import take_turns, transcribe_turns
+from sona.engine.messages import (
+    Close,
+    Detect,
+    Load,
+    Open,
+    Ping,
+    Pong,
+    Reply,
+    Step,
+    Transcribe,
+    Unload,
+)
 from sona.engine.whisper import Stopped, speech_detector
 from sona.errors import AudioTooLong, SonaError
 from sona.jobs import Segment
@@ -90,7 +102,10 @@ class EngineProcess:
         self.config = config
         self.backend = backend
         self.jobs: dict[str, _Job] = {}
-        self._steps: queue.Queue[Step] = queue.Queue()
+        # A live turn (priority 0) goes before every job's step (1): it waits at
+        # most for the steps already decoding (docs/api.md, Live sessions).
+        self._steps: queue.PriorityQueue[tuple[int, int, Step | Transcribe]] = queue.PriorityQueue()
+        self._order = itertools.count()
         self._send_lock = threading.Lock()
 
     def send(self, msg: object) -> None:
@@ -126,7 +141,9 @@ class EngineProcess:
                 if closing is not None:
                     closing.close()
             case Step():
-                self._steps.put(msg)
+                self._steps.put((1, next(self._order), msg))
+            case Transcribe():
+                self._steps.put((0, next(self._order), msg))
             case Detect(req):
                 # Off the main thread: decoding the file's start takes a while.
                 work = functools.partial(self._detect, msg)
@@ -142,8 +159,30 @@ class EngineProcess:
 
     def _infer(self) -> None:
         while True:
-            step = self._steps.get()
-            self._reply(step.req, lambda step=step: self._step(step))
+            _, _, work = self._steps.get()
+            if isinstance(work, Transcribe):
+                self._transcribe(take_turns(work, self._steps))
+            else:
+                self._reply(work.req, functools.partial(self._step, work))
+
+    def _transcribe(self, turns: list[Transcribe]) -> None:
+        """Live turns, one batch (``engine/live_turns.py``); each request answered."""
+        try:
+            results = transcribe_turns(self.backend, self._turn_chunker(turns[0]), turns)
+        except SonaError as exc:
+            for turn in turns:
+                self.send(Reply(turn.req, error=(exc.code, exc.message)))
+            return
+        except Exception as exc:  # reported to each session, which says the turn failed
+            for turn in turns:
+                self.send(Reply(turn.req, error=("engine_error", f"{type(exc).__name__}: {exc}")))
+            return
+        for turn, result in zip(turns, results, strict=True):
+            self.send(Reply(turn.req, result))
+
+    def _turn_chunker(self, turn: Transcribe) -> Callable[[], Chunker]:
+        chunk_s = self.config.chunk_s
+        return lambda: Chunker(speech_detector(chunk_s, turn.options), max_s=chunk_s)
 
     def _step(self, step: Step) -> list[list[Segment]]:
         """Segments per item; an item whose job was closed meanwhile gets []."""

@@ -38,9 +38,20 @@ import structlog
 
 from sona.engine import ChunkInfo, Crashed, Detection, EngineConfig, EngineEvent, JobSpec
 from sona.engine.entry import main
-from sona.engine.messages import Close, Detect, Load, Open, Ping, Pong, Reply, Step, Unload
+from sona.engine.messages import (
+    Close,
+    Detect,
+    Load,
+    Open,
+    Ping,
+    Pong,
+    Reply,
+    Step,
+    Transcribe,
+    Unload,
+)
 from sona.errors import EngineCrashed, from_code
-from sona.jobs import Segment
+from sona.jobs import Segment, TranscribeOptions
 
 log = structlog.get_logger("sona.engine")
 STOP_GRACE_S = 3.0
@@ -239,6 +250,14 @@ class ProcessEngineHost:
 
     def close(self, job_id: str) -> None:
         self._post(Close(job_id))
+
+    async def transcribe(
+        self, model_id: str, options: TranscribeOptions, audio: Any
+    ) -> tuple[str | None, list[Segment]]:
+        result: tuple[str | None, list[Segment]] = await self._call(
+            lambda req: Transcribe(req, model_id, options, audio)
+        )
+        return result
 
     async def step(self, model_id: str, items: list[ChunkInfo]) -> list[list[Segment]]:
         jobs = frozenset(i.job_id for i in items)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sona.engine import ChunkInfo, JobSpec
+from sona.jobs import TranscribeOptions
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,17 @@ class Step:
     req: int
     model_id: str
     items: list[ChunkInfo]
+
+
+@dataclass(frozen=True)
+class Transcribe:
+    """A live session's turn (16 kHz mono samples): decoded ahead of the jobs'
+    steps by the next free inference thread (``sona/live.py``)."""
+
+    req: int
+    model_id: str
+    options: TranscribeOptions
+    audio: Any  # np.ndarray, float32; numpy is not imported on the daemon's side here
 
 
 @dataclass(frozen=True)

@@ -142,6 +142,17 @@ class JobStore(Protocol):
         chunks an earlier attempt stored, so the run resumes after them."""
         ...
 
+    async def start_live(self, new: NewJob, *, worker_id: str, lease_s: float) -> Claim:
+        """A live session's job (``sona/live_record.py``): inserted already
+        ``processing`` under a lease of ``worker_id``, so no worker claims it
+        while the session records into it (attempts 1)."""
+        ...
+
+    async def claim_job(self, job_id: str, *, worker_id: str, lease_s: float) -> Claim | None:
+        """Take this queued job (as ``claim`` would; None unless it is queued): a
+        live session's job requeued by ``recover`` after its daemon died."""
+        ...
+
     async def heartbeat(self, claim: Claim, lease_s: float) -> Lease:
         """Extend the lease, and say whether a cancel was asked for."""
         ...

@@ -7,6 +7,7 @@ claims, migrating, closing (``sqlite.py``, ``postgres.py``)."""
 from __future__ import annotations
 
 import json
+import uuid
 from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from typing import Any, Protocol
@@ -133,6 +134,25 @@ class SqlStore(OutboxMixin):
                 sql.QUEUE_AHEAD, priority=job.priority, created_at=job.created_at, id=job.id
             )
         return int(row[0]), float(row[1])
+
+    # -- live sessions (sona/live_record.py) --------------------------------
+
+    async def start_live(self, new: NewJob, *, worker_id: str, lease_s: float) -> Claim:
+        token = uuid.uuid4().hex
+        values = new_job_values(new)
+        async with self._tx() as c:
+            row = await c.one(
+                sql.START_LIVE, **values, token=token, lease_s=float(lease_s), worker_id=worker_id
+            )
+        return Claim(job_from_row(row), token)
+
+    async def claim_job(self, job_id: str, *, worker_id: str, lease_s: float) -> Claim | None:
+        token = uuid.uuid4().hex
+        async with self._tx() as c:
+            row = await c.one(
+                sql.CLAIM_JOB, id=job_id, token=token, lease_s=float(lease_s), worker_id=worker_id
+            )
+        return None if row is None else Claim(job_from_row(row), token)
 
     async def heartbeat(self, claim: Claim, lease_s: float) -> Lease:
         async with self._tx() as c:

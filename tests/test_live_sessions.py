@@ -1,0 +1,250 @@
+"""Live sessions recorded as jobs, against a running daemon: the job holds the
+turns and the audio and ends completed; a dropped client resumes without a
+turn lost or repeated; the engine's death, the daemon's death and SIGTERM
+lose nothing that was said. The socket is driven raw (aiohttp), so a test can
+drop it without a close frame."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import signal
+import time
+import wave
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+import pytest
+
+from tests.conftest import AUDIO, Daemon
+from tests.test_realtime import pcm24k, word_error
+
+FRAME = 4800  # bytes: 100 ms at 24 kHz, 16-bit
+
+
+class Live:
+    """One client socket of a session, and what it received."""
+
+    def __init__(self, http: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.http, self.ws = http, ws
+        self.events: list[dict[str, Any]] = []
+
+    @classmethod
+    async def open(cls, daemon: Daemon, session_id: str | None = None) -> Live:
+        http = aiohttp.ClientSession()
+        query = f"?session_id={session_id}" if session_id else "?intent=transcription"
+        ws = await http.ws_connect(f"ws://127.0.0.1:{daemon.port}/v1/realtime{query}")
+        live = cls(http, ws)
+        await live.next("session.created")
+        return live
+
+    @property
+    def session(self) -> dict[str, Any]:
+        return next(e for e in self.events if e["type"] == "session.created")["session"]
+
+    async def send(self, kind: str, **fields: Any) -> None:
+        await self.ws.send_str(json.dumps({"type": kind, **fields}))
+
+    async def manual(self) -> None:
+        """Turn detection off: the client commits."""
+        session = {"type": "transcription", "audio": {"input": {"turn_detection": None}}}
+        await self.send("session.update", session=session)
+        await self.next("session.updated")
+
+    async def audio(self, pcm: bytes) -> None:
+        for at in range(0, len(pcm), FRAME):
+            chunk = base64.b64encode(pcm[at : at + FRAME]).decode()
+            await self.send("input_audio_buffer.append", audio=chunk)
+
+    async def next(self, kind: str, timeout: float = 120) -> dict[str, Any]:
+        """The next event of ``kind`` (those before it are kept too)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = await self.ws.receive(timeout=max(0.1, deadline - time.monotonic()))
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                raise AssertionError(f"socket ended ({msg.type}, {msg.data}) waiting for {kind}")
+            event = json.loads(msg.data)
+            self.events.append(event)
+            if event["type"] == kind:
+                return event
+
+    def texts(self) -> list[str]:
+        return [e["transcript"] for e in self.events if e["type"].endswith("completed")]
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await self.http.close()
+
+    async def drop(self) -> None:
+        """Gone without a close frame, as when a network breaks."""
+        transport = self.ws._response.connection.transport  # type: ignore[union-attr]
+        assert transport is not None
+        transport.abort()
+        await self.http.close()
+
+
+def clip(name: str) -> bytes:
+    return pcm24k(AUDIO / name)
+
+
+def get(daemon: Daemon, path: str) -> httpx.Response:
+    """The daemon is another process: a blocking request stalls only this test."""
+    return httpx.get(f"{daemon.url}{path}")
+
+
+def job_of(daemon: Daemon, job_id: str) -> dict[str, Any]:
+    return get(daemon, f"/v1/jobs/{job_id}").json()
+
+
+def wait_status(daemon: Daemon, job_id: str, status: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = job_of(daemon, job_id)
+        if job["status"] == status:
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} is {job['status']}, not {status}")
+
+
+def transcript(daemon: Daemon, job_id: str, fmt: str = "text") -> str:
+    r = httpx.get(f"{daemon.url}/v1/jobs/{job_id}/transcript", params={"format": fmt})
+    assert r.status_code == 200, r.text
+    return r.text
+
+
+async def test_a_session_is_a_job_that_ends_completed(daemon_factory: Any, tmp_path: Path) -> None:
+    d = daemon_factory("--model", "tiny.en")
+    live = await Live.open(d)
+    job_id = live.session["job_id"]
+    assert job_of(d, job_id)["status"] == "processing"
+    listed = get(d, "/v1/jobs").json()["data"]
+    assert job_id in [j["id"] for j in listed]
+    await live.manual()
+    for name in ("fox.wav", "report.wav"):
+        await live.audio(clip(name))
+        await live.send("input_audio_buffer.commit")
+        await live.next("conversation.item.input_audio_transcription.completed")
+    await live.close()
+    job = wait_status(d, job_id, "completed")
+    assert job["duration"] == pytest.approx(7.177 + 4.233, abs=0.1)
+    said = " ".join(live.texts())
+    assert word_error(said, transcript(d, job_id)) == 0
+    srt = transcript(d, job_id, "srt")
+    assert "fox" in srt.lower() and "quarterly" in srt.lower() and "00:00:07" in srt
+    for fmt in ("json", "verbose_json", "vtt", "tsv"):
+        transcript(d, job_id, fmt)
+    audio = get(d, f"/v1/jobs/{job_id}/audio")
+    path = tmp_path / "rec.wav"
+    path.write_bytes(audio.content)
+    with wave.open(str(path)) as w:
+        assert w.getframerate() == 16_000
+        assert w.getnframes() / 16_000 == pytest.approx(11.41, abs=0.1)
+
+
+async def test_a_dropped_client_resumes_without_losing_or_repeating_a_turn(
+    daemon_factory: Any,
+) -> None:
+    d = daemon_factory("--model", "tiny.en")
+    first = await Live.open(d)
+    session_id, job_id = first.session["id"], first.session["job_id"]
+    await first.manual()
+    await first.audio(clip("fox.wav"))
+    await first.send("input_audio_buffer.commit")
+    await first.next("input_audio_buffer.committed")
+    half = clip("report.wav")[: FRAME * 20]  # 2 s of the next turn, uncommitted
+    await first.audio(half)
+    await asyncio.sleep(0.5)
+    await first.drop()  # fox's text may be on its way: it must come after the resume
+
+    second = await Live.open(d, session_id)
+    received_ms = second.events[0]["audio_received_ms"]
+    assert received_ms == pytest.approx(7177 + 2000, abs=60)
+    assert second.session["job_id"] == job_id
+    spoken = clip("fox.wav") + clip("report.wav")
+    await second.audio(spoken[received_ms * 48 :])  # 48 bytes a millisecond
+    await second.send("input_audio_buffer.commit")
+    while len(first.texts()) + len(second.texts()) < 2:
+        await second.next("conversation.item.input_audio_transcription.completed")
+    await second.close()
+    texts = first.texts() + second.texts()
+    assert len(texts) == 2 and "fox" in texts[0].lower() and "quarterly" in texts[1].lower()
+    wait_status(d, job_id, "completed")
+    stored = transcript(d, job_id)
+    assert stored.lower().count("fox") == 1 and stored.lower().count("quarterly") == 1
+
+
+async def test_the_engine_killed_mid_session_costs_no_turn(daemon_factory: Any) -> None:
+    d = daemon_factory("--model", "tiny.en")
+    live = await Live.open(d)
+    await live.manual()
+    await live.audio(clip("weather.wav"))
+    engine = get(d, "/ready").json()["engine"]["pid"]
+    os.kill(engine, signal.SIGKILL)
+    await live.send("input_audio_buffer.commit")
+    done = await live.next("conversation.item.input_audio_transcription.completed")
+    assert "weather" in done["transcript"].lower()
+    assert get(d, "/ready").json()["engine"]["restarts"] >= 1
+    await live.close()
+
+
+async def test_sigterm_ends_sessions_with_their_jobs_completed(daemon_factory: Any) -> None:
+    d = daemon_factory("--model", "tiny.en")
+    live = await Live.open(d)
+    job_id = live.session["job_id"]
+    await live.manual()
+    await live.audio(clip("numbers.wav"))
+    await live.send("input_audio_buffer.commit")
+    await live.next("input_audio_buffer.committed")
+    d.proc.send_signal(signal.SIGTERM)
+    done = await live.next("conversation.item.input_audio_transcription.completed")
+    closing = await live.ws.receive(timeout=30)
+    assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1001
+    await live.http.close()
+    assert d.proc.wait(60) == 0
+    restarted = daemon_factory("--model", "tiny.en", data_dir=d.data_dir)
+    job = job_of(restarted, job_id)
+    assert job["status"] == "completed"
+    assert word_error(done["transcript"], transcript(restarted, job_id)) == 0
+
+
+async def test_a_daemon_killed_mid_session_completes_the_job_on_restart(
+    daemon_factory: Any,
+) -> None:
+    d = daemon_factory("--model", "tiny.en")
+    live = await Live.open(d)
+    job_id = live.session["job_id"]
+    await live.manual()
+    await live.audio(clip("fox.wav"))
+    await live.send("input_audio_buffer.commit")
+    done = await live.next("conversation.item.input_audio_transcription.completed")
+    await live.audio(clip("report.wav")[: FRAME * 20])  # 2 s more, never committed
+    await asyncio.sleep(1.0)
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait(10)
+    await live.http.close()
+    restarted = daemon_factory("--model", "tiny.en", data_dir=d.data_dir)
+    job = wait_status(restarted, job_id, "completed")
+    assert job["duration"] == pytest.approx(7.177 + 2.0, abs=0.15)  # all that was received
+    assert word_error(done["transcript"], transcript(restarted, job_id)) == 0
+
+
+async def test_a_resume_takes_over_a_socket_the_server_still_holds(daemon_factory: Any) -> None:
+    """A connection that died without the server noticing yet (no close, no
+    reset) must not keep its client out: the resume closes it."""
+    d = daemon_factory("--model", "tiny.en")
+    first = await Live.open(d)
+    await first.manual()
+    second = await Live.open(d, first.session["id"])
+    closing = await first.ws.receive(timeout=30)
+    assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1008
+    await first.http.close()
+    await second.audio(clip("weather.wav"))
+    await second.send("input_audio_buffer.commit")
+    done = await second.next("conversation.item.input_audio_transcription.completed")
+    assert "weather" in done["transcript"].lower()
+    await second.close()
+    assert wait_status(d, second.session["job_id"], "completed")["status"] == "completed"
