@@ -9,7 +9,7 @@ Run alone, this script compares the engine's decoding options in this process
 pipeline timed beside it:
 
     python scripts/bench_fidelity.py [--audio-dir DIR] [--minutes 6] [--json OUT]
-                                     [--variant NAME ...] [--no-mix]
+                                     [--variant NAME ...] [--no-mix] [--long-minutes M]
 """
 
 from __future__ import annotations
