@@ -197,12 +197,14 @@ class Engine:
 @contextmanager
 def patched(**values: Any) -> Iterator[None]:
     """Set engine constants for one run: extra_passes, tail_s, timestamps,
-    condition (others are ignored here)."""
+    condition, pack (others are ignored here)."""
     import sona.engine.passes as passes
     import sona.engine.tails as tails
     import sona.engine.whisper as whisper
 
     saved = (passes.EXTRA_PASSES, passes.CONDITION_TAILS, tails.TAIL_S, whisper._options)
+    pack = passes.PACK_TAILS
+    passes.PACK_TAILS = values.get("pack", pack)
     options = whisper._options
     passes.EXTRA_PASSES = values.get("extra_passes", passes.EXTRA_PASSES)
     passes.CONDITION_TAILS = values.get("condition", passes.CONDITION_TAILS)
@@ -213,6 +215,7 @@ def patched(**values: Any) -> Iterator[None]:
         yield
     finally:
         passes.EXTRA_PASSES, passes.CONDITION_TAILS, tails.TAIL_S, whisper._options = saved
+        passes.PACK_TAILS = pack
 
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -229,6 +232,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "30 s chunks, prompted": {"chunk_s": 30.0, "condition": True},
     "30 s chunks, 4 extra passes": {"chunk_s": 30.0, "extra_passes": 4},
     "25 s chunks": {"chunk_s": 25.0},
+    "30 s chunks, tails packed": {"chunk_s": 30.0, "pack": True},
+    "tails packed": {"pack": True},
 }
 
 

@@ -94,3 +94,29 @@ def test_windows_whose_earlier_texts_differ_in_length_share_a_pass(
     for name, got in zip(names, out, strict=True):
         read = tokenizer.decode([t for t in got["tokens"] if t < tokenizer.eot]).lower()
         assert all(k in read for k in manifest[name]["keywords"]), (name, read)
+
+
+def test_packed_tails_share_one_extra_window_and_each_keeps_its_words(
+    backend: WhisperBackend, monkeypatch: pytest.MonkeyPatch, manifest: dict[str, Any]
+) -> None:
+    """Two windows that stop early the same way: with ``PACK_TAILS`` their
+    tails are decoded in one encoder window, and each window still gets its
+    own weather sentence back, timed where it is said."""
+    monkeypatch.setattr(passes, "PACK_TAILS", True)
+    sizes: list[int] = []
+    run = passes._pass
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        sizes.append(len(args[3]))
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(passes, "_pass", counted)
+    [row] = early_stop_window()
+    got = backend.decode("tiny.en", TranscribeOptions(), "en", [row, row])
+    assert sizes[:2] == [2, 1], sizes  # two windows, then both tails in one
+    for [segments] in got:
+        text = full_text(segments).lower()
+        for name in ("fox.wav", "report.wav", "weather.wav"):
+            assert all(k in text for k in manifest[name]["keywords"]), (name, text)
+        [weather] = [s for s in segments if "breeze" in s.text]
+        assert weather.start > 7 + 12 + 3

@@ -14,6 +14,7 @@ the model's own timestamps."""
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from math import ceil
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sona.engine.batcher import PACK_GAP_S
 from sona.engine.chunker import SAMPLE_RATE
 from sona.engine.tails import pieces, settle
 
@@ -36,8 +38,15 @@ EXTRA_PASSES = 2
 # Prompt an extra pass with its window's text so far (the last tokens of it).
 # Off: the same WER with 20 s chunks, worse WER and more CPU with 30 s ones.
 CONDITION_TAILS = False
+# Pack the tails of several stopped windows into one encoder window for an
+# extra pass (each tail otherwise costs a whole 30 s window). Off: it pays with
+# 30 s chunks, which stay off (docs/performance.md).
+PACK_TAILS = False
 # Whisper's encoder reads 30 s of 10 ms frames.
 ENCODER_FRAMES = 3000
+
+
+Todo = tuple[int, float]  # a window, and where its audio is decoded from
 
 
 class Stopped(Exception):
@@ -78,19 +87,77 @@ def decode_windows(
     for extra in range(EXTRA_PASSES + 1):
         if extra and model.stop():
             raise Stopped
-        batch = [_from(windows[n], at) for n, at in todo]
-        previous = [said[n] for n, _ in todo] if extra and CONDITION_TAILS else None
-        reads = _pass(model, tokenizer, options, batch, previous, final=extra == EXTRA_PASSES)
-        todo_next = []
-        for (n, at), read in zip(todo, reads, strict=True):
-            found[n] += [_shifted(w, at) for w in read.words]
-            said[n] += read.tokens
-            if read.resume is not None:
-                todo_next.append((n, at + read.resume))
-        todo = todo_next
+        groups = _packed(windows, todo) if extra and PACK_TAILS else [[t] for t in todo]
+        batch = [_joined(windows, g) for g in groups]
+        previous = [said[g[0][0]] for g in groups] if extra and CONDITION_TAILS else None
+        reads = _pass(
+            model, tokenizer, options, [w for w, _ in batch], previous,
+            final=extra == EXTRA_PASSES,
+        )  # fmt: skip
+        todo = []
+        for group, (_, offsets), read in zip(groups, batch, reads, strict=True):
+            todo += _hand_back(group, offsets, read, found)
+            if len(group) == 1:  # a shared window's tokens are no one window's text
+                said[group[0][0]] += read.tokens
         if not todo:
             break
     return found
+
+
+def _packed(windows: Sequence[Window], todo: list[tuple[int, float]]) -> list[list[Todo]]:
+    """The tails to decode again, packed in order into windows of at most 30 s."""
+    groups: list[list[Todo]] = []
+    size = 0.0
+    for n, at in todo:
+        length = windows[n].audio.size / SAMPLE_RATE - at
+        if groups and size + PACK_GAP_S + length <= ENCODER_FRAMES / 100:
+            groups[-1].append((n, at))
+            size += PACK_GAP_S + length
+        else:
+            groups.append([(n, at)])
+            size = length
+    return groups
+
+
+def _joined(windows: Sequence[Window], group: list[Todo]) -> tuple[Window, list[float]]:
+    """One encoder window of ``group``'s audio, a gap of silence apart, and
+    where each part starts in it. A shared window's words are aligned: each
+    goes back to its part by its time."""
+    if len(group) == 1:
+        [(n, at)] = group
+        return Window(windows[n].audio[int(at * SAMPLE_RATE) :], windows[n].align), [0.0]
+    gap = np.zeros(int(PACK_GAP_S * SAMPLE_RATE), np.float32)
+    parts: list[np.ndarray] = []
+    offsets: list[float] = []
+    t = 0.0
+    for n, at in group:
+        audio = windows[n].audio[int(at * SAMPLE_RATE) :]
+        parts += [gap, audio] if parts else [audio]
+        t += PACK_GAP_S if offsets else 0.0
+        offsets.append(t)
+        t += audio.size / SAMPLE_RATE
+    return Window(np.concatenate(parts), True), offsets
+
+
+def _hand_back(
+    group: list[Todo], offsets: list[float], read: _Read, found: list[list[dict[str, Any]]]
+) -> list[Todo]:
+    """A pass's words back to the windows they were spoken in (in window time),
+    and what is left to decode: from where the text stopped, and the parts of a
+    shared window after it whole."""
+
+    def part(t: float) -> int:
+        return max(0, bisect.bisect_right(offsets, t) - 1)
+
+    for w in read.words:
+        k = part((w["start"] + w["end"]) / 2 + PACK_GAP_S / 2)
+        n, at = group[k]
+        found[n].append(_shifted(w, at - offsets[k]))
+    if read.resume is None:
+        return []
+    k = part(read.resume)
+    n, at = group[k]
+    return [(n, at + read.resume - offsets[k]), *group[k + 1 :]]
 
 
 def _pass(
@@ -200,11 +267,6 @@ def _align(
         aligned, tokenizer, encoder_output, sizes, options.prepend_punctuations,
         options.append_punctuations, 0.0,
     )  # fmt: skip
-
-
-def _from(window: Window, at: float) -> Window:
-    """The rest of ``window`` from ``at`` seconds on."""
-    return Window(window.audio[int(at * SAMPLE_RATE) :], window.align)
 
 
 def _frames(model: StoppableModel, audio: np.ndarray) -> np.ndarray:
