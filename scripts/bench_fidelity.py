@@ -9,7 +9,7 @@ Run alone, this script compares the engine's decoding options in this process
 pipeline timed beside it:
 
     python scripts/bench_fidelity.py [--audio-dir DIR] [--minutes 6] [--json OUT]
-                                     [--variant NAME ...] [--no-mix]
+                                     [--variant NAME ...] [--no-mix] [--long-minutes M]
 """
 
 from __future__ import annotations
@@ -81,6 +81,16 @@ def files(tmp: Path, audio_dir: Path | None, minutes: float) -> list[Audio]:
     path = write_wav(tmp / "jfk_mix.wav", np.concatenate(parts))
     out.append(Audio("jfk + mix 2 min", path, f"{jfk_text} {tail.text}"))
     return out
+
+
+def test_clips(tmp: Path, audio_dir: Path | None, minutes: float) -> Audio:
+    """Row 1's long file: the test clips (and jfk.flac) repeated, 1 s apart."""
+    from bench import build_long, known_clips  # scripts/ is this script's directory
+
+    sentences, jfk = known_clips(audio_dir)
+    clips = [*sentences, *([jfk] if jfk else [])]
+    long, seconds = build_long(clips, minutes * 60, tmp / "long.wav")
+    return Audio(f"test clips {seconds / 60:.1f} min", long.path, long.text)
 
 
 def timed(run: Callable[[], Any]) -> tuple[Any, float, float]:
@@ -186,21 +196,26 @@ class Engine:
 
 @contextmanager
 def patched(**values: Any) -> Iterator[None]:
-    """Set engine constants for one run: extra_passes, tail_s, timestamps (others
-    are ignored here)."""
+    """Set engine constants for one run: extra_passes, tail_s, timestamps,
+    condition, pack (others are ignored here)."""
+    import sona.engine.passes as passes
     import sona.engine.tails as tails
     import sona.engine.whisper as whisper
 
-    saved = (whisper.EXTRA_PASSES, tails.TAIL_S, whisper._options)
+    saved = (passes.EXTRA_PASSES, passes.CONDITION_TAILS, tails.TAIL_S, whisper._options)
+    pack = passes.PACK_TAILS
+    passes.PACK_TAILS = values.get("pack", pack)
     options = whisper._options
-    whisper.EXTRA_PASSES = values.get("extra_passes", whisper.EXTRA_PASSES)
+    passes.EXTRA_PASSES = values.get("extra_passes", passes.EXTRA_PASSES)
+    passes.CONDITION_TAILS = values.get("condition", passes.CONDITION_TAILS)
     tails.TAIL_S = values.get("tail_s", tails.TAIL_S)
     if values.get("timestamps") is False:
         whisper._options = lambda o, t: replace(options(o, t), without_timestamps=True)
     try:
         yield
     finally:
-        whisper.EXTRA_PASSES, tails.TAIL_S, whisper._options = saved
+        passes.EXTRA_PASSES, passes.CONDITION_TAILS, tails.TAIL_S, whisper._options = saved
+        passes.PACK_TAILS = pack
 
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -208,11 +223,17 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "timestamps on, no extra pass": {"extra_passes": 0},
     "timestamps on, 1 extra pass": {"extra_passes": 1},
     "default: 2 extra passes, tail 2 s": {},
+    "extra passes prompted with the window's text": {"condition": True},
     "2 extra passes, tail 1 s": {"tail_s": 1.0},
     "2 extra passes, tail 4 s": {"tail_s": 4.0},
     "default, words aligned (word_timestamps)": {"word_timestamps": True},
     "default, 30 s chunks": {"chunk_s": 30.0},
     "timestamps off, 30 s chunks": {"timestamps": False, "chunk_s": 30.0},
+    "30 s chunks, prompted": {"chunk_s": 30.0, "condition": True},
+    "30 s chunks, 4 extra passes": {"chunk_s": 30.0, "extra_passes": 4},
+    "25 s chunks": {"chunk_s": 25.0},
+    "30 s chunks, tails packed": {"chunk_s": 30.0, "pack": True},
+    "tails packed": {"pack": True},
 }
 
 
@@ -255,10 +276,15 @@ def main() -> None:
     ap.add_argument("--json", type=Path, metavar="OUT")
     ap.add_argument("--variant", action="append", default=[], choices=list(VARIANTS))
     ap.add_argument("--no-mix", action="store_true", help="only the shared recordings")
+    ap.add_argument(
+        "--long-minutes", type=float, default=0.0, help="also row 1's test-clip file, this long"
+    )
     args = ap.parse_args()
     audio_dir = args.audio_dir if args.audio_dir.is_dir() else None
     with tempfile.TemporaryDirectory(prefix="sona-fidelity-") as tmp:
         audio = files(Path(tmp), audio_dir, args.minutes)[1 if args.no_mix else 0 :]
+        if args.long_minutes:
+            audio.append(test_clips(Path(tmp), audio_dir, args.long_minutes))
         results = compare(audio, args.batch, args.variant)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

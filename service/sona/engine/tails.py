@@ -5,7 +5,7 @@ before its window's audio is used up (typically where one voice hands over
 to another) silently drops the speech after it. Decoding with timestamp
 tokens makes the stop visible: the last closing timestamp says how far the
 text reaches. A window whose text ends well before its audio does is decoded
-again from there (``engine/whisper.py`` does, in one more batched pass).
+again from there (``engine/passes.py`` does, in one more batched pass).
 
 Pure: token ids in, pieces and a resume time out. Every threshold is in
 seconds or words per second, so it holds for every model size."""

@@ -2,11 +2,10 @@
 
 It runs inside the engine process (``engine/child.py``): it loads models,
 finds speech with Silero VAD, and decodes a batch of chunks with
-faster-whisper's batched encoder and decoder, as ``BatchedInferencePipeline``
-does but with timestamp tokens on: a window whose text stops early is decoded
-again from where it stopped, in one more batched pass (``tails``), and every
-chunk's words are aligned and cut into sentence-sized segments
-(``segmenting``)."""
+faster-whisper's encoder and decoder, as ``BatchedInferencePipeline`` does but
+with timestamp tokens on and extra passes for windows whose text stopped early
+(``passes``); every chunk's words go back to it, cut into sentence-sized
+segments (``segmenting``)."""
 
 from __future__ import annotations
 
@@ -15,13 +14,11 @@ import contextlib
 import gc
 import threading
 from collections.abc import Callable, Iterator
-from math import ceil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from faster_whisper import BatchedInferencePipeline, WhisperModel
-from faster_whisper.audio import pad_or_trim
+from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import (
     TranscriptionOptions,
@@ -34,8 +31,8 @@ from faster_whisper.vad import VadOptions, get_speech_timestamps
 from sona.engine import Detection, resolve_device
 from sona.engine.batcher import PACK_GAP_S
 from sona.engine.chunker import SAMPLE_RATE, RawChunk, Spans
+from sona.engine.passes import Stopped, Window, decode_windows
 from sona.engine.segmenting import Timed, sentences
-from sona.engine.tails import pieces, settle
 from sona.errors import (
     ModelLoadFailed,
     ModelNotFound,
@@ -44,9 +41,8 @@ from sona.errors import (
 )
 from sona.jobs import Segment, TranscribeOptions, Word
 
-# A window whose text stopped early is decoded again from there, at most this
-# many times (``tails``): each extra pass is one more batched encode + decode.
-EXTRA_PASSES = 2
+__all__ = ["Stopped", "WhisperBackend", "download", "speech_detector", "vad_options"]
+
 # faster-whisper's fallback schedule, for sequential decoding without a fixed temperature.
 _FALLBACK = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
@@ -94,11 +90,7 @@ def speech_detector(
     return detect
 
 
-class Stopped(Exception):
-    """Every job of the batch in flight was closed: its remaining stages are skipped."""
-
-
-class _StoppableModel(WhisperModel):
+class StoppableModel(WhisperModel):
     """faster-whisper's model, with a check between the stages of a batch.
 
     CTranslate2 cannot interrupt a call, but a batch is three of them: the
@@ -145,13 +137,13 @@ class WhisperBackend:
         self.compute_type = resolve_compute_type(compute_type, device)
         self.cpu_threads = cpu_threads
         self.replicas = replicas
-        self._models: dict[str, _StoppableModel] = {}
+        self._models: dict[str, StoppableModel] = {}
 
     def load(self, model_id: str, path: Path) -> None:
         if model_id in self._models:
             return
         try:
-            model = _StoppableModel(
+            model = StoppableModel(
                 str(path),
                 device=self.device,
                 compute_type=self.compute_type,
@@ -203,45 +195,14 @@ class WhisperBackend:
         chunk's segments, timed on its recording. Raises ``Stopped`` when
         ``stop()`` turns true between two stages of the batch."""
         model = self._model(model_id)
-        with model.stoppable(stop):
-            # A pipeline per batch: batches run on several threads, and a
-            # pipeline may keep per-call state.
-            return self._decode(model, BatchedInferencePipeline(model), options, language, rows)
-
-    def _decode(
-        self,
-        model: _StoppableModel,
-        pipeline: BatchedInferencePipeline,
-        options: TranscribeOptions,
-        language: str,
-        rows: list[list[RawChunk]],
-    ) -> list[list[list[Segment]]]:
         tokenizer = Tokenizer(
             model.hf_tokenizer, model.model.is_multilingual, task=options.task, language=language
         )
-        opts = _options(options, tokenizer)
-        windows = [_window(row) for row in rows]
-        found: list[list[dict[str, Any]]] = [[] for _ in rows]  # words, in window time
-        todo = [(n, 0.0) for n in range(len(rows))]  # (row, where its audio is decoded from)
-        for extra in range(EXTRA_PASSES + 1):
-            if extra and model.stop():
-                raise Stopped
-            # Words are aligned where asked, or where a window's chunks share it
-            # (each word goes back to its chunk); else spread over the timestamps.
-            audio = [
-                (windows[n][int(at * SAMPLE_RATE) :], options.word_timestamps or len(rows[n]) > 1)
-                for n, at in todo
-            ]
-            final = extra == EXTRA_PASSES
-            outs = _pass(model, pipeline, tokenizer, opts, audio, final=final)
-            todo_next = []
-            for (n, at), (words, resume) in zip(todo, outs, strict=True):
-                found[n] += [_shifted(w, at) for w in words]
-                if resume is not None:
-                    todo_next.append((n, at + resume))
-            todo = todo_next
-            if not todo:
-                break
+        # Words are aligned where asked, or where a window's chunks share it
+        # (each word goes back to its chunk); else spread over the timestamps.
+        windows = [Window(_window(row), options.word_timestamps or len(row) > 1) for row in rows]
+        with model.stoppable(stop):
+            found = decode_windows(model, tokenizer, _options(options, tokenizer), windows)
         return [_chunks(row, w, tokenizer, options) for row, w in zip(rows, found, strict=True)]
 
     def sequential(
@@ -270,7 +231,7 @@ class WhisperBackend:
         probability = round(float(info.language_probability), 4) if detected else None
         return info.language, probability, (_sequential_segment(seg, options) for seg in segments)
 
-    def _model(self, model_id: str) -> _StoppableModel:
+    def _model(self, model_id: str) -> StoppableModel:
         try:
             return self._models[model_id]
         except KeyError:
@@ -284,73 +245,6 @@ def _english_only(model_id: str, options: TranscribeOptions) -> None:
     if options.language not in (None, "en"):
         name = Path(model_id).name
         raise UnsupportedLanguage(english_only_message(name, str(options.language)))
-
-
-def _pass(
-    model: WhisperModel,
-    pipeline: BatchedInferencePipeline,
-    tokenizer: Tokenizer,
-    options: TranscriptionOptions,
-    windows: list[tuple[np.ndarray, bool]],
-    *,
-    final: bool,
-) -> list[tuple[list[dict[str, Any]], float | None]]:
-    """One batched pass (encoder, decoder with timestamps, word alignment where
-    asked) over ``windows`` (audio, align its words?): per window its words, and
-    where to decode it again from when its text stopped early (``tails.settle``)."""
-    features = np.stack([pad_or_trim(model.feature_extractor(w)[..., :-1]) for w, _ in windows])
-    encoder_output, outputs = pipeline.generate_segment_batched(features, tokenizer, options)
-    kept: list[list[dict[str, Any]]] = []
-    resumes: list[float | None] = []
-    for (window, align), output in zip(windows, outputs, strict=True):
-        found = pieces(output["tokens"], tokenizer.timestamp_begin, tokenizer.eot)
-        counts = [len(tokenizer.decode(p.tokens).split()) for p in found]
-        keep, resume = settle(found, window.size / SAMPLE_RATE, counts, final=final)
-        subs: list[dict[str, Any]] = [
-            {"tokens": p.tokens, "start": p.start, "end": p.end, "seek": 0} for p in keep
-        ]
-        for sub in subs if not align else []:
-            sub["words"] = _spread(sub, tokenizer)
-        kept.append(subs)
-        resumes.append(resume)
-    if any(align for _, align in windows):
-        # The aligner takes every window of the batch; an empty entry aligns nothing.
-        nothing: list[dict[str, Any]] = [{"tokens": [], "start": 0.0, "end": 0.0, "seek": 0}]
-        aligned = [subs if subs and align else nothing
-                   for subs, (_, align) in zip(kept, windows, strict=True)]  # fmt: skip
-        sizes = [int(ceil(w.size / SAMPLE_RATE) * model.frames_per_second) for w, _ in windows]
-        model.add_word_timestamps(
-            aligned, tokenizer, encoder_output, sizes, options.prepend_punctuations,
-            options.append_punctuations, 0.0,
-        )  # fmt: skip
-    out = []
-    for subsegments, output, resume in zip(kept, outputs, resumes, strict=True):
-        stats = {"avg_logprob": output["avg_logprob"], "no_speech_prob": output["no_speech_prob"]}
-        words = []
-        for sub in subsegments:
-            got = sub.get("words") or []
-            words += [{**w, **stats, "closes": n == len(got) - 1} for n, w in enumerate(got)]
-        out.append((words, resume))
-    return out
-
-
-def _spread(sub: dict[str, Any], tokenizer: Tokenizer) -> list[dict[str, Any]]:
-    """A piece's words timed without the aligner: spread over the piece's own
-    timestamps by length. Its ends are the model's; inner cuts are estimates."""
-    words, _ = tokenizer.split_to_word_tokens(sub["tokens"])
-    words = [w for w in words if w]
-    total = sum(len(w) for w in words) or 1
-    out: list[dict[str, Any]] = []
-    at, step = sub["start"], (sub["end"] - sub["start"]) / total
-    for w in words:
-        out.append({"word": w, "start": at, "end": at + len(w) * step, "probability": 0.0})
-        at += len(w) * step
-    return out
-
-
-def _shifted(word: dict[str, Any], at: float) -> dict[str, Any]:
-    # numpy floats from the aligner become plain ones: segments are serialised.
-    return {**word, "start": float(word["start"]) + at, "end": float(word["end"]) + at}
 
 
 def _window(row: list[RawChunk]) -> np.ndarray:

@@ -1,0 +1,294 @@
+"""Decoding a batch of windows in passes, until each one's text reaches its end.
+
+The first pass decodes every window of a batch side by side (encoder, then
+decoder with timestamp tokens). A window whose text stopped early
+(``tails.settle``) is decoded again from where it stopped, all such windows in
+one more batched pass, at most ``EXTRA_PASSES`` more. An extra pass can be
+prompted with the text its window decoded so far (``CONDITION_TAILS``), as
+faster-whisper's sequential decode prompts each window with the text before
+it; measured, that did not win (docs/performance.md), so it is off.
+
+Drives the model it is given (``engine/whisper.py``'s); imports no ML library
+itself. Words come back in window time: aligned where asked, else spread over
+the model's own timestamps."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from math import ceil
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sona.engine.batcher import PACK_GAP_S
+from sona.engine.chunker import SAMPLE_RATE
+from sona.engine.tails import pieces, settle
+
+if TYPE_CHECKING:
+    from faster_whisper.tokenizer import Tokenizer
+    from faster_whisper.transcribe import TranscriptionOptions
+
+    from sona.engine.whisper import StoppableModel
+
+# A window whose text stopped early is decoded again from there, at most this
+# many times: each extra pass is one more batched encode + decode.
+EXTRA_PASSES = 2
+# Prompt an extra pass with its window's text so far (the last tokens of it).
+# Off: the same WER with 20 s chunks, worse WER and more CPU with 30 s ones.
+CONDITION_TAILS = False
+# Pack the tails of several stopped windows into one encoder window for an
+# extra pass (each tail otherwise costs a whole 30 s window). Off: it pays with
+# 30 s chunks, which stay off (docs/performance.md).
+PACK_TAILS = False
+# Whisper's encoder reads 30 s of 10 ms frames.
+ENCODER_FRAMES = 3000
+
+
+Todo = tuple[int, float]  # a window, and where its audio is decoded from
+
+
+class Stopped(Exception):
+    """Every job of the batch in flight was closed: its remaining stages are skipped."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """Audio decoded as one encoder input; ``align``: its words are aligned
+    (asked for, or needed to hand each word back to the chunk it was spoken in)."""
+
+    audio: np.ndarray
+    align: bool
+
+
+@dataclass
+class _Read:
+    """What one pass read of one window: its words, the tokens kept, and the
+    window time to decode it again from (None: its text reached the end)."""
+
+    words: list[dict[str, Any]]
+    tokens: list[int]
+    resume: float | None
+
+
+def decode_windows(
+    model: StoppableModel,
+    tokenizer: Tokenizer,
+    options: TranscriptionOptions,
+    windows: Sequence[Window],
+) -> list[list[dict[str, Any]]]:
+    """Per window its words (dicts as faster-whisper's aligner makes them, plus
+    ``avg_logprob``, ``no_speech_prob`` and ``closes``: the model ended a
+    timestamp segment after it), in window time."""
+    found: list[list[dict[str, Any]]] = [[] for _ in windows]
+    said: list[list[int]] = [[] for _ in windows]  # tokens each window decoded so far
+    todo = [(n, 0.0) for n in range(len(windows))]  # (window, where its audio is decoded from)
+    for extra in range(EXTRA_PASSES + 1):
+        if extra and model.stop():
+            raise Stopped
+        groups = _packed(windows, todo) if extra and PACK_TAILS else [[t] for t in todo]
+        batch = [_joined(windows, g) for g in groups]
+        previous = [said[g[0][0]] for g in groups] if extra and CONDITION_TAILS else None
+        reads = _pass(
+            model, tokenizer, options, [w for w, _ in batch], previous,
+            final=extra == EXTRA_PASSES,
+        )  # fmt: skip
+        todo = []
+        for group, (_, offsets), read in zip(groups, batch, reads, strict=True):
+            todo += _hand_back(group, offsets, read, found)
+            if len(group) == 1:  # a shared window's tokens are no one window's text
+                said[group[0][0]] += read.tokens
+        if not todo:
+            break
+    return found
+
+
+def _packed(windows: Sequence[Window], todo: list[tuple[int, float]]) -> list[list[Todo]]:
+    """The tails to decode again, packed in order into windows of at most 30 s."""
+    groups: list[list[Todo]] = []
+    size = 0.0
+    for n, at in todo:
+        length = windows[n].audio.size / SAMPLE_RATE - at
+        if groups and size + PACK_GAP_S + length <= ENCODER_FRAMES / 100:
+            groups[-1].append((n, at))
+            size += PACK_GAP_S + length
+        else:
+            groups.append([(n, at)])
+            size = length
+    return groups
+
+
+def _joined(windows: Sequence[Window], group: list[Todo]) -> tuple[Window, list[float]]:
+    """One encoder window of ``group``'s audio, a gap of silence apart, and
+    where each part starts in it. A shared window's words are aligned: each
+    goes back to its part by its time."""
+    if len(group) == 1:
+        [(n, at)] = group
+        return Window(windows[n].audio[int(at * SAMPLE_RATE) :], windows[n].align), [0.0]
+    gap = np.zeros(int(PACK_GAP_S * SAMPLE_RATE), np.float32)
+    parts: list[np.ndarray] = []
+    offsets: list[float] = []
+    t = 0.0
+    for n, at in group:
+        audio = windows[n].audio[int(at * SAMPLE_RATE) :]
+        parts += [gap, audio] if parts else [audio]
+        t += PACK_GAP_S if offsets else 0.0
+        offsets.append(t)
+        t += audio.size / SAMPLE_RATE
+    return Window(np.concatenate(parts), True), offsets
+
+
+def _hand_back(
+    group: list[Todo], offsets: list[float], read: _Read, found: list[list[dict[str, Any]]]
+) -> list[Todo]:
+    """A pass's words back to the windows they were spoken in (in window time),
+    and what is left to decode: from where the text stopped, and the parts of a
+    shared window after it whole."""
+
+    def part(t: float) -> int:
+        return max(0, bisect.bisect_right(offsets, t) - 1)
+
+    for w in read.words:
+        k = part((w["start"] + w["end"]) / 2 + PACK_GAP_S / 2)
+        n, at = group[k]
+        found[n].append(_shifted(w, at - offsets[k]))
+    if read.resume is None:
+        return []
+    k = part(read.resume)
+    n, at = group[k]
+    return [(n, at + read.resume - offsets[k]), *group[k + 1 :]]
+
+
+def _pass(
+    model: StoppableModel,
+    tokenizer: Tokenizer,
+    options: TranscriptionOptions,
+    windows: list[Window],
+    previous: list[list[int]] | None,
+    *,
+    final: bool,
+) -> list[_Read]:
+    """One batched pass (encoder, decoder with timestamps, word alignment where
+    asked) over ``windows``, each prompted with its ``previous`` tokens."""
+    features = np.stack([_frames(model, w.audio) for w in windows])
+    encoder_output = model.encode(features)
+    outputs = _generate(model, tokenizer, options, encoder_output, previous, len(windows))
+    kept: list[list[dict[str, Any]]] = []
+    reads: list[_Read] = []
+    for window, output in zip(windows, outputs, strict=True):
+        found = pieces(output["tokens"], tokenizer.timestamp_begin, tokenizer.eot)
+        counts = [len(tokenizer.decode(p.tokens).split()) for p in found]
+        keep, resume = settle(found, window.audio.size / SAMPLE_RATE, counts, final=final)
+        subs: list[dict[str, Any]] = [
+            {"tokens": p.tokens, "start": p.start, "end": p.end, "seek": 0} for p in keep
+        ]
+        for sub in subs if not window.align else []:
+            sub["words"] = _spread(sub, tokenizer)
+        kept.append(subs)
+        reads.append(_Read([], [t for p in keep for t in p.tokens], resume))
+    if any(w.align for w in windows):
+        _align(model, tokenizer, options, encoder_output, windows, kept)
+    for subsegments, output, read in zip(kept, outputs, reads, strict=True):
+        stats = {"avg_logprob": output["avg_logprob"], "no_speech_prob": output["no_speech_prob"]}
+        for sub in subsegments:
+            got = sub.get("words") or []
+            read.words += [{**w, **stats, "closes": n == len(got) - 1} for n, w in enumerate(got)]
+    return reads
+
+
+def _generate(
+    model: StoppableModel,
+    tokenizer: Tokenizer,
+    options: TranscriptionOptions,
+    encoder_output: Any,
+    previous: list[list[int]] | None,
+    size: int,
+) -> list[dict[str, Any]]:
+    """The decoder over a batch, as ``BatchedInferencePipeline`` runs it, but
+    with a prompt per window: the job's prompt, then its window's text so far."""
+    base = tokenizer.encode(options.initial_prompt) if options.initial_prompt else []
+    texts = [base + p for p in previous] if previous is not None else [base] * size
+    # CTranslate2 wants start-of-transcript at one position in every row: the
+    # prompts keep the same number of their last tokens.
+    keep = min(len(t) for t in texts)
+    prompts = [
+        model.get_prompt(
+            tokenizer,
+            previous_tokens=t[len(t) - keep :] if keep else [],
+            without_timestamps=options.without_timestamps,
+            hotwords=options.hotwords,
+        )
+        for t in texts
+    ]
+    results = model.model.generate(
+        encoder_output,
+        prompts,
+        beam_size=options.beam_size,
+        patience=options.patience,
+        length_penalty=options.length_penalty,
+        max_length=model.max_length,
+        suppress_blank=options.suppress_blank,
+        suppress_tokens=options.suppress_tokens,
+        return_scores=True,
+        return_no_speech_prob=True,
+        sampling_temperature=options.temperatures[0],
+        repetition_penalty=options.repetition_penalty,
+        no_repeat_ngram_size=options.no_repeat_ngram_size,
+    )
+    out = []
+    for result in results:
+        tokens = result.sequences_ids[0]
+        total = result.scores[0] * (len(tokens) ** options.length_penalty)
+        out.append(
+            {
+                "tokens": tokens,
+                "avg_logprob": total / (len(tokens) + 1),
+                "no_speech_prob": result.no_speech_prob,
+            }
+        )
+    return out
+
+
+def _align(
+    model: StoppableModel,
+    tokenizer: Tokenizer,
+    options: TranscriptionOptions,
+    encoder_output: Any,
+    windows: list[Window],
+    kept: list[list[dict[str, Any]]],
+) -> None:
+    """Word times from the aligner, into ``kept``'s pieces where asked."""
+    # The aligner takes every window of the batch; an empty entry aligns nothing.
+    nothing: list[dict[str, Any]] = [{"tokens": [], "start": 0.0, "end": 0.0, "seek": 0}]
+    aligned = [subs if subs and w.align else nothing for subs, w in zip(kept, windows, strict=True)]
+    sizes = [int(ceil(w.audio.size / SAMPLE_RATE) * model.frames_per_second) for w in windows]
+    model.add_word_timestamps(
+        aligned, tokenizer, encoder_output, sizes, options.prepend_punctuations,
+        options.append_punctuations, 0.0,
+    )  # fmt: skip
+
+
+def _frames(model: StoppableModel, audio: np.ndarray) -> np.ndarray:
+    """The encoder's input: log-mel frames, padded with zeros or cut to 30 s."""
+    frames = model.feature_extractor(audio)[..., :-1][..., :ENCODER_FRAMES]
+    return np.pad(frames, ((0, 0), (0, ENCODER_FRAMES - frames.shape[-1])))
+
+
+def _spread(sub: dict[str, Any], tokenizer: Tokenizer) -> list[dict[str, Any]]:
+    """A piece's words timed without the aligner: spread over the piece's own
+    timestamps by length. Its ends are the model's; inner cuts are estimates."""
+    words, _ = tokenizer.split_to_word_tokens(sub["tokens"])
+    words = [w for w in words if w]
+    total = sum(len(w) for w in words) or 1
+    out: list[dict[str, Any]] = []
+    at, step = sub["start"], (sub["end"] - sub["start"]) / total
+    for w in words:
+        out.append({"word": w, "start": at, "end": at + len(w) * step, "probability": 0.0})
+        at += len(w) * step
+    return out
+
+
+def _shifted(word: dict[str, Any], at: float) -> dict[str, Any]:
+    # numpy floats from the aligner become plain ones: segments are serialised.
+    return {**word, "start": float(word["start"]) + at, "end": float(word["end"]) + at}

@@ -1,0 +1,122 @@
+"""engine/passes.py with the real model: an extra pass is prompted with the
+text its window decoded before the cut, and windows whose earlier texts differ
+in length share one batched pass."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from faster_whisper.tokenizer import Tokenizer
+
+from sona import audio
+from sona.engine import passes
+from sona.engine.registry import bundled_model_path
+from sona.engine.whisper import WhisperBackend, _options
+from sona.formats import full_text
+from sona.jobs import TranscribeOptions
+from tests.test_engine import early_stop_window
+
+AUDIO = Path(__file__).parent / "audio"
+
+
+@pytest.fixture(scope="module")
+def backend() -> WhisperBackend:
+    backend = WhisperBackend(device="cpu", compute_type="auto", cpu_threads=0)
+    backend.load("tiny.en", bundled_model_path())
+    return backend
+
+
+def prompts_seen(backend: WhisperBackend, monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """The earlier text each call of the model's prompt builder was given."""
+    model = backend._model("tiny.en")
+    seen: list[list[int]] = []
+    build = model.get_prompt
+
+    def spy(tokenizer: Any, previous_tokens: list[int], **kwargs: Any) -> list[int]:
+        seen.append(list(previous_tokens))
+        return build(tokenizer, previous_tokens, **kwargs)
+
+    monkeypatch.setattr(model, "get_prompt", spy)
+    return seen
+
+
+@pytest.mark.parametrize("condition", [True, False])
+def test_an_extra_pass_is_prompted_with_its_window_s_text_before_the_cut(
+    backend: WhisperBackend,
+    monkeypatch: pytest.MonkeyPatch,
+    manifest: dict[str, Any],
+    condition: bool,
+) -> None:
+    """fox.wav, silence, report.wav, weather.wav: the text stops after report.wav
+    and the rest is decoded again, prompted with what was read before it, or
+    with nothing when ``CONDITION_TAILS`` is off. Either way every clip is read."""
+    monkeypatch.setattr(passes, "CONDITION_TAILS", condition)
+    seen = prompts_seen(backend, monkeypatch)
+    [[segments]] = backend.decode("tiny.en", TranscribeOptions(), "en", early_stop_window())
+    text = full_text(segments).lower()
+    for name in ("fox.wav", "report.wav", "weather.wav"):
+        assert all(k in text for k in manifest[name]["keywords"]), (name, text)
+    first, *extra = seen
+    assert first == [] and extra, seen  # one window: one prompt a pass
+    model = backend._model("tiny.en")
+    tokenizer = Tokenizer(model.hf_tokenizer, False, task="transcribe", language="en")
+    earlier = tokenizer.decode(extra[0]).lower()
+    if condition:
+        assert "fox" in earlier and "breeze" not in earlier, earlier
+    else:
+        assert earlier == ""
+
+
+def test_windows_whose_earlier_texts_differ_in_length_share_a_pass(
+    backend: WhisperBackend, manifest: dict[str, Any]
+) -> None:
+    """CTranslate2 wants start-of-transcript at one position in every row of a
+    batch: prompts of different lengths keep the same number of last tokens,
+    and each window still reads its own clip."""
+    model = backend._model("tiny.en")
+    tokenizer = Tokenizer(model.hf_tokenizer, False, task="transcribe", language="en")
+    names = ("weather.wav", "fox.wav")
+    clips = [audio.decode(AUDIO / n, max_seconds=60) for n in names]
+    features = np.stack([passes._frames(model, c) for c in clips])
+    long = tokenizer.encode(" " + manifest["report.wav"]["text"])
+    short = tokenizer.encode(" Then,")
+    out = passes._generate(
+        model,
+        tokenizer,
+        _options(TranscribeOptions(), tokenizer),
+        model.encode(features),
+        [long, short],
+        len(clips),
+    )
+    for name, got in zip(names, out, strict=True):
+        read = tokenizer.decode([t for t in got["tokens"] if t < tokenizer.eot]).lower()
+        assert all(k in read for k in manifest[name]["keywords"]), (name, read)
+
+
+def test_packed_tails_share_one_extra_window_and_each_keeps_its_words(
+    backend: WhisperBackend, monkeypatch: pytest.MonkeyPatch, manifest: dict[str, Any]
+) -> None:
+    """Two windows that stop early the same way: with ``PACK_TAILS`` their
+    tails are decoded in one encoder window, and each window still gets its
+    own weather sentence back, timed where it is said."""
+    monkeypatch.setattr(passes, "PACK_TAILS", True)
+    sizes: list[int] = []
+    run = passes._pass
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        sizes.append(len(args[3]))
+        return run(*args, **kwargs)
+
+    monkeypatch.setattr(passes, "_pass", counted)
+    [row] = early_stop_window()
+    got = backend.decode("tiny.en", TranscribeOptions(), "en", [row, row])
+    assert sizes[:2] == [2, 1], sizes  # two windows, then both tails in one
+    for [segments] in got:
+        text = full_text(segments).lower()
+        for name in ("fox.wav", "report.wav", "weather.wav"):
+            assert all(k in text for k in manifest[name]["keywords"]), (name, text)
+        [weather] = [s for s in segments if "breeze" in s.text]
+        assert weather.start > 7 + 12 + 3
