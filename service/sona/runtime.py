@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from sona.admission import owner_is_dead
 from sona.datadir import DataDirLock
 from sona.dispatcher import Dispatcher, DispatcherConfig
 from sona.engine import (
@@ -39,7 +40,6 @@ from sona.settings import Settings
 from sona.store import JobStore, open_store
 from sona.uploads import UploadDir
 from sona.webhooks import RetryPolicy, signer_for
-from sona.admission import owner_is_dead
 from sona.worker import Worker
 from sona.worker_config import WorkerConfig
 
