@@ -464,6 +464,15 @@ def live_speech(out: Path) -> Path:
     return out
 
 
+def fake_mic_browser(pw: Any, wav: Path | None = None) -> Any:
+    """Chromium whose microphone is granted without asking and plays ``wav``
+    once (without one: Chromium's beeping fake device)."""
+    args = [*ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+    if wav is not None:
+        args.append(f"--use-file-for-fake-audio-capture={wav}%noloop")
+    return pw.chromium.launch(executable_path=str(CHROMIUM), args=args)
+
+
 FINAL_TEXT = """() => [...document.querySelectorAll('#live-lines li[data-state="final"]')]
   .map(li => li.textContent).join(' ').toLowerCase()"""
 
@@ -482,12 +491,7 @@ def test_live_view_microphone_to_text_to_a_completed_job(
     speech = live_speech(tmp_path / "speech.wav")
     key = "live-page-key"
     d = daemon_factory("--model", "tiny.en", env={"SONA_API_KEYS": json.dumps([key])})
-    fake_mic = [
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={speech}%noloop",
-    ]
-    chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=[*ARGS, *fake_mic])
+    chromium = fake_mic_browser(pw, speech)
     errors: list[str] = []
     try:
         page = chromium.new_context(viewport={"width": 1280, "height": 900}).new_page()
@@ -517,7 +521,9 @@ def test_live_view_microphone_to_text_to_a_completed_job(
         recorded = job["text"].lower()
         for word in ("fox", "weather"):
             assert word in recorded, recorded
-        assert 10 < job["duration"] < 60, job["duration"]  # the microphone's audio, kept
+        # The microphone's audio, kept: up to the weather's end at least (its text
+        # came), at most the whole file (17.1 s); a wrong resampling rate is off.
+        assert 12.5 < job["duration"] < 17.5, job["duration"]
         page.wait_for_selector(f'.job[data-id="{job_id}"][data-status="completed"]', timeout=STEP)
         shot(page, "live-stopped")
     finally:
@@ -532,3 +538,21 @@ def _finished(d: Daemon, job_id: str, key: str) -> Any:
         if job["status"] not in ("queued", "processing") or time.monotonic() > deadline:
             return job
         time.sleep(0.5)
+
+
+def test_live_view_shows_the_servers_error(daemon_factory: Any, pw: Any) -> None:
+    """A server that runs no live session says so in an ``error`` event before
+    it closes the socket: the page shows that message and can start again."""
+    d = daemon_factory("--model", "tiny.en", env={"SONA_LIVE_MAX_SESSIONS": "0"})
+    chromium = fake_mic_browser(pw)
+    try:
+        page = chromium.new_context().new_page()
+        page.goto(d.url + "/")
+        wait_live(page)
+        page.click("#live-start")
+        page.wait_for_selector('body[data-live="failed"]', timeout=STEP)
+        assert "live_max_sessions" in page.inner_text("#live-error")
+        assert page.is_enabled("#live-start") and not page.is_enabled("#live-stop")
+        assert page.locator("#live-lines li").count() == 0
+    finally:
+        chromium.close()

@@ -222,10 +222,11 @@
       return;
     }
     setState("failed", "ended");
+    if (!$("live-error").hidden) return; // the server's error event said why
     if (!session.sessionId) {
       showError("The live session could not be opened: is the API key right, and may this "
         + "server run a live session (see its log)?");
-    } else if ($("live-error").hidden) {
+    } else {
       showError(`The connection ended (${e.code}${e.reason ? `: ${e.reason}` : ""}).`);
     }
   }
