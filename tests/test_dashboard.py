@@ -473,6 +473,15 @@ def fake_mic_browser(pw: Any, wav: Path | None = None) -> Any:
     return pw.chromium.launch(executable_path=str(CHROMIUM), args=args)
 
 
+RECORD_PARTIALS = """() => {
+  window.partials = [];
+  new MutationObserver(() => {
+    for (const li of document.querySelectorAll('#live-lines li[data-state="speaking"]')) {
+      if (li.textContent) window.partials.push(li.textContent);
+    }
+  }).observe(document.getElementById('live-lines'),
+             {subtree: true, childList: true, characterData: true});
+}"""
 FINAL_TEXT = """() => [...document.querySelectorAll('#live-lines li[data-state="final"]')]
   .map(li => li.textContent).join(' ').toLowerCase()"""
 
@@ -490,7 +499,9 @@ def test_live_view_microphone_to_text_to_a_completed_job(
     on: the page passes it as the WebSocket subprotocol."""
     speech = live_speech(tmp_path / "speech.wav")
     key = "live-page-key"
-    d = daemon_factory("--model", "tiny.en", env={"SONA_API_KEYS": json.dumps([key])})
+    # Partial text on: fox.wav (7 s) is decoded every 2 s while it is spoken.
+    env = {"SONA_API_KEYS": json.dumps([key]), "SONA_LIVE_PARTIAL_S": "2"}
+    d = daemon_factory("--model", "tiny.en", env=env)
     chromium = fake_mic_browser(pw, speech)
     errors: list[str] = []
     try:
@@ -501,6 +512,7 @@ def test_live_view_microphone_to_text_to_a_completed_job(
         page.fill("#key-input", key)
         page.click("#key-save")
         wait_live(page)
+        page.evaluate(RECORD_PARTIALS)
         page.fill("#live-language", "en")
         page.click("#live-start")
         page.wait_for_selector('body[data-live="listening"]', timeout=STEP)
@@ -512,6 +524,10 @@ def test_live_view_microphone_to_text_to_a_completed_job(
         for word in ("quick", "brown", "fox", "sunny", "breeze"):
             assert word in said, said
         assert page.locator("#live-error").is_hidden(), page.inner_text("#live-error")
+        # Words showed while the fox sentence was still being spoken (deltas
+        # before its commit: with live_partial_s off they come only after it).
+        partials = page.evaluate("() => window.partials")
+        assert any("fox" in p.lower() or "quick" in p.lower() for p in partials), partials
         page.click("#live-stop")
         page.wait_for_selector('body[data-live="stopped"]', timeout=STEP * 3)
         job_id = page.get_attribute("#live-job", "data-job")
@@ -526,6 +542,9 @@ def test_live_view_microphone_to_text_to_a_completed_job(
         assert 12.5 < job["duration"] < 17.5, job["duration"]
         page.wait_for_selector(f'.job[data-id="{job_id}"][data-status="completed"]', timeout=STEP)
         shot(page, "live-stopped")
+        page.set_viewport_size({"width": 390, "height": 844})
+        no_horizontal_scroll(page)
+        shot(page, "live-narrow")
     finally:
         chromium.close()
     assert errors == [], f"script errors in the page: {errors}"

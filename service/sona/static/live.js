@@ -118,7 +118,7 @@
     if (!li) {
       li = document.createElement("li");
       li.dataset.item = item;
-      li.dataset.state = "partial";
+      li.dataset.state = "speaking"; // → pending (committed) → final or failed
       $("live-lines").append(li);
     }
     return li;
@@ -143,7 +143,7 @@
       case "input_audio_buffer.committed":
         live.open = null;
         live.pending.add(event.item_id);
-        line(event.item_id);
+        line(event.item_id).dataset.state = "pending"; // its text is being decoded
         break;
       case "conversation.item.input_audio_transcription.delta":
         line(event.item_id).append(event.delta); // deltas only ever add (a text node)
