@@ -1,7 +1,8 @@
 """The dashboard at ``/`` (I2), driven in a real headless Chromium through
 Playwright against a real ``sona serve`` subprocess (tiny.en, audio from
 tests/audio): upload, live progress, transcript with playback, downloads,
-cancel, models, the API-key prompt, a daemon restart, a narrow screen.
+cancel, models, the API-key prompt, a daemon restart, a narrow screen, and the
+live view fed by a fake microphone playing real speech.
 
 Screenshots go to the test's tmp_path and, when ``SONA_TEST_ARTIFACTS`` is set,
 to ``$SONA_TEST_ARTIFACTS/dashboard/``. Debian's ``chromium`` is used
@@ -13,7 +14,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import urllib.request
+import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -51,13 +54,19 @@ Page = Any  # playwright.sync_api.Page; imported lazily so a skip needs no playw
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
+def pw() -> Iterator[Any]:
+    """One Playwright per module: a browser with other flags launches from it too."""
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield chromium
-        chromium.close()
+    with sync_playwright() as playwright:
+        yield playwright
+
+
+@pytest.fixture(scope="module")
+def browser(pw: Any) -> Iterator[Any]:
+    chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+    yield chromium
+    chromium.close()
 
 
 @pytest.fixture
@@ -434,3 +443,135 @@ def test_keeps_working_across_a_daemon_restart(
     (again,) = upload(page, fox_wav)
     page.wait_for_selector(f'.job[data-id="{again}"][data-status="completed"]', timeout=JOB_S)
     shot(page, "after-restart")
+
+
+def live_speech(out: Path) -> Path:
+    """fox.wav and weather.wav with silence before, between and after: what the
+    fake microphone plays (16-bit PCM WAV, as Chromium's fake capture reads)."""
+    clips = []
+    for name in ("fox.wav", "weather.wav"):
+        with wave.open(str(AUDIO / name), "rb") as src:
+            params = src.getparams()
+            clips.append(src.readframes(params.nframes))
+    assert (params.nchannels, params.sampwidth) == (1, 2)
+
+    def silence(s: float) -> bytes:
+        return bytes(int(s * params.framerate) * 2)
+
+    with wave.open(str(out), "wb") as dst:
+        dst.setparams(params)
+        dst.writeframes(silence(1.0) + clips[0] + silence(1.5) + clips[1] + silence(3.0))
+    return out
+
+
+def fake_mic_browser(pw: Any, wav: Path | None = None) -> Any:
+    """Chromium whose microphone is granted without asking and plays ``wav``
+    once (without one: Chromium's beeping fake device)."""
+    args = [*ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+    if wav is not None:
+        args.append(f"--use-file-for-fake-audio-capture={wav}%noloop")
+    return pw.chromium.launch(executable_path=str(CHROMIUM), args=args)
+
+
+RECORD_PARTIALS = """() => {
+  window.partials = [];
+  new MutationObserver(() => {
+    for (const li of document.querySelectorAll('#live-lines li[data-state="speaking"]')) {
+      if (li.textContent) window.partials.push(li.textContent);
+    }
+  }).observe(document.getElementById('live-lines'),
+             {subtree: true, childList: true, characterData: true});
+}"""
+FINAL_TEXT = """() => [...document.querySelectorAll('#live-lines li[data-state="final"]')]
+  .map(li => li.textContent).join(' ').toLowerCase()"""
+
+
+def test_live_view_microphone_to_text_to_a_completed_job(
+    daemon_factory: Any,
+    pw: Any,
+    shot: Callable[..., Path],
+    tmp_path: Path,
+    manifest: dict[str, Any],
+) -> None:
+    """Start → the fake microphone's speech goes over /v1/realtime (AudioWorklet,
+    PCM16 at 24 kHz) → each turn's text appears; Stop → the session's job is
+    completed with that text, in the API and in the jobs list. An API key is
+    on: the page passes it as the WebSocket subprotocol."""
+    speech = live_speech(tmp_path / "speech.wav")
+    key = "live-page-key"
+    # Partial text on: fox.wav (7 s) is decoded every 2 s while it is spoken.
+    env = {"SONA_API_KEYS": json.dumps([key]), "SONA_LIVE_PARTIAL_S": "2"}
+    d = daemon_factory("--model", "tiny.en", env=env)
+    chromium = fake_mic_browser(pw, speech)
+    errors: list[str] = []
+    try:
+        page = chromium.new_context(viewport={"width": 1280, "height": 900}).new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(d.url + "/")
+        page.wait_for_selector("#key-dialog[open]", timeout=STEP)
+        page.fill("#key-input", key)
+        page.click("#key-save")
+        wait_live(page)
+        page.evaluate(RECORD_PARTIALS)
+        page.fill("#live-language", "en")
+        page.click("#live-start")
+        page.wait_for_selector('body[data-live="listening"]', timeout=STEP)
+        assert page.get_attribute("body", "data-live-capture") == "worklet"
+        heard = "t => t.includes('fox') && t.includes('weather')"
+        page.wait_for_function(f"() => ({heard})(({FINAL_TEXT})())", timeout=JOB_S)
+        shot(page, "live")
+        said = page.evaluate(FINAL_TEXT)
+        for word in ("quick", "brown", "fox", "sunny", "breeze"):
+            assert word in said, said
+        assert page.locator("#live-error").is_hidden(), page.inner_text("#live-error")
+        # Words showed while the fox sentence was still being spoken (deltas
+        # before its commit: with live_partial_s off they come only after it).
+        partials = page.evaluate("() => window.partials")
+        assert any("fox" in p.lower() or "quick" in p.lower() for p in partials), partials
+        page.click("#live-stop")
+        page.wait_for_selector('body[data-live="stopped"]', timeout=STEP * 3)
+        job_id = page.get_attribute("#live-job", "data-job")
+        assert job_id
+        job = _finished(d, job_id, key)
+        assert job["status"] == "completed", job
+        recorded = job["text"].lower()
+        for word in ("fox", "weather"):
+            assert word in recorded, recorded
+        # The microphone's audio, kept: up to the weather's end at least (its text
+        # came), at most the whole file (17.1 s); a wrong resampling rate is off.
+        assert 12.5 < job["duration"] < 17.5, job["duration"]
+        page.wait_for_selector(f'.job[data-id="{job_id}"][data-status="completed"]', timeout=STEP)
+        shot(page, "live-stopped")
+        page.set_viewport_size({"width": 390, "height": 844})
+        no_horizontal_scroll(page)
+        shot(page, "live-narrow")
+    finally:
+        chromium.close()
+    assert errors == [], f"script errors in the page: {errors}"
+
+
+def _finished(d: Daemon, job_id: str, key: str) -> Any:
+    deadline = time.monotonic() + 60
+    while True:
+        job = api(d, f"/v1/jobs/{job_id}", key=key)
+        if job["status"] not in ("queued", "processing") or time.monotonic() > deadline:
+            return job
+        time.sleep(0.5)
+
+
+def test_live_view_shows_the_servers_error(daemon_factory: Any, pw: Any) -> None:
+    """A server that runs no live session says so in an ``error`` event before
+    it closes the socket: the page shows that message and can start again."""
+    d = daemon_factory("--model", "tiny.en", env={"SONA_LIVE_MAX_SESSIONS": "0"})
+    chromium = fake_mic_browser(pw)
+    try:
+        page = chromium.new_context().new_page()
+        page.goto(d.url + "/")
+        wait_live(page)
+        page.click("#live-start")
+        page.wait_for_selector('body[data-live="failed"]', timeout=STEP)
+        assert "live_max_sessions" in page.inner_text("#live-error")
+        assert page.is_enabled("#live-start") and not page.is_enabled("#live-stop")
+        assert page.locator("#live-lines li").count() == 0
+    finally:
+        chromium.close()

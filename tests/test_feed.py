@@ -158,8 +158,10 @@ async def test_dashboard_page_and_assets_are_packaged_and_open(
     html = await page.text()
     links = re.findall(r'(?:src|href)="([^"]+)"', html)
     assert not [x for x in links if re.match(r"^([a-z]+:)?//", x)], links
-    assert {"dashboard/dashboard.js", "dashboard/dashboard.css"} <= set(links)
-    for name, ctype in (("dashboard.js", "text/javascript"), ("dashboard.css", "text/css")):
+    assert {"dashboard/dashboard.js", "dashboard/dashboard.css", "dashboard/live.js"} <= set(links)
+    assets = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+    assets |= {"live.js": "text/javascript", "live-worklet.js": "text/javascript"}
+    for name, ctype in assets.items():
         resp = await client.get(f"/dashboard/{name}")
         assert resp.status == 200 and resp.content_type == ctype
         assert not re.search(r"https?://", await resp.text()), f"{name} reaches out"

@@ -90,6 +90,33 @@ async def test_another_origin_is_refused(daemon: Daemon, http: aiohttp.ClientSes
     assert caught.value.status == 403
 
 
+async def test_a_browser_passes_its_key_as_a_subprotocol(
+    daemon: Daemon, http: aiohttp.ClientSession
+) -> None:
+    """As OpenAI's browser clients do (a browser's WebSocket sets no headers):
+    the server picks ``realtime``, never echoes the key, still checks Origin."""
+    own = {"Origin": f"http://127.0.0.1:{daemon.port}"}
+    protocols = ("realtime", f"openai-insecure-api-key.{KEY}")
+    ws = await http.ws_connect(url(daemon), protocols=protocols, headers=own)
+    assert ws.protocol == "realtime"
+    assert (await ws.receive_json())["type"] == "session.created"
+    await ws.close()
+    for offered, headers, status in [
+        (("realtime", "openai-insecure-api-key.wrong"), own, 401),
+        (("realtime",), own, 401),
+        (protocols, {"Origin": "https://evil.example"}, 403),
+    ]:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+            await http.ws_connect(url(daemon), protocols=offered, headers=headers)
+        assert caught.value.status == status, offered
+    # only on an upgrade: a plain request with the header is still keyless
+    async with http.get(
+        f"http://127.0.0.1:{daemon.port}/v1/jobs",
+        headers={"Sec-WebSocket-Protocol": protocols[1]},
+    ) as resp:
+        assert resp.status == 401
+
+
 async def test_the_sdk_passes_its_key(daemon: Daemon) -> None:
     def client(key: str) -> openai.AsyncOpenAI:
         ws_url = f"ws://127.0.0.1:{daemon.port}/v1"

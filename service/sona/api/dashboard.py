@@ -3,7 +3,8 @@ a job for playback (``GET /v1/jobs/{id}/audio``).
 
 The page is plain HTML/JS/CSS from the package (``service/static/dashboard.*``),
 no CDN and no build step; it lives on the all-jobs feed (``api/feed.py``) and the
-ordinary JSON API, sending the API key from session storage when keys are on."""
+ordinary JSON API, sending the API key from session storage when keys are on.
+Its live view (``live.js``) speaks to ``GET /v1/realtime`` from the page."""
 
 from __future__ import annotations
 
@@ -21,7 +22,12 @@ routes = web.RouteTableDef()
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 # Served by name from this table only: nothing from the URL reaches a path (F7).
-ASSETS = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
+ASSETS = {
+    "dashboard.js": "text/javascript",
+    "dashboard.css": "text/css",
+    "live.js": "text/javascript",  # the live view (microphone → /v1/realtime)
+    "live-worklet.js": "text/javascript",  # its AudioWorklet
+}
 # Only our own script and style; blob: media for playback with an API key (an
 # <audio> element cannot send an Authorization header, so the page fetches it).
 CSP = (

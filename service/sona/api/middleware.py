@@ -29,6 +29,8 @@ OPEN_PATHS = {
     "/",
     "/dashboard/dashboard.js",
     "/dashboard/dashboard.css",
+    "/dashboard/live.js",
+    "/dashboard/live-worklet.js",
 }
 
 
@@ -168,11 +170,26 @@ def _same_origin(origin: str, own: str) -> bool:
     return bool(a.hostname) and a.hostname == b.hostname and ports[0] == ports[1]
 
 
+# A browser's WebSocket cannot set headers; OpenAI's browser clients pass the
+# key as a subprotocol instead (``realtime, openai-insecure-api-key.KEY``).
+KEY_PROTOCOL = "openai-insecure-api-key."
+
+
 def presented_key(request: web.Request) -> str | None:
     """The configured API key this request carries, or None. The scheme is
-    matched case-insensitively (RFC 9110); a bare key without it is refused."""
+    matched case-insensitively (RFC 9110); a bare key without it is refused.
+    A WebSocket upgrade may carry it as a ``openai-insecure-api-key.KEY``
+    subprotocol instead (never echoed back: the server picks ``realtime``)."""
     scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
     given = given.strip()
+    if not given and request.headers.get("Upgrade", "").lower() == "websocket":
+        scheme, given = "bearer", _protocol_key(request)
     if scheme.lower() != "bearer" or not given:
         return None
     return given if request.app[API_KEYS].matches(given) else None
+
+
+def _protocol_key(request: web.Request) -> str:
+    offered = request.headers.get("Sec-WebSocket-Protocol", "").split(",")
+    keys = [p.strip()[len(KEY_PROTOCOL) :] for p in offered if p.strip().startswith(KEY_PROTOCOL)]
+    return keys[0] if len(keys) == 1 else ""

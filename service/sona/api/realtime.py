@@ -6,7 +6,8 @@ writes the socket; ``sona/live.py`` holds the session.
 Every client event is answered in order: a bad one with an ``error`` event
 (the session goes on); a limit that ends the session with an ``error`` event
 and then a close code (below). API keys as on every route: the SDK sends
-``Authorization: Bearer``."""
+``Authorization: Bearer``; a browser, which cannot set headers on a WebSocket,
+offers the subprotocols ``realtime`` and ``openai-insecure-api-key.KEY``."""
 
 from __future__ import annotations
 
@@ -38,7 +39,11 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     engine = app[ENGINE]
     if engine is None:
         raise NoEngine("this is an API node (--no-worker): it runs no model", param="model")
-    ws = web.WebSocketResponse(max_msg_size=settings.live_max_frame_kb * 1024, heartbeat=30)
+    # "realtime" is the subprotocol OpenAI's browser clients offer beside their
+    # key (api/middleware.py): a browser refuses an upgrade that picks none.
+    ws = web.WebSocketResponse(
+        max_msg_size=settings.live_max_frame_kb * 1024, heartbeat=30, protocols=("realtime",)
+    )
     await ws.prepare(request)
     sessions = app[LIVE].entries
     resumed = request.query.get("session_id")

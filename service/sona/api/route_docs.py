@@ -148,8 +148,9 @@ REALTIME_DOC = (
     "openai SDK's client.realtime.connect does with websocket_base_url pointed here: "
     "session.update, input_audio_buffer.append, commit and clear in; speech_started and "
     "speech_stopped (server VAD), committed, the transcription's delta and completed, and "
-    "error out. Every session is recorded as a job that ends completed. See docs/api.md, "
-    "Live sessions."
+    "error out. Every session is recorded as a job that ends completed. A browser, which "
+    "cannot set headers on a WebSocket, passes the API key as the subprotocol "
+    "`openai-insecure-api-key.KEY` beside `realtime`. See docs/api.md, Live sessions."
 )
 SEARCH_DOC = (
     "Segments of completed jobs that hold every word of `q`, best first, with their "
