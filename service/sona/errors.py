@@ -19,6 +19,7 @@ SonaError                      base; ``code`` is the stable machine-readable nam
 │   └── NoEngine               an API node (--no-worker) runs no models (no_engine)
 ├── PayloadTooLarge            upload over the size limit              (file_too_large)
 ├── UnsupportedMedia           content is not audio                    (unsupported_media)
+├── UpgradeRequired            a plain request to a WebSocket route    (upgrade_required)
 ├── EmptyFile                  zero-byte upload                        (empty_file)
 ├── AudioTooLong               over the duration limit                 (audio_too_long)
 ├── UrlRefused                 a fetch URL refused or failing          (url_refused)
@@ -151,6 +152,12 @@ class NoEngine(Conflict):
     load models, it has no engine of its own."""
 
     code = "no_engine"
+
+
+class UpgradeRequired(SonaError):
+    """A plain HTTP request to a route that speaks only WebSocket."""
+
+    code = "upgrade_required"
 
 
 class PayloadTooLarge(SonaError):

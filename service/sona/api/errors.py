@@ -32,6 +32,7 @@ STATUS: list[tuple[type[e.SonaError], int]] = [
     (e.Cancelled, 409),
     (e.PayloadTooLarge, 413),
     (e.UnsupportedMedia, 415),
+    (e.UpgradeRequired, 426),
     (e.AudioTooLong, 422),
     (e.UrlRefused, 422),
     (e.InvalidCallbackUrl, 422),

@@ -22,7 +22,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from sona import realtime_events as ev
 from sona.api.middleware import check_origin
-from sona.errors import InvalidRequest, NoEngine, SonaError
+from sona.errors import InvalidRequest, NoEngine, SonaError, UpgradeRequired
 from sona.keys import ENGINE, INTAKE, LIVE, MODELS, RUNTIME, SETTINGS, LiveEntry
 from sona.live import LiveDeps, LiveLimit, LiveSession
 
@@ -44,6 +44,11 @@ async def realtime(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(
         max_msg_size=settings.live_max_frame_kb * 1024, heartbeat=30, protocols=("realtime",)
     )
+    if not ws.can_prepare(request).ok:
+        raise UpgradeRequired(
+            "GET /v1/realtime is a WebSocket: connect with Upgrade: websocket "
+            "(the openai SDK's client.realtime.connect does)"
+        )
     await ws.prepare(request)
     sessions = app[LIVE].entries
     resumed = request.query.get("session_id")

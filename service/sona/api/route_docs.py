@@ -228,7 +228,7 @@ DOCS: dict[tuple[str, str], Op] = {
        OPENAI_RESPONSES, (400, 404, 408, 409, 413, 415, 422, 429, 500, 503, 507),
        body=multipart("OpenAIForm"), description=OPENAI_DOC),
     ("GET", "/v1/realtime"): Op("openai", "Live transcription session (WebSocket)",
-       {101: {}}, (400, 401, 403, 409), description=REALTIME_DOC,
+       {101: {}}, (400, 401, 403, 409, 426), description=REALTIME_DOC,
        query=(("session_id", {"type": "string"}, "resume this session after a dropped "
                "connection, within live_resume_grace_s"),)),
     ("POST", "/v1/audio/language"): Op("openai", "Detect the language of an upload",
