@@ -5,7 +5,6 @@ and the migration indexing segments written before it."""
 
 from __future__ import annotations
 
-import itertools
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ import asyncpg
 import pytest
 
 from sona.errors import InvalidQuery, QueryTooBroad
-from sona.jobs import NewJob, Segment, Status, TranscribeOptions
+from sona.jobs import Segment, Status
 from sona.store import JobStore, schema
 from sona.store.postgres import PostgresStore
 from sona.store.search import SqliteReader, postgres_search
@@ -22,25 +21,7 @@ from sona.store.sql import POSTGRES
 from sona.store.sqlite import SqliteStore
 from sona.textsearch import Cursor, SearchFilters, SearchHit, parse
 from tests.pg import pg_schema_url
-
-_ids = itertools.count()
-
-
-def new_job(**kw: Any) -> NewJob:
-    base: dict[str, Any] = dict(
-        id=f"s{next(_ids):04d}",
-        options=TranscribeOptions(),
-        model="tiny.en",
-        priority=0,
-        file_path="/x",
-        file_name="a.wav",
-        file_sha256="aaa",
-        file_size=1,
-        duration=10.0,
-        max_attempts=2,
-    )
-    base.update(kw)
-    return NewJob(**base)
+from tests.test_store_contract import new_job
 
 
 async def transcribed(
