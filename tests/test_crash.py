@@ -78,6 +78,7 @@ def test_r05_crash_after_commit_retry_gets_the_same_job(
     assert wait_for(d2, retry.json()["id"], finished)["status"] == "completed"
 
 
+@pytest.mark.slow  # a real daemon or model for 10 s or more
 def test_r02_poison_pill_fails_after_max_attempts_and_the_others_complete(
     daemon_factory: Any, fox_wav: Path, manifest: dict[str, Any]
 ) -> None:
@@ -206,6 +207,7 @@ def test_r30_a_crashed_jobs_rerun_blocks_neither_other_jobs_nor_interactive_requ
         assert j["finished_at"] < suspect["finished_at"], (j, suspect)
 
 
+@pytest.mark.slow  # a real daemon or model for 10 s or more
 def test_a_resume_after_the_engine_is_killed_gives_the_same_segments(
     daemon_factory: Any, long_wav: Path
 ) -> None:

@@ -136,6 +136,7 @@ def test_r07_sigterm_past_drain_timeout_requeues(
     assert after["status"] in ("queued", "processing") and after["attempts"] <= 1
 
 
+@pytest.mark.slow  # a real daemon or model for 10 s or more
 def test_r07_second_signal_exits_at_once_and_loses_nothing(
     daemon_factory: Any, long_wav: Path, tmp_path: Path
 ) -> None:

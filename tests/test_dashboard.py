@@ -177,6 +177,7 @@ RECORD_BARS = """() => {
 }"""
 
 
+@pytest.mark.slow  # a real daemon or model for 10 s or more
 def test_upload_watch_progress_read_play_and_download(
     daemon_factory: Any,
     open_page: Callable[..., Page],
@@ -414,6 +415,7 @@ def test_api_key_prompt_kept_in_session_storage(
     assert card(page, fox_id).get_attribute("data-status") == "completed"
 
 
+@pytest.mark.slow  # a real daemon or model for 10 s or more
 def test_keeps_working_across_a_daemon_restart(
     daemon_factory: Any,
     open_page: Callable[..., Page],
@@ -486,6 +488,7 @@ FINAL_TEXT = """() => [...document.querySelectorAll('#live-lines li[data-state="
   .map(li => li.textContent).join(' ').toLowerCase()"""
 
 
+@pytest.mark.slow  # a real daemon or model for 10 s or more
 def test_live_view_microphone_to_text_to_a_completed_job(
     daemon_factory: Any,
     pw: Any,

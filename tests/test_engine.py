@@ -286,6 +286,7 @@ async def test_a_voice_handover_keeps_every_sentence(host: ProcessEngineHost) ->
     assert all(s.end - s.start <= 15 for s in segments)
 
 
+@pytest.mark.slow  # a real daemon or model for 10 s or more
 async def test_segments_are_sentence_sized_and_timed_by_their_words(
     host: ProcessEngineHost, long_wav: Path
 ) -> None:

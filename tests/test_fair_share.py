@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from sona.engine import ChunkInfo, ChunksReady, JobSpec, Prepared
 from sona.jobs import Segment, Status
@@ -112,6 +113,7 @@ def clip_and_long(tmp_path: Path, manifest: dict[str, Any]) -> tuple[Path, Path]
     return clip, long
 
 
+@pytest.mark.slow  # a real daemon or model for 10 s or more
 async def test_a_clip_submitted_behind_a_long_job_completes_while_it_runs(
     daemon_factory: Any, tmp_path: Path, manifest: dict[str, Any]
 ) -> None:

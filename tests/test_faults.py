@@ -72,6 +72,7 @@ def test_r03_kill_9_during_an_upload_leaves_no_row_and_no_file(
     assert len(httpx.get(f"{d2.url}/v1/jobs").json()["data"]) == 1
 
 
+@pytest.mark.slow  # a real daemon or model for 10 s or more
 def test_r16_a_hung_decoder_ends_in_timeout_and_the_api_stays_responsive(
     daemon_factory: Any, fox_wav: Path
 ) -> None:

@@ -270,6 +270,7 @@ async def _answer_then_close(reader: asyncio.StreamReader, timeout: float) -> by
 
 
 @pytest.mark.parametrize("where", sorted(STALLS))
+@pytest.mark.slow  # a real daemon or model for 10 s or more
 async def test_r29_a_body_stalled_anywhere_is_408_and_closed(
     aiohttp_client: Any, make_settings: Any, fox_wav: Path, where: str
 ) -> None:
@@ -306,6 +307,7 @@ async def test_r29_a_body_trickling_a_byte_at_a_time_is_cut(
     assert answer.startswith(b"HTTP/1.1 408 "), answer[:300]
 
 
+@pytest.mark.slow  # a real daemon or model for 10 s or more
 async def test_r29_stalled_uploads_from_a_few_addresses_do_not_lock_out_another(
     aiohttp_client: Any, make_settings: Any, fox_wav: Path
 ) -> None:

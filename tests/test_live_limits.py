@@ -203,6 +203,7 @@ async def test_faster_than_real_time_is_refused_past_the_allowance(
     await ws.close()
 
 
+@pytest.mark.slow  # a real daemon or model for 10 s or more
 async def test_a_session_past_its_length_ends(daemon: Daemon, http: aiohttp.ClientSession) -> None:
     ws = await connect(http, daemon)
     frame = base64.b64encode(bytes(9_600)).decode()  # 200 ms of silence

@@ -228,6 +228,7 @@ def test_an_interactive_request_overtakes_a_running_long_job(
         httpx.delete(f"{daemon.url}/v1/jobs/{j['id']}", timeout=30)
 
 
+@pytest.mark.slow  # a real daemon or model for 10 s or more
 def test_saturated_beyond_the_bound_is_429(
     daemon_factory: Any, long_wav: Path, fox_wav: Path
 ) -> None:

@@ -174,6 +174,7 @@ def transcript(events: list[dict[str, Any]]) -> str:
     )
 
 
+@pytest.mark.slow  # a real daemon or model for 10 s or more
 async def test_server_vad_at_real_time_matches_a_file_job(
     daemon: Daemon, speech: Path, file_transcript: str
 ) -> None:
@@ -190,6 +191,7 @@ async def test_server_vad_at_real_time_matches_a_file_job(
     print("latency per turn (s):", sorted(round(v, 2) for v in latency.values()))
 
 
+@pytest.mark.slow  # a real daemon or model for 10 s or more
 async def test_client_commits_faster_than_real_time(
     daemon: Daemon, speech: Path, file_transcript: str
 ) -> None:
@@ -226,6 +228,7 @@ def test_the_http_endpoint_refuses_a_plain_get(daemon: Daemon) -> None:
     assert r.json()["error"]["code"] == "upgrade_required"
 
 
+@pytest.mark.slow  # a real daemon or model for 10 s or more
 async def test_turns_of_sessions_ending_together_each_get_their_own_text(daemon: Daemon) -> None:
     """Committed at once, the turns share one engine batch: each session still
     gets its own sentence back."""
@@ -239,6 +242,7 @@ async def test_turns_of_sessions_ending_together_each_get_their_own_text(daemon:
         assert expected.get(name, "books") in said.lower(), (name, said)
 
 
+@pytest.mark.slow  # a real daemon or model for 10 s or more
 async def test_a_long_turn_sends_partial_text_while_it_is_spoken(daemon: Daemon) -> None:
     """Streamed at real time without VAD, fox.wav (7 s) is decoded again every
     2 s of it (live_partial_s, set for this module's daemon): words come as

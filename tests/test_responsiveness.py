@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from sona.app import create_app
@@ -59,6 +60,7 @@ async def _fifty_clients(client: TestClient, job_id: str) -> tuple[list[float], 
     return sorted(latencies), statuses
 
 
+@pytest.mark.slow  # a real daemon or model for 10 s or more
 async def test_r25_status_stays_responsive_and_the_loop_never_stalls_while_a_job_runs(
     aiohttp_client: Any, make_settings: Any, long_wav: Path
 ) -> None:

@@ -9,6 +9,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from sona.app import create_app
 from sona.jobs import NewJob, Status, TranscribeOptions
 from sona.progress import describe
@@ -120,6 +122,7 @@ async def test_queued_jobs_show_their_place_in_the_api_and_the_feed(
     resp.close()
 
 
+@pytest.mark.slow  # a real daemon or model for 10 s or more
 async def test_eta_from_measured_throughput_and_a_realtime_factor_without_the_wait(
     aiohttp_client: Any, make_settings: Any, tmp_path: Path, manifest: dict[str, Any]
 ) -> None:

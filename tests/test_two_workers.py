@@ -16,6 +16,8 @@ import asyncio
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from sona.engine import ChunkInfo, ChunksReady, JobSpec, Prepared
 from sona.engine.registry import ModelRegistry
 from sona.events import EventHub
@@ -41,6 +43,7 @@ class OneChunkEngine(EngineDouble):
         return [[Segment(index=0, start=0.0, end=1.0, text=f" {c.job_id}")] for c in items]
 
 
+@pytest.mark.slow  # a real daemon or model for 10 s or more
 async def test_r08_two_workers_complete_1000_jobs_each_exactly_once(tmp_path: Path) -> None:
     db = str(tmp_path / "sona.db")
     stores = [await SqliteStore.open(db), await SqliteStore.open(db)]

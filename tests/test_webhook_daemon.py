@@ -114,6 +114,7 @@ def test_crash_after_the_terminal_write_loses_and_invents_nothing(
     assert events.count("webhook.unsigned") == 1 and events.count("webhook.delivered") == 1
 
 
+@pytest.mark.slow  # a real daemon or model for 10 s or more
 def test_sigterm_sends_the_webhook_of_the_job_it_lets_finish(
     daemon_factory: Any, rx_factory: Any, long_wav: Path
 ) -> None:

@@ -47,6 +47,7 @@ def word_error(reference: str, hypothesis: str) -> float:
     return float(jiwer.wer(words(reference), words(hypothesis)))
 
 
+@pytest.mark.slow  # a real daemon or model for 10 s or more
 async def test_short_jobs_submitted_together_share_batches(
     aiohttp_client: Any, make_settings: Any, manifest: dict[str, Any]
 ) -> None:
@@ -68,6 +69,7 @@ async def test_short_jobs_submitted_together_share_batches(
     assert stats.most_jobs_in_a_step >= 2 and stats.steps < len(names)
 
 
+@pytest.mark.slow  # a real daemon or model for 10 s or more
 async def test_cancelling_one_job_of_a_batch_lets_the_others_complete(
     aiohttp_client: Any, make_settings: Any, long_wav: Path
 ) -> None:
