@@ -26,7 +26,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +33,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "service"))
 sys.path.insert(0, str(REPO))
 
-from scripts.bench_store import CHUNK_S, SEGMENTS_PER_CHUNK, chunk_segments  # noqa: E402
+from scripts.bench_store import SEGMENTS_PER_CHUNK, chunk_writes  # noqa: E402
 from sona.errors import QueryTooBroad  # noqa: E402
-from sona.jobs import NewJob, Status, TranscribeOptions  # noqa: E402
+from sona.jobs import Status  # noqa: E402
 from sona.store.sqlite import SqliteStore  # noqa: E402
 from sona.textsearch import SearchFilters, parse  # noqa: E402
 
@@ -116,28 +115,6 @@ async def latency(store: SqliteStore, queries: list[str]) -> dict[str, Any]:
     }
 
 
-async def chunk_writes(store: SqliteStore, chunks: int) -> list[float]:
-    """One job's ``chunks`` chunk writes, as the worker makes them: seconds each."""
-    job_id = f"bench-{uuid.uuid4().hex[:8]}"
-    await store.create(
-        NewJob(id=job_id, options=TranscribeOptions(), model="tiny.en", priority=0,
-               file_path="/dev/null", file_name="w.wav", file_sha256=uuid.uuid4().hex,
-               file_size=1, duration=chunks * CHUNK_S, max_attempts=1)
-    )  # fmt: skip
-    claim = await store.claim(worker_id="bench", prefer_models=[], lease_s=3600)
-    assert claim is not None and claim.job.id == job_id
-    times = []
-    for chunk in range(chunks):
-        segments = chunk_segments(chunk)
-        t0 = time.perf_counter()
-        await store.add_chunks(
-            claim, first=chunk, count=1, segments=segments, processed_seconds=chunk * CHUNK_S
-        )
-        times.append(time.perf_counter() - t0)
-    await store.finish(claim, Status.COMPLETED)
-    return times
-
-
 async def write_cost(path: str, rounds: int, chunks: int) -> dict[str, Any]:
     """Chunk writes with the index's triggers and without, alternating round by
     round; the median write of each kind (other work on a shared machine lands
@@ -159,7 +136,9 @@ async def write_cost(path: str, rounds: int, chunks: int) -> dict[str, Any]:
             db.close()
             store = await SqliteStore.open(path)
             try:
-                out[mode] += await chunk_writes(store, chunks)
+                times, claim = await chunk_writes(store, chunks)
+                await store.finish(claim, Status.COMPLETED)
+                out[mode] += times
             finally:
                 await store.close()
     med = {k: statistics.median(v) * 1000 for k, v in out.items()}

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from sona.jobs import NewJob, Segment, Status, TranscribeOptions, Word  # noqa: E402
-from sona.store import JobStore, open_store  # noqa: E402
+from sona.store import Claim, JobStore, open_store  # noqa: E402
 
 CHUNK_S = 20.0
 SEGMENTS_PER_CHUNK = 5
@@ -56,8 +56,9 @@ def chunk_segments(chunk: int) -> list[Segment]:
     return out
 
 
-async def measure(store: JobStore, hours: float) -> dict[str, Any]:
-    chunks = int(hours * 3600 / CHUNK_S)
+async def chunk_writes(store: JobStore, chunks: int) -> tuple[list[float], Claim]:
+    """One job's ``chunks`` chunk writes, as the worker makes them: seconds
+    each, and the job's claim (still processing)."""
     job_id = f"bench-{uuid.uuid4().hex[:8]}"
     await store.create(
         NewJob(
@@ -87,6 +88,12 @@ async def measure(store: JobStore, hours: float) -> dict[str, Any]:
             processed_seconds=(chunk + 1) * CHUNK_S,
         )
         times.append(time.perf_counter() - t0)
+    return times, claim
+
+
+async def measure(store: JobStore, hours: float) -> dict[str, Any]:
+    chunks = int(hours * 3600 / CHUNK_S)
+    times, claim = await chunk_writes(store, chunks)
     t0 = time.perf_counter()
     await store.finish(claim, Status.COMPLETED)
     finish_s = time.perf_counter() - t0
