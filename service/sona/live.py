@@ -346,7 +346,8 @@ class LiveSession:
         if self.recording is None:
             return
         try:
-            await self.recording.turn(turn.no, turn.start / RATE, segments, language)
+            span = (turn.start / RATE, (turn.start + turn.audio.size) / RATE)
+            await self.recording.turn(turn.no, span, segments, language)
         except Exception:  # the store's trouble costs the job this turn, not the session
             log.exception("live.record_failed", session=self.id, turn=turn.no)
 
