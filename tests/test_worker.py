@@ -605,6 +605,7 @@ async def test_a_requeued_live_job_goes_on_after_its_turns_as_a_file_job(
         model_id="tiny.en",
         options=TranscribeOptions(model="tiny.en"),
         lease_s=0.3,
+        max_attempts=3,
     )
     await rec.write(np.zeros(4 * 16_000, np.float32))
     await rec.turn(0, (0.0, 1.5), [Segment(index=0, start=0.2, end=1.1, text=" one")], "en")
@@ -624,6 +625,7 @@ async def test_a_requeued_live_job_goes_on_after_its_turns_as_a_file_job(
         assert [s.text for s in segments] == said
         assert [s.index for s in segments] == list(range(len(said)))
         assert (job.chunks_done, job.language, job.duration) == (len(said), "en", 5.5)
+        assert (job.attempts, job.max_attempts) == (2, 3)  # a crash in its re-run is retried
         with wave.open(str(rec.path)) as w:  # sealed: the header says what is there
             assert w.getnframes() == 4 * 16_000
     finally:

@@ -118,6 +118,7 @@ class LiveSession:
             model_id=model_id,
             options=self._options(),
             lease_s=self._settings.lease_s,
+            max_attempts=self._settings.max_attempts,
         )
 
     @property

@@ -108,7 +108,10 @@ class LiveRecording:
         model_id: str,
         options: TranscribeOptions,
         lease_s: float,
+        max_attempts: int,
     ) -> LiveRecording:
+        """``max_attempts``: engine crashes its re-run by a worker (its daemon
+        died) may cost before it fails, as for any job."""
         path = uploads.new_path()
         await asyncio.to_thread(path.write_bytes, STREAMING)
         new = NewJob(
@@ -121,7 +124,7 @@ class LiveRecording:
             file_sha256=hashlib.sha256(session_id.encode()).hexdigest(),
             file_size=0,
             duration=None,
-            max_attempts=1,
+            max_attempts=max_attempts,
             metadata={LIVE_KEY: session_id},
         )
         claim = await store.start_live(new, worker_id=owner_id(), lease_s=lease_s)
