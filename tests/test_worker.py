@@ -610,6 +610,8 @@ async def test_a_requeued_live_job_goes_on_after_its_turns_as_a_file_job(
     await rec.write(np.zeros(4 * 16_000, np.float32))
     await rec.turn(0, (0.0, 1.5), [Segment(index=0, start=0.2, end=1.1, text=" one")], "en")
     await rec.turn(1, (1.5, 2.5), [Segment(index=0, start=0.1, end=0.7, text=" two")], None)
+    mid = await store.get(rec.job_id)  # processed: the turn's end, not its last word's
+    assert (mid.processed_seconds, mid.language, mid.duration) == (2.5, "en", None)
     rec._keeper.cancel()  # the daemon is gone: nobody renews the lease
     await asyncio.sleep(0.5)
     assert (await store.recover(is_dead=lambda _owner: False)).requeued == [rec.job_id]

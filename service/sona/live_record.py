@@ -168,7 +168,7 @@ class LiveRecording:
             self._segments += len(stored)
             if self._language is None and language is not None:
                 self._language = language
-                await self.store.set_info(self.claim, duration=end, language=language)
+                await self.store.set_info(self.claim, duration=None, language=language)
             for seg in stored:
                 self.events.publish(self.job_id, "segment", asdict(seg))
             self.events.publish(self.job_id, "progress", {"processed_seconds": end})

@@ -156,13 +156,14 @@ class JobStore(Protocol):
         self,
         claim: Claim,
         *,
-        duration: float,
+        duration: float | None,
         language: str | None,
         warnings: list[str] | None = None,
         language_probability: float | None = None,
     ) -> None:
-        """The decoded duration (not the header's), the language (with its
-        probability when it was detected), and warnings such as ``audio_truncated``."""
+        """The decoded duration (not the header's; None: not known yet, as for a
+        live session still recording), the language (with its probability when
+        it was detected), and warnings such as ``audio_truncated``."""
         ...
 
     async def add_chunks(

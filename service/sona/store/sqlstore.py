@@ -155,7 +155,7 @@ class SqlStore(OutboxMixin):
         self,
         claim: Claim,
         *,
-        duration: float,
+        duration: float | None,
         language: str | None,
         warnings: list[str] | None = None,
         language_probability: float | None = None,
