@@ -166,12 +166,12 @@ class LiveRecording:
             )
             self.claim.job.chunks_done = no + 1
             self._segments += len(stored)
-            if self._language is None and language is not None:
-                self._language = language
-                await self.store.set_info(self.claim, duration=None, language=language)
             for seg in stored:
                 self.events.publish(self.job_id, "segment", asdict(seg))
             self.events.publish(self.job_id, "progress", {"processed_seconds": end})
+            if self._language is None and language is not None:
+                self._language = language  # kept for the end even if this write fails
+                await self.store.set_info(self.claim, duration=None, language=language)
 
     @staticmethod
     def _shifted(seg: Segment, offset: float, index: int) -> Segment:
