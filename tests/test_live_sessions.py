@@ -211,9 +211,13 @@ async def test_sigterm_ends_sessions_with_their_jobs_completed(daemon_factory: A
     assert word_error(done["transcript"], transcript(restarted, job_id)) == 0
 
 
-async def test_a_daemon_killed_mid_session_completes_the_job_on_restart(
+async def test_a_daemon_killed_mid_session_transcribes_what_it_received_on_restart(
     daemon_factory: Any,
 ) -> None:
+    """One turn committed and stored, a second sentence sent and never
+    committed, then ``kill -9``: on the next start the job is finished as a file
+    job from the end of the stored turn, so it holds the turn once and the
+    uncommitted sentence's words (the recording's tail), nothing twice."""
     d = daemon_factory("--model", "tiny.en")
     live = await Live.open(d)
     job_id = live.session["job_id"]
@@ -221,15 +225,27 @@ async def test_a_daemon_killed_mid_session_completes_the_job_on_restart(
     await live.audio(clip("fox.wav"))
     await live.send("input_audio_buffer.commit")
     done = await live.next("conversation.item.input_audio_transcription.completed")
-    await live.audio(clip("report.wav")[: FRAME * 20])  # 2 s more, never committed
-    await asyncio.sleep(1.0)
+    await live.audio(clip("report.wav"))  # never committed
+    [recording] = (d.data_dir / "uploads").iterdir()
+    received = 44 + int((7.177 + 4.233 - 0.05) * 16_000) * 2
+    deadline = time.monotonic() + 30
+    while recording.stat().st_size < received:  # all of it written before the kill
+        assert time.monotonic() < deadline, recording.stat().st_size
+        await asyncio.sleep(0.1)
     d.proc.send_signal(signal.SIGKILL)
     d.proc.wait(10)
     await live.http.close()
     restarted = daemon_factory("--model", "tiny.en", data_dir=d.data_dir)
-    job = wait_status(restarted, job_id, "completed")
-    assert job["duration"] == pytest.approx(7.177 + 2.0, abs=0.15)  # all that was received
-    assert word_error(done["transcript"], transcript(restarted, job_id)) == 0
+    job = wait_status(restarted, job_id, "completed", timeout=120)
+    assert job["duration"] == pytest.approx(7.177 + 4.233, abs=0.1)  # all that was received
+    assert job["language"] == "en"
+    stored = transcript(restarted, job_id).lower()
+    for word in ("fox", "forest", "quarterly", "finance"):
+        assert stored.count(word) == 1, stored
+    report = json.loads((AUDIO / "manifest.json").read_text())["report.wav"]["text"]
+    assert word_error(done["transcript"] + " " + report, stored) <= 0.15
+    segments = get(restarted, f"/v1/jobs/{job_id}/transcript?format=verbose_json").json()
+    assert [s["id"] for s in segments["segments"]] == list(range(len(segments["segments"])))
 
 
 async def test_a_resume_takes_over_a_socket_the_server_still_holds(daemon_factory: Any) -> None:

@@ -188,6 +188,10 @@ class Segment:
     speaker: str | None = None
 
 
+# A live session's job (``live_record.py``) holds its session's id here.
+LIVE_KEY = "live_session"
+
+
 @dataclass
 class Job:
     """A job row as the store returns it."""
@@ -226,6 +230,12 @@ class Job:
     lease_token: str | None = None
     warnings: list[str] = field(default_factory=list)  # e.g. audio_truncated
     cached: bool = False  # answered from an earlier job's result (A11)
+
+    @property
+    def live(self) -> bool:
+        """A live session's recording: its stored chunks are the session's turns,
+        not cuts of its file, so a re-run goes on from ``processed_seconds``."""
+        return bool((self.metadata or {}).get(LIVE_KEY))
 
     @property
     def progress(self) -> float:

@@ -118,6 +118,7 @@ class LiveSession:
             model_id=model_id,
             options=self._options(),
             lease_s=self._settings.lease_s,
+            max_attempts=self._settings.max_attempts,
         )
 
     @property
@@ -346,7 +347,8 @@ class LiveSession:
         if self.recording is None:
             return
         try:
-            await self.recording.turn(turn.no, turn.start / RATE, segments, language)
+            span = (turn.start / RATE, (turn.start + turn.audio.size) / RATE)
+            await self.recording.turn(turn.no, span, segments, language)
         except Exception:  # the store's trouble costs the job this turn, not the session
             log.exception("live.record_failed", session=self.id, turn=turn.no)
 

@@ -4,13 +4,17 @@ The job is inserted already ``processing`` under the session's own lease
 (``JobStore.start_live``: no worker claims it), its upload is a 16 kHz 16-bit
 WAV the audio is appended to as it arrives, and each turn's segments are
 stored as one chunk (turn ``n`` is chunk ``n``: a resumed session stores each
-turn once). When the session ends the WAV's header gets its sizes and the job
-is completed with what was said: it is then a job like any other (listed,
-followed, downloaded in every format, kept or swept by retention).
+turn once), the job's processed seconds the end of its last turn. When the
+session ends the WAV's header gets its sizes and the job is completed with
+what was said: it is then a job like any other (listed, followed, downloaded
+in every format, kept or swept by retention).
 
 A daemon that dies mid-session leaves the job ``processing`` with a dead
-owner; on the next start ``recover_live`` (before the worker runs) completes
-it with the turns it stored and the audio it had received."""
+owner. Recovery (the next start, or another node once the lease lapses)
+requeues it like any job, and a worker finishes it as a file job that goes on
+after its stored turns (``Job.live``, ``JobSpec.from_s``): the audio received
+after the last turn is cut and transcribed, numbered on from the turns; the
+opener seals the WAV first (``seal``)."""
 
 from __future__ import annotations
 
@@ -28,14 +32,13 @@ import numpy as np
 import structlog
 
 from sona.events import EventHub
-from sona.jobs import Job, NewJob, Segment, Status, TranscribeOptions
+from sona.jobs import LIVE_KEY, Job, NewJob, Segment, Status, TranscribeOptions
 from sona.live_audio import RATE
 from sona.store import Claim, JobStore, Lease
 from sona.uploads import UploadDir
 
 log = structlog.get_logger("sona.live")
 HEADER_BYTES = 44
-LIVE_KEY = "live_session"  # the job's metadata key holding its session's id
 
 
 def wav_header(data_bytes: int) -> bytes:
@@ -52,12 +55,19 @@ def wav_header(data_bytes: int) -> bytes:
     )
 
 
-def _seal(path: Path) -> int:
-    """Write the real sizes into the header; the audio's length in bytes."""
+STREAMING = wav_header(0xFFFFFFFF)  # a recording's header until it is sealed
+
+
+def seal(path: Path) -> int:
+    """Write the real sizes into a recording's header, one that still says "to
+    the end of the file"; any other file is left as it is (a sealed recording,
+    an upload). The audio's length in bytes."""
     data = max(0, path.stat().st_size - HEADER_BYTES)
     data -= data % 2
     with path.open("r+b") as f:
-        f.write(wav_header(data))
+        if f.read(HEADER_BYTES) == STREAMING:
+            f.seek(0)
+            f.write(wav_header(data))
     return data
 
 
@@ -98,9 +108,12 @@ class LiveRecording:
         model_id: str,
         options: TranscribeOptions,
         lease_s: float,
+        max_attempts: int,
     ) -> LiveRecording:
+        """``max_attempts``: engine crashes its re-run by a worker (its daemon
+        died) may cost before it fails, as for any job."""
         path = uploads.new_path()
-        await asyncio.to_thread(path.write_bytes, wav_header(0xFFFFFFFF))
+        await asyncio.to_thread(path.write_bytes, STREAMING)
         new = NewJob(
             id=f"job_{uuid.uuid4().hex}",
             options=options,
@@ -111,7 +124,7 @@ class LiveRecording:
             file_sha256=hashlib.sha256(session_id.encode()).hexdigest(),
             file_size=0,
             duration=None,
-            max_attempts=1,
+            max_attempts=max_attempts,
             metadata={LIVE_KEY: session_id},
         )
         claim = await store.start_live(new, worker_id=owner_id(), lease_s=lease_s)
@@ -131,26 +144,34 @@ class LiveRecording:
         await asyncio.to_thread(_append, self.path, samples)
 
     async def turn(
-        self, no: int, offset_s: float, segments: list[Segment], language: str | None
+        self,
+        no: int,
+        span_s: tuple[float, float],
+        segments: list[Segment],
+        language: str | None,
     ) -> None:
         """Store turn ``no``'s segments (times from the turn's start) on the
-        session's timeline; a turn stored already (a resume) is skipped."""
+        session's timeline; a turn stored already (a resume) is skipped.
+        ``span_s``: where the turn's audio starts and ends on that timeline;
+        its end is the job's processed seconds, where a re-run after a crash
+        goes on from. The language is stored once known: such a re-run keeps it."""
         async with self._lock:
             if no < self.claim.job.chunks_done:
                 return
-            stored = [
-                self._shifted(s, offset_s, self._segments + i) for i, s in enumerate(segments)
-            ]
-            end = max([offset_s, *(s.end for s in stored)])
+            start, end = span_s
+            stored = [self._shifted(s, start, self._segments + i) for i, s in enumerate(segments)]
+            end = max([end, *(s.end for s in stored)])
             await self.store.add_chunks(
                 self.claim, first=no, count=1, segments=stored, processed_seconds=end
             )
             self.claim.job.chunks_done = no + 1
             self._segments += len(stored)
-            self._language = self._language or language
             for seg in stored:
                 self.events.publish(self.job_id, "segment", asdict(seg))
             self.events.publish(self.job_id, "progress", {"processed_seconds": end})
+            if self._language is None and language is not None:
+                self._language = language  # kept for the end even if this write fails
+                await self.store.set_info(self.claim, duration=None, language=language)
 
     @staticmethod
     def _shifted(seg: Segment, offset: float, index: int) -> Segment:
@@ -167,40 +188,22 @@ class LiveRecording:
         """Seal the WAV and complete the job with what was said."""
         self._keeper.cancel()
         async with self._lock:
-            return await complete(self.store, self.events, self.claim, self._language)
+            try:
+                data = await asyncio.to_thread(seal, self.path)
+                await self.store.set_info(
+                    self.claim, duration=data / 2 / RATE, language=self._language
+                )
+                job = await self.store.finish(self.claim, Status.COMPLETED)
+            except Exception:  # the lease was lost, the store is gone: recovery finishes it
+                log.exception("live.finish_failed", job_id=self.job_id)
+                return None
+        self.events.publish(
+            job.id, job.status.value, {"status": job.status.value, "error_code": None}
+        )
+        log.info("live.completed", job_id=job.id, turns=job.chunks_done)
+        return job
 
 
 def owner_id() -> str:
     """Like a worker's id (host:pid:nonce): a dead daemon's sessions are found."""
     return f"{socket.gethostname()}:{os.getpid()}:live"
-
-
-async def complete(
-    store: JobStore, events: EventHub, claim: Claim, language: str | None
-) -> Job | None:
-    path = Path(claim.job.file_path)
-    try:
-        data = await asyncio.to_thread(_seal, path)
-        await store.set_info(claim, duration=data / 2 / RATE, language=language)
-        job = await store.finish(claim, Status.COMPLETED)
-    except Exception:  # the lease was lost, the store is gone: recovery finishes it
-        log.exception("live.finish_failed", job_id=claim.job.id)
-        return None
-    events.publish(job.id, job.status.value, {"status": job.status.value, "error_code": None})
-    log.info("live.completed", job_id=job.id, turns=job.chunks_done)
-    return job
-
-
-async def recover_live(store: JobStore, events: EventHub, requeued: list[str]) -> list[str]:
-    """The live sessions' jobs among ``requeued`` (by ``store.recover``: their
-    daemon died) are completed with what they stored, before a worker could
-    take them for a file job. Returns their ids."""
-    done = []
-    for job_id in requeued:
-        job = await store.get(job_id)
-        if not (job.metadata or {}).get(LIVE_KEY):
-            continue
-        claim = await store.claim_job(job_id, worker_id=owner_id(), lease_s=60)
-        if claim is not None and await complete(store, events, claim, job.language):
-            done.append(job_id)
-    return done
