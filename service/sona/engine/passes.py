@@ -11,7 +11,7 @@ it; measured, that did not win (docs/performance.md), so it is off.
 A batch can be *fitted* (live turns, ``engine/live_turns.py``): the encoder
 reads the audio and a second of silence, at least ``FIT_MIN_FRAMES``, instead
 of 30 s of which a 5 s turn is mostly padding. The encoder's cost grows with
-its input (10 s cost tiny.en a sixth of 30 s), and the decoder reads the same
+its input (10 s cost tiny.en a fifth of 30 s), and the decoder reads the same
 text on the test clips (docs/performance.md, "Live sessions"). Whisper was
 trained on 30 s windows, so a fitted pass that runs away (stops at its token
 cap, repeats itself as faster-whisper's fallback measures it, or ends in a
