@@ -1,6 +1,7 @@
 """engine/passes.py with the real model: an extra pass is prompted with the
-text its window decoded before the cut, and windows whose earlier texts differ
-in length share one batched pass."""
+text its window decoded before the cut, windows whose earlier texts differ
+in length share one batched pass, and a fitted window (a live turn) encodes
+its own length, falling back to 30 s when it runs away."""
 
 from __future__ import annotations
 
@@ -13,8 +14,11 @@ from faster_whisper.tokenizer import Tokenizer
 
 from sona import audio
 from sona.engine import passes
+from sona.engine.chunker import Chunker, RawChunk
+from sona.engine.live_turns import transcribe_turns
+from sona.engine.messages import Transcribe
 from sona.engine.registry import bundled_model_path
-from sona.engine.whisper import WhisperBackend, _options
+from sona.engine.whisper import WhisperBackend, _options, speech_detector
 from sona.formats import full_text
 from sona.jobs import TranscribeOptions
 from tests.test_engine import early_stop_window
@@ -120,3 +124,85 @@ def test_packed_tails_share_one_extra_window_and_each_keeps_its_words(
             assert all(k in text for k in manifest[name]["keywords"]), (name, text)
         [weather] = [s for s in segments if "breeze" in s.text]
         assert weather.start > 7 + 12 + 3
+
+
+def encoded_frames(backend: WhisperBackend, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The frames each encoder call of the batch reads."""
+    model = backend._model("tiny.en")
+    seen: list[int] = []
+    encode = model.encode
+
+    def spy(features: np.ndarray) -> Any:
+        seen.append(features.shape[-1])
+        return encode(features)
+
+    monkeypatch.setattr(model, "encode", spy)
+    return seen
+
+
+def one_chunk(name: str) -> list[list[RawChunk]]:
+    clip = audio.decode(AUDIO / name, max_seconds=60)
+    return [[RawChunk(clip, [(0, clip.size)])]]
+
+
+def test_a_fitted_window_encodes_its_own_length_and_reads_as_the_full_one(
+    backend: WhisperBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """numbers.wav (5.4 s) fitted: the encoder reads 10 s (the floor), not
+    30 s, and the text is the full window's, word for word."""
+    seen = encoded_frames(backend, monkeypatch)
+    rows = one_chunk("numbers.wav")
+    [[full]] = backend.decode("tiny.en", TranscribeOptions(), "en", rows)
+    [[fitted]] = backend.decode("tiny.en", TranscribeOptions(), "en", rows, fit=True)
+    assert seen == [passes.ENCODER_FRAMES, passes.FIT_MIN_FRAMES]
+    assert full_text(fitted) == full_text(full)
+    assert fitted[-1].end == pytest.approx(full[-1].end, abs=0.5)
+
+
+def test_a_fitted_pass_that_runs_away_is_decoded_again_over_30_s(
+    backend: WhisperBackend, monkeypatch: pytest.MonkeyPatch, manifest: dict[str, Any]
+) -> None:
+    """A fitted pass that stops at its token cap (here a few tokens: fox.wav's
+    sentences need more) did not close its text: the window is decoded again
+    over 30 s, and every word comes back."""
+    monkeypatch.setattr(passes, "FIT_TOKENS_PER_S", 0)
+    monkeypatch.setattr(passes, "FIT_TOKENS_BASE", 8)
+    seen = encoded_frames(backend, monkeypatch)
+    [[segments]] = backend.decode(
+        "tiny.en", TranscribeOptions(), "en", one_chunk("fox.wav"), fit=True
+    )
+    assert seen == [passes.FIT_MIN_FRAMES, passes.ENCODER_FRAMES]
+    text = full_text(segments).lower()
+    assert all(k in text for k in manifest["fox.wav"]["keywords"]), text
+
+
+def test_a_live_turn_is_decoded_in_a_fitted_window(
+    backend: WhisperBackend, monkeypatch: pytest.MonkeyPatch, manifest: dict[str, Any]
+) -> None:
+    """``transcribe_turns`` (the engine's live turns) fits its batch: a 7 s turn
+    is encoded as 8.2 s (its speech and a second of silence), not 30 s."""
+    seen = encoded_frames(backend, monkeypatch)
+    clip = audio.decode(AUDIO / "fox.wav", max_seconds=60)
+    options = TranscribeOptions()
+    turn = Transcribe(0, "tiny.en", options, clip)
+    detector = lambda: Chunker(speech_detector(20.0, options), max_s=20.0)  # noqa: E731
+    [(language, segments)] = transcribe_turns(backend, detector, [turn])
+    assert language == "en"
+    assert len(seen) == 1 and passes.FIT_MIN_FRAMES <= seen[0] < passes.ENCODER_FRAMES, seen
+    text = full_text(segments).lower()
+    assert all(k in text for k in manifest["fox.wav"]["keywords"]), text
+
+
+def test_text_ending_in_a_loop_is_a_runaway(backend: WhisperBackend) -> None:
+    model = backend._model("tiny.en")
+    tokenizer = Tokenizer(model.hf_tokenizer, False, task="transcribe", language="en")
+    said = tokenizer.encode(" to use, copy, modify, merge, publish, distribute, sub")
+    loop = said + tokenizer.encode("-b") * passes.LOOP_REPEATS
+    assert passes.looping(loop)
+    closed = [tokenizer.timestamp_begin, *said, tokenizer.timestamp_begin + 150]
+    assert passes._runaway([*loop, tokenizer.timestamp_begin + 150], tokenizer)
+    assert not passes.looping(said)
+    assert not passes._runaway(closed, tokenizer)
+    assert passes._runaway(closed[:-1], tokenizer)  # stopped before it closed
+    assert passes.looping(tokenizer.encode(" no") * passes.LOOP_REPEATS)
+    assert not passes.looping(tokenizer.encode(" no") * (passes.LOOP_REPEATS - 1))

@@ -199,8 +199,6 @@ class LiveSession:
                 f"{self._settings.live_max_ahead_s:g} s (live_max_ahead_s): this frame was dropped"
             )
         samples, events = await asyncio.to_thread(self._ingest, pcm)
-        if self.recording is not None:
-            await self.recording.write(samples)
         self._received += samples.size
         self._buffer.append(samples)
         for vad in events:
@@ -252,8 +250,11 @@ class LiveSession:
         )
 
     def _ingest(self, pcm: bytes) -> tuple[np.ndarray, list[Any]]:
-        """Off the event loop: decode, resample, detect."""
+        """Off the event loop, in one thread hop (a commit waits for the frames
+        sent before it): decode, resample, record, detect."""
         samples = self._resampler(pcm16(pcm))
+        if self.recording is not None:
+            self.recording.append(samples)
         return samples, self._detector.feed(samples) if self._detector else []
 
     async def _on_vad(self, kind: str, sample: int) -> None:

@@ -140,8 +140,10 @@ class LiveRecording:
                     log.warning("live.lease_lost", job_id=self.job_id)
                     return
 
-    async def write(self, samples: np.ndarray) -> None:
-        await asyncio.to_thread(_append, self.path, samples)
+    def append(self, samples: np.ndarray) -> None:
+        """Blocking (a file write): called off the event loop, in the thread
+        hop that resampled the frame (``LiveSession._ingest``)."""
+        _append(self.path, samples)
 
     async def turn(
         self,

@@ -235,9 +235,12 @@ class Engine(Protocol):
         language: str,
         rows: list[list[RawChunk]],
         stop: Callable[[], bool] = ...,
+        *,
+        fit: bool = ...,
     ) -> list[list[list[Segment]]]:
         """Segments of each chunk of each row (chunks packed into one window),
-        decoded as one batch; ``stop`` is asked between its stages."""
+        decoded as one batch; ``stop`` is asked between its stages; ``fit``:
+        the encoder reads the rows' length, not 30 s (live turns)."""
         ...
 
     def sequential(

@@ -8,6 +8,15 @@ prompted with the text its window decoded so far (``CONDITION_TAILS``), as
 faster-whisper's sequential decode prompts each window with the text before
 it; measured, that did not win (docs/performance.md), so it is off.
 
+A batch can be *fitted* (live turns, ``engine/live_turns.py``): the encoder
+reads the audio and a second of silence, at least ``FIT_MIN_FRAMES``, instead
+of 30 s of which a 5 s turn is mostly padding. The encoder's cost grows with
+its input (10 s cost tiny.en a fifth of 30 s), and the decoder reads the same
+text on the test clips (docs/performance.md, "Live sessions"). Whisper was
+trained on 30 s windows, so a fitted pass that runs away (stops at its token
+cap, repeats itself as faster-whisper's fallback measures it, or ends in a
+loop) is decoded again over the full window.
+
 Drives the model it is given (``engine/whisper.py``'s); imports no ML library
 itself. Words come back in window time: aligned where asked, else spread over
 the model's own timestamps."""
@@ -15,16 +24,20 @@ the model's own timestamps."""
 from __future__ import annotations
 
 import bisect
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from math import ceil
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import structlog
 
 from sona.engine.batcher import PACK_GAP_S
 from sona.engine.chunker import SAMPLE_RATE
 from sona.engine.tails import pieces, settle
+
+log = structlog.get_logger("sona.engine")
 
 if TYPE_CHECKING:
     from faster_whisper.tokenizer import Tokenizer
@@ -44,6 +57,22 @@ CONDITION_TAILS = False
 PACK_TAILS = False
 # Whisper's encoder reads 30 s of 10 ms frames.
 ENCODER_FRAMES = 3000
+SAMPLES_PER_FRAME = SAMPLE_RATE // 100
+# A fitted window: its audio, then this much silence (1 s), and 10 s at least.
+# Shorter inputs (no floor, or no silence after the speech) repeated a sentence
+# or misread words on the test clips; these read as the full window did.
+FIT_PAD_FRAMES = 100
+FIT_MIN_FRAMES = 1000
+# A fitted pass's decoder stops at this length per second of window, plus a
+# few: a runaway stops early. Generous (speech is about 4 tokens a second;
+# CTranslate2 counts the prompt, and read about half this many on the clips).
+FIT_TOKENS_PER_S = 20
+FIT_TOKENS_BASE = 32
+# Text this repetitive is a runaway (faster-whisper's compression_ratio_threshold).
+RUNAWAY_COMPRESSION = 2.4
+# ... or text that ends in a loop: a few tokens said over and over.
+LOOP_PERIOD = 4
+LOOP_REPEATS = 8
 
 
 Todo = tuple[int, float]  # a window, and where its audio is decoded from
@@ -77,10 +106,13 @@ def decode_windows(
     tokenizer: Tokenizer,
     options: TranscriptionOptions,
     windows: Sequence[Window],
+    *,
+    fit: bool = False,
 ) -> list[list[dict[str, Any]]]:
     """Per window its words (dicts as faster-whisper's aligner makes them, plus
     ``avg_logprob``, ``no_speech_prob`` and ``closes``: the model ended a
-    timestamp segment after it), in window time."""
+    timestamp segment after it), in window time. ``fit``: the encoder reads
+    the batch's audio, not 30 s (above)."""
     found: list[list[dict[str, Any]]] = [[] for _ in windows]
     said: list[list[int]] = [[] for _ in windows]  # tokens each window decoded so far
     todo = [(n, 0.0) for n in range(len(windows))]  # (window, where its audio is decoded from)
@@ -92,7 +124,7 @@ def decode_windows(
         previous = [said[g[0][0]] for g in groups] if extra and CONDITION_TAILS else None
         reads = _pass(
             model, tokenizer, options, [w for w, _ in batch], previous,
-            final=extra == EXTRA_PASSES,
+            final=extra == EXTRA_PASSES, fit=fit,
         )  # fmt: skip
         todo = []
         for group, (_, offsets), read in zip(groups, batch, reads, strict=True):
@@ -168,12 +200,20 @@ def _pass(
     previous: list[list[int]] | None,
     *,
     final: bool,
+    fit: bool = False,
 ) -> list[_Read]:
     """One batched pass (encoder, decoder with timestamps, word alignment where
-    asked) over ``windows``, each prompted with its ``previous`` tokens."""
-    features = np.stack([_frames(model, w.audio) for w in windows])
+    asked) over ``windows``, each prompted with its ``previous`` tokens;
+    ``fit``: over the windows' own length, or 30 s if that runs away."""
+    longest = max(w.audio.size for w in windows) // SAMPLES_PER_FRAME
+    frames = fitted_frames(longest) if fit else ENCODER_FRAMES
+    features = np.stack([_frames(model, w.audio, frames) for w in windows])
     encoder_output = model.encode(features)
-    outputs = _generate(model, tokenizer, options, encoder_output, previous, len(windows))
+    cap = token_cap(frames) if frames < ENCODER_FRAMES else None  # a 30 s window: the model's
+    outputs = _generate(model, tokenizer, options, encoder_output, previous, len(windows), cap)
+    if cap is not None and any(_runaway(o["tokens"], tokenizer) for o in outputs):
+        log.info("engine.fit_runaway", frames=frames, windows=len(windows))
+        return _pass(model, tokenizer, options, windows, previous, final=final)
     kept: list[list[dict[str, Any]]] = []
     reads: list[_Read] = []
     for window, output in zip(windows, outputs, strict=True):
@@ -204,9 +244,11 @@ def _generate(
     encoder_output: Any,
     previous: list[list[int]] | None,
     size: int,
+    max_new: int | None = None,
 ) -> list[dict[str, Any]]:
     """The decoder over a batch, as ``BatchedInferencePipeline`` runs it, but
-    with a prompt per window: the job's prompt, then its window's text so far."""
+    with a prompt per window: the job's prompt, then its window's text so far;
+    at most ``max_new`` tokens after it (else the model's length)."""
     base = tokenizer.encode(options.initial_prompt) if options.initial_prompt else []
     texts = [base + p for p in previous] if previous is not None else [base] * size
     # CTranslate2 wants start-of-transcript at one position in every row: the
@@ -221,13 +263,14 @@ def _generate(
         )
         for t in texts
     ]
+    limit = min(model.max_length, len(prompts[0]) + max_new) if max_new else model.max_length
     results = model.model.generate(
         encoder_output,
         prompts,
         beam_size=options.beam_size,
         patience=options.patience,
         length_penalty=options.length_penalty,
-        max_length=model.max_length,
+        max_length=limit,
         suppress_blank=options.suppress_blank,
         suppress_tokens=options.suppress_tokens,
         return_scores=True,
@@ -269,10 +312,57 @@ def _align(
     )  # fmt: skip
 
 
-def _frames(model: StoppableModel, audio: np.ndarray) -> np.ndarray:
-    """The encoder's input: log-mel frames, padded with zeros or cut to 30 s."""
-    frames = model.feature_extractor(audio)[..., :-1][..., :ENCODER_FRAMES]
-    return np.pad(frames, ((0, 0), (0, ENCODER_FRAMES - frames.shape[-1])))
+def _frames(model: StoppableModel, audio: np.ndarray, frames: int = ENCODER_FRAMES) -> np.ndarray:
+    """The encoder's input: log-mel frames, padded with zeros or cut to ``frames``."""
+    mel = model.feature_extractor(audio)[..., :-1][..., :frames]
+    return np.pad(mel, ((0, 0), (0, frames - mel.shape[-1])))
+
+
+def fitted_frames(frames: int) -> int:
+    """The encoder frames a fitted window of ``frames`` frames of audio reads."""
+    return min(ENCODER_FRAMES, max(FIT_MIN_FRAMES, frames + FIT_PAD_FRAMES))
+
+
+def token_cap(frames: int) -> int:
+    """The most tokens a fitted pass over ``frames`` decodes."""
+    return FIT_TOKENS_BASE + FIT_TOKENS_PER_S * frames // 100
+
+
+def _runaway(tokens: list[int], tokenizer: Tokenizer) -> bool:
+    """A fitted pass whose text did not close (stopped at its token cap, or
+    mid-word), or repeats itself: all of it, or in a loop at its end
+    (``sub-b-b-b-b…``)."""
+    if tokens and tokens[-1] < tokenizer.timestamp_begin:
+        return True
+    text = [t for t in tokens if t < tokenizer.eot]
+    if looping(text):
+        return True
+    words = tokenizer.decode(text)
+    return bool(words) and compression_ratio(words) > RUNAWAY_COMPRESSION
+
+
+def looping(tokens: list[int]) -> bool:
+    """The text ends in one to ``LOOP_PERIOD`` tokens repeated ``LOOP_REPEATS``
+    times or more in a row."""
+    for period in range(1, LOOP_PERIOD + 1):
+        tail = tokens[-period:]
+        repeats = 0
+        while (
+            len(tokens) >= (repeats + 1) * period
+            and tokens[len(tokens) - (repeats + 1) * period : len(tokens) - repeats * period]
+            == tail
+        ):
+            repeats += 1
+        if repeats >= LOOP_REPEATS:
+            return True
+    return False
+
+
+def compression_ratio(text: str) -> float:
+    """Repetition, as faster-whisper's ``get_compression_ratio`` measures it:
+    bytes over zlib-compressed bytes."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data))
 
 
 def _spread(sub: dict[str, Any], tokenizer: Tokenizer) -> list[dict[str, Any]]:

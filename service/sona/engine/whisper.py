@@ -189,11 +189,14 @@ class WhisperBackend:
         language: str,
         rows: list[list[RawChunk]],
         stop: Callable[[], bool] = lambda: False,
+        *,
+        fit: bool = False,
     ) -> list[list[list[Segment]]]:
         """One batch: each row is one window, one chunk or several short ones a
         gap of silence apart (``batcher.pack``). Returns, per row and chunk, the
         chunk's segments, timed on its recording. Raises ``Stopped`` when
-        ``stop()`` turns true between two stages of the batch."""
+        ``stop()`` turns true between two stages of the batch. ``fit``: the
+        encoder reads the rows' own length, not 30 s (``passes``: live turns)."""
         model = self._model(model_id)
         tokenizer = Tokenizer(
             model.hf_tokenizer, model.model.is_multilingual, task=options.task, language=language
@@ -202,7 +205,7 @@ class WhisperBackend:
         # (each word goes back to its chunk); else spread over the timestamps.
         windows = [Window(_window(row), options.word_timestamps or len(row) > 1) for row in rows]
         with model.stoppable(stop):
-            found = decode_windows(model, tokenizer, _options(options, tokenizer), windows)
+            found = decode_windows(model, tokenizer, _options(options, tokenizer), windows, fit=fit)
         return [_chunks(row, w, tokenizer, options) for row, w in zip(rows, found, strict=True)]
 
     def sequential(
