@@ -19,9 +19,11 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
+from standardwebhooks import Webhook
 
 from tests.conftest import AUDIO, Daemon
 from tests.test_realtime import pcm24k, word_error
+from tests.test_webhooks import SECRET
 
 FRAME = 4800  # bytes: 100 ms at 24 kHz, 16-bit
 
@@ -34,13 +36,19 @@ class Live:
         self.events: list[dict[str, Any]] = []
 
     @classmethod
-    async def open(cls, daemon: Daemon, session_id: str | None = None) -> Live:
-        http = aiohttp.ClientSession()
-        query = f"?session_id={session_id}" if session_id else "?intent=transcription"
-        ws = await http.ws_connect(f"ws://127.0.0.1:{daemon.port}/v1/realtime{query}")
-        live = cls(http, ws)
+    async def open(cls, daemon: Daemon, session_id: str | None = None, **params: str) -> Live:
+        """``params``: Sona's own query parameters (``refine_model``, ``callback_url``)."""
+        live = await cls.connect(daemon, session_id, **params)
         await live.next("session.created")
         return live
+
+    @classmethod
+    async def connect(cls, daemon: Daemon, session_id: str | None = None, **params: str) -> Live:
+        http = aiohttp.ClientSession()
+        query = {"session_id": session_id} if session_id else {"intent": "transcription"}
+        url = f"ws://127.0.0.1:{daemon.port}/v1/realtime"
+        ws = await http.ws_connect(url, params={**query, **params})
+        return cls(http, ws)
 
     @property
     def session(self) -> dict[str, Any]:
@@ -248,3 +256,65 @@ async def test_a_resume_takes_over_a_socket_the_server_still_holds(daemon_factor
     assert "weather" in done["transcript"].lower()
     await second.close()
     assert wait_status(d, second.session["job_id"], "completed")["status"] == "completed"
+
+
+def segments_of(daemon: Daemon, job_id: str) -> list[dict[str, Any]]:
+    return json.loads(transcript(daemon, job_id, "verbose_json"))["segments"]
+
+
+async def test_a_second_pass_replaces_the_sessions_transcript(
+    daemon_factory: Any, receiver: Any
+) -> None:
+    """``refine_model``: at the session's end its whole recording is queued as
+    a file job (tiny.en here: the only model offline); when that completes,
+    its transcript replaces the turns' and a signed webhook says so."""
+    rx = receiver([])
+    d = daemon_factory("--model", "tiny.en", env={"SONA_WEBHOOK_SECRET": SECRET})
+    live = await Live.open(d, refine_model="tiny.en", callback_url=rx.url)
+    job_id = live.session["job_id"]
+    await live.manual()
+    for name in ("fox.wav", "report.wav"):
+        await live.audio(clip(name))
+        await live.send("input_audio_buffer.commit")
+        await live.next("conversation.item.input_audio_transcription.completed")
+    turns = " ".join(live.texts())
+    await live.close()
+    job = wait_status(d, job_id, "completed")
+    second_id = job["metadata"]["refined_by"]
+    assert job["metadata"]["refine_model"] == "tiny.en"
+    second = wait_status(d, second_id, "completed")
+    assert second["refines"] == job_id and second["priority"] == 0
+    assert second["options"]["language"] is None and second["duration"] == job["duration"]
+    # its own file, the same audio: a hard link, so deleting one keeps the other's
+    assert (
+        get(d, f"/v1/jobs/{second_id}/audio").content == get(d, f"/v1/jobs/{job_id}/audio").content
+    )
+    links = [p for p in (d.data_dir / "uploads").iterdir() if p.stat().st_nlink == 2]
+    assert len(links) == 2
+    hits = rx.wait_for(3)
+    events = [Webhook(SECRET).verify(h.body, h.headers) for h in hits]  # raises when wrong
+    by_type = {(e["type"], e["data"]["job_id"]): e for e in events}
+    replaced = by_type[("job.transcript_replaced", job_id)]
+    assert ("job.completed", job_id) in by_type and ("job.completed", second_id) in by_type
+    refined = job_of(d, job_id)
+    assert replaced["data"]["text"] == refined["text"] == second["text"]
+    assert replaced["data"]["metadata"]["refined_by"] == second_id
+    assert segments_of(d, job_id) == segments_of(d, second_id)  # words, scores and all
+    assert refined["segments_done"] == second["segments_done"]
+    assert word_error(turns, refined["text"]) <= 0.1
+
+
+async def test_an_unknown_refine_model_refuses_the_session(daemon_factory: Any) -> None:
+    d = daemon_factory("--model", "tiny.en")
+    for params, code in (
+        ({"refine_model": "no-such-model"}, "model_not_found"),
+        ({"callback_url": "ftp://example.com/x"}, "invalid_callback_url"),
+    ):
+        live = await Live.connect(d, **params)
+        error = await live.next("error")
+        assert error["error"]["code"] == code, error
+        assert error["error"]["param"] == next(iter(params)), error
+        closing = await live.ws.receive(timeout=10)
+        assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1008
+        await live.http.close()
+    assert get(d, "/v1/jobs").json()["data"] == []  # nothing was recorded

@@ -48,6 +48,10 @@ class Endings:
             # The job's end and its webhook row are committed; nothing sent yet.
             crash_point("after_terminal_write", job.id)
         self._publish(job)
+        if job.refines is not None and job.status is Status.COMPLETED:
+            # The same commit replaced the live job's transcript with this one's.
+            self.events.publish(job.refines, "transcript_replaced", {"refined_by": job.id})
+            log.info("job.transcript_replaced", job_id=job.refines, refined_by=job.id)
 
     async def crashed(self, claim: Claim, *, blamed: bool) -> None:
         """The engine died with this claim's job in it: requeue the job, counting

@@ -226,6 +226,9 @@ class Job:
     lease_token: str | None = None
     warnings: list[str] = field(default_factory=list)  # e.g. audio_truncated
     cached: bool = False  # answered from an earlier job's result (A11)
+    # A live session's second pass (live_record.py): the job whose transcript
+    # this one's replaces when it completes. Set by Sona only, never by a request.
+    refines: str | None = None
 
     @property
     def progress(self) -> float:
@@ -255,3 +258,4 @@ class NewJob:
     metadata: dict[str, Any] | None = None
     # Answer from a completed job with the same file and options, if one exists (A11).
     dedupe: bool = False
+    refines: str | None = None  # see Job.refines

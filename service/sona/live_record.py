@@ -10,7 +10,16 @@ followed, downloaded in every format, kept or swept by retention).
 
 A daemon that dies mid-session leaves the job ``processing`` with a dead
 owner; on the next start ``recover_live`` (before the worker runs) completes
-it with the turns it stored and the audio it had received."""
+it with the turns it stored and the audio it had received.
+
+**A second pass** (the session's ``refine_model``, kept in the job's metadata
+from the start): the transaction that completes the job also queues an
+ordinary file job over the recording with that model (``JobStore.finish``'s
+``refinement``; its ``refines`` names the live job, the live job's metadata
+``refined_by`` names it). Its upload is a hard link to the WAV (a copy where
+links fail), so retention or deletion of either job never takes the other's
+audio. When it completes, its transcript replaces the live job's in the same
+transaction (``sqlstore.py``, webhook ``job.transcript_replaced``)."""
 
 from __future__ import annotations
 
@@ -18,24 +27,28 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import shutil
 import socket
 import struct
 import uuid
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import structlog
 
+from sona import queue
 from sona.events import EventHub
 from sona.jobs import Job, NewJob, Segment, Status, TranscribeOptions
 from sona.live_audio import RATE
+from sona.notify import Notifier
 from sona.store import Claim, JobStore, Lease
 from sona.uploads import UploadDir
 
 log = structlog.get_logger("sona.live")
 HEADER_BYTES = 44
 LIVE_KEY = "live_session"  # the job's metadata key holding its session's id
+REFINE_KEY = "refine_model"  # … and the model of its second pass, if asked for
 
 
 def wav_header(data_bytes: int) -> bytes:
@@ -67,11 +80,36 @@ def _append(path: Path, samples: np.ndarray) -> None:
         f.write(pcm)
 
 
+def _linked(path: Path) -> tuple[Path, str, int]:
+    """The sealed recording as a file of its own beside it (a hard link; a copy
+    where the file system has none), its sha256 and size."""
+    twin = path.with_name(uuid.uuid4().hex)  # as UploadDir.new_path names uploads
+    try:
+        os.link(path, twin)
+    except OSError:
+        shutil.copyfile(path, twin)
+    with twin.open("rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    return twin, digest, twin.stat().st_size
+
+
+@dataclass(frozen=True)
+class Ending:
+    """What completing a live job needs beside its claim: where a second pass
+    is announced, and how many runs it gets."""
+
+    store: JobStore
+    events: EventHub
+    notifier: Notifier
+    max_attempts: int
+
+
 class LiveRecording:
     """One session's job: its audio file, its stored turns, its lease."""
 
-    def __init__(self, store: JobStore, events: EventHub, claim: Claim, lease_s: float) -> None:
-        self.store, self.events, self.claim = store, events, claim
+    def __init__(self, ending: Ending, claim: Claim, lease_s: float) -> None:
+        self.store, self.events, self.claim = ending.store, ending.events, claim
+        self._ending = ending
         self.path = Path(claim.job.file_path)
         self._lease_s = lease_s
         self._segments = claim.job.segments_done
@@ -91,14 +129,17 @@ class LiveRecording:
     async def open(
         cls,
         *,
-        store: JobStore,
-        events: EventHub,
+        ending: Ending,
         uploads: UploadDir,
         session_id: str,
         model_id: str,
         options: TranscribeOptions,
         lease_s: float,
+        callback_url: str | None = None,
+        refine_model: str | None = None,
     ) -> LiveRecording:
+        """``callback_url``: the job's webhooks (its end, its transcript
+        replaced); ``refine_model``: a resolved model id for the second pass."""
         path = uploads.new_path()
         await asyncio.to_thread(path.write_bytes, wav_header(0xFFFFFFFF))
         new = NewJob(
@@ -112,12 +153,13 @@ class LiveRecording:
             file_size=0,
             duration=None,
             max_attempts=1,
-            metadata={LIVE_KEY: session_id},
+            callback_url=callback_url,
+            metadata={LIVE_KEY: session_id, **({REFINE_KEY: refine_model} if refine_model else {})},
         )
-        claim = await store.start_live(new, worker_id=owner_id(), lease_s=lease_s)
-        events.publish(claim.job.id, "status", {"status": "processing"})
-        log.info("live.recording", session=session_id, job_id=claim.job.id)
-        return cls(store, events, claim, lease_s)
+        claim = await ending.store.start_live(new, worker_id=owner_id(), lease_s=lease_s)
+        ending.events.publish(claim.job.id, "status", {"status": "processing"})
+        log.info("live.recording", session=session_id, job_id=claim.job.id, refine=refine_model)
+        return cls(ending, claim, lease_s)
 
     async def _keep_lease(self) -> None:
         while True:
@@ -167,7 +209,7 @@ class LiveRecording:
         """Seal the WAV and complete the job with what was said."""
         self._keeper.cancel()
         async with self._lock:
-            return await complete(self.store, self.events, self.claim, self._language)
+            return await complete(self._ending, self.claim, self._language)
 
 
 def owner_id() -> str:
@@ -175,32 +217,72 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:live"
 
 
-async def complete(
-    store: JobStore, events: EventHub, claim: Claim, language: str | None
-) -> Job | None:
+async def complete(ending: Ending, claim: Claim, language: str | None) -> Job | None:
+    """Seal the WAV and complete the job; with a ``refine_model``, its second
+    pass is queued in the same transaction."""
+    store, events = ending.store, ending.events
     path = Path(claim.job.file_path)
+    twin: Path | None = None
     try:
         data = await asyncio.to_thread(_seal, path)
-        await store.set_info(claim, duration=data / 2 / RATE, language=language)
-        job = await store.finish(claim, Status.COMPLETED)
+        duration = data / 2 / RATE
+        await store.set_info(claim, duration=duration, language=language)
+        refinement = None
+        refine_model = (claim.job.metadata or {}).get(REFINE_KEY)
+        if refine_model and data:  # no audio, nothing to transcribe again
+            linked, digest, size = await asyncio.to_thread(_linked, path)
+            twin = linked
+            refinement = second_pass(
+                claim.job, refine_model, linked, digest, size, duration, ending.max_attempts
+            )
+        job = await store.finish(claim, Status.COMPLETED, refinement=refinement)
     except Exception:  # the lease was lost, the store is gone: recovery finishes it
         log.exception("live.finish_failed", job_id=claim.job.id)
+        if twin is not None:  # recovery links its own
+            await asyncio.to_thread(twin.unlink, missing_ok=True)
         return None
     events.publish(job.id, job.status.value, {"status": job.status.value, "error_code": None})
     log.info("live.completed", job_id=job.id, turns=job.chunks_done)
+    if refinement is not None:
+        events.publish(refinement.id, "status", {"status": "queued"})
+        await queue.announce(ending.notifier, refinement.id)
+        log.info("live.refine_queued", job_id=job.id, refined_by=refinement.id)
     return job
 
 
-async def recover_live(store: JobStore, events: EventHub, requeued: list[str]) -> list[str]:
+def second_pass(
+    job: Job, model_id: str, path: Path, digest: str, size: int, duration: float, attempts: int
+) -> NewJob:
+    """An ordinary file job over the live job's recording (its own file),
+    with the session's language and prompt, at batch priority."""
+    return NewJob(
+        id=f"job_{uuid.uuid4().hex}",
+        options=job.options.model_copy(update={"model": model_id}),
+        model=model_id,
+        priority=0,
+        file_path=str(path),
+        file_name=job.file_name,
+        file_sha256=digest,
+        file_size=size,
+        duration=duration,
+        max_attempts=attempts,
+        callback_url=job.callback_url,
+        refines=job.id,
+    )
+
+
+async def recover_live(ending: Ending, requeued: list[str]) -> list[str]:
     """The live sessions' jobs among ``requeued`` (by ``store.recover``: their
     daemon died) are completed with what they stored, before a worker could
-    take them for a file job. Returns their ids."""
+    take them for a file job (a second pass queued as at a session's end).
+    Returns their ids."""
+    store = ending.store
     done = []
     for job_id in requeued:
         job = await store.get(job_id)
         if not (job.metadata or {}).get(LIVE_KEY):
             continue
         claim = await store.claim_job(job_id, worker_id=owner_id(), lease_s=60)
-        if claim is not None and await complete(store, events, claim, job.language):
+        if claim is not None and await complete(ending, claim, job.language):
             done.append(job_id)
     return done
