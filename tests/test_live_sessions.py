@@ -262,6 +262,7 @@ def segments_of(daemon: Daemon, job_id: str) -> list[dict[str, Any]]:
     return json.loads(transcript(daemon, job_id, "verbose_json"))["segments"]
 
 
+@pytest.mark.slow  # a real daemon or model for 10 s or more
 async def test_a_second_pass_replaces_the_sessions_transcript(
     daemon_factory: Any, receiver: Any
 ) -> None:
@@ -318,3 +319,25 @@ async def test_an_unknown_refine_model_refuses_the_session(daemon_factory: Any) 
         assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1008
         await live.http.close()
     assert get(d, "/v1/jobs").json()["data"] == []  # nothing was recorded
+
+
+@pytest.mark.slow  # a real daemon or model for 10 s or more
+async def test_a_daemon_killed_mid_session_queues_the_second_pass_on_restart(
+    daemon_factory: Any,
+) -> None:
+    d = daemon_factory("--model", "tiny.en")
+    live = await Live.open(d, refine_model="tiny.en")
+    job_id = live.session["job_id"]
+    await live.manual()
+    await live.audio(clip("fox.wav"))
+    await live.send("input_audio_buffer.commit")
+    await live.next("conversation.item.input_audio_transcription.completed")
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait(10)
+    await live.http.close()
+    restarted = daemon_factory("--model", "tiny.en", data_dir=d.data_dir)
+    job = wait_status(restarted, job_id, "completed")
+    second = wait_status(restarted, job["metadata"]["refined_by"], "completed")
+    assert second["refines"] == job_id
+    assert segments_of(restarted, job_id) == segments_of(restarted, second["id"])
+    assert "fox" in job_of(restarted, job_id)["text"].lower()
