@@ -274,6 +274,10 @@ async def test_a_second_pass_replaces_the_sessions_transcript(
     live = await Live.open(d, refine_model="tiny.en", callback_url=rx.url)
     job_id = live.session["job_id"]
     await live.manual()
+    asked = {"language": "en", "prompt": "A fox and a report."}
+    session = {"type": "transcription", "audio": {"input": {"transcription": asked}}}
+    await live.send("session.update", session=session)
+    await live.next("session.updated")
     for name in ("fox.wav", "report.wav"):
         await live.audio(clip(name))
         await live.send("input_audio_buffer.commit")
@@ -285,7 +289,9 @@ async def test_a_second_pass_replaces_the_sessions_transcript(
     assert job["metadata"]["refine_model"] == "tiny.en"
     second = wait_status(d, second_id, "completed")
     assert second["refines"] == job_id and second["priority"] == 0
-    assert second["options"]["language"] is None and second["duration"] == job["duration"]
+    assert second["duration"] == job["duration"]
+    assert (second["options"]["language"], second["options"]["prompt"]) == ("en", asked["prompt"])
+    assert second["model"] == second["options"]["model"] == "tiny.en"
     # its own file, the same audio: a hard link, so deleting one keeps the other's
     assert (
         get(d, f"/v1/jobs/{second_id}/audio").content == get(d, f"/v1/jobs/{job_id}/audio").content

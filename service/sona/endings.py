@@ -49,7 +49,8 @@ class Endings:
             crash_point("after_terminal_write", job.id)
         self._publish(job)
         if job.refines is not None and job.status is Status.COMPLETED:
-            # The same commit replaced the live job's transcript with this one's.
+            # The same commit replaced the live job's transcript with this one's
+            # (unless that job was deleted meanwhile: then no one follows it).
             self.events.publish(job.refines, "transcript_replaced", {"refined_by": job.id})
             log.info("job.transcript_replaced", job_id=job.refines, refined_by=job.id)
 

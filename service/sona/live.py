@@ -388,4 +388,4 @@ class LiveSession:
             await asyncio.gather(self._decoder, return_exceptions=True)
         if self.recording is not None:
             recording, self.recording = self.recording, None
-            await recording.finish()
+            await recording.finish(self._options())

@@ -205,11 +205,12 @@ class LiveRecording:
             words=words,
         )
 
-    async def finish(self) -> Job | None:
-        """Seal the WAV and complete the job with what was said."""
+    async def finish(self, options: TranscribeOptions | None = None) -> Job | None:
+        """Seal the WAV and complete the job with what was said; ``options``:
+        the session's language and prompt as they are now, for a second pass."""
         self._keeper.cancel()
         async with self._lock:
-            return await complete(self._ending, self.claim, self._language)
+            return await complete(self._ending, self.claim, self._language, options)
 
 
 def owner_id() -> str:
@@ -217,12 +218,14 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:live"
 
 
-async def complete(ending: Ending, claim: Claim, language: str | None) -> Job | None:
+async def complete(
+    ending: Ending, claim: Claim, language: str | None, options: TranscribeOptions | None = None
+) -> Job | None:
     """Seal the WAV and complete the job; with a ``refine_model``, its second
-    pass is queued in the same transaction."""
+    pass is queued in the same transaction, with ``options`` (else the job's,
+    as the session opened: after a crash)."""
     store, events = ending.store, ending.events
     path = Path(claim.job.file_path)
-    twin: Path | None = None
     try:
         data = await asyncio.to_thread(_seal, path)
         duration = data / 2 / RATE
@@ -230,16 +233,16 @@ async def complete(ending: Ending, claim: Claim, language: str | None) -> Job | 
         refinement = None
         refine_model = (claim.job.metadata or {}).get(REFINE_KEY)
         if refine_model and data:  # no audio, nothing to transcribe again
+            # A link whose row never commits is an orphan the start-up sweep
+            # removes (deleting it here could race a commit whose answer was lost).
             linked, digest, size = await asyncio.to_thread(_linked, path)
-            twin = linked
+            recorded = replace(claim.job, options=options or claim.job.options)
             refinement = second_pass(
-                claim.job, refine_model, linked, digest, size, duration, ending.max_attempts
+                recorded, refine_model, linked, digest, size, duration, ending.max_attempts
             )
         job = await store.finish(claim, Status.COMPLETED, refinement=refinement)
     except Exception:  # the lease was lost, the store is gone: recovery finishes it
         log.exception("live.finish_failed", job_id=claim.job.id)
-        if twin is not None:  # recovery links its own
-            await asyncio.to_thread(twin.unlink, missing_ok=True)
         return None
     events.publish(job.id, job.status.value, {"status": job.status.value, "error_code": None})
     log.info("live.completed", job_id=job.id, turns=job.chunks_done)
