@@ -9,7 +9,7 @@ explains each row.
 
     python scripts/bench.py [--device cpu|cuda] [--audio-dir DIR] [--soak 500]
                             [--quick] [--json OUT] [--scale-out [PG_URL]]
-                            [--only PHASE,...] [--mix-minutes 6]
+                            [--only PHASE,...] [--mix-minutes 6] [--mix-seeds 8]
 
 Nothing else runs here while a side is timed: the in-process model idles while
 the daemon works, and the daemon idles while the in-process model works.
@@ -197,9 +197,10 @@ class Daemon:
         data: dict[str, Any] = self.http.get(f"/v1/jobs/{job_id}").json()
         return data
 
-    def submit(self, path: Path) -> str:
+    def submit(self, path: Path, **form: Any) -> str:
+        """Upload ``path`` as a job; ``form`` adds its options (e.g. ``beam_size``)."""
         with path.open("rb") as f:
-            r = self.http.post("/v1/jobs", files={"file": (path.name, f)})
+            r = self.http.post("/v1/jobs", files={"file": (path.name, f)}, data=form)
         r.raise_for_status()
         return str(r.json()["id"])
 
@@ -225,10 +226,10 @@ class Daemon:
                 raise TimeoutError(f"{len(ids)} jobs not finished after {timeout_s} s")
             time.sleep(0.1)
 
-    def transcribe(self, path: Path) -> tuple[float, dict]:
+    def transcribe(self, path: Path, **form: Any) -> tuple[float, dict]:
         """Upload → completed, timed; the finished job."""
         started = time.perf_counter()
-        job = self.wait(self.submit(path))
+        job = self.wait(self.submit(path, **form))
         return time.perf_counter() - started, job
 
     def openai(self, path: Path) -> float:
@@ -863,6 +864,12 @@ def parse_args() -> argparse.Namespace:
     )
     ap.add_argument(
         "--mix-minutes", type=float, default=6.0, help="length of the fidelity rows' speech mix"
+    )
+    ap.add_argument(
+        "--mix-seeds",
+        type=int,
+        default=8,
+        help="the fidelity rows' mean over this many 2-minute mixes (0: none)",
     )
     args = ap.parse_args()
     sizes = QUICK if args.quick else FULL

@@ -188,6 +188,7 @@ async def test_r12_hostile_file_names_stay_inside_the_data_dir(
         ({"metadata": "[1,2]"}, "metadata"),
         ({"metadata": "{not json"}, "metadata"),
         ({"metadata": '{"x": "' + "y" * 5000 + '"}'}, "metadata"),
+        ({"metadata": '{"live_session": "sess_1"}'}, "metadata"),  # Sona's own key
         ({"priority": "high"}, "priority"),
         ({"bogus": "1"}, "bogus"),
         ({"model": "no-such-model"}, "model"),

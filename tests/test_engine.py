@@ -10,6 +10,7 @@ import os
 import signal
 import statistics
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +197,33 @@ async def test_the_sample_counter_stops_decoding_whatever_the_header_says(
     host.open(spec("bomb", silence_wav(tmp_path / "q.wav", 20), max_seconds=5))
     failed = (await prepared(host, "bomb"))["bomb"][-1]
     assert isinstance(failed, PrepareFailed) and failed.code == "audio_too_long"
+
+
+async def test_a_cut_from_a_time_numbers_its_chunks_after_the_stored_ones(
+    host: ProcessEngineHost, tmp_path: Path
+) -> None:
+    """A live session's job after its daemon died: three stored turns cover the
+    first sentence; only the audio after them is cut, its chunks numbered on
+    from the turns' and timed on the whole file. With nothing after them the
+    job is prepared with no chunk at all."""
+    two = concat_wav([AUDIO / "fox.wav", AUDIO / "report.wav"], tmp_path / "two.wav", gap_s=2.0)
+    after_fox = 7.177 + 1.0
+    host.open(replace(spec("tail", two), skip_chunks=3, from_s=after_fox))
+    events = (await prepared(host, "tail"))["tail"]
+    chunks, done = chunks_of(events), events[-1]
+    assert isinstance(done, Prepared) and chunks and done.total == 3 + len(chunks)
+    assert [c.no for c in chunks] == list(range(3, done.total))
+    assert all(c.start >= after_fox for c in chunks)
+    assert done.duration == pytest.approx(7.177 + 4.233 + 4.0, abs=0.05)  # the whole file
+    segments = [s for segs in await decode(host, chunks) for s in segs]
+    text = full_text(segments).lower()
+    assert "quarterly" in text and "fox" not in text and "forest" not in text
+    assert all(s.start >= after_fox for s in segments)
+
+    host.open(replace(spec("covered", two), skip_chunks=2, from_s=done.duration))
+    covered = (await prepared(host, "covered"))["covered"]
+    assert chunks_of(covered) == [] and isinstance(covered[-1], Prepared)
+    assert covered[-1].total == 2
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSEGV], ids=["SIGKILL", "SIGSEGV"])

@@ -9,7 +9,7 @@ from pathlib import Path
 from sona.engine import ChunkInfo
 from sona.engine.registry import ModelEntry
 from sona.flight import SEQUENTIAL_BEAM, Flight, job_spec
-from sona.jobs import Job, Segment, Status, TranscribeOptions
+from sona.jobs import LIVE_KEY, Job, Segment, Status, TranscribeOptions
 from sona.store import Claim
 
 ENTRY = ModelEntry("tiny.en", Path("/models/tiny.en"), 0.0, 0.0)
@@ -114,3 +114,14 @@ def test_the_spec_resumes_after_what_was_stored_with_the_jobs_own_beam() -> None
     )
     assert sequential.options.beam_size == SEQUENTIAL_BEAM
     assert not job_spec(claim(vad_filter=False), ENTRY, beam_size=1, max_seconds=60, channels=1).vad
+
+
+def test_a_live_job_goes_on_from_its_last_turn_a_file_job_by_chunk_count() -> None:
+    """A live session's stored turns are not cuts of its file: its re-run cuts
+    the audio after them. A file job's re-run cuts the whole file again."""
+    file, live = claim(chunks_done=3), claim(chunks_done=2, segments_done=5)
+    file.job.processed_seconds = live.job.processed_seconds = 9.5
+    live.job.metadata = {LIVE_KEY: "sess_1"}
+    for c, from_s in ((file, None), (live, 9.5)):
+        spec = job_spec(c, ENTRY, beam_size=1, max_seconds=60, channels=1)
+        assert (spec.skip_chunks, spec.from_s) == (c.job.chunks_done, from_s)

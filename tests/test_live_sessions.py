@@ -219,9 +219,13 @@ async def test_sigterm_ends_sessions_with_their_jobs_completed(daemon_factory: A
     assert word_error(done["transcript"], transcript(restarted, job_id)) == 0
 
 
-async def test_a_daemon_killed_mid_session_completes_the_job_on_restart(
+async def test_a_daemon_killed_mid_session_transcribes_what_it_received_on_restart(
     daemon_factory: Any,
 ) -> None:
+    """One turn committed and stored, a second sentence sent and never
+    committed, then ``kill -9``: on the next start the job is finished as a file
+    job from the end of the stored turn, so it holds the turn once and the
+    uncommitted sentence's words (the recording's tail), nothing twice."""
     d = daemon_factory("--model", "tiny.en")
     live = await Live.open(d)
     job_id = live.session["job_id"]
@@ -229,15 +233,27 @@ async def test_a_daemon_killed_mid_session_completes_the_job_on_restart(
     await live.audio(clip("fox.wav"))
     await live.send("input_audio_buffer.commit")
     done = await live.next("conversation.item.input_audio_transcription.completed")
-    await live.audio(clip("report.wav")[: FRAME * 20])  # 2 s more, never committed
-    await asyncio.sleep(1.0)
+    await live.audio(clip("report.wav"))  # never committed
+    [recording] = (d.data_dir / "uploads").iterdir()
+    received = 44 + int((7.177 + 4.233 - 0.05) * 16_000) * 2
+    deadline = time.monotonic() + 30
+    while recording.stat().st_size < received:  # all of it written before the kill
+        assert time.monotonic() < deadline, recording.stat().st_size
+        await asyncio.sleep(0.1)
     d.proc.send_signal(signal.SIGKILL)
     d.proc.wait(10)
     await live.http.close()
     restarted = daemon_factory("--model", "tiny.en", data_dir=d.data_dir)
-    job = wait_status(restarted, job_id, "completed")
-    assert job["duration"] == pytest.approx(7.177 + 2.0, abs=0.15)  # all that was received
-    assert word_error(done["transcript"], transcript(restarted, job_id)) == 0
+    job = wait_status(restarted, job_id, "completed", timeout=120)
+    assert job["duration"] == pytest.approx(7.177 + 4.233, abs=0.1)  # all that was received
+    assert job["language"] == "en"
+    stored = transcript(restarted, job_id).lower()
+    for word in ("fox", "forest", "quarterly", "finance"):
+        assert stored.count(word) == 1, stored
+    report = json.loads((AUDIO / "manifest.json").read_text())["report.wav"]["text"]
+    assert word_error(done["transcript"] + " " + report, stored) <= 0.15
+    segments = get(restarted, f"/v1/jobs/{job_id}/transcript?format=verbose_json").json()
+    assert [s["id"] for s in segments["segments"]] == list(range(len(segments["segments"])))
 
 
 async def test_a_resume_takes_over_a_socket_the_server_still_holds(daemon_factory: Any) -> None:
@@ -331,6 +347,10 @@ async def test_an_unknown_refine_model_refuses_the_session(daemon_factory: Any) 
 async def test_a_daemon_killed_mid_session_queues_the_second_pass_on_restart(
     daemon_factory: Any,
 ) -> None:
+    """kill -9 with a turn stored and a sentence never committed: on the next
+    start a worker finishes the job from the end of the turn (a second run),
+    and the write that completes it queues the second pass over the whole
+    recording, with the options the job stored."""
     d = daemon_factory("--model", "tiny.en")
     live = await Live.open(d, refine_model="tiny.en")
     job_id = live.session["job_id"]
@@ -338,12 +358,24 @@ async def test_a_daemon_killed_mid_session_queues_the_second_pass_on_restart(
     await live.audio(clip("fox.wav"))
     await live.send("input_audio_buffer.commit")
     await live.next("conversation.item.input_audio_transcription.completed")
+    await live.audio(clip("report.wav"))  # never committed
+    [recording] = (d.data_dir / "uploads").iterdir()
+    received = 44 + int((7.177 + 4.233 - 0.05) * 16_000) * 2
+    deadline = time.monotonic() + 30
+    while recording.stat().st_size < received:  # all of it written before the kill
+        assert time.monotonic() < deadline, recording.stat().st_size
+        await asyncio.sleep(0.1)
     d.proc.send_signal(signal.SIGKILL)
     d.proc.wait(10)
     await live.http.close()
     restarted = daemon_factory("--model", "tiny.en", data_dir=d.data_dir)
-    job = wait_status(restarted, job_id, "completed")
-    second = wait_status(restarted, job["metadata"]["refined_by"], "completed")
+    job = wait_status(restarted, job_id, "completed", timeout=120)
+    assert job["attempts"] == 2  # the session's run, then a worker's
+    second = wait_status(restarted, job["metadata"]["refined_by"], "completed", timeout=120)
     assert second["refines"] == job_id
+    assert second["options"] == {**job["options"], "model": "tiny.en"}  # as stored at open
+    assert second["duration"] == pytest.approx(7.177 + 4.233, abs=0.1)  # the whole recording
     assert segments_of(restarted, job_id) == segments_of(restarted, second["id"])
-    assert "fox" in job_of(restarted, job_id)["text"].lower()
+    refined = job_of(restarted, job_id)["text"].lower()
+    for word in ("fox", "quarterly"):
+        assert refined.count(word) == 1, refined

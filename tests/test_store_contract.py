@@ -490,16 +490,6 @@ async def test_a_live_job_starts_processing_and_no_claim_takes_it(store: JobStor
     assert done.status is Status.COMPLETED and "hello" in (done.text or "")
 
 
-async def test_claim_job_takes_that_queued_job_only(store: JobStore) -> None:
-    await store.create(new_job(id="a"))
-    await store.create(new_job(id="b", priority=5))
-    got = await store.claim_job("a", worker_id="w", lease_s=30)
-    assert got is not None and got.job.id == "a" and got.job.status is Status.PROCESSING
-    assert await store.claim_job("a", worker_id="w", lease_s=30) is None  # not queued now
-    assert await store.claim_job("missing", worker_id="w", lease_s=30) is None
-    assert (await store.get("b")).status is Status.QUEUED
-
-
 async def _live_with_refinement(store: JobStore, model: str = "base") -> tuple[str, str]:
     """A completed live job (two turns, a callback) and its queued second pass."""
     live = await store.start_live(

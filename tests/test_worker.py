@@ -8,11 +8,13 @@ import asyncio
 import os
 import re
 import time
+import wave
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import jiwer
+import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -24,8 +26,11 @@ from sona.errors import EngineCrashed
 from sona.events import EventHub
 from sona.jobs import NewJob, Segment, Status, TranscribeOptions
 from sona.keys import ENGINE, STORE, WORKER
+from sona.live_record import LiveRecording
+from sona.notify import LocalNotifier
 from sona.store import open_store
 from sona.store.sqlite import SqliteStore
+from sona.uploads import UploadDir
 from sona.worker import Worker
 from sona.worker_config import WorkerConfig
 from tests.audio_factory import flac_bomb
@@ -556,3 +561,145 @@ async def test_a_job_s_vad_options_reach_the_engine_on_every_run(tmp_path: Path)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await store.close()
+
+
+class TailEngine(EngineDouble):
+    """A test double for a live session's job requeued after its daemon died:
+    like the engine given ``from_s``, it cuts one chunk after the stored turns,
+    numbered on from theirs (or, with ``tail`` off, none: the turns covered
+    everything), and detects no language when it cuts nothing."""
+
+    def __init__(self, *, tail: bool) -> None:
+        super().__init__()
+        self.tail = tail
+        self.opened: list[JobSpec] = []
+
+    def open(self, spec: JobSpec) -> None:
+        self.opened.append(spec)
+        at, total = spec.from_s or 0.0, spec.skip_chunks
+        if self.tail:
+            chunk = ChunkInfo(spec.job_id, total, 0, at + 0.5, at + 2.0, 1.5)
+            self.events.put_nowait(ChunksReady(spec.job_id, [chunk], "en", spec.token, 0.9))
+            total += 1
+        language = "en" if self.tail else None
+        self.events.put_nowait(Prepared(spec.job_id, at + 3.0, total, spec.token, (), language))
+
+    async def step(self, model_id: str, items: list[ChunkInfo]) -> list[list[Segment]]:
+        return [[Segment(index=0, start=i.start, end=i.end, text=" tail")] for i in items]
+
+
+@pytest.mark.parametrize("tail", [True, False], ids=["speech-after", "all-covered"])
+async def test_a_requeued_live_job_goes_on_after_its_turns_as_a_file_job(
+    store: Any, tmp_path: Path, tail: bool
+) -> None:
+    """A live session stores two turns, then its daemon dies (its lease keeper
+    stops); recovery requeues the job as another node's would, and a worker
+    finishes it: the WAV sealed, the engine asked for the audio after the last
+    turn's end with chunk numbers after the turns', segments numbered on from
+    theirs, the turns' language kept when nothing follows them."""
+    uploads = UploadDir(tmp_path / "uploads")
+    rec = await LiveRecording.open(
+        store=store,
+        events=EventHub(),
+        notifier=LocalNotifier(),
+        uploads=uploads,
+        session_id="sess_1",
+        model_id="tiny.en",
+        options=TranscribeOptions(model="tiny.en"),
+        lease_s=0.3,
+        max_attempts=3,
+    )
+    await rec.write(np.zeros(4 * 16_000, np.float32))
+    await rec.turn(0, (0.0, 1.5), [Segment(index=0, start=0.2, end=1.1, text=" one")], "en")
+    await rec.turn(1, (1.5, 2.5), [Segment(index=0, start=0.1, end=0.7, text=" two")], None)
+    mid = await store.get(rec.job_id)  # processed: the turn's end, not its last word's
+    assert (mid.processed_seconds, mid.language, mid.duration) == (2.5, "en", None)
+    rec._keeper.cancel()  # the daemon is gone: nobody renews the lease
+    await asyncio.sleep(0.5)
+    assert (await store.recover(is_dead=lambda _owner: False)).requeued == [rec.job_id]
+    engine = TailEngine(tail=tail)
+    worker, task = run_worker(store, engine, tmp_path)
+    try:
+        worker.wake()
+        job = await completed(store, rec.job_id, task)
+        [spec] = engine.opened
+        assert (spec.from_s, spec.skip_chunks) == (2.5, 2)
+        segments = await store.segments(rec.job_id)
+        said = [" one", " two", " tail"] if tail else [" one", " two"]
+        assert [s.text for s in segments] == said
+        assert [s.index for s in segments] == list(range(len(said)))
+        assert (job.chunks_done, job.language, job.duration) == (len(said), "en", 5.5)
+        assert (job.attempts, job.max_attempts) == (2, 3)  # a crash in its re-run is retried
+        with wave.open(str(rec.path)) as w:  # sealed: the header says what is there
+            assert w.getnframes() == 4 * 16_000
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_requeued_live_job_queues_its_second_pass_as_the_worker_completes_it(
+    store: Any, tmp_path: Path
+) -> None:
+    """A live session with a refine model whose daemon died: the worker that
+    finishes it (its tail transcribed first) queues the second pass in the
+    write that completes it — over a link of the sealed WAV, with the options
+    the job stored — then runs it, and its transcript replaces the job's."""
+    stored = TranscribeOptions(language="en", prompt="as the session opened")
+    rec = await LiveRecording.open(
+        store=store,
+        events=EventHub(),
+        notifier=LocalNotifier(),
+        uploads=UploadDir(tmp_path / "uploads"),
+        session_id="sess_1",
+        model_id="tiny.en",
+        options=stored,
+        lease_s=0.3,
+        max_attempts=3,
+        refine_model="tiny.en",
+    )
+    await rec.write(np.zeros(4 * 16_000, np.float32))
+    await rec.turn(0, (0.0, 1.5), [Segment(index=0, start=0.2, end=1.1, text=" one")], "en")
+    rec._keeper.cancel()  # the daemon is gone: nobody renews the lease
+    await asyncio.sleep(0.5)
+    assert (await store.recover(is_dead=lambda _owner: False)).requeued == [rec.job_id]
+    engine = TailEngine(tail=True)
+    worker, task = run_worker(store, engine, tmp_path)
+    try:
+        worker.wake()
+        job = await completed(store, rec.job_id, task)
+        second_id = job.metadata["refined_by"]
+        second = await completed(store, second_id, task)
+        live_spec, second_spec = engine.opened  # the tail first, then the whole file
+        assert (live_spec.from_s, second_spec.from_s) == (1.5, None)
+        assert second.refines == rec.job_id and second.priority == 0
+        assert second.options == stored.model_copy(update={"model": "tiny.en"})
+        assert (second.max_attempts, second.callback_url) == (3, None)
+        linked = Path(second.file_path)
+        assert linked != rec.path
+        # A hard link (one deletion keeps the other's audio) of the sealed WAV.
+        assert await asyncio.to_thread(os.path.samefile, linked, rec.path)
+        with wave.open(str(linked)) as w:
+            assert w.getnframes() == 4 * 16_000
+        refined = await store.get(rec.job_id)
+        assert [s.text for s in await store.segments(rec.job_id)] == [" tail"]
+        assert refined.text == second.text and refined.chunks_done == 2  # turn + tail
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_file_job_naming_a_refine_model_in_its_metadata_gets_no_second_pass(
+    store: Any, tmp_path: Path
+) -> None:
+    """``refine_model`` in a user's metadata is the user's: only a live
+    session's job (a metadata key the intake reserves) has a second pass."""
+    await store.create(replace(fake_job("file"), metadata={"refine_model": "tiny.en"}))
+    worker, task = run_worker(store, TailEngine(tail=True), tmp_path)
+    try:
+        worker.wake()
+        job = await completed(store, "file", task)
+        assert job.metadata == {"refine_model": "tiny.en"}  # no refined_by
+        assert await store.queue_size() == 0
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

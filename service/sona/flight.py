@@ -117,7 +117,10 @@ def job_spec(
     claim: Claim, entry: ModelEntry, *, beam_size: int, max_seconds: float, channels: int
 ) -> JobSpec:
     """What the engine opens a claimed job with. ``beam_size`` is the worker's
-    default for a job that names none; a re-run skips the chunks already stored."""
+    default for a job that names none; a re-run skips the chunks already stored.
+    A live session's job (its daemon died, it was requeued) goes on after the
+    turns it stored: its turns are not cuts of the file, so the engine cuts
+    only the audio after them (``from_s``), numbering on from theirs."""
     job = claim.job
     options = job.options
     beam = options.beam_size or (
@@ -134,5 +137,6 @@ def job_spec(
         vad=options.vad_filter is not False,
         channels=channels,
         skip_chunks=job.chunks_done,
+        from_s=job.processed_seconds if job.live else None,
         token=claim.token,
     )

@@ -19,13 +19,14 @@ from sona.errors import (
     AddressRefused,
     AudioTooLong,
     InvalidCallbackUrl,
+    InvalidRequest,
     MetadataTooLarge,
     NoModel,
     QueueFull,
     UnsupportedLanguage,
     english_only_message,
 )
-from sona.jobs import METADATA_MAX_BYTES, Job, NewJob, TranscribeOptions, validate_job_id
+from sona.jobs import LIVE_KEY, METADATA_MAX_BYTES, Job, NewJob, TranscribeOptions, validate_job_id
 from sona.netguard import check_resolved
 from sona.store import JobStore
 from sona.uploads import StoredUpload
@@ -59,6 +60,11 @@ def check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any] | None:
     if metadata is not None and len(json.dumps(metadata)) > METADATA_MAX_BYTES:
         raise MetadataTooLarge(
             f"metadata is larger than {METADATA_MAX_BYTES} bytes as JSON", param="metadata"
+        )
+    if metadata is not None and LIVE_KEY in metadata:  # a file job must never pass for one
+        raise InvalidRequest(
+            f"the metadata key {LIVE_KEY!r} is Sona's own: it marks a live session's job",
+            param="metadata",
         )
     return metadata
 

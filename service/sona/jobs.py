@@ -188,6 +188,12 @@ class Segment:
     speaker: str | None = None
 
 
+# A live session's job (``live_record.py``) holds its session's id here, and
+# the model of its second pass, if one was asked for, there.
+LIVE_KEY = "live_session"
+REFINE_KEY = "refine_model"
+
+
 @dataclass
 class Job:
     """A job row as the store returns it."""
@@ -229,6 +235,19 @@ class Job:
     # A live session's second pass (live_record.py): the job whose transcript
     # this one's replaces when it completes. Set by Sona only, never by a request.
     refines: str | None = None
+
+    @property
+    def live(self) -> bool:
+        """A live session's recording: its stored chunks are the session's turns,
+        not cuts of its file, so a re-run goes on from ``processed_seconds``."""
+        return bool((self.metadata or {}).get(LIVE_KEY))
+
+    @property
+    def refine_model(self) -> str | None:
+        """A live session's job: the model of the second pass queued when it
+        completes, if the session asked for one. A file job has none, whatever
+        its metadata says (only a live job's metadata is Sona's own)."""
+        return (self.metadata or {}).get(REFINE_KEY) if self.live else None
 
     @property
     def progress(self) -> float:

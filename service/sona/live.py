@@ -28,7 +28,7 @@ from sona.intake import Intake
 from sona.jobs import Segment, TranscribeOptions
 from sona.live_audio import RATE, Resampler, TurnDetector, pcm16
 from sona.live_partial import PartialText
-from sona.live_record import Ending, LiveRecording
+from sona.live_record import LiveRecording
 from sona.notify import Notifier
 from sona.settings import Settings
 from sona.store import JobStore
@@ -117,12 +117,15 @@ class LiveSession:
         model_id = self._intake.resolve_model(model_name(self.config.model))
         deps = self._deps
         self.recording = await LiveRecording.open(
-            ending=Ending(deps.store, deps.events, deps.notifier, self._settings.max_attempts),
+            store=deps.store,
+            events=deps.events,
+            notifier=deps.notifier,
             uploads=deps.uploads,
             session_id=self.id,
             model_id=model_id,
             options=self._options(),
             lease_s=self._settings.lease_s,
+            max_attempts=self._settings.max_attempts,
             callback_url=callback_url,
             refine_model=refine_model,
         )
@@ -353,7 +356,8 @@ class LiveSession:
         if self.recording is None:
             return
         try:
-            await self.recording.turn(turn.no, turn.start / RATE, segments, language)
+            span = (turn.start / RATE, (turn.start + turn.audio.size) / RATE)
+            await self.recording.turn(turn.no, span, segments, language)
         except Exception:  # the store's trouble costs the job this turn, not the session
             log.exception("live.record_failed", session=self.id, turn=turn.no)
 

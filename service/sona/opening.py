@@ -1,11 +1,14 @@
 """A claimed job made ready to run: its model acquired and its engine spec
-built. A job that cannot be opened is ended here: a model load that kills or
-hangs the engine counts as a crash (retried, never failed at once), an unknown
-or broken model and an unreadable upload fail the job — never the worker."""
+built (a live session's recording that its dead daemon left unsealed is
+sealed first). A job that cannot be opened is ended here: a model load that
+kills or hangs the engine counts as a crash (retried, never failed at once),
+an unknown or broken model and an unreadable upload fail the job — never the
+worker."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import structlog
@@ -17,6 +20,7 @@ from sona.engine.registry import ModelEntry, ModelRegistry
 from sona.errors import EngineCrashed, ModelLoadFailed, SonaError
 from sona.flight import job_spec
 from sona.jobs import Status
+from sona.live_record import seal
 from sona.store import Claim
 
 log = structlog.get_logger("sona.worker")
@@ -61,6 +65,10 @@ class Opener:
         return entry, spec
 
     async def _spec(self, claim: Claim, entry: ModelEntry) -> JobSpec:
+        if claim.job.live:  # its daemon died: the WAV's header still says "to the end"
+            # A missing or unreadable file is the engine's to report, as for any job.
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(seal, Path(claim.job.file_path))
         channels = 1
         if claim.job.options.diarize == "channels":  # probing reads the file: off the loop
             info = await asyncio.to_thread(probe, Path(claim.job.file_path))

@@ -19,7 +19,6 @@ from typing import Any
 
 import structlog
 
-from sona.admission import owner_is_dead
 from sona.datadir import DataDirLock
 from sona.dispatcher import Dispatcher, DispatcherConfig
 from sona.engine import (
@@ -32,7 +31,6 @@ from sona.engine.host import ProcessEngineHost
 from sona.engine.registry import ModelRegistry
 from sona.events import TERMINAL, EventHub
 from sona.intake import Intake, IntakeConfig
-from sona.live_record import Ending, recover_live
 from sona.logs import resolve_format
 from sona.metrics import LiveState, Metrics, watch_jobs
 from sona.notify import Handlers, Notifier, notifier_for
@@ -137,10 +135,7 @@ async def start_runtime(
         )
         runtime.metrics.bind_live(lambda: _live_state(runtime))
         await _sweep_expired(runtime)
-        if worker is not None:  # before the worker: a dead daemon's live sessions end here
-            requeued = (await store.recover(is_dead=owner_is_dead)).requeued
-            ending = Ending(store, events, notifier, settings.max_attempts)
-            await recover_live(ending, requeued)
+        if worker is not None:  # its first round requeues a dead daemon's jobs, live ones too
             stack.push_async_callback(_stop_task, _spawn(worker.run(), "sona-worker"))
         stack.push_async_callback(_stop_task, _spawn(runtime.webhooks.run(), "sona-webhooks"))
         stack.push_async_callback(_stop_task, _spawn(_wake_on_end(runtime), "sona-webhook-wake"))

@@ -210,11 +210,13 @@ class Worker:
                 flight.total = total
                 if language is not None:  # a resume whose chunks were all stored announced none
                     flight.language, flight.language_probability = language, probability
+                # A live job with no speech after its stored turns keeps theirs.
+                spoken = flight.language or flight.job.language or flight.spec.options.language
                 try:
                     await self.store.set_info(
                         flight.claim,
                         duration=duration,
-                        language=flight.language or flight.spec.options.language,
+                        language=spoken,
                         warnings=list(warnings),
                         language_probability=flight.language_probability,
                     )
@@ -412,3 +414,4 @@ class Worker:
             await self.endings.finish(flight.claim, status, code, message)
         finally:
             self._settle()
+            self.wake()  # its end may have queued a job (a live session's second pass)

@@ -128,6 +128,12 @@ class JobSpec:
     vad: bool
     channels: int  # 1, or 2 for diarize=channels (one chunk stream per channel)
     skip_chunks: int = 0  # already stored by an earlier attempt: cut, not announced
+    # Seconds at the file's start already covered by stored chunks that were not
+    # cut from it (a live session's turns): only the audio after them is cut, its
+    # chunks numbered on from ``skip_chunks`` and timed on the file. None: a
+    # re-run cuts the whole file again and skips ``skip_chunks`` by count. Never
+    # with condition_on_previous_text (a live session's options have none).
+    from_s: float | None = None
     token: str = ""  # the claim's lease token, echoed in every event about this job
 
 

@@ -68,7 +68,7 @@ class _Job:
         self.spec = spec
         self.language: str | None = None
         self.language_probability: float | None = None
-        self.cut = 0  # chunks cut so far, skipped ones included
+        self.cut = 0  # the next chunk's number: those cut so far, and those skipped or stored
         self.duration = 0.0
         self.decoded = DecodeReport()
         # Sequential decoding: the generator a "chunk" (one segment) is pulled from.
@@ -231,14 +231,24 @@ class EngineProcess:
             if spec.options.condition_on_previous_text:
                 self._open_sequential(job)
                 return
+            # A cut from ``from_s`` on: chunks numbered after the stored ones, none skipped.
+            start = 0 if spec.from_s is None else round(spec.from_s * SAMPLE_RATE)
+            job.cut = 0 if spec.from_s is None else spec.skip_chunks
             detect = speech_detector(self.config.chunk_s, spec.options) if spec.vad else None
-            chunkers = [Chunker(detect, max_s=self.config.chunk_s) for _ in range(spec.channels)]
+            chunkers = [
+                Chunker(detect, max_s=self.config.chunk_s, start=start)
+                for _ in range(spec.channels)
+            ]
             blocks = decode_blocks(
                 spec.path, max_seconds=spec.max_seconds, channels=spec.channels, report=job.decoded
             )
+            before = start  # samples still to pass over: covered by the stored chunks
             for block in blocks:
                 if job.closed.is_set():
                     return
+                if before:
+                    passed = min(before, block.shape[-1])
+                    block, before = block[..., passed:], before - passed
                 rows = list(block) if spec.channels == 2 else [block]
                 for ch, row in enumerate(rows):
                     self._announce(job, ch, chunkers[ch].feed(row))
@@ -281,7 +291,9 @@ class EngineProcess:
             no, job.cut = job.cut, job.cut + 1
             if job.closed.is_set():
                 continue
-            if job.language is None:  # on chunk 0, stored or not: a resume detects the same
+            # On chunk 0, stored or not: a resume detects the same. A cut from
+            # ``from_s`` detects on its own first chunk (the stored turns' is kept).
+            if job.language is None:
                 found = self.backend.language(spec.model_id, spec.options, chunk.audio)
                 job.language, job.language_probability = found
             if no < spec.skip_chunks:

@@ -58,16 +58,22 @@ class RawChunk:
 class Chunker:
     """Feed blocks with ``feed``, then ``finish``; each returns the chunks that
     are complete. Deterministic: the same samples always give the same chunks,
-    which is what lets a re-run skip the chunks already stored."""
+    which is what lets a re-run skip the chunks already stored. ``start``: where
+    the first sample fed sits in the channel (a cut from the middle of a file),
+    so that the chunks' spans are times of the whole recording."""
 
     detect: SpeechDetector | None
     max_s: float = 30.0
     window_s: float = 120.0
     guard_s: float = 5.0  # speech this close to the window's edge may go on
+    start: int = 0
     _buf: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     _buf_start: int = 0  # sample position of _buf[0] in the channel
     _open: list[tuple[np.ndarray, tuple[int, int]]] = field(default_factory=list)
     _open_len: int = 0
+
+    def __post_init__(self) -> None:
+        self._buf_start = self.start
 
     def feed(self, block: np.ndarray) -> list[RawChunk]:
         self._buf = np.concatenate([self._buf, block])

@@ -148,11 +148,6 @@ class JobStore(Protocol):
         while the session records into it (attempts 1)."""
         ...
 
-    async def claim_job(self, job_id: str, *, worker_id: str, lease_s: float) -> Claim | None:
-        """Take this queued job (as ``claim`` would; None unless it is queued): a
-        live session's job requeued by ``recover`` after its daemon died."""
-        ...
-
     async def heartbeat(self, claim: Claim, lease_s: float) -> Lease:
         """Extend the lease, and say whether a cancel was asked for."""
         ...
@@ -161,13 +156,14 @@ class JobStore(Protocol):
         self,
         claim: Claim,
         *,
-        duration: float,
+        duration: float | None,
         language: str | None,
         warnings: list[str] | None = None,
         language_probability: float | None = None,
     ) -> None:
-        """The decoded duration (not the header's), the language (with its
-        probability when it was detected), and warnings such as ``audio_truncated``."""
+        """The decoded duration (not the header's; None: not known yet, as for a
+        live session still recording), the language (with its probability when
+        it was detected), and warnings such as ``audio_truncated``."""
         ...
 
     async def add_chunks(

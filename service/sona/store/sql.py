@@ -159,13 +159,6 @@ START_LIVE = """INSERT INTO jobs (id, status, priority, model, options, file_pat
     :max_attempts, clock.now, 1, :token, clock.now + :lease_s, :worker_id, clock.now
     FROM (SELECT {now} AS now) AS clock RETURNING *"""
 
-# This queued job taken, as a claim takes one (a live session's job that
-# recover requeued after its daemon died). Segments and chunks_done stay.
-CLAIM_JOB = """UPDATE jobs SET status = 'processing', attempts = attempts + 1,
-    lease_token = :token, lease_expires_at = {now} + :lease_s, worker_id = :worker_id,
-    started_at = {now}, error_code = NULL, error_message = NULL
-    WHERE id = :id AND status = 'queued' RETURNING *"""
-
 # The newest completed job with the same file and options (A11). FOR SHARE:
 # retention cannot delete it before the copy is made.
 SAME_RESULT = """SELECT id FROM jobs WHERE file_sha256 = :file_sha256

@@ -148,14 +148,6 @@ class SqlStore(OutboxMixin):
             )
         return Claim(job_from_row(row), token)
 
-    async def claim_job(self, job_id: str, *, worker_id: str, lease_s: float) -> Claim | None:
-        token = uuid.uuid4().hex
-        async with self._tx() as c:
-            row = await c.one(
-                sql.CLAIM_JOB, id=job_id, token=token, lease_s=float(lease_s), worker_id=worker_id
-            )
-        return None if row is None else Claim(job_from_row(row), token)
-
     async def heartbeat(self, claim: Claim, lease_s: float) -> Lease:
         async with self._tx() as c:
             await c.run(sql.HEARTBEAT, id=claim.job.id, token=claim.token, lease_s=float(lease_s))
@@ -165,7 +157,7 @@ class SqlStore(OutboxMixin):
         self,
         claim: Claim,
         *,
-        duration: float,
+        duration: float | None,
         language: str | None,
         warnings: list[str] | None = None,
         language_probability: float | None = None,
