@@ -19,9 +19,11 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
+from standardwebhooks import Webhook
 
 from tests.conftest import AUDIO, Daemon
 from tests.test_realtime import pcm24k, word_error
+from tests.test_webhooks import SECRET
 
 FRAME = 4800  # bytes: 100 ms at 24 kHz, 16-bit
 
@@ -34,13 +36,19 @@ class Live:
         self.events: list[dict[str, Any]] = []
 
     @classmethod
-    async def open(cls, daemon: Daemon, session_id: str | None = None) -> Live:
-        http = aiohttp.ClientSession()
-        query = f"?session_id={session_id}" if session_id else "?intent=transcription"
-        ws = await http.ws_connect(f"ws://127.0.0.1:{daemon.port}/v1/realtime{query}")
-        live = cls(http, ws)
+    async def open(cls, daemon: Daemon, session_id: str | None = None, **params: str) -> Live:
+        """``params``: Sona's own query parameters (``refine_model``, ``callback_url``)."""
+        live = await cls.connect(daemon, session_id, **params)
         await live.next("session.created")
         return live
+
+    @classmethod
+    async def connect(cls, daemon: Daemon, session_id: str | None = None, **params: str) -> Live:
+        http = aiohttp.ClientSession()
+        query = {"session_id": session_id} if session_id else {"intent": "transcription"}
+        url = f"ws://127.0.0.1:{daemon.port}/v1/realtime"
+        ws = await http.ws_connect(url, params={**query, **params})
+        return cls(http, ws)
 
     @property
     def session(self) -> dict[str, Any]:
@@ -264,3 +272,110 @@ async def test_a_resume_takes_over_a_socket_the_server_still_holds(daemon_factor
     assert "weather" in done["transcript"].lower()
     await second.close()
     assert wait_status(d, second.session["job_id"], "completed")["status"] == "completed"
+
+
+def segments_of(daemon: Daemon, job_id: str) -> list[dict[str, Any]]:
+    return json.loads(transcript(daemon, job_id, "verbose_json"))["segments"]
+
+
+@pytest.mark.slow  # a real daemon or model for 10 s or more
+async def test_a_second_pass_replaces_the_sessions_transcript(
+    daemon_factory: Any, receiver: Any
+) -> None:
+    """``refine_model``: at the session's end its whole recording is queued as
+    a file job (tiny.en here: the only model offline); when that completes,
+    its transcript replaces the turns' and a signed webhook says so."""
+    rx = receiver([])
+    d = daemon_factory("--model", "tiny.en", env={"SONA_WEBHOOK_SECRET": SECRET})
+    live = await Live.open(d, refine_model="tiny.en", callback_url=rx.url)
+    job_id = live.session["job_id"]
+    await live.manual()
+    asked = {"language": "en", "prompt": "A fox and a report."}
+    session = {"type": "transcription", "audio": {"input": {"transcription": asked}}}
+    await live.send("session.update", session=session)
+    await live.next("session.updated")
+    for name in ("fox.wav", "report.wav"):
+        await live.audio(clip(name))
+        await live.send("input_audio_buffer.commit")
+        await live.next("conversation.item.input_audio_transcription.completed")
+    turns = " ".join(live.texts())
+    await live.close()
+    job = wait_status(d, job_id, "completed")
+    second_id = job["metadata"]["refined_by"]
+    assert job["metadata"]["refine_model"] == "tiny.en"
+    second = wait_status(d, second_id, "completed")
+    assert second["refines"] == job_id and second["priority"] == 0
+    assert second["duration"] == job["duration"]
+    assert (second["options"]["language"], second["options"]["prompt"]) == ("en", asked["prompt"])
+    assert second["model"] == second["options"]["model"] == "tiny.en"
+    # its own file, the same audio: a hard link, so deleting one keeps the other's
+    assert (
+        get(d, f"/v1/jobs/{second_id}/audio").content == get(d, f"/v1/jobs/{job_id}/audio").content
+    )
+    links = [p for p in (d.data_dir / "uploads").iterdir() if p.stat().st_nlink == 2]
+    assert len(links) == 2
+    hits = rx.wait_for(3)
+    events = [Webhook(SECRET).verify(h.body, h.headers) for h in hits]  # raises when wrong
+    by_type = {(e["type"], e["data"]["job_id"]): e for e in events}
+    replaced = by_type[("job.transcript_replaced", job_id)]
+    assert ("job.completed", job_id) in by_type and ("job.completed", second_id) in by_type
+    refined = job_of(d, job_id)
+    assert replaced["data"]["text"] == refined["text"] == second["text"]
+    assert replaced["data"]["metadata"]["refined_by"] == second_id
+    assert segments_of(d, job_id) == segments_of(d, second_id)  # words, scores and all
+    assert refined["segments_done"] == second["segments_done"]
+    assert word_error(turns, refined["text"]) <= 0.1
+
+
+async def test_an_unknown_refine_model_refuses_the_session(daemon_factory: Any) -> None:
+    d = daemon_factory("--model", "tiny.en")
+    for params, code in (
+        ({"refine_model": "no-such-model"}, "model_not_found"),
+        ({"callback_url": "ftp://example.com/x"}, "invalid_callback_url"),
+    ):
+        live = await Live.connect(d, **params)
+        error = await live.next("error")
+        assert error["error"]["code"] == code, error
+        assert error["error"]["param"] == next(iter(params)), error
+        closing = await live.ws.receive(timeout=10)
+        assert closing.type == aiohttp.WSMsgType.CLOSE and closing.data == 1008
+        await live.http.close()
+    assert get(d, "/v1/jobs").json()["data"] == []  # nothing was recorded
+
+
+@pytest.mark.slow  # a real daemon or model for 10 s or more
+async def test_a_daemon_killed_mid_session_queues_the_second_pass_on_restart(
+    daemon_factory: Any,
+) -> None:
+    """kill -9 with a turn stored and a sentence never committed: on the next
+    start a worker finishes the job from the end of the turn (a second run),
+    and the write that completes it queues the second pass over the whole
+    recording, with the options the job stored."""
+    d = daemon_factory("--model", "tiny.en")
+    live = await Live.open(d, refine_model="tiny.en")
+    job_id = live.session["job_id"]
+    await live.manual()
+    await live.audio(clip("fox.wav"))
+    await live.send("input_audio_buffer.commit")
+    await live.next("conversation.item.input_audio_transcription.completed")
+    await live.audio(clip("report.wav"))  # never committed
+    [recording] = (d.data_dir / "uploads").iterdir()
+    received = 44 + int((7.177 + 4.233 - 0.05) * 16_000) * 2
+    deadline = time.monotonic() + 30
+    while recording.stat().st_size < received:  # all of it written before the kill
+        assert time.monotonic() < deadline, recording.stat().st_size
+        await asyncio.sleep(0.1)
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait(10)
+    await live.http.close()
+    restarted = daemon_factory("--model", "tiny.en", data_dir=d.data_dir)
+    job = wait_status(restarted, job_id, "completed", timeout=120)
+    assert job["attempts"] == 2  # the session's run, then a worker's
+    second = wait_status(restarted, job["metadata"]["refined_by"], "completed", timeout=120)
+    assert second["refines"] == job_id
+    assert second["options"] == {**job["options"], "model": "tiny.en"}  # as stored at open
+    assert second["duration"] == pytest.approx(7.177 + 4.233, abs=0.1)  # the whole recording
+    assert segments_of(restarted, job_id) == segments_of(restarted, second["id"])
+    refined = job_of(restarted, job_id)["text"].lower()
+    for word in ("fox", "quarterly"):
+        assert refined.count(word) == 1, refined

@@ -488,3 +488,74 @@ async def test_a_live_job_starts_processing_and_no_claim_takes_it(store: JobStor
     )
     done = await store.finish(live, Status.COMPLETED)
     assert done.status is Status.COMPLETED and "hello" in (done.text or "")
+
+
+async def _live_with_refinement(store: JobStore, model: str = "base") -> tuple[str, str]:
+    """A completed live job (two turns, a callback) and its queued second pass."""
+    live = await store.start_live(
+        new_job(id="live", metadata={"live_session": "s"}, callback_url="http://h/x"),
+        worker_id="w-live",
+        lease_s=30,
+    )
+    await add(store, live, 0, [seg(0, "turn"), seg(1, "turn")])
+    second = new_job(id="second", model=model, file_path="/y", callback_url="http://h/x")
+    done = await store.finish(live, Status.COMPLETED, refinement=second)
+    assert done.metadata == {"live_session": "s", "refined_by": "second"}
+    return done.id, second.id
+
+
+async def test_a_completed_second_pass_replaces_the_live_jobs_transcript(store: JobStore) -> None:
+    live_id, second_id = await _live_with_refinement(store)
+    queued = await store.get(second_id)
+    assert queued.status is Status.QUEUED and queued.refines == live_id
+    assert queued.file_path == "/y" and queued.model == "base"
+    claim = await claim_of(store)
+    assert claim.job.id == second_id
+    await store.set_info(claim, duration=2.0, language="en", language_probability=0.9)
+    await add(store, claim, 0, [seg(0, "file"), seg(1, "file"), seg(2, "file")])
+    finished = await store.finish(claim, Status.COMPLETED)
+    assert finished.refines == live_id
+    live = await store.get(live_id)
+    assert live.status is Status.COMPLETED
+    assert (live.text, live.model, live.language, live.segments_done) == (
+        "file0 file1 file2",
+        "base",
+        "en",
+        3,
+    )
+    assert live.language_probability == pytest.approx(0.9)
+    assert await store.segments(live_id) == await store.segments(second_id)
+    assert live.metadata == {"live_session": "s", "refined_by": second_id}
+    events = [d.event for d in await store.deliveries(live_id)]
+    assert events == ["job.completed", "job.transcript_replaced"]
+    assert [d.event for d in await store.deliveries(second_id)] == ["job.completed"]
+
+
+async def test_a_failed_second_pass_leaves_the_live_transcript(store: JobStore) -> None:
+    live_id, _ = await _live_with_refinement(store)
+    claim = await claim_of(store)
+    await add(store, claim, 0, [seg(0, "file")])
+    await store.finish(claim, Status.FAILED, error_code="engine_error", error_message="x")
+    live = await store.get(live_id)
+    assert live.text == "turn0 turn1" and live.model == "tiny.en" and live.segments_done == 2
+    assert [s.text for s in await store.segments(live_id)] == [" turn0", " turn1"]
+    assert [d.event for d in await store.deliveries(live_id)] == ["job.completed"]
+
+
+async def test_a_second_pass_whose_live_job_is_gone_completes_alone(store: JobStore) -> None:
+    live_id, second_id = await _live_with_refinement(store)
+    await store.delete(live_id)
+    claim = await claim_of(store)
+    await add(store, claim, 0, [seg(0, "file")])
+    done = await store.finish(claim, Status.COMPLETED)
+    assert done.status is Status.COMPLETED and done.text == "file0"
+    with pytest.raises(NotFound):
+        await store.get(live_id)
+
+
+async def test_only_a_completed_job_queues_a_second_pass(store: JobStore) -> None:
+    live = await store.start_live(new_job(id="live"), worker_id="w-live", lease_s=30)
+    with pytest.raises(InvalidTransition):
+        await store.finish(live, Status.FAILED, refinement=new_job(id="second"))
+    with pytest.raises(NotFound):
+        await store.get("second")

@@ -240,7 +240,7 @@ async def test_an_old_sqlite_database_opens_with_its_data_and_version(
         await store.close()
     await (await SqliteStore.open(str(new))).close()
     upgraded, fresh = await _sqlite_shape(old), await _sqlite_shape(new)
-    assert upgraded["version"] == schema.LATEST == 6
+    assert upgraded["version"] == schema.LATEST == 7
     assert upgraded == fresh
 
 
@@ -287,7 +287,7 @@ async def test_an_old_postgres_database_opens_with_its_data_and_version(version:
             await store.close()
         await (await PostgresStore.open(new)).close()
         upgraded, fresh = await _pg_shape(old), await _pg_shape(new)
-        assert sorted(upgraded["versions"]) == [1, 2, 3, 4, 5, 6]
+        assert sorted(upgraded["versions"]) == [1, 2, 3, 4, 5, 6, 7]
         assert upgraded == fresh
 
 

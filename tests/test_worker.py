@@ -27,6 +27,7 @@ from sona.events import EventHub
 from sona.jobs import NewJob, Segment, Status, TranscribeOptions
 from sona.keys import ENGINE, STORE, WORKER
 from sona.live_record import LiveRecording
+from sona.notify import LocalNotifier
 from sona.store import open_store
 from sona.store.sqlite import SqliteStore
 from sona.uploads import UploadDir
@@ -600,6 +601,7 @@ async def test_a_requeued_live_job_goes_on_after_its_turns_as_a_file_job(
     rec = await LiveRecording.open(
         store=store,
         events=EventHub(),
+        notifier=LocalNotifier(),
         uploads=uploads,
         session_id="sess_1",
         model_id="tiny.en",
@@ -630,6 +632,74 @@ async def test_a_requeued_live_job_goes_on_after_its_turns_as_a_file_job(
         assert (job.attempts, job.max_attempts) == (2, 3)  # a crash in its re-run is retried
         with wave.open(str(rec.path)) as w:  # sealed: the header says what is there
             assert w.getnframes() == 4 * 16_000
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_requeued_live_job_queues_its_second_pass_as_the_worker_completes_it(
+    store: Any, tmp_path: Path
+) -> None:
+    """A live session with a refine model whose daemon died: the worker that
+    finishes it (its tail transcribed first) queues the second pass in the
+    write that completes it — over a link of the sealed WAV, with the options
+    the job stored — then runs it, and its transcript replaces the job's."""
+    stored = TranscribeOptions(language="en", prompt="as the session opened")
+    rec = await LiveRecording.open(
+        store=store,
+        events=EventHub(),
+        notifier=LocalNotifier(),
+        uploads=UploadDir(tmp_path / "uploads"),
+        session_id="sess_1",
+        model_id="tiny.en",
+        options=stored,
+        lease_s=0.3,
+        max_attempts=3,
+        refine_model="tiny.en",
+    )
+    await rec.write(np.zeros(4 * 16_000, np.float32))
+    await rec.turn(0, (0.0, 1.5), [Segment(index=0, start=0.2, end=1.1, text=" one")], "en")
+    rec._keeper.cancel()  # the daemon is gone: nobody renews the lease
+    await asyncio.sleep(0.5)
+    assert (await store.recover(is_dead=lambda _owner: False)).requeued == [rec.job_id]
+    engine = TailEngine(tail=True)
+    worker, task = run_worker(store, engine, tmp_path)
+    try:
+        worker.wake()
+        job = await completed(store, rec.job_id, task)
+        second_id = job.metadata["refined_by"]
+        second = await completed(store, second_id, task)
+        live_spec, second_spec = engine.opened  # the tail first, then the whole file
+        assert (live_spec.from_s, second_spec.from_s) == (1.5, None)
+        assert second.refines == rec.job_id and second.priority == 0
+        assert second.options == stored.model_copy(update={"model": "tiny.en"})
+        assert (second.max_attempts, second.callback_url) == (3, None)
+        linked = Path(second.file_path)
+        assert linked != rec.path
+        # A hard link (one deletion keeps the other's audio) of the sealed WAV.
+        assert await asyncio.to_thread(os.path.samefile, linked, rec.path)
+        with wave.open(str(linked)) as w:
+            assert w.getnframes() == 4 * 16_000
+        refined = await store.get(rec.job_id)
+        assert [s.text for s in await store.segments(rec.job_id)] == [" tail"]
+        assert refined.text == second.text and refined.chunks_done == 2  # turn + tail
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_file_job_naming_a_refine_model_in_its_metadata_gets_no_second_pass(
+    store: Any, tmp_path: Path
+) -> None:
+    """``refine_model`` in a user's metadata is the user's: only a live
+    session's job (a metadata key the intake reserves) has a second pass."""
+    await store.create(replace(fake_job("file"), metadata={"refine_model": "tiny.en"}))
+    worker, task = run_worker(store, TailEngine(tail=True), tmp_path)
+    try:
+        worker.wake()
+        job = await completed(store, "file", task)
+        assert job.metadata == {"refine_model": "tiny.en"}  # no refined_by
+        assert await store.queue_size() == 0
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -3,7 +3,8 @@ shielded from a cancel of the caller; an engine crash counted against the job;
 the end published to followers and logged. A write that fails (a full disk)
 is logged and left: the row stays ``processing`` under a lease nobody renews,
 recovery requeues it and the re-run writes the end again — a retry, never a
-failed job."""
+failed job. A live session's job that its dead daemon left to a worker ends
+here too, and queues its second pass in the same write (``live_record.py``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from sona.crashpoints import crash_point
 from sona.errors import InvalidTransition
 from sona.events import EventHub
 from sona.jobs import Job, Status
+from sona.live_record import second_pass, second_pass_queued
 from sona.store import Claim, JobStore
 
 log = structlog.get_logger("sona.worker")
@@ -31,11 +33,19 @@ class Endings:
     async def finish(
         self, claim: Claim, status: Status, code: str | None = None, message: str | None = None
     ) -> None:
-        """End ``claim``'s job in ``status`` (``QUEUED``: give it back)."""
+        """End ``claim``'s job in ``status`` (``QUEUED``: give it back). A live
+        job that completes here (its daemon died) queues its second pass, if
+        it asked for one, with the options it stored (the session's last
+        changes died with it)."""
+        refinement = None
         try:
+            if status is Status.COMPLETED:  # the WAV was sealed when the job opened
+                refinement = await second_pass(claim.job)
             # Shielded: a cancel of the caller must not leave the row half-written.
             job = await asyncio.shield(
-                self.store.finish(claim, status, error_code=code, error_message=message)
+                self.store.finish(
+                    claim, status, error_code=code, error_message=message, refinement=refinement
+                )
             )
         except InvalidTransition:
             log.warning("job.lease_lost", job_id=claim.job.id)
@@ -48,6 +58,13 @@ class Endings:
             # The job's end and its webhook row are committed; nothing sent yet.
             crash_point("after_terminal_write", job.id)
         self._publish(job)
+        if refinement is not None:  # this worker's wake-up takes it (others poll)
+            second_pass_queued(self.events, job, refinement)
+        if job.refines is not None and job.status is Status.COMPLETED:
+            # The same commit replaced the live job's transcript with this one's
+            # (unless that job was deleted meanwhile: then no one follows it).
+            self.events.publish(job.refines, "transcript_replaced", {"refined_by": job.id})
+            log.info("job.transcript_replaced", job_id=job.refines, refined_by=job.id)
 
     async def crashed(self, claim: Claim, *, blamed: bool) -> None:
         """The engine died with this claim's job in it: requeue the job, counting

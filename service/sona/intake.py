@@ -91,6 +91,14 @@ class Intake:
             param="model",
         )
 
+    async def known_model(self, requested: str | None) -> str:
+        """``resolve_model``, found now: an unknown model fails the request
+        (``ModelNotFound``), not the job."""
+        model = self.resolve_model(requested)
+        if not self.models.is_loaded(model):
+            await self.models.locate(model)
+        return model
+
     async def check_callback(self, url: str | None) -> None:
         """Refuse a callback_url the delivery would refuse (E3), with the reason,
         before anything is queued."""
@@ -138,14 +146,12 @@ class Intake:
         if sub.job_id is not None:
             validate_job_id(sub.job_id)
         await self.check_callback(sub.callback_url)
-        model = self.resolve_model(sub.options.model)
+        model = await self.known_model(sub.options.model)
         language = sub.options.language
         if language not in (None, "en") and english_only(model):
             raise UnsupportedLanguage(
                 english_only_message(Path(model).name, str(language)), param="language"
             )
-        if not self.models.is_loaded(model):
-            await self.models.locate(model)  # an unknown model fails the submit, not the job
         duration, _channels = await asyncio.to_thread(probe, upload.path)
         self._check_duration(duration, sub.options)
         crash_point("before_commit")  # the file is stored, the row not yet

@@ -188,8 +188,10 @@ class Segment:
     speaker: str | None = None
 
 
-# A live session's job (``live_record.py``) holds its session's id here.
+# A live session's job (``live_record.py``) holds its session's id here, and
+# the model of its second pass, if one was asked for, there.
 LIVE_KEY = "live_session"
+REFINE_KEY = "refine_model"
 
 
 @dataclass
@@ -230,12 +232,22 @@ class Job:
     lease_token: str | None = None
     warnings: list[str] = field(default_factory=list)  # e.g. audio_truncated
     cached: bool = False  # answered from an earlier job's result (A11)
+    # A live session's second pass (live_record.py): the job whose transcript
+    # this one's replaces when it completes. Set by Sona only, never by a request.
+    refines: str | None = None
 
     @property
     def live(self) -> bool:
         """A live session's recording: its stored chunks are the session's turns,
         not cuts of its file, so a re-run goes on from ``processed_seconds``."""
         return bool((self.metadata or {}).get(LIVE_KEY))
+
+    @property
+    def refine_model(self) -> str | None:
+        """A live session's job: the model of the second pass queued when it
+        completes, if the session asked for one. A file job has none, whatever
+        its metadata says (only a live job's metadata is Sona's own)."""
+        return (self.metadata or {}).get(REFINE_KEY) if self.live else None
 
     @property
     def progress(self) -> float:
@@ -265,3 +277,4 @@ class NewJob:
     metadata: dict[str, Any] | None = None
     # Answer from a completed job with the same file and options, if one exists (A11).
     dedupe: bool = False
+    refines: str | None = None  # see Job.refines

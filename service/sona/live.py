@@ -29,6 +29,7 @@ from sona.jobs import Segment, TranscribeOptions
 from sona.live_audio import RATE, Resampler, TurnDetector, pcm16
 from sona.live_partial import PartialText
 from sona.live_record import LiveRecording
+from sona.notify import Notifier
 from sona.settings import Settings
 from sona.store import JobStore
 from sona.uploads import UploadDir
@@ -70,6 +71,7 @@ class LiveDeps:
     store: JobStore
     events: EventHub
     uploads: UploadDir
+    notifier: Notifier
 
 
 def model_name(asked: str | None) -> str | None:
@@ -107,18 +109,25 @@ class LiveSession:
         self._interim_len = 0  # samples of the open turn its last interim decode had
         self._decoder = asyncio.create_task(self._decode_turns())
 
-    async def start(self) -> None:
-        """Open the session's job (its recording)."""
+    async def start(
+        self, *, callback_url: str | None = None, refine_model: str | None = None
+    ) -> None:
+        """Open the session's job (its recording). ``callback_url``: its
+        webhooks; ``refine_model`` (resolved): its second pass at the end."""
         model_id = self._intake.resolve_model(model_name(self.config.model))
+        deps = self._deps
         self.recording = await LiveRecording.open(
-            store=self._deps.store,
-            events=self._deps.events,
-            uploads=self._deps.uploads,
+            store=deps.store,
+            events=deps.events,
+            notifier=deps.notifier,
+            uploads=deps.uploads,
             session_id=self.id,
             model_id=model_id,
             options=self._options(),
             lease_s=self._settings.lease_s,
             max_attempts=self._settings.max_attempts,
+            callback_url=callback_url,
+            refine_model=refine_model,
         )
 
     @property
@@ -384,4 +393,4 @@ class LiveSession:
             await asyncio.gather(self._decoder, return_exceptions=True)
         if self.recording is not None:
             recording, self.recording = self.recording, None
-            await recording.finish()
+            await recording.finish(self._options())

@@ -14,7 +14,21 @@ owner. Recovery (the next start, or another node once the lease lapses)
 requeues it like any job, and a worker finishes it as a file job that goes on
 after its stored turns (``Job.live``, ``JobSpec.from_s``): the audio received
 after the last turn is cut and transcribed, numbered on from the turns; the
-opener seals the WAV first (``seal``)."""
+opener seals the WAV first (``seal``), and the job ends through the worker's
+ordinary ending path (``endings.py``).
+
+**A second pass** (the session's ``refine_model``, kept in the job's metadata
+from the start, ``Job.refine_model``): whichever path completes the job —
+the session's end here, or a worker finishing it after its daemon died —
+queues in the same transaction an ordinary file job over the recording with
+that model (``second_pass``, built here for both; ``JobStore.finish``'s
+``refinement``; its ``refines`` names the live job, the live job's metadata
+``refined_by`` names it). At the session's end it takes the session's
+language and prompt as they are then; after a crash, the job's stored options
+(those the session opened with). Its upload is a hard link to the WAV (a copy
+where links fail), so retention or deletion of either job never takes the
+other's audio. When it completes, its transcript replaces the live job's in
+the same transaction (``sqlstore.py``, webhook ``job.transcript_replaced``)."""
 
 from __future__ import annotations
 
@@ -22,6 +36,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import shutil
 import socket
 import struct
 import uuid
@@ -31,9 +46,11 @@ from pathlib import Path
 import numpy as np
 import structlog
 
+from sona import queue
 from sona.events import EventHub
-from sona.jobs import LIVE_KEY, Job, NewJob, Segment, Status, TranscribeOptions
+from sona.jobs import LIVE_KEY, REFINE_KEY, Job, NewJob, Segment, Status, TranscribeOptions
 from sona.live_audio import RATE
+from sona.notify import Notifier
 from sona.store import Claim, JobStore, Lease
 from sona.uploads import UploadDir
 
@@ -77,11 +94,70 @@ def _append(path: Path, samples: np.ndarray) -> None:
         f.write(pcm)
 
 
+def _linked(path: Path) -> tuple[Path, str, int] | None:
+    """The sealed recording as a file of its own beside it (a hard link; a copy
+    where the file system has none), its sha256 and size; None when it holds
+    no audio (nothing to transcribe again)."""
+    if path.stat().st_size <= HEADER_BYTES:
+        return None
+    twin = path.with_name(uuid.uuid4().hex)  # as UploadDir.new_path names uploads
+    try:
+        os.link(path, twin)
+    except OSError:
+        shutil.copyfile(path, twin)
+    with twin.open("rb") as f:
+        digest = hashlib.file_digest(f, "sha256").hexdigest()
+    return twin, digest, twin.stat().st_size
+
+
+async def second_pass(job: Job, options: TranscribeOptions | None = None) -> NewJob | None:
+    """The second pass of a live job about to complete (its WAV sealed): an
+    ordinary file job over its own link of the recording, with the job's
+    ``refine_model``, ``options``' language and prompt (else the job's stored
+    ones), its callback and max_attempts, at batch priority. None when the
+    job asked for none or recorded no audio. The one builder for both paths
+    that complete a live job: ``LiveRecording.finish`` and the worker's
+    ``Endings.finish``. A link whose row never commits is an orphan the
+    start-up sweep removes (deleting it here could race a commit whose
+    answer was lost)."""
+    model_id = job.refine_model
+    if model_id is None:
+        return None
+    linked = await asyncio.to_thread(_linked, Path(job.file_path))
+    if linked is None:
+        return None
+    path, digest, size = linked
+    base = options or job.options
+    return NewJob(
+        id=f"job_{uuid.uuid4().hex}",
+        options=base.model_copy(update={"model": model_id}),
+        model=model_id,
+        priority=0,
+        file_path=str(path),
+        file_name=job.file_name,
+        file_sha256=digest,
+        file_size=size,
+        duration=(size - HEADER_BYTES) // 2 / RATE,
+        max_attempts=job.max_attempts,
+        callback_url=job.callback_url,
+        refines=job.id,
+    )
+
+
+def second_pass_queued(events: EventHub, job: Job, refinement: NewJob) -> None:
+    """``job`` completed and ``refinement`` is committed with it: say so."""
+    events.publish(refinement.id, "status", {"status": "queued"})
+    log.info("live.refine_queued", job_id=job.id, refined_by=refinement.id)
+
+
 class LiveRecording:
     """One session's job: its audio file, its stored turns, its lease."""
 
-    def __init__(self, store: JobStore, events: EventHub, claim: Claim, lease_s: float) -> None:
+    def __init__(
+        self, store: JobStore, events: EventHub, notifier: Notifier, claim: Claim, lease_s: float
+    ) -> None:
         self.store, self.events, self.claim = store, events, claim
+        self._notifier = notifier  # every node's workers hear of its second pass
         self.path = Path(claim.job.file_path)
         self._lease_s = lease_s
         self._segments = claim.job.segments_done
@@ -103,15 +179,21 @@ class LiveRecording:
         *,
         store: JobStore,
         events: EventHub,
+        notifier: Notifier,
         uploads: UploadDir,
         session_id: str,
         model_id: str,
         options: TranscribeOptions,
         lease_s: float,
         max_attempts: int,
+        callback_url: str | None = None,
+        refine_model: str | None = None,
     ) -> LiveRecording:
         """``max_attempts``: engine crashes its re-run by a worker (its daemon
-        died) may cost before it fails, as for any job."""
+        died) may cost before it fails, as for any job (its second pass gets
+        as many). ``callback_url``: the job's webhooks (its end, its
+        transcript replaced); ``refine_model``: a resolved model id for the
+        second pass."""
         path = uploads.new_path()
         await asyncio.to_thread(path.write_bytes, STREAMING)
         new = NewJob(
@@ -125,12 +207,13 @@ class LiveRecording:
             file_size=0,
             duration=None,
             max_attempts=max_attempts,
-            metadata={LIVE_KEY: session_id},
+            callback_url=callback_url,
+            metadata={LIVE_KEY: session_id, **({REFINE_KEY: refine_model} if refine_model else {})},
         )
         claim = await store.start_live(new, worker_id=owner_id(), lease_s=lease_s)
         events.publish(claim.job.id, "status", {"status": "processing"})
-        log.info("live.recording", session=session_id, job_id=claim.job.id)
-        return cls(store, events, claim, lease_s)
+        log.info("live.recording", session=session_id, job_id=claim.job.id, refine=refine_model)
+        return cls(store, events, notifier, claim, lease_s)
 
     async def _keep_lease(self) -> None:
         while True:
@@ -186,8 +269,10 @@ class LiveRecording:
             words=words,
         )
 
-    async def finish(self) -> Job | None:
-        """Seal the WAV and complete the job with what was said."""
+    async def finish(self, options: TranscribeOptions | None = None) -> Job | None:
+        """Seal the WAV and complete the job with what was said, queuing its
+        second pass if it asked for one; ``options``: the session's language
+        and prompt as they are now, for that pass."""
         self._keeper.cancel()
         async with self._lock:
             try:
@@ -195,7 +280,8 @@ class LiveRecording:
                 await self.store.set_info(
                     self.claim, duration=data / 2 / RATE, language=self._language
                 )
-                job = await self.store.finish(self.claim, Status.COMPLETED)
+                refinement = await second_pass(self.claim.job, options)
+                job = await self.store.finish(self.claim, Status.COMPLETED, refinement=refinement)
             except Exception:  # the lease was lost, the store is gone: recovery finishes it
                 log.exception("live.finish_failed", job_id=self.job_id)
                 return None
@@ -203,6 +289,9 @@ class LiveRecording:
             job.id, job.status.value, {"status": job.status.value, "error_code": None}
         )
         log.info("live.completed", job_id=job.id, turns=job.chunks_done)
+        if refinement is not None:
+            second_pass_queued(self.events, job, refinement)
+            await queue.announce(self._notifier, refinement.id)
         return job
 
 

@@ -48,8 +48,14 @@ async def admit(rt: Runtime, upload: StoredUpload, sub: Submission) -> tuple[Job
     path goes through here."""
     job, created = await rt.intake.admit(upload, sub)
     if created:
-        await rt.notifier.job_queued(job.id)
+        await announce(rt.notifier, job.id)
     return job, created
+
+
+async def announce(notifier: Notifier, job_id: str) -> None:
+    """Wake a worker (here or on any node) for a queued job: one admitted, or
+    one the store queued itself (a live session's second pass)."""
+    await notifier.job_queued(job_id)
 
 
 async def cancel(rt: Runtime, job_id: str) -> Job:

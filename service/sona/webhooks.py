@@ -49,7 +49,8 @@ class RetryPolicy:
 
 def payload(job: Job, event: str, delivery_id: str, public_url: str | None) -> bytes:
     """The body of every attempt of one delivery (the job has ended: it no
-    longer changes, so neither does the body)."""
+    longer changes, so neither does the body; except a live session's job,
+    whose transcript its second pass may replace meanwhile)."""
     base = (public_url or "").rstrip("/")
     small = len(job.text) <= TEXT_MAX_CHARS
     body: dict[str, Any] = {

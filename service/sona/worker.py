@@ -414,3 +414,4 @@ class Worker:
             await self.endings.finish(flight.claim, status, code, message)
         finally:
             self._settle()
+            self.wake()  # its end may have queued a job (a live session's second pass)

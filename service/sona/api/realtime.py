@@ -22,7 +22,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from sona import realtime_events as ev
 from sona.api.middleware import check_origin
-from sona.errors import InvalidRequest, NoEngine, SonaError, UpgradeRequired
+from sona.errors import InvalidRequest, ModelNotFound, NoEngine, SonaError, UpgradeRequired
 from sona.keys import ENGINE, INTAKE, LIVE, MODELS, RUNTIME, SETTINGS, LiveEntry
 from sona.live import LiveDeps, LiveLimit, LiveSession
 
@@ -66,9 +66,17 @@ async def realtime(request: web.Request) -> web.StreamResponse:
         return ws
     else:
         rt = app[RUNTIME]
-        deps = LiveDeps(engine, app[MODELS], app[INTAKE], settings, rt.store, rt.events, rt.uploads)
+        try:
+            callback_url, refine_model = await _job_options(request)
+        except SonaError as exc:  # refused before anything is recorded
+            await _send(ws, ev.error(exc.code, exc.message, param=exc.param))
+            await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=exc.code.encode())
+            return ws
+        deps = LiveDeps(
+            engine, app[MODELS], app[INTAKE], settings, rt.store, rt.events, rt.uploads, rt.notifier
+        )
         session = LiveSession(deps, emit)
-        await session.start()
+        await session.start(callback_url=callback_url, refine_model=refine_model)
         sessions[session.id] = LiveEntry(session, ws)
         log.info("live.opened", session=session.id, job_id=session.job_id)
         await session.send(_created(session))
@@ -86,6 +94,24 @@ async def realtime(request: web.Request) -> web.StreamResponse:
         entry.expiry = asyncio.create_task(_expire(app, session, settings.live_resume_grace_s))
         log.info("live.detached", session=session.id, grace_s=settings.live_resume_grace_s)
     return ws
+
+
+async def _job_options(request: web.Request) -> tuple[str | None, str | None]:
+    """The session's job options, Sona's own query parameters (fixed for the
+    session, since its job is made when it opens): ``callback_url`` (its
+    webhooks, checked as a job's) and ``refine_model`` (a second pass over the
+    whole recording at the end, whose transcript replaces the session's)."""
+    intake = request.app[INTAKE]
+    callback_url = request.query.get("callback_url") or None
+    await intake.check_callback(callback_url)
+    refine = request.query.get("refine_model") or None
+    if refine is not None:
+        try:
+            refine = await intake.known_model(refine)
+        except ModelNotFound as exc:
+            exc.param = "refine_model"
+            raise
+    return callback_url, refine
 
 
 def _created(session: LiveSession) -> dict[str, Any]:

@@ -230,7 +230,12 @@ DOCS: dict[tuple[str, str], Op] = {
     ("GET", "/v1/realtime"): Op("openai", "Live transcription session (WebSocket)",
        {101: {}}, (400, 401, 403, 409, 426), description=REALTIME_DOC,
        query=(("session_id", {"type": "string"}, "resume this session after a dropped "
-               "connection, within live_resume_grace_s"),)),
+               "connection, within live_resume_grace_s"),
+              ("callback_url", {"type": "string"}, "the session's job's "
+               "webhooks (its end; its transcript replaced), checked as a job's"),
+              ("refine_model", {"type": "string"}, "at the session's end, its whole "
+               "recording is transcribed again with this model, and that transcript "
+               "replaces the session's (webhook job.transcript_replaced)"))),
     ("POST", "/v1/audio/language"): Op("openai", "Detect the language of an upload",
        {200: json_of("LanguageOut")}, (400, 404, 408, 409, 413, 415, 422, 500, 503, 507),
        body=multipart("LanguageForm"), description=LANGUAGE_DOC),

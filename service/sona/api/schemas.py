@@ -236,6 +236,11 @@ class JobOut(BaseModel):
     # is damaged or shorter than its header says; what could be decoded is here).
     warnings: list[str] = []
     cached: bool = False  # answered from an earlier job with the same file and options
+    refines: str | None = Field(
+        default=None,
+        description="A live session's second pass: the session's job, whose transcript "
+        "this job's replaces when it completes (that job's metadata.refined_by names this one)",
+    )
     queue_position: int | None = Field(
         default=None,
         description="While queued: 1 is the next job a worker takes, 2 the one after; "
@@ -292,6 +297,7 @@ def job_model(job: Job, standing: Standing | None = None) -> JobOut:
         options=job.options,
         warnings=job.warnings,
         cached=job.cached,
+        refines=job.refines,
         queue_position=standing.position if standing else None,
         eta_s=standing.eta_s if standing else None,
     )

@@ -192,9 +192,18 @@ class JobStore(Protocol):
         *,
         error_code: str | None = None,
         error_message: str | None = None,
+        refinement: NewJob | None = None,
     ) -> Job:
         """Move a processing job to ``status`` (completed/failed/cancelled/queued);
-        a terminal status writes the job's webhook delivery with it."""
+        a terminal status writes the job's webhook delivery with it.
+
+        ``refinement`` (completing a live session's job only): a second pass
+        over its audio, queued in the same transaction, its ``refines`` set to
+        this job, whose metadata gets ``refined_by``. A job with ``refines``
+        that completes replaces that job's transcript (segments, text,
+        language, model) with its own in the same transaction, with a
+        ``job.transcript_replaced`` delivery for it; unless that job is gone or
+        not completed. Failed or cancelled, it replaces nothing."""
         ...
 
     async def engine_crashed(self, claim: Claim) -> Job:

@@ -30,9 +30,10 @@ class OutboxMixin:
         (SQLite's reads are one already: one connection, under the lock)."""
         return self._read()
 
-    async def _outbox(self, c: Conn, job_id: str) -> None:
-        """Within the transaction that ended the job: its webhook delivery."""
-        await c.run(sql.OUTBOX, delivery_id=new_delivery_id(), job_id=job_id)
+    async def _outbox(self, c: Conn, job_id: str, event: str | None = None) -> None:
+        """Within the transaction that ended the job (or replaced its
+        transcript: ``event``): its webhook delivery."""
+        await c.run(sql.OUTBOX, delivery_id=new_delivery_id(), job_id=job_id, event=event)
 
     async def _with_attempts(self, c: Conn, rows: list[Any]) -> list[Delivery]:
         """Delivery rows with their attempts, in order."""

@@ -55,6 +55,7 @@ def job_from_row(row: Row) -> Job:
         lease_token=row["lease_token"],
         warnings=json.loads(row["warnings"] or "[]"),
         cached=bool(row["cached"]),
+        refines=row["refines"],
     )
 
 
@@ -75,6 +76,7 @@ def new_job_values(new: NewJob) -> dict[str, Any]:
         "metadata": json.dumps(new.metadata) if new.metadata is not None else None,
         "duration": new.duration,
         "max_attempts": new.max_attempts,
+        "refines": new.refines,
     }
 
 

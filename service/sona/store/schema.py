@@ -96,6 +96,9 @@ JOBS = Table(
         Column("cached", "int", "NOT NULL DEFAULT 0", since=4),
         # The probability of a detected language (NULL when it was asked for).
         Column("language_probability", "real", since=5),
+        # A live session's second pass: the job whose transcript this one's
+        # replaces when it completes (a column, not metadata: a request cannot set it).
+        Column("refines", "text", since=7),
     ),
 )
 
@@ -259,6 +262,7 @@ MIGRATIONS = (
         ),
         postgres=("CREATE INDEX segments_tsv ON segments USING GIN (tsv)",),
     ),
+    Migration(7, "a live session's second pass replaces its transcript", (add_columns(JOBS, 7),)),
 )
 
 LATEST = MIGRATIONS[-1].version

@@ -142,10 +142,10 @@ JOB_BY_KEY = "SELECT * FROM jobs WHERE idempotency_key = :idempotency_key"
 # creating the same id at once: one inserts, the other reads the winner's).
 INSERT_JOB = """INSERT INTO jobs (id, status, priority, model, options, file_path,
     file_name, file_sha256, file_size, idempotency_key, callback_url, metadata, duration,
-    max_attempts, created_at)
+    max_attempts, refines, created_at)
     VALUES (:id, 'queued', :priority, :model, :options, :file_path, :file_name,
     :file_sha256, :file_size, :idempotency_key, :callback_url, :metadata, :duration,
-    :max_attempts, {now})
+    :max_attempts, :refines, {now})
     ON CONFLICT DO NOTHING RETURNING *"""
 
 # A live session's job (live_record.py): inserted already processing under the
@@ -242,6 +242,17 @@ FINISH = """UPDATE jobs SET status = :status, error_code = :error_code,
     WHERE {fence} RETURNING *"""
 # A finished job's text, stored once (reads build it from the segments before).
 SET_TEXT = "UPDATE jobs SET text = :text WHERE id = :id RETURNING *"
+SET_METADATA = "UPDATE jobs SET metadata = :metadata WHERE id = :id"
+
+# A live session's second pass completed (JobStore.finish): the live job's
+# transcript becomes the pass's — its segments, text, language and model —
+# in the transaction that completes the pass. Only a completed live job.
+REFINED_TARGET = "SELECT * FROM jobs WHERE id = :id AND status = 'completed' {for_update}"
+DELETE_SEGMENTS = "DELETE FROM segments WHERE job_id = :id"
+REPLACE_TRANSCRIPT = """UPDATE jobs SET (text, model, language, language_probability,
+    segments_done) = (SELECT s.text, s.model, s.language, s.language_probability,
+    s.segments_done FROM jobs AS s WHERE s.id = :source)
+    WHERE id = :id"""
 
 # The engine died with the job in flight: one crash more; requeued, or failed
 # for good once crashes reach max_attempts.
@@ -274,9 +285,11 @@ FILE_PATHS = "SELECT file_path FROM jobs"
 
 # The delivery of a job that has just ended, due at once (no row for a job
 # without a callback_url, or not finished). One clock reading for both times.
+# ``:event`` NULL: ``job.<status>``; else that event (``job.transcript_replaced``).
 OUTBOX = """INSERT INTO webhook_deliveries (id, job_id, event, url, state, created_at,
     next_attempt_at)
-    SELECT :delivery_id, id, 'job.' || status, callback_url, 'pending', clock.now, clock.now
+    SELECT :delivery_id, id, coalesce(CAST(:event AS TEXT), 'job.' || status), callback_url,
+    'pending', clock.now, clock.now
     FROM jobs CROSS JOIN (SELECT {now} AS now) AS clock
     WHERE id = :job_id AND callback_url IS NOT NULL AND status IN {finished}"""
 

@@ -24,6 +24,8 @@ from sona.store.rows import (
     text_from_rows,
 )
 
+TRANSCRIPT_REPLACED = "job.transcript_replaced"  # the webhook event of a refined live job
+
 
 class Conn(Protocol):
     """A connection inside a store's transaction or read: runs ``sql.py``
@@ -208,9 +210,12 @@ class SqlStore(OutboxMixin):
         *,
         error_code: str | None = None,
         error_message: str | None = None,
+        refinement: NewJob | None = None,
     ) -> Job:
         if status not in TRANSITIONS[Status.PROCESSING]:
             raise InvalidTransition(f"a processing job cannot become {status}")
+        if refinement is not None and status is not Status.COMPLETED:
+            raise InvalidTransition("only a completed job is refined")
         job_id = claim.job.id
         async with self._tx() as c:
             row = await c.one(
@@ -223,10 +228,34 @@ class SqlStore(OutboxMixin):
             )
             if row is None:
                 raise InvalidTransition(f"job {job_id} is no longer held by this worker")
+            if refinement is not None:
+                await self._queue_refinement(c, job_from_row(row), refinement)
             if status in FINISHED:
                 row = await c.one(sql.SET_TEXT, id=job_id, text=await _text(c, job_id))
             await self._outbox(c, job_id)
+            if status is Status.COMPLETED and row["refines"] is not None:
+                await self._replace_transcript(c, row["refines"], source=job_id)
             return job_from_row(row)
+
+    async def _queue_refinement(self, c: Conn, job: Job, refinement: NewJob) -> None:
+        """The second pass over ``job``'s audio, queued as it completes; its id
+        in ``job``'s metadata (``refined_by``)."""
+        if await c.one(sql.INSERT_JOB, **new_job_values(replace(refinement, refines=job.id))):
+            metadata = {**(job.metadata or {}), "refined_by": refinement.id}
+            await c.run(sql.SET_METADATA, id=job.id, metadata=json.dumps(metadata))
+        else:
+            raise InvalidTransition(f"job {refinement.id} exists already")
+
+    async def _replace_transcript(self, c: Conn, target: str, *, source: str) -> None:
+        """``source`` (a second pass) completed: ``target``'s transcript becomes
+        its, and ``target``'s webhook says so. A target deleted meanwhile (or
+        not completed) is left alone."""
+        if await c.one(sql.REFINED_TARGET, id=target) is None:
+            return
+        await c.run(sql.DELETE_SEGMENTS, id=target)
+        await c.run(sql.COPY_SEGMENTS, id=target, source=source)
+        await c.run(sql.REPLACE_TRANSCRIPT, id=target, source=source)
+        await self._outbox(c, target, event=TRANSCRIPT_REPLACED)
 
     async def cancel(self, job_id: str) -> Job:
         async with self._tx() as c:
