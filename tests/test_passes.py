@@ -13,10 +13,11 @@ import pytest
 from faster_whisper.tokenizer import Tokenizer
 
 from sona import audio
-from sona.engine import passes
+from sona.engine import EngineConfig, JobSpec, passes
+from sona.engine.child import EngineProcess, _Job
 from sona.engine.chunker import Chunker, RawChunk
 from sona.engine.live_turns import transcribe_turns
-from sona.engine.messages import Transcribe
+from sona.engine.messages import ChunkInfo, Step, Transcribe
 from sona.engine.registry import bundled_model_path
 from sona.engine.whisper import WhisperBackend, _options, speech_detector
 from sona.formats import full_text
@@ -95,9 +96,13 @@ def test_windows_whose_earlier_texts_differ_in_length_share_a_pass(
         [long, short],
         len(clips),
     )
-    for name, got in zip(names, out, strict=True):
+    for name, other, got in zip(names, reversed(names), out, strict=True):
         read = tokenizer.decode([t for t in got["tokens"] if t < tokenizer.eot]).lower()
-        assert all(k in read for k in manifest[name]["keywords"]), (name, read)
+        # Its own clip, give or take a word the prompt steers (tiny.en read
+        # fox.wav's "dog" as "log" after " Then," on one machine's threads).
+        heard = [k for k in manifest[name]["keywords"] if k in read]
+        assert len(heard) >= len(manifest[name]["keywords"]) - 1, (name, read)
+        assert not any(k in read for k in manifest[other]["keywords"]), (name, read)
 
 
 def test_packed_tails_share_one_extra_window_and_each_keeps_its_words(
@@ -186,7 +191,7 @@ def test_a_live_turn_is_decoded_in_a_fitted_window(
     options = TranscribeOptions()
     turn = Transcribe(0, "tiny.en", options, clip)
     detector = lambda: Chunker(speech_detector(20.0, options), max_s=20.0)  # noqa: E731
-    [(language, segments)] = transcribe_turns(backend, detector, [turn])
+    [(language, segments)] = transcribe_turns(backend, detector, [turn], fit=True)
     assert language == "en"
     assert len(seen) == 1 and passes.FIT_MIN_FRAMES <= seen[0] < passes.ENCODER_FRAMES, seen
     text = full_text(segments).lower()
@@ -206,3 +211,29 @@ def test_text_ending_in_a_loop_is_a_runaway(backend: WhisperBackend) -> None:
     assert passes._runaway(closed[:-1], tokenizer)  # stopped before it closed
     assert passes.looping(tokenizer.encode(" no") * passes.LOOP_REPEATS)
     assert not passes.looping(tokenizer.encode(" no") * (passes.LOOP_REPEATS - 1))
+
+
+class _Conn:
+    def send(self, msg: object) -> None: ...
+
+
+@pytest.mark.parametrize("fit", [True, False])
+def test_a_job_s_engine_step_reads_fitted_windows_unless_turned_off(
+    backend: WhisperBackend, monkeypatch: pytest.MonkeyPatch, fit: bool
+) -> None:
+    """The engine process's step over a job's chunk (fox.wav, 7 s) reads a
+    fitted window with ``fit_windows`` (the default: 8.2 s, its audio and a
+    second of silence) and the full 30 s without; the text is the same."""
+    seen = encoded_frames(backend, monkeypatch)
+    engine = EngineProcess(_Conn(), EngineConfig(fit_windows=fit), backend)  # type: ignore[arg-type]
+    clip = audio.decode(AUDIO / "fox.wav", max_seconds=60)
+    spec = JobSpec("job", AUDIO / "fox.wav", TranscribeOptions(), "tiny.en", 60, True, 1)
+    job = engine.jobs["job"] = _Job(spec)
+    job.language = "en"
+    job.put(0, RawChunk(clip, [(0, clip.size)]), ahead=1)
+    [segments] = engine._step(Step(1, "tiny.en", [ChunkInfo("job", 0, 0, 0.0, clip.size / 16_000)]))
+    assert EngineConfig().fit_windows  # the default
+    width = passes.fitted_frames(clip.size // passes.SAMPLES_PER_FRAME)
+    assert seen == [width if fit else passes.ENCODER_FRAMES], seen
+    assert width < passes.ENCODER_FRAMES
+    assert "quick brown fox" in full_text(segments).lower()

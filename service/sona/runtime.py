@@ -169,6 +169,7 @@ async def _start_engine(settings: Settings, stack: contextlib.AsyncExitStack) ->
             replicas=steps,
             chunk_s=settings.chunk_s,
             nice=settings.engine_nice,
+            fit_windows=settings.fit_windows,
             max_sequential_seconds=settings.max_sequential_seconds,
             log_level=settings.log_level,
             log_format=resolve_format(settings.log_format),

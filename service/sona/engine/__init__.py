@@ -88,6 +88,7 @@ class EngineConfig:
     # 20 s on the bench's long file, at the same speed: docs/performance.md).
     chunk_s: float = default_of("chunk_s")
     nice: int = default_of("engine_nice")  # added to the process's niceness: the API first
+    fit_windows: bool = default_of("fit_windows")  # encoder windows fitted to their audio
     # Chunks a job may have cut and waiting for a batch: bounds memory per job.
     ahead: int = 16
     # Sequential decoding (condition_on_previous_text) holds the whole file in

@@ -168,7 +168,9 @@ class EngineProcess:
     def _transcribe(self, turns: list[Transcribe]) -> None:
         """Live turns, one batch (``engine/live_turns.py``); each request answered."""
         try:
-            results = transcribe_turns(self.backend, self._turn_chunker(turns[0]), turns)
+            results = transcribe_turns(
+                self.backend, self._turn_chunker(turns[0]), turns, fit=self.config.fit_windows
+            )
         except SonaError as exc:
             for turn in turns:
                 self.send(Reply(turn.req, error=(exc.code, exc.message)))
@@ -215,6 +217,7 @@ class EngineProcess:
                 first.language or "en",
                 [[chunk for *_, chunk in row] for row in rows],
                 stop=lambda: all(job.closed.is_set() for job in jobs),
+                fit=self.config.fit_windows,
             )
         except Stopped:  # cancelled mid-batch: nobody waits for these segments
             return results

@@ -48,13 +48,13 @@ def take_turns(first: Transcribe, pending: queue.PriorityQueue[Any]) -> list[Tra
 
 
 def transcribe_turns(
-    backend: Engine, detector: Callable[[], Chunker], turns: list[Transcribe]
+    backend: Engine, detector: Callable[[], Chunker], turns: list[Transcribe], *, fit: bool
 ) -> list[Result]:
     """Each turn cut into chunks of speech as a job's file is (so a turn and a
     file of the same audio decode alike), every chunk a row of one batch per
     language; segments timed from their turn's start. A turn without speech:
-    (None, []). The batch is fitted (``passes``): the encoder reads the turns'
-    length, not 30 s — the most of a short turn's decode otherwise."""
+    (None, []). ``fit`` (the engine's ``fit_windows``): the encoder reads the
+    turns' length, not 30 s — the most of a short turn's decode otherwise."""
     first = turns[0]
     cut: list[list[RawChunk]] = []
     for turn in turns:
@@ -68,7 +68,7 @@ def transcribe_turns(
     for language in {lang for lang in languages if lang is not None}:
         mine = [n for n, lang in enumerate(languages) if lang == language]
         rows = [[chunk] for n in mine for chunk in cut[n]]
-        decoded = iter(backend.decode(first.model_id, first.options, language, rows, fit=True))
+        decoded = iter(backend.decode(first.model_id, first.options, language, rows, fit=fit))
         for n in mine:
             segments = [s for _ in cut[n] for s in next(decoded)[0]]
             results[n] = (language, segments)

@@ -8,14 +8,15 @@ prompted with the text its window decoded so far (``CONDITION_TAILS``), as
 faster-whisper's sequential decode prompts each window with the text before
 it; measured, that did not win (docs/performance.md), so it is off.
 
-A batch can be *fitted* (live turns, ``engine/live_turns.py``): the encoder
-reads the audio and a second of silence, at least ``FIT_MIN_FRAMES``, instead
-of 30 s of which a 5 s turn is mostly padding. The encoder's cost grows with
-its input (10 s cost tiny.en a fifth of 30 s), and the decoder reads the same
-text on the test clips (docs/performance.md, "Live sessions"). Whisper was
-trained on 30 s windows, so a fitted pass that runs away (stops at its token
-cap, repeats itself as faster-whisper's fallback measures it, or ends in a
-loop) is decoded again over the full window.
+A batch can be *fitted* (the engine's ``fit_windows``, on by default, for
+jobs' batches and live turns alike): the encoder reads the audio and a second
+of silence, at least ``FIT_MIN_FRAMES``, instead of 30 s, of which a 20 s
+chunk is a third padding and a 5 s turn five sixths. The encoder's cost grows
+with its input (10 s cost tiny.en a fifth of 30 s), and the text read is the
+same, word for word or within noise (docs/performance.md, "Fitted windows").
+Whisper was trained on 30 s windows, so a window whose fitted pass runs away
+(stops at its token cap, repeats itself as faster-whisper's fallback measures
+it, or ends in a loop) is decoded again over the full window, alone.
 
 Drives the model it is given (``engine/whisper.py``'s); imports no ML library
 itself. Words come back in window time: aligned where asked, else spread over
@@ -204,19 +205,45 @@ def _pass(
 ) -> list[_Read]:
     """One batched pass (encoder, decoder with timestamps, word alignment where
     asked) over ``windows``, each prompted with its ``previous`` tokens;
-    ``fit``: over the windows' own length, or 30 s if that runs away."""
+    ``fit``: over the windows' own length, and the windows whose fitted pass
+    runs away decoded again over 30 s (the others keep their fitted reading)."""
     longest = max(w.audio.size for w in windows) // SAMPLES_PER_FRAME
     frames = fitted_frames(longest) if fit else ENCODER_FRAMES
+    reads = _read(model, tokenizer, options, windows, previous, frames, final)
+    wild = [n for n, read in enumerate(reads) if read is None]
+    if wild:
+        log.info("engine.fit_runaway", frames=frames, windows=len(wild), of=len(windows))
+        again = _read(
+            model, tokenizer, options, [windows[n] for n in wild],
+            None if previous is None else [previous[n] for n in wild], ENCODER_FRAMES, final,
+        )  # fmt: skip
+        for n, read in zip(wild, again, strict=True):
+            reads[n] = read
+    return [read for read in reads if read is not None]
+
+
+def _read(
+    model: StoppableModel,
+    tokenizer: Tokenizer,
+    options: TranscriptionOptions,
+    windows: list[Window],
+    previous: list[list[int]] | None,
+    frames: int,
+    final: bool,
+) -> list[_Read | None]:
+    """``_pass`` over ``frames`` encoder frames; None for a window whose
+    fitted pass ran away (a 30 s pass never does: the model's own limits)."""
     features = np.stack([_frames(model, w.audio, frames) for w in windows])
     encoder_output = model.encode(features)
     cap = token_cap(frames) if frames < ENCODER_FRAMES else None  # a 30 s window: the model's
     outputs = _generate(model, tokenizer, options, encoder_output, previous, len(windows), cap)
-    if cap is not None and any(_runaway(o["tokens"], tokenizer) for o in outputs):
-        log.info("engine.fit_runaway", frames=frames, windows=len(windows))
-        return _pass(model, tokenizer, options, windows, previous, final=final)
     kept: list[list[dict[str, Any]]] = []
-    reads: list[_Read] = []
+    reads: list[_Read | None] = []
     for window, output in zip(windows, outputs, strict=True):
+        if cap is not None and _runaway(output["tokens"], tokenizer):
+            kept.append([])  # aligns nothing
+            reads.append(None)
+            continue
         found = pieces(output["tokens"], tokenizer.timestamp_begin, tokenizer.eot)
         counts = [len(tokenizer.decode(p.tokens).split()) for p in found]
         keep, resume = settle(found, window.audio.size / SAMPLE_RATE, counts, final=final)
@@ -230,6 +257,8 @@ def _pass(
     if any(w.align for w in windows):
         _align(model, tokenizer, options, encoder_output, windows, kept)
     for subsegments, output, read in zip(kept, outputs, reads, strict=True):
+        if read is None:
+            continue
         stats = {"avg_logprob": output["avg_logprob"], "no_speech_prob": output["no_speech_prob"]}
         for sub in subsegments:
             got = sub.get("words") or []
