@@ -219,16 +219,12 @@ async def test_sigterm_ends_sessions_with_their_jobs_completed(daemon_factory: A
     assert word_error(done["transcript"], transcript(restarted, job_id)) == 0
 
 
-async def test_a_daemon_killed_mid_session_transcribes_what_it_received_on_restart(
-    daemon_factory: Any,
-) -> None:
-    """One turn committed and stored, a second sentence sent and never
-    committed, then ``kill -9``: on the next start the job is finished as a file
-    job from the end of the stored turn, so it holds the turn once and the
-    uncommitted sentence's words (the recording's tail), nothing twice."""
-    d = daemon_factory("--model", "tiny.en")
-    live = await Live.open(d)
-    job_id = live.session["job_id"]
+async def killed_after_a_turn_and_a_tail(
+    d: Any, live: Live, daemon_factory: Any
+) -> tuple[dict[str, Any], Any]:
+    """fox.wav committed and its turn stored, report.wav sent and never
+    committed (all of it in the recording), then ``kill -9`` and a new daemon
+    on the same data: the turn's ``completed`` event and the new daemon."""
     await live.manual()
     await live.audio(clip("fox.wav"))
     await live.send("input_audio_buffer.commit")
@@ -243,7 +239,20 @@ async def test_a_daemon_killed_mid_session_transcribes_what_it_received_on_resta
     d.proc.send_signal(signal.SIGKILL)
     d.proc.wait(10)
     await live.http.close()
-    restarted = daemon_factory("--model", "tiny.en", data_dir=d.data_dir)
+    return done, daemon_factory("--model", "tiny.en", data_dir=d.data_dir)
+
+
+async def test_a_daemon_killed_mid_session_transcribes_what_it_received_on_restart(
+    daemon_factory: Any,
+) -> None:
+    """One turn committed and stored, a second sentence sent and never
+    committed, then ``kill -9``: on the next start the job is finished as a file
+    job from the end of the stored turn, so it holds the turn once and the
+    uncommitted sentence's words (the recording's tail), nothing twice."""
+    d = daemon_factory("--model", "tiny.en")
+    live = await Live.open(d)
+    job_id = live.session["job_id"]
+    done, restarted = await killed_after_a_turn_and_a_tail(d, live, daemon_factory)
     job = wait_status(restarted, job_id, "completed", timeout=120)
     assert job["duration"] == pytest.approx(7.177 + 4.233, abs=0.1)  # all that was received
     assert job["language"] == "en"
@@ -354,21 +363,7 @@ async def test_a_daemon_killed_mid_session_queues_the_second_pass_on_restart(
     d = daemon_factory("--model", "tiny.en")
     live = await Live.open(d, refine_model="tiny.en")
     job_id = live.session["job_id"]
-    await live.manual()
-    await live.audio(clip("fox.wav"))
-    await live.send("input_audio_buffer.commit")
-    await live.next("conversation.item.input_audio_transcription.completed")
-    await live.audio(clip("report.wav"))  # never committed
-    [recording] = (d.data_dir / "uploads").iterdir()
-    received = 44 + int((7.177 + 4.233 - 0.05) * 16_000) * 2
-    deadline = time.monotonic() + 30
-    while recording.stat().st_size < received:  # all of it written before the kill
-        assert time.monotonic() < deadline, recording.stat().st_size
-        await asyncio.sleep(0.1)
-    d.proc.send_signal(signal.SIGKILL)
-    d.proc.wait(10)
-    await live.http.close()
-    restarted = daemon_factory("--model", "tiny.en", data_dir=d.data_dir)
+    _, restarted = await killed_after_a_turn_and_a_tail(d, live, daemon_factory)
     job = wait_status(restarted, job_id, "completed", timeout=120)
     assert job["attempts"] == 2  # the session's run, then a worker's
     second = wait_status(restarted, job["metadata"]["refined_by"], "completed", timeout=120)

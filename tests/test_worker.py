@@ -588,6 +588,14 @@ class TailEngine(EngineDouble):
         return [[Segment(index=0, start=i.start, end=i.end, text=" tail")] for i in items]
 
 
+async def abandoned(store: Any, rec: LiveRecording) -> None:
+    """The session's daemon is gone: nobody renews its job's lease, and
+    recovery (as another node's would) requeues the job."""
+    rec._keeper.cancel()
+    await asyncio.sleep(0.5)  # past its 0.3 s lease
+    assert (await store.recover(is_dead=lambda _owner: False)).requeued == [rec.job_id]
+
+
 @pytest.mark.parametrize("tail", [True, False], ids=["speech-after", "all-covered"])
 async def test_a_requeued_live_job_goes_on_after_its_turns_as_a_file_job(
     store: Any, tmp_path: Path, tail: bool
@@ -609,14 +617,12 @@ async def test_a_requeued_live_job_goes_on_after_its_turns_as_a_file_job(
         lease_s=0.3,
         max_attempts=3,
     )
-    await rec.write(np.zeros(4 * 16_000, np.float32))
+    await asyncio.to_thread(rec.append, np.zeros(4 * 16_000, np.float32))
     await rec.turn(0, (0.0, 1.5), [Segment(index=0, start=0.2, end=1.1, text=" one")], "en")
     await rec.turn(1, (1.5, 2.5), [Segment(index=0, start=0.1, end=0.7, text=" two")], None)
     mid = await store.get(rec.job_id)  # processed: the turn's end, not its last word's
     assert (mid.processed_seconds, mid.language, mid.duration) == (2.5, "en", None)
-    rec._keeper.cancel()  # the daemon is gone: nobody renews the lease
-    await asyncio.sleep(0.5)
-    assert (await store.recover(is_dead=lambda _owner: False)).requeued == [rec.job_id]
+    await abandoned(store, rec)
     engine = TailEngine(tail=tail)
     worker, task = run_worker(store, engine, tmp_path)
     try:
@@ -657,11 +663,9 @@ async def test_a_requeued_live_job_queues_its_second_pass_as_the_worker_complete
         max_attempts=3,
         refine_model="tiny.en",
     )
-    await rec.write(np.zeros(4 * 16_000, np.float32))
+    await asyncio.to_thread(rec.append, np.zeros(4 * 16_000, np.float32))
     await rec.turn(0, (0.0, 1.5), [Segment(index=0, start=0.2, end=1.1, text=" one")], "en")
-    rec._keeper.cancel()  # the daemon is gone: nobody renews the lease
-    await asyncio.sleep(0.5)
-    assert (await store.recover(is_dead=lambda _owner: False)).requeued == [rec.job_id]
+    await abandoned(store, rec)
     engine = TailEngine(tail=True)
     worker, task = run_worker(store, engine, tmp_path)
     try:
