@@ -165,10 +165,11 @@ async def test_a_dropped_client_resumes_without_losing_or_repeating_a_turn(
     await first.next("input_audio_buffer.committed")
     half = clip("report.wav")[: FRAME * 20]  # 2 s of the next turn, uncommitted
     await first.audio(half)
-    await asyncio.sleep(0.5)
-    await first.drop()  # fox's text may be on its way: it must come after the resume
+    await asyncio.sleep(0.5)  # fox's turn decoded meanwhile (about 0.2 s idle): written
+    await first.drop()  # to the socket or held, it was never read by this client
 
-    second = await Live.open(d, session_id)
+    # The last event this client read: what was written after it is sent again.
+    second = await Live.open(d, session_id, last_event_id=first.events[-1]["event_id"])
     received_ms = second.events[0]["audio_received_ms"]
     assert received_ms == pytest.approx(7177 + 2000, abs=60)
     assert second.session["job_id"] == job_id
@@ -180,6 +181,8 @@ async def test_a_dropped_client_resumes_without_losing_or_repeating_a_turn(
     await second.close()
     texts = first.texts() + second.texts()
     assert len(texts) == 2 and "fox" in texts[0].lower() and "quarterly" in texts[1].lower()
+    completed = [e for e in second.events if e["type"].endswith("transcription.completed")]
+    assert len({e["event_id"] for e in completed}) == len(completed)  # none sent twice
     wait_status(d, job_id, "completed")
     stored = transcript(d, job_id)
     assert stored.lower().count("fox") == 1 and stored.lower().count("quarterly") == 1

@@ -237,3 +237,25 @@ def test_a_job_s_engine_step_reads_fitted_windows_unless_turned_off(
     assert seen == [width if fit else passes.ENCODER_FRAMES], seen
     assert width < passes.ENCODER_FRAMES
     assert "quick brown fox" in full_text(segments).lower()
+
+
+def test_a_fitted_window_reads_the_same_alone_and_beside_a_longer_one(
+    backend: WhisperBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A window's width is its own (numbers.wav: the 10 s floor), not its
+    batch's longest (13 s of fox.wav and report.wav beside it): the same
+    chunk reads the same whatever it is batched with — as a resume or a
+    cancelled neighbour needs."""
+    seen = encoded_frames(backend, monkeypatch)
+    [alone] = one_chunk("numbers.wav")
+    pair = np.concatenate(
+        [audio.decode(AUDIO / n, max_seconds=60) for n in ("fox.wav", "report.wav")]
+    )
+    longer = [RawChunk(pair, [(0, pair.size)])]
+    [[by_itself]] = backend.decode("tiny.en", TranscribeOptions(), "en", [alone], fit=True)
+    [[beside], _] = backend.decode("tiny.en", TranscribeOptions(), "en", [alone, longer], fit=True)
+    assert seen[0] == seen[1] == passes.FIT_MIN_FRAMES
+    assert seen[2] == passes.fitted_frames(pair.size // passes.SAMPLES_PER_FRAME) > seen[1]
+    assert [(s.text, s.start, s.end) for s in beside] == [
+        (s.text, s.start, s.end) for s in by_itself
+    ]

@@ -232,10 +232,11 @@ async def test_sqlite_migration_indexes_segments_written_before_it(tmp_path: Pat
     store = await SqliteStore.open(path)
     a = await transcribed(store, [" pelican brief"])
     await store.close()
-    with sqlite3.connect(path) as db:  # back to version 5: no index
+    with sqlite3.connect(path) as db:  # back to version 5: no index (6), no `refines` (7)
         for name in ("insert", "delete", "update"):
             db.execute(f"DROP TRIGGER segments_fts_{name}")
         db.execute("DROP TABLE segments_fts")
+        db.execute("ALTER TABLE jobs DROP COLUMN refines")
         db.execute("PRAGMA user_version = 5")
     store = await SqliteStore.open(path)
     try:

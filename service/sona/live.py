@@ -11,6 +11,7 @@ one, so a crash costs time, not text."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from sona.uploads import UploadDir
 log = structlog.get_logger("sona.live")
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
 CRASH_RETRIES = 3
+REPLAY_EVENTS = 256  # kept for a resume's last_event_id (deltas and turns)
 
 
 class LiveLimit(SonaError):
@@ -93,6 +95,10 @@ class LiveSession:
         self._settings = deps.settings
         self._emit: Emit | None = emit
         self._undelivered: list[dict[str, Any]] = []  # while no client is attached
+        # The last events written to a socket: one that died may not have
+        # handed them to its client (no acknowledgement in the protocol), so a
+        # resume naming the last event it read gets the rest again.
+        self._sent: collections.deque[dict[str, Any]] = collections.deque(maxlen=REPLAY_EVENTS)
         self.recording: LiveRecording | None = None
         self._turn_no = 0
         self._resampler = Resampler(self.config.rate)
@@ -148,15 +154,21 @@ class LiveSession:
             await emit(event)
         except ConnectionError:  # the client went while we wrote: kept for a resume
             self._undelivered.append(event)
+            return
+        self._sent.append(event)
 
     def detach(self) -> None:
         """The client is gone; what happens meanwhile waits for its return."""
         self._emit = None
 
-    async def attach(self, emit: Emit) -> None:
-        """A client resumed the session: what it missed first, in order."""
+    async def attach(self, emit: Emit, last_event_id: str | None = None) -> None:
+        """A client resumed the session: what it missed first, in order — the
+        events written after ``last_event_id`` (the last one it read) to the
+        socket that died, then those held while none was attached."""
         self._emit = emit
-        missed, self._undelivered = self._undelivered, []
+        ids = [e["event_id"] for e in self._sent]
+        again = list(self._sent)[ids.index(last_event_id) + 1 :] if last_event_id in ids else []
+        missed, self._undelivered = [*again, *self._undelivered], []
         for event in missed:
             await self.send(event)
 

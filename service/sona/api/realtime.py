@@ -57,7 +57,7 @@ async def realtime(request: web.Request) -> web.StreamResponse:
         await _send(ws, event)
 
     if resumed is not None:
-        session = await _resume(sessions, resumed, ws, emit)
+        session = await _resume(sessions, resumed, ws, emit, request.query.get("last_event_id"))
         if session is None:
             return ws
     elif len(sessions) >= settings.live_max_sessions:
@@ -120,7 +120,11 @@ def _created(session: LiveSession) -> dict[str, Any]:
 
 
 async def _resume(
-    sessions: dict[str, LiveEntry], session_id: str, ws: web.WebSocketResponse, emit: Any
+    sessions: dict[str, LiveEntry],
+    session_id: str,
+    ws: web.WebSocketResponse,
+    emit: Any,
+    last_event_id: str | None,
 ) -> LiveSession | None:
     entry = sessions.get(session_id)
     if entry is None:
@@ -136,7 +140,7 @@ async def _resume(
         entry.session.detach()
         await old.close(code=WSCloseCode.POLICY_VIOLATION, message=b"resumed elsewhere")
     await _send(ws, _created(entry.session))
-    await entry.session.attach(emit)
+    await entry.session.attach(emit, last_event_id)
     log.info("live.resumed", session=session_id)
     return entry.session
 

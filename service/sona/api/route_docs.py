@@ -231,6 +231,8 @@ DOCS: dict[tuple[str, str], Op] = {
        {101: {}}, (400, 401, 403, 409, 426), description=REALTIME_DOC,
        query=(("session_id", {"type": "string"}, "resume this session after a dropped "
                "connection, within live_resume_grace_s"),
+              ("last_event_id", {"type": "string"}, "with session_id: the last event "
+               "the client read; what the server wrote after it is sent again"),
               ("callback_url", {"type": "string"}, "the session's job's "
                "webhooks (its end; its transcript replaced), checked as a job's"),
               ("refine_model", {"type": "string"}, "at the session's end, its whole "

@@ -205,14 +205,27 @@ def _pass(
 ) -> list[_Read]:
     """One batched pass (encoder, decoder with timestamps, word alignment where
     asked) over ``windows``, each prompted with its ``previous`` tokens;
-    ``fit``: over the windows' own length, and the windows whose fitted pass
-    runs away decoded again over 30 s (the others keep their fitted reading)."""
-    longest = max(w.audio.size for w in windows) // SAMPLES_PER_FRAME
-    frames = fitted_frames(longest) if fit else ENCODER_FRAMES
-    reads = _read(model, tokenizer, options, windows, previous, frames, final)
-    wild = [n for n, read in enumerate(reads) if read is None]
+    ``fit``: each window over its own length, and a window whose fitted pass
+    runs away decoded again over 30 s (the others keep their fitted reading).
+    A window's width comes from its own audio alone, never from the batch it
+    is in: it reads the same in any batch (a resume, a cancelled neighbour).
+    Windows of one width share the encoder and decoder calls."""
+    widths = [
+        fitted_frames(w.audio.size // SAMPLES_PER_FRAME) if fit else ENCODER_FRAMES for w in windows
+    ]
+    reads: list[_Read | None] = [None] * len(windows)
+    wild: list[int] = []
+    for width in sorted(set(widths)):
+        group = [n for n, w in enumerate(widths) if w == width]
+        got = _read(
+            model, tokenizer, options, [windows[n] for n in group],
+            None if previous is None else [previous[n] for n in group], width, final,
+        )  # fmt: skip
+        for n, read in zip(group, got, strict=True):
+            reads[n] = read
+            wild += [n] if read is None else []
     if wild:
-        log.info("engine.fit_runaway", frames=frames, windows=len(wild), of=len(windows))
+        log.info("engine.fit_runaway", windows=len(wild), of=len(windows))
         again = _read(
             model, tokenizer, options, [windows[n] for n in wild],
             None if previous is None else [previous[n] for n in wild], ENCODER_FRAMES, final,
