@@ -166,9 +166,12 @@ class LiveSession:
         events written after ``last_event_id`` (the last one it read) to the
         socket that died, then those held while none was attached."""
         self._emit = emit
-        ids = [e["event_id"] for e in self._sent]
-        again = list(self._sent)[ids.index(last_event_id) + 1 :] if last_event_id in ids else []
-        missed, self._undelivered = [*again, *self._undelivered], []
+        kept = list(self._sent)
+        ids = [e["event_id"] for e in kept]
+        read = ids.index(last_event_id) + 1 if last_event_id in ids else len(kept)
+        # What follows is sent (and kept) again: once in the record, in order.
+        self._sent = collections.deque(kept[:read], maxlen=REPLAY_EVENTS)
+        missed, self._undelivered = [*kept[read:], *self._undelivered], []
         for event in missed:
             await self.send(event)
 
