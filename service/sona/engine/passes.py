@@ -214,24 +214,20 @@ def _pass(
         fitted_frames(w.audio.size // SAMPLES_PER_FRAME) if fit else ENCODER_FRAMES for w in windows
     ]
     reads: list[_Read | None] = [None] * len(windows)
-    wild: list[int] = []
-    for width in sorted(set(widths)):
-        group = [n for n, w in enumerate(widths) if w == width]
+
+    def read(group: list[int], width: int) -> None:
         got = _read(
             model, tokenizer, options, [windows[n] for n in group],
             None if previous is None else [previous[n] for n in group], width, final,
         )  # fmt: skip
-        for n, read in zip(group, got, strict=True):
-            reads[n] = read
-            wild += [n] if read is None else []
-    if wild:
+        for n, one in zip(group, got, strict=True):
+            reads[n] = one
+
+    for width in sorted(set(widths)):
+        read([n for n, w in enumerate(widths) if w == width], width)
+    if wild := [n for n, one in enumerate(reads) if one is None]:
         log.info("engine.fit_runaway", windows=len(wild), of=len(windows))
-        again = _read(
-            model, tokenizer, options, [windows[n] for n in wild],
-            None if previous is None else [previous[n] for n in wild], ENCODER_FRAMES, final,
-        )  # fmt: skip
-        for n, read in zip(wild, again, strict=True):
-            reads[n] = read
+        read(wild, ENCODER_FRAMES)
     return [read for read in reads if read is not None]
 
 
