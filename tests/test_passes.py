@@ -259,3 +259,29 @@ def test_a_fitted_window_reads_the_same_alone_and_beside_a_longer_one(
     assert [(s.text, s.start, s.end) for s in beside] == [
         (s.text, s.start, s.end) for s in by_itself
     ]
+
+
+def test_fitted_windows_of_nearly_one_length_share_one_encoder_call(
+    backend: WhisperBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two windows 13 s and 12.5 s long are fitted to one width (their own
+    lengths, rounded up to a whole step): one encoder call reads both. With a
+    width to the frame each window took its own calls."""
+    seen = encoded_frames(backend, monkeypatch)
+    pair = np.concatenate(
+        [audio.decode(AUDIO / n, max_seconds=60) for n in ("fox.wav", "report.wav")]
+    )
+    shorter = pair[: pair.size - 8_000]
+    widths = {passes.fitted_frames(a.size // passes.SAMPLES_PER_FRAME) for a in (pair, shorter)}
+    rows = [[RawChunk(a, [(0, a.size)])] for a in (pair, shorter)]
+    got = backend.decode("tiny.en", TranscribeOptions(), "en", rows, fit=True)
+    assert len(widths) == 1 and seen == list(widths), seen
+    assert all("quick brown fox" in full_text(segments).lower() for [segments] in got)
+
+
+def test_a_fitted_width_is_the_audio_and_a_second_rounded_up_to_a_step() -> None:
+    assert passes.fitted_frames(300) == passes.FIT_MIN_FRAMES  # a short turn: the floor
+    assert passes.fitted_frames(1250) == passes.fitted_frames(1390) == 1500
+    assert passes.fitted_frames(1401) == 1750  # the second of silence always fits
+    assert passes.fitted_frames(2000) == 2250  # a whole 20 s chunk
+    assert passes.fitted_frames(2950) == passes.ENCODER_FRAMES  # never past 30 s

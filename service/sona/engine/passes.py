@@ -10,8 +10,9 @@ it; measured, that did not win (docs/performance.md), so it is off.
 
 A batch can be *fitted* (the engine's ``fit_windows``, on by default, for
 jobs' batches and live turns alike): the encoder reads the audio and a second
-of silence, at least ``FIT_MIN_FRAMES``, instead of 30 s, of which a 20 s
-chunk is a third padding and a 5 s turn five sixths. The encoder's cost grows
+of silence, at least ``FIT_MIN_FRAMES``, rounded up to ``FIT_STEP_FRAMES``,
+instead of 30 s, of which a 20 s chunk is a third padding and a 5 s turn five
+sixths. The encoder's cost grows
 with its input (10 s cost tiny.en a fifth of 30 s), and the text read is the
 same, word for word or within noise (docs/performance.md, "Fitted windows").
 Whisper was trained on 30 s windows, so a window whose fitted pass runs away
@@ -64,6 +65,11 @@ SAMPLES_PER_FRAME = SAMPLE_RATE // 100
 # or misread words on the test clips; these read as the full window did.
 FIT_PAD_FRAMES = 100
 FIT_MIN_FRAMES = 1000
+# ... rounded up to a whole 2.5 s, so that windows of nearly one length (a
+# job's chunks are mostly 16-20 s) share one encoder and one decoder call: a
+# width to the frame gave each window of a batch its own calls, which cost 12 %
+# more CPU at beam 5 (docs/performance.md, "Fitted windows").
+FIT_STEP_FRAMES = 250
 # A fitted pass's decoder stops at this length per second of window, plus a
 # few: a runaway stops early. Generous (speech is about 4 tokens a second;
 # CTranslate2 counts the prompt, and read about half this many on the clips).
@@ -357,8 +363,11 @@ def _frames(model: StoppableModel, audio: np.ndarray, frames: int = ENCODER_FRAM
 
 
 def fitted_frames(frames: int) -> int:
-    """The encoder frames a fitted window of ``frames`` frames of audio reads."""
-    return min(ENCODER_FRAMES, max(FIT_MIN_FRAMES, frames + FIT_PAD_FRAMES))
+    """The encoder frames a fitted window of ``frames`` frames of audio reads:
+    its own length alone decides (never its batch's), in steps that let
+    windows of nearly one length share a pass."""
+    width = max(FIT_MIN_FRAMES, frames + FIT_PAD_FRAMES)
+    return min(ENCODER_FRAMES, -(-width // FIT_STEP_FRAMES) * FIT_STEP_FRAMES)
 
 
 def token_cap(frames: int) -> int:
