@@ -692,6 +692,49 @@ async def test_a_requeued_live_job_queues_its_second_pass_as_the_worker_complete
         await asyncio.gather(task, return_exceptions=True)
 
 
+class RecordingLostEngine(TailEngine):
+    """As ``TailEngine``, but the session's recording is deleted as the job
+    opens (after the opener sealed it): by hand, or a volume lost."""
+
+    def open(self, spec: JobSpec) -> None:
+        spec.path.unlink()
+        super().open(spec)
+
+
+async def test_a_requeued_live_job_whose_recording_is_gone_completes_without_its_second_pass(
+    store: Any, tmp_path: Path
+) -> None:
+    """The second pass needs the recording; without it the job still completes
+    once, with its turns and tail, and queues nothing (building the pass used
+    to fail the job's end, which recovery then retried without bound)."""
+    rec = await LiveRecording.open(
+        store=store,
+        events=EventHub(),
+        notifier=LocalNotifier(),
+        uploads=UploadDir(tmp_path / "uploads"),
+        session_id="sess_1",
+        model_id="tiny.en",
+        options=TranscribeOptions(model="tiny.en"),
+        lease_s=0.3,
+        max_attempts=3,
+        refine_model="tiny.en",
+    )
+    await asyncio.to_thread(rec.append, np.zeros(4 * 16_000, np.float32))
+    await rec.turn(0, (0.0, 1.5), [Segment(index=0, start=0.2, end=1.1, text=" one")], "en")
+    await abandoned(store, rec)
+    engine = RecordingLostEngine(tail=True)
+    worker, task = run_worker(store, engine, tmp_path)
+    try:
+        worker.wake()
+        job = await completed(store, rec.job_id, task)
+        assert [s.text for s in await store.segments(rec.job_id)] == [" one", " tail"]
+        assert "refined_by" not in job.metadata and job.attempts == 2
+        assert await store.queue_size() == 0 and len(engine.opened) == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_a_file_job_naming_a_refine_model_in_its_metadata_gets_no_second_pass(
     store: Any, tmp_path: Path
 ) -> None:

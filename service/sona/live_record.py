@@ -115,15 +115,22 @@ async def second_pass(job: Job, options: TranscribeOptions | None = None) -> New
     ordinary file job over its own link of the recording, with the job's
     ``refine_model``, ``options``' language and prompt (else the job's stored
     ones), its callback and max_attempts, at batch priority. None when the
-    job asked for none or recorded no audio. The one builder for both paths
-    that complete a live job: ``LiveRecording.finish`` and the worker's
-    ``Endings.finish``. A link whose row never commits is an orphan the
-    start-up sweep removes (deleting it here could race a commit whose
-    answer was lost)."""
+    job asked for none, recorded no audio, or its recording cannot be read.
+    The one builder for both paths that complete a live job:
+    ``LiveRecording.finish`` and the worker's ``Endings.finish``. A link
+    whose row never commits is an orphan the start-up sweep removes (deleting
+    it here could race a commit whose answer was lost)."""
     model_id = job.refine_model
     if model_id is None:
         return None
-    linked = await asyncio.to_thread(_linked, Path(job.file_path))
+    try:
+        linked = await asyncio.to_thread(_linked, Path(job.file_path))
+    except OSError:
+        # The recording went (removed by hand, a volume lost) after the job
+        # opened: the job completes with its live transcript, without the pass,
+        # rather than failing its end (and being retried) over and over.
+        log.warning("live.refine_skipped", job_id=job.id, reason="recording unreadable")
+        return None
     if linked is None:
         return None
     path, digest, size = linked
