@@ -264,9 +264,9 @@ def test_a_fitted_window_reads_the_same_alone_and_beside_a_longer_one(
 def test_fitted_windows_of_nearly_one_length_share_one_encoder_call(
     backend: WhisperBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Two windows 13 s and 12.5 s long are fitted to one width (their own
-    lengths, rounded up to a whole step): one encoder call reads both. With a
-    width to the frame each window took its own calls."""
+    """Two windows 11.4 s and 10.9 s long are fitted to one width (each its
+    own length rounded up to a whole step, and a second): one encoder call
+    reads both. With a width to the frame each window took its own calls."""
     seen = encoded_frames(backend, monkeypatch)
     pair = np.concatenate(
         [audio.decode(AUDIO / n, max_seconds=60) for n in ("fox.wav", "report.wav")]
@@ -279,9 +279,9 @@ def test_fitted_windows_of_nearly_one_length_share_one_encoder_call(
     assert all("quick brown fox" in full_text(segments).lower() for [segments] in got)
 
 
-def test_a_fitted_width_is_the_audio_and_a_second_rounded_up_to_a_step() -> None:
+def test_a_fitted_width_is_the_audio_rounded_up_to_a_step_and_a_second() -> None:
     assert passes.fitted_frames(300) == passes.FIT_MIN_FRAMES  # a short turn: the floor
-    assert passes.fitted_frames(1250) == passes.fitted_frames(1390) == 1500
-    assert passes.fitted_frames(1401) == 1750  # the second of silence always fits
-    assert passes.fitted_frames(2000) == 2250  # a whole 20 s chunk
-    assert passes.fitted_frames(2950) == passes.ENCODER_FRAMES  # never past 30 s
+    assert passes.fitted_frames(1251) == passes.fitted_frames(1500) == 1600
+    assert passes.fitted_frames(1751) == passes.fitted_frames(2000) == 2100  # a job's chunks
+    assert passes.fitted_frames(2001) == 2350
+    assert passes.fitted_frames(2800) == passes.ENCODER_FRAMES  # never past 30 s

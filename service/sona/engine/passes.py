@@ -9,12 +9,12 @@ faster-whisper's sequential decode prompts each window with the text before
 it; measured, that did not win (docs/performance.md), so it is off.
 
 A batch can be *fitted* (the engine's ``fit_windows``, on by default, for
-jobs' batches and live turns alike): the encoder reads the audio and a second
-of silence, at least ``FIT_MIN_FRAMES``, rounded up to ``FIT_STEP_FRAMES``,
+jobs' batches and live turns alike): the encoder reads the audio, rounded up
+to ``FIT_STEP_FRAMES``, and a second of silence, at least ``FIT_MIN_FRAMES``,
 instead of 30 s, of which a 20 s chunk is a third padding and a 5 s turn five
-sixths. The encoder's cost grows
-with its input (10 s cost tiny.en a fifth of 30 s), and the text read is the
-same, word for word or within noise (docs/performance.md, "Fitted windows").
+sixths. The encoder's cost grows with its input (10 s cost tiny.en a fifth
+of 30 s), and the text read is the same, word for word or within noise
+(docs/performance.md, "Fitted windows").
 Whisper was trained on 30 s windows, so a window whose fitted pass runs away
 (stops at its token cap, repeats itself as faster-whisper's fallback measures
 it, or ends in a loop) is decoded again over the full window, alone.
@@ -60,15 +60,15 @@ PACK_TAILS = False
 # Whisper's encoder reads 30 s of 10 ms frames.
 ENCODER_FRAMES = 3000
 SAMPLES_PER_FRAME = SAMPLE_RATE // 100
-# A fitted window: its audio, then this much silence (1 s), and 10 s at least.
-# Shorter inputs (no floor, or no silence after the speech) repeated a sentence
-# or misread words on the test clips; these read as the full window did.
+# A fitted window: its audio rounded up to a whole 2.5 s, then this much
+# silence (1 s), and 10 s at least. Shorter inputs (no floor, or no silence
+# after the speech) repeated a sentence or misread words on the test clips;
+# these read as the full window did. The rounding lets windows of nearly one
+# length share one encoder and one decoder call (a job's chunks are mostly
+# 17.5-20 s: one width, 21 s); a width to the frame gave each window of a step
+# its own calls, for 12-18 % more CPU at beam 5 (docs/performance.md).
 FIT_PAD_FRAMES = 100
 FIT_MIN_FRAMES = 1000
-# ... rounded up to a whole 2.5 s, so that windows of nearly one length (a
-# job's chunks are mostly 16-20 s) share one encoder and one decoder call: a
-# width to the frame gave each window of a batch its own calls, which cost 12 %
-# more CPU at beam 5 (docs/performance.md, "Fitted windows").
 FIT_STEP_FRAMES = 250
 # A fitted pass's decoder stops at this length per second of window, plus a
 # few: a runaway stops early. Generous (speech is about 4 tokens a second;
@@ -366,8 +366,8 @@ def fitted_frames(frames: int) -> int:
     """The encoder frames a fitted window of ``frames`` frames of audio reads:
     its own length alone decides (never its batch's), in steps that let
     windows of nearly one length share a pass."""
-    width = max(FIT_MIN_FRAMES, frames + FIT_PAD_FRAMES)
-    return min(ENCODER_FRAMES, -(-width // FIT_STEP_FRAMES) * FIT_STEP_FRAMES)
+    rounded = -(-frames // FIT_STEP_FRAMES) * FIT_STEP_FRAMES
+    return min(ENCODER_FRAMES, max(FIT_MIN_FRAMES, rounded + FIT_PAD_FRAMES))
 
 
 def token_cap(frames: int) -> int:
