@@ -643,6 +643,29 @@ async def test_a_requeued_live_job_goes_on_after_its_turns_as_a_file_job(
         await asyncio.gather(task, return_exceptions=True)
 
 
+async def abandoned_refining_session(
+    store: Any, tmp_path: Path, options: TranscribeOptions
+) -> LiveRecording:
+    """A live session with a refine model that stored one turn of its 4 s
+    recording, and whose daemon then died (its job requeued)."""
+    rec = await LiveRecording.open(
+        store=store,
+        events=EventHub(),
+        notifier=LocalNotifier(),
+        uploads=UploadDir(tmp_path / "uploads"),
+        session_id="sess_1",
+        model_id="tiny.en",
+        options=options,
+        lease_s=0.3,
+        max_attempts=3,
+        refine_model="tiny.en",
+    )
+    await asyncio.to_thread(rec.append, np.zeros(4 * 16_000, np.float32))
+    await rec.turn(0, (0.0, 1.5), [Segment(index=0, start=0.2, end=1.1, text=" one")], "en")
+    await abandoned(store, rec)
+    return rec
+
+
 async def test_a_requeued_live_job_queues_its_second_pass_as_the_worker_completes_it(
     store: Any, tmp_path: Path
 ) -> None:
@@ -651,21 +674,7 @@ async def test_a_requeued_live_job_queues_its_second_pass_as_the_worker_complete
     write that completes it — over a link of the sealed WAV, with the options
     the job stored — then runs it, and its transcript replaces the job's."""
     stored = TranscribeOptions(language="en", prompt="as the session opened")
-    rec = await LiveRecording.open(
-        store=store,
-        events=EventHub(),
-        notifier=LocalNotifier(),
-        uploads=UploadDir(tmp_path / "uploads"),
-        session_id="sess_1",
-        model_id="tiny.en",
-        options=stored,
-        lease_s=0.3,
-        max_attempts=3,
-        refine_model="tiny.en",
-    )
-    await asyncio.to_thread(rec.append, np.zeros(4 * 16_000, np.float32))
-    await rec.turn(0, (0.0, 1.5), [Segment(index=0, start=0.2, end=1.1, text=" one")], "en")
-    await abandoned(store, rec)
+    rec = await abandoned_refining_session(store, tmp_path, stored)
     engine = TailEngine(tail=True)
     worker, task = run_worker(store, engine, tmp_path)
     try:
@@ -707,21 +716,7 @@ async def test_a_requeued_live_job_whose_recording_is_gone_completes_without_its
     """The second pass needs the recording; without it the job still completes
     once, with its turns and tail, and queues nothing (building the pass used
     to fail the job's end, which recovery then retried without bound)."""
-    rec = await LiveRecording.open(
-        store=store,
-        events=EventHub(),
-        notifier=LocalNotifier(),
-        uploads=UploadDir(tmp_path / "uploads"),
-        session_id="sess_1",
-        model_id="tiny.en",
-        options=TranscribeOptions(model="tiny.en"),
-        lease_s=0.3,
-        max_attempts=3,
-        refine_model="tiny.en",
-    )
-    await asyncio.to_thread(rec.append, np.zeros(4 * 16_000, np.float32))
-    await rec.turn(0, (0.0, 1.5), [Segment(index=0, start=0.2, end=1.1, text=" one")], "en")
-    await abandoned(store, rec)
+    rec = await abandoned_refining_session(store, tmp_path, TranscribeOptions(model="tiny.en"))
     engine = RecordingLostEngine(tail=True)
     worker, task = run_worker(store, engine, tmp_path)
     try:
