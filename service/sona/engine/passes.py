@@ -66,7 +66,8 @@ SAMPLES_PER_FRAME = SAMPLE_RATE // 100
 # these read as the full window did. The rounding lets windows of nearly one
 # length share one encoder and one decoder call (a job's chunks are mostly
 # 17.5-20 s: one width, 21 s); a width to the frame gave each window of a step
-# its own calls, for 12-18 % more CPU at beam 5 (docs/performance.md).
+# its own calls: at beam 5 a fifth more CPU in batches of 2, half again more
+# in batches of 8 (docs/performance.md, "Widths in steps of 2.5 s").
 FIT_PAD_FRAMES = 100
 FIT_MIN_FRAMES = 1000
 FIT_STEP_FRAMES = 250
