@@ -145,6 +145,13 @@ def encoded_frames(backend: WhisperBackend, monkeypatch: pytest.MonkeyPatch) -> 
     return seen
 
 
+def fox_then_report() -> np.ndarray:
+    """fox.wav then report.wav: 11.4 s of speech in two voices."""
+    return np.concatenate(
+        [audio.decode(AUDIO / n, max_seconds=60) for n in ("fox.wav", "report.wav")]
+    )
+
+
 def one_chunk(name: str) -> list[list[RawChunk]]:
     clip = audio.decode(AUDIO / name, max_seconds=60)
     return [[RawChunk(clip, [(0, clip.size)])]]
@@ -248,9 +255,7 @@ def test_a_fitted_window_reads_the_same_alone_and_beside_a_longer_one(
     cancelled neighbour needs."""
     seen = encoded_frames(backend, monkeypatch)
     [alone] = one_chunk("numbers.wav")
-    pair = np.concatenate(
-        [audio.decode(AUDIO / n, max_seconds=60) for n in ("fox.wav", "report.wav")]
-    )
+    pair = fox_then_report()
     longer = [RawChunk(pair, [(0, pair.size)])]
     [[by_itself]] = backend.decode("tiny.en", TranscribeOptions(), "en", [alone], fit=True)
     [[beside], _] = backend.decode("tiny.en", TranscribeOptions(), "en", [alone, longer], fit=True)
@@ -268,9 +273,7 @@ def test_fitted_windows_of_nearly_one_length_share_one_encoder_call(
     own length rounded up to a whole step, and a second): one encoder call
     reads both. With a width to the frame each window took its own calls."""
     seen = encoded_frames(backend, monkeypatch)
-    pair = np.concatenate(
-        [audio.decode(AUDIO / n, max_seconds=60) for n in ("fox.wav", "report.wav")]
-    )
+    pair = fox_then_report()
     shorter = pair[: pair.size - 8_000]
     widths = {passes.fitted_frames(a.size // passes.SAMPLES_PER_FRAME) for a in (pair, shorter)}
     rows = [[RawChunk(a, [(0, a.size)])] for a in (pair, shorter)]

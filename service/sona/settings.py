@@ -197,14 +197,16 @@ class Settings(BaseSettings):
     parallel_steps: int | None = Field(default=None, ge=1, le=16)
     engine_nice: int = Field(default=5, ge=0, le=19)  # the API stays responsive
     # A job's beam when its request does not say. 5, as faster-whisper's own
-    # defaults: with fitted windows it costs what beam 1 over 30 s windows did,
-    # and reads the WER of sequential decoding (docs/performance.md). Live
-    # turns decode greedily (their latency), whatever this says.
+    # defaults: with fitted windows it costs about what beam 1 over 30 s
+    # windows did, and reads within about 0.01 of sequential decoding's WER
+    # (docs/performance.md). Live turns decode greedily (their latency),
+    # whatever this says.
     beam_size: int = Field(default=5, ge=1, le=10)
-    # The encoder reads a window's own audio and a second of silence (10 s at
-    # least) instead of Whisper's 30 s: about half the CPU of a batch, the same
-    # text (docs/performance.md, "Fitted windows"); a pass that runs away is
-    # decoded again over 30 s. False: every window is 30 s, as the model was trained.
+    # The encoder reads a window's own audio (rounded up to 2.5 s) and a
+    # second of silence (10 s at least) instead of Whisper's 30 s: about half
+    # the CPU of a batch, the same text (docs/performance.md, "Fitted
+    # windows"); a pass that runs away is decoded again over 30 s. False:
+    # every window is 30 s, as the model was trained.
     fit_windows: bool = True
     max_jobs_in_flight: int = Field(default=16, ge=1)
     # False: an API node (`sona serve --no-worker`), no engine, no worker; its
