@@ -22,6 +22,7 @@ from sona.engine import ChunkInfo, ChunksReady, JobSpec, Prepared
 from sona.engine.registry import ModelRegistry
 from sona.events import EventHub
 from sona.jobs import Segment, Status
+from sona.notify import LocalNotifier
 from sona.store.sqlite import SqliteStore
 from sona.worker import Worker
 from sona.worker_config import WorkerConfig
@@ -55,7 +56,8 @@ async def test_r08_two_workers_complete_1000_jobs_each_exactly_once(tmp_path: Pa
             engine = OneChunkEngine()
             models = ModelRegistry(engine, model_dir=tmp_path, allow_download=False, max_loaded=1)
             config = WorkerConfig(max_audio_seconds=60, poll_interval_s=0.05, max_jobs=8)
-            workers.append(Worker(store, models, engine, EventHub(), config))  # type: ignore[arg-type]
+            worker = Worker(store, models, engine, EventHub(), config, LocalNotifier())  # type: ignore[arg-type]
+            workers.append(worker)
         await asyncio.wait_for(asyncio.gather(*(w.run(burst=True) for w in workers)), 600)
         jobs, more = await stores[0].list_jobs(status=None, limit=JOBS + 1, before=None)
         assert len(jobs) == JOBS and not more

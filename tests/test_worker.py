@@ -27,7 +27,7 @@ from sona.events import EventHub
 from sona.jobs import NewJob, Segment, Status, TranscribeOptions
 from sona.keys import ENGINE, STORE, WORKER
 from sona.live_record import LiveRecording
-from sona.notify import LocalNotifier
+from sona.notify import LocalNotifier, Notifier
 from sona.store import open_store
 from sona.store.sqlite import SqliteStore
 from sona.uploads import UploadDir
@@ -247,6 +247,7 @@ async def test_r17_the_worker_outlives_store_errors_and_resumes(
         # be renewed from the claim on. A job let go after a failed write is
         # recovered soon.
         WorkerConfig(max_audio_seconds=600, poll_interval_s=0.05, lease_s=0.5),
+        LocalNotifier(),
     )
     task = asyncio.create_task(worker.run())
     try:
@@ -290,12 +291,18 @@ async def test_r17_the_worker_outlives_store_errors_and_resumes(
 
 
 def run_worker(
-    store: Any, engine: EngineDouble, tmp_path: Path, **config: Any
+    store: Any,
+    engine: EngineDouble,
+    tmp_path: Path,
+    notifier: Notifier | None = None,
+    **config: Any,
 ) -> tuple[Worker, asyncio.Task[None]]:
-    """A worker on ``store`` and an engine double, running."""
+    """A worker on ``store`` and an engine double, running; ``notifier``: what
+    it announces the jobs it queues to (by default no one: it polls)."""
     models = ModelRegistry(engine, model_dir=tmp_path, allow_download=False, max_loaded=1)
     settings = WorkerConfig(max_audio_seconds=600, poll_interval_s=0.05, **config)
-    worker = Worker(store, models, engine, EventHub(), settings)  # type: ignore[arg-type]
+    notifier = notifier or LocalNotifier()
+    worker = Worker(store, models, engine, EventHub(), settings, notifier)  # type: ignore[arg-type]
     return worker, asyncio.create_task(worker.run())
 
 
@@ -647,6 +654,18 @@ async def test_a_requeued_live_job_goes_on_after_its_turns_as_a_file_job(
         await asyncio.gather(task, return_exceptions=True)
 
 
+class AnnouncedJobs(LocalNotifier):
+    """The jobs announced as queued (to every node's workers, with PostgreSQL)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queued: list[str] = []
+
+    async def job_queued(self, job_id: str) -> None:
+        self.queued.append(job_id)
+        await super().job_queued(job_id)
+
+
 async def abandoned_refining_session(
     store: Any, tmp_path: Path, options: TranscribeOptions
 ) -> LiveRecording:
@@ -680,11 +699,13 @@ async def test_a_requeued_live_job_queues_its_second_pass_as_the_worker_complete
     stored = TranscribeOptions(language="en", prompt="as the session opened")
     rec = await abandoned_refining_session(store, tmp_path, stored)
     engine = TailEngine(tail=True)
-    worker, task = run_worker(store, engine, tmp_path)
+    notifier = AnnouncedJobs()
+    worker, task = run_worker(store, engine, tmp_path, notifier)
     try:
         worker.wake()
         job = await completed(store, rec.job_id, task)
         second_id = job.metadata["refined_by"]
+        assert notifier.queued == [second_id]  # every node's workers hear of it
         second = await completed(store, second_id, task)
         live_spec, second_spec = engine.opened  # the tail first, then the whole file
         assert (live_spec.from_s, second_spec.from_s) == (1.5, None)

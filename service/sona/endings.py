@@ -18,6 +18,7 @@ from sona.errors import InvalidTransition
 from sona.events import EventHub
 from sona.jobs import Job, Status
 from sona.live_record import second_pass, second_pass_queued
+from sona.notify import Notifier
 from sona.store import Claim, JobStore
 
 log = structlog.get_logger("sona.worker")
@@ -26,9 +27,10 @@ log = structlog.get_logger("sona.worker")
 class Endings:
     """The worker's last writes for its claims."""
 
-    def __init__(self, store: JobStore, events: EventHub) -> None:
+    def __init__(self, store: JobStore, events: EventHub, notifier: Notifier) -> None:
         self.store = store
         self.events = events
+        self.notifier = notifier  # every node's workers hear of a second pass
 
     async def finish(
         self, claim: Claim, status: Status, code: str | None = None, message: str | None = None
@@ -58,8 +60,8 @@ class Endings:
             # The job's end and its webhook row are committed; nothing sent yet.
             crash_point("after_terminal_write", job.id)
         self._publish(job)
-        if refinement is not None:  # this worker's wake-up takes it (others poll)
-            second_pass_queued(self.events, job, refinement)
+        if refinement is not None:
+            await second_pass_queued(self.events, self.notifier, job, refinement)
         if job.refines is not None and job.status is Status.COMPLETED:
             # The same commit replaced the live job's transcript with this one's
             # (unless that job was deleted meanwhile: then no one follows it).

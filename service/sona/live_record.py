@@ -151,10 +151,14 @@ async def second_pass(job: Job, options: TranscribeOptions | None = None) -> New
     )
 
 
-def second_pass_queued(events: EventHub, job: Job, refinement: NewJob) -> None:
-    """``job`` completed and ``refinement`` is committed with it: say so."""
+async def second_pass_queued(
+    events: EventHub, notifier: Notifier, job: Job, refinement: NewJob
+) -> None:
+    """``job`` completed and ``refinement`` is committed with it: say so, and
+    wake a worker for it, here or on any node."""
     events.publish(refinement.id, "status", {"status": "queued"})
     log.info("live.refine_queued", job_id=job.id, refined_by=refinement.id)
+    await queue.announce(notifier, refinement.id)
 
 
 class LiveRecording:
@@ -297,8 +301,7 @@ class LiveRecording:
         )
         log.info("live.completed", job_id=job.id, turns=job.chunks_done)
         if refinement is not None:
-            second_pass_queued(self.events, job, refinement)
-            await queue.announce(self._notifier, refinement.id)
+            await second_pass_queued(self.events, self._notifier, job, refinement)
         return job
 
 

@@ -111,10 +111,10 @@ async def start_runtime(
             log.info("model.loaded", model=entry.id, seconds=round(entry.load_seconds, 3))
         events = EventHub()
         metrics = metrics or Metrics()
+        notifier = notifier_for(settings.store_url)  # started once the worker exists
         worker = None
         if engine is not None:
-            worker = Worker(store, models, engine, events, _worker_config(settings))
-        notifier = notifier_for(settings.store_url)
+            worker = Worker(store, models, engine, events, _worker_config(settings), notifier)
         await notifier.start(_handlers(events, worker))
         stack.push_async_callback(notifier.close)
         events.relay = notifier.job_event

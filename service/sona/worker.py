@@ -49,6 +49,7 @@ from sona.flight import Flight
 from sona.jobs import Status
 from sona.leases import Leases
 from sona.loops import Done, Supervisor
+from sona.notify import Notifier
 from sona.opening import Opener
 from sona.standing import Throughput
 from sona.store import Claim, JobStore, Lease
@@ -67,6 +68,7 @@ class Worker:
         engine: EngineHost,
         events: EventHub,
         config: WorkerConfig,
+        notifier: Notifier,
     ) -> None:
         self.store = store
         self.models = models
@@ -78,7 +80,7 @@ class Worker:
         self.flights: dict[str, Flight] = {}
         self.capacity = Capacity(config.batch_size, config.parallel_steps, config.max_jobs)
         self.leases = Leases(store, config.lease_s)
-        self.endings = Endings(store, events)
+        self.endings = Endings(store, events, notifier)
         self.opener = Opener(
             models, self.endings, beam_size=config.beam_size, max_seconds=config.max_audio_seconds
         )
@@ -414,4 +416,3 @@ class Worker:
             await self.endings.finish(flight.claim, status, code, message)
         finally:
             self._settle()
-            self.wake()  # its end may have queued a job (a live session's second pass)
