@@ -1,6 +1,7 @@
 """The worker's decisions, over plain values: which jobs it claims (the fair
-share, interactive requests first, a cap), whose jobs recovery may requeue at
-once, whom an engine crash blames, and which steps may run together."""
+share, interactive requests first, a cap), how many rows a step takes, whose
+jobs recovery may requeue at once, whom an engine crash blames, and which
+steps may run together."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from sona.admission import (
     min_priority,
     owner_is_dead,
     owner_pid,
+    step_size,
 )
 
 CPU = Capacity(batch_size=2, parallel_steps=2, max_jobs=8)  # a round has 4 rows
@@ -48,6 +50,28 @@ def test_nobody_is_claimed_while_stopping_or_past_twice_max_jobs() -> None:
     assert may_claim(15, CPU, stopping=False)  # room for urgent jobs beyond max_jobs
     assert not may_claim(16, CPU, stopping=False)
     assert not may_claim(0, CPU, stopping=True)
+
+
+def test_a_step_takes_a_full_batch_while_a_job_is_still_being_cut() -> None:
+    """More chunks are coming: a short step now would only cost batching."""
+    wide = Capacity(batch_size=4, parallel_steps=2, max_jobs=8)
+    assert step_size(wide, 1, cutting=True) == 4
+    assert step_size(wide, 5, cutting=True) == 4
+
+
+def test_the_last_chunks_in_flight_are_shared_out_among_the_parallel_steps() -> None:
+    """Nothing more is being cut: 5 chunks left are 3 for one step, then the
+    other 2 one at a time as steps free up, not 4 on one replica and 1 on
+    the other while it idles."""
+    wide = Capacity(batch_size=4, parallel_steps=2, max_jobs=8)
+    assert step_size(wide, 20, cutting=False) == 4  # enough for every step: full batches
+    assert step_size(wide, 8, cutting=False) == 4
+    assert step_size(wide, 5, cutting=False) == 3
+    assert step_size(wide, 2, cutting=False) == 1
+    assert step_size(wide, 1, cutting=False) == 1
+    assert step_size(wide, 0, cutting=False) == 1  # an empty pool takes nothing anyway
+    one = Capacity(batch_size=4, parallel_steps=1, max_jobs=8)
+    assert step_size(one, 3, cutting=False) == 3  # one replica: nothing to share with
 
 
 def test_a_worker_id_names_a_process_only_on_this_host() -> None:

@@ -36,18 +36,32 @@ def test_jobs_take_rows_in_turn_each_in_its_own_order() -> None:
 
 def test_a_short_job_behind_a_long_one_gets_a_row_in_the_next_batch() -> None:
     """The issue's case: one long upload, then a clip. The clip's chunks go out
-    in the very next batches, one row each, and the long job alone fills every
-    row again once the clip is done."""
+    in the very next batches, and the long job alone fills every row again
+    once the clip is done. The clip's first batch is its own (a step costs
+    what its windows do: beside the long job's chunks the clip would wait
+    for them); after that it takes one row a turn beside the long job."""
     pool = Pool()
     for no in range(16):  # the long job's look-ahead
         pool.add(pending("long", no, age=1.0))
+    assert taken(pool.take_batch(3, 20)) == [("long", 0), ("long", 1), ("long", 2)]
+    for no in range(3):
+        pool.add(pending("clip", no, age=2.0, seconds=18))
+    assert taken(pool.take_batch(3, 20)) == [("clip", 0), ("clip", 1), ("clip", 2)]
+    pool.add(pending("clip", 3, age=2.0, seconds=8))
+    # Served now, the clip shares: the long job, served longest ago, first.
+    assert taken(pool.take_batch(3, 20)) == [("long", 3), ("long", 4), ("clip", 3)]
+    assert taken(pool.take_batch(3, 20)) == [("long", 5), ("long", 6), ("long", 7)]
+
+
+def test_a_job_never_served_shares_its_first_batch_only_with_such_jobs() -> None:
+    pool = Pool()
+    for no in range(4):
+        pool.add(pending("long", no, age=1.0))
     assert taken(pool.take_batch(2, 20)) == [("long", 0), ("long", 1)]
     pool.add(pending("clip", 0, age=2.0))
-    pool.add(pending("clip", 1, age=2.0, seconds=8))
-    # Never served yet, the clip goes first; the long job keeps the other row.
-    assert taken(pool.take_batch(2, 20)) == [("clip", 0), ("long", 2)]
-    assert taken(pool.take_batch(2, 20)) == [("clip", 1), ("long", 3)]
-    assert taken(pool.take_batch(2, 20)) == [("long", 4), ("long", 5)]
+    pool.add(pending("other", 0, age=3.0))
+    assert taken(pool.take_batch(4, 20)) == [("clip", 0), ("other", 0)]
+    assert taken(pool.take_batch(4, 20)) == [("long", 2), ("long", 3)]
 
 
 def test_when_jobs_outnumber_rows_the_one_served_longest_ago_goes_first() -> None:
@@ -55,12 +69,13 @@ def test_when_jobs_outnumber_rows_the_one_served_longest_ago_goes_first() -> Non
     for job, age in (("a", 1.0), ("b", 2.0), ("c", 3.0)):
         for no in range(3):
             pool.add(pending(job, no, age=age))
-    firsts = [taken(pool.take_batch(2, 20)) for _ in range(4)]
+    firsts = [taken(pool.take_batch(2, 20)) for _ in range(5)]
     assert firsts == [
         [("a", 0), ("b", 0)],
-        [("c", 0), ("a", 1)],  # c never had a row; a's was before b's
-        [("b", 1), ("c", 1)],
-        [("a", 2), ("b", 2)],
+        [("c", 0), ("c", 1)],  # c never had a row: its first batch is its own
+        [("a", 1), ("b", 1)],  # a's row was before b's
+        [("c", 2), ("a", 2)],
+        [("b", 2)],
     ]
 
 

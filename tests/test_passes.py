@@ -1,7 +1,8 @@
 """engine/passes.py with the real model: an extra pass is prompted with the
 text its window decoded before the cut, windows whose earlier texts differ
-in length share one batched pass, and a fitted window (a live turn) encodes
-its own length, falling back to 30 s when it runs away."""
+in length share one batched pass, a fitted window (a live turn) encodes
+its own length, falling back to 30 s when it runs away, and a CPU batch is
+encoded window by window."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
 
 from sona import audio
@@ -270,8 +272,9 @@ def test_fitted_windows_of_nearly_one_length_share_one_encoder_call(
     backend: WhisperBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two windows 11.4 s and 10.9 s long are fitted to one width (each its
-    own length rounded up to a whole step, and a second): one encoder call
-    reads both. With a width to the frame each window took its own calls."""
+    own length rounded up to a whole step, and a second): one encoder input
+    holds both, and one decoder call reads them. With a width to the frame
+    each window took its own calls."""
     seen = encoded_frames(backend, monkeypatch)
     pair = fox_then_report()
     shorter = pair[: pair.size - 8_000]
@@ -288,3 +291,51 @@ def test_a_fitted_width_is_the_audio_rounded_up_to_a_step_and_a_second() -> None
     assert passes.fitted_frames(1751) == passes.fitted_frames(2000) == 2100  # a job's chunks
     assert passes.fitted_frames(2001) == 2350
     assert passes.fitted_frames(2800) == passes.ENCODER_FRAMES  # never past 30 s
+
+
+def base_encoder_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
+    """Each call of faster-whisper's own encoder, by its input's leading
+    dimensions: ``(windows,)`` for a batch, ``()`` for one window's 2-D frames."""
+    seen: list[tuple[int, ...]] = []
+    encode = WhisperModel.encode
+
+    def spy(self: Any, batch: np.ndarray) -> Any:
+        seen.append(batch.shape[:-2])
+        return encode(self, batch)
+
+    monkeypatch.setattr(WhisperModel, "encode", spy)
+    return seen
+
+
+def test_on_a_cpu_a_batch_is_encoded_window_by_window_into_one_output(
+    backend: WhisperBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The encoder reads a batch one window at a time on a CPU (cheaper there
+    than the batch at once) and the decoder gets one output for the batch:
+    the numbers faster-whisper's encoder gives for the whole batch."""
+    model = backend._model("tiny.en")
+    pair = fox_then_report()
+    features = np.stack([passes._frames(model, a, 1600) for a in (pair, pair[::-1])])
+    batched = np.asarray(WhisperModel.encode(model, features))
+    seen = base_encoder_calls(monkeypatch)
+    joined = np.asarray(model.encode(features))
+    assert seen == [(1,), (1,)]
+    assert joined.shape == batched.shape == (2, 800, 384)
+    np.testing.assert_allclose(joined, batched, atol=1e-3)
+    # faster-whisper's own calls (sequential decoding) pass one window's 2-D frames.
+    single = np.asarray(model.encode(features[0]))
+    assert single.shape == (1, 800, 384) and seen == [(1,), (1,), ()]
+    np.testing.assert_allclose(single[0], batched[0], atol=1e-3)
+
+
+def test_a_cancel_stops_a_cpu_batch_s_encoder_after_the_window_in_hand(
+    backend: WhisperBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch's jobs were all closed while its first window was encoded:
+    the second window is never read."""
+    model = backend._model("tiny.en")
+    features = np.stack([passes._frames(model, fox_then_report(), 1600)] * 2)
+    seen = base_encoder_calls(monkeypatch)
+    with model.stoppable(lambda: bool(seen)), pytest.raises(passes.Stopped):
+        model.encode(features)
+    assert seen == [(1,)]

@@ -397,6 +397,46 @@ class OutOfOrderEngine(EngineDouble):
         return [[Segment(index=0, start=item.start, end=item.end, text=f" {words[item.no]}")]]
 
 
+class StepSizesEngine(EngineDouble):
+    """A test double: one job of five 15 s chunks (no two share a window), all
+    cut at once; it records how many chunks each step holds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def open(self, spec: JobSpec) -> None:
+        chunks = [ChunkInfo(spec.job_id, n, 0, n * 20.0, n * 20.0 + 15, 15.0) for n in range(5)]
+        self.events.put_nowait(ChunksReady(spec.job_id, chunks, "en", spec.token))
+        self.events.put_nowait(Prepared(spec.job_id, 100.0, 5, spec.token))
+
+    async def step(self, model_id: str, items: list[ChunkInfo]) -> list[list[Segment]]:
+        self.sizes.append(len(items))
+        await asyncio.sleep(0.05 * len(items))  # a step costs what its windows do
+        return [[Segment(index=0, start=i.start, end=i.end, text=f" {i.no}")] for i in items]
+
+
+async def test_a_job_s_last_chunks_are_shared_out_among_the_parallel_steps(
+    tmp_path: Path,
+) -> None:
+    """Five chunks, every one cut, steps of 4 on two replicas: the first step
+    takes 3 and the rest go one at a time to whichever step is free, rather
+    than 4 on one replica and 1 on the other (which then idles)."""
+    store = await SqliteStore.open(str(tmp_path / "db.sqlite"))
+    engine = StepSizesEngine()
+    worker, task = run_worker(store, engine, tmp_path, batch_size=4, parallel_steps=2)
+    try:
+        await store.create(fake_job("five", duration=100.0))
+        worker.wake()
+        job = await completed(store, "five", task)
+        assert engine.sizes == [3, 1, 1], engine.sizes
+        assert job.text == "0 1 2 3 4", job
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await store.close()
+
+
 class SlowFirstWrite:
     """A real store whose first ``add_chunks`` waits for ``go``: later chunks are
     decoded while the first write is under way."""

@@ -1,7 +1,8 @@
 """What the worker may take on and what may run together: the claim rules
-(the fair share, interactive requests first, a cap on jobs in flight), whose
-jobs may be requeued at once (a dead owner), who is blamed when the engine
-dies, and which steps may run beside each other (a suspect runs alone).
+(the fair share, interactive requests first, a cap on jobs in flight), how
+many rows the next step takes, whose jobs may be requeued at once (a dead
+owner), who is blamed when the engine dies, and which steps may run beside
+each other (a suspect runs alone).
 
 Decisions only, over plain values: no store, no engine, no clock
 (``tests/test_admission.py``). ``owner_is_dead`` asks the kernel whether a
@@ -50,6 +51,19 @@ def min_priority(priorities: Collection[int], pooled: int, capacity: Capacity) -
     if hungry and in_flight < capacity.max_jobs:
         return None
     return max(priorities, default=0) + 1
+
+
+def step_size(capacity: Capacity, pooled: int, *, cutting: bool) -> int:
+    """Rows for the next step: a full batch, except at the end of the work
+    in flight. Once no job is still being cut (``cutting``) and the pool's
+    ``pooled`` chunks no longer fill a batch for every parallel step, they are
+    shared out among the steps: a job's last chunks decode side by side on
+    every replica, instead of on one while the others idle (measured: about a
+    tenth of a 6-minute file's time with steps of 4, docs/performance.md)."""
+    if cutting:
+        return capacity.batch_size
+    shared = -(-pooled // capacity.parallel_steps)
+    return max(1, min(capacity.batch_size, shared))
 
 
 def owner_pid(worker_id: str, host: str = HOST) -> int | None:

@@ -204,7 +204,7 @@ def _intake_config(settings: Settings) -> IntakeConfig:
 def _worker_config(settings: Settings) -> WorkerConfig:
     return WorkerConfig(
         max_audio_seconds=settings.max_audio_seconds,
-        batch_size=settings.batch_size or (8 if resolve_device(settings.device) == "cuda" else 2),
+        batch_size=settings.batch_size or (8 if resolve_device(settings.device) == "cuda" else 4),
         chunk_s=settings.chunk_s,
         parallel_steps=resolve_parallel_steps(settings.parallel_steps, settings.device),
         beam_size=settings.beam_size,

@@ -187,9 +187,11 @@ class Settings(BaseSettings):
 
     # Execution (A10): chunks of every job in flight share batches.
     chunk_s: float = Field(default=20, ge=5, le=30)  # most speech in one chunk
-    # Windows per engine step; None: 2 on a CPU (where a batch costs what its
-    # windows cost one by one, so a short step only shortens the wait of a
-    # cancel or an interactive request), 8 on CUDA.
+    # Windows per engine step; None: 4 on a CPU, 8 on CUDA. A CPU's decoder
+    # reads a small model's weights once per token for the whole batch: at
+    # beam 5, 4 windows cost a fifth less each than 2 (its encoder reads them
+    # one by one, cheaper there). A step is what a cancel or an interactive
+    # request waits for at most (docs/performance.md, "Steps of 4 windows").
     batch_size: int | None = Field(default=None, ge=1, le=64)
     # Engine steps decoded at once, each on its own CTranslate2 replica; None:
     # 2 on a CPU with two cores or more (two one-thread replicas decode a small

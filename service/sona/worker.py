@@ -247,7 +247,9 @@ class Worker:
     # -- step ----------------------------------------------------------------
 
     async def _step_once(self, burst: bool) -> None:
-        taken = self.pool.take_batch(self.config.batch_size, self.config.chunk_s)
+        cutting = any(f.total is None for f in self.flights.values())
+        size = admission.step_size(self.capacity, len(self.pool), cutting=cutting)
+        taken = self.pool.take_batch(size, self.config.chunk_s)
         batch = [p.chunk for p in taken]
         batch = [c for c in batch if c.job_id in self.flights]
         if not batch:

@@ -7,12 +7,15 @@ order — and takes chunks from the jobs of that priority whose options can
 share a forward pass with it (``batch_key``), **one chunk per job per turn**
 (fair share): a short job behind a long one gets a row in the next step
 instead of waiting for the long job's chunks to drain, and a job alone still
-fills every row. Same priority only: on a CPU a batch costs about what its
-chunks cost one by one, so an interactive request padded with a long job's
-chunks would wait for all of them. A job's chunks always leave in their own
-order, so its segments are stored in order. A suspect's chunk (its job crashed
-the engine before) leaves alone, one to a batch, and never beside another
-job's: should the engine die again, the blame is the suspect's only."""
+fills every row. A job's first step holds only jobs never served yet: a step
+costs about what its windows do on a CPU, so a clip padded with a long job's
+chunks would wait for all of them (its first segments and, for a clip, its
+whole transcript); the long job's rows wait for that one short step. Same
+priority only, for the same reason: an interactive request's batch is its
+own. A job's chunks always leave in their own order, so its segments are
+stored in order. A suspect's chunk (its job crashed the engine before) leaves
+alone, one to a batch, and never beside another job's: should the engine die
+again, the blame is the suspect's only."""
 
 from __future__ import annotations
 
@@ -119,13 +122,16 @@ class Pool:
     def take_batch(self, size: int, window_s: float) -> list[Pending]:
         """Remove and return the next batch: as many chunks as ``pack`` fits in
         ``size`` windows (empty when the pool is), grouped by job so that a
-        job's chunks can share windows."""
+        job's chunks can share windows. A batch led by a job never served
+        holds only such jobs: their first step is their own size."""
         ordered = sorted(self._items.values(), key=self._rank)
         if not ordered:
             return []
+        head = ordered[0]
+        fresh = head.chunk.job_id not in self._served
         queues: dict[str, list[Pending]] = {}  # per job, in rank order, each in its own order
         for p in ordered:
-            if compatible(ordered[0], p):
+            if compatible(head, p) and not (fresh and p.chunk.job_id in self._served):
                 queues.setdefault(p.chunk.job_id, []).append(p)
         batch = fill(list(queues.values()), size, window_s)
         for p in batch:  # in the batch's job order, so ties keep their turn

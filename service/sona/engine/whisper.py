@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import ctranslate2
 import numpy as np
 from faster_whisper import WhisperModel
 from faster_whisper.tokenizer import Tokenizer
@@ -116,7 +117,23 @@ class StoppableModel(WhisperModel):
             self._batch.stop = None
 
     def encode(self, features: np.ndarray) -> Any:
-        encoded = super().encode(features)
+        """The batch's encoder output. On a CPU one window at a time, joined
+        after: the encoder's attention over a batch outgrows the caches (a
+        batch of 2 or 4 cost 15-20 % more than its windows one by one), while
+        the decoder after it gains from the whole batch (docs/performance.md,
+        "Steps of 4 windows"). On CUDA the batch at once fills the device.
+        faster-whisper's own calls (sequential decoding, language detection)
+        pass one window, as 2-D frames."""
+        if self.model.device == "cpu" and features.ndim == 3 and len(features) > 1:
+            one = []
+            for window in features:
+                one.append(np.asarray(super().encode(window[None])))
+                if self.stop():  # a cancel waits for one window, not the batch
+                    raise Stopped
+            # The view holds a reference to the joined array: it outlives this frame.
+            encoded = ctranslate2.StorageView.from_array(np.concatenate(one))
+        else:
+            encoded = super().encode(features)
         if self.stop():
             raise Stopped
         return encoded
