@@ -46,6 +46,17 @@ def long_wav(tmp_path_factory: pytest.TempPathFactory, manifest: dict[str, Any])
     return out
 
 
+@pytest.fixture(scope="session")
+def longer_wav(tmp_path_factory: pytest.TempPathFactory, manifest: dict[str, Any]) -> Path:
+    """About 6.5 min of speech (some 20 chunks), for a test whose action must
+    land before the job ends: the engine's two steps of 4 hold 8 chunks at
+    once, more than ``long_wav`` has after its first."""
+    out = tmp_path_factory.mktemp("longer") / "longer.wav"
+    sentences = [AUDIO / name for name in manifest if name != "stereo.wav"]
+    concat_wav(sentences, out, gap_s=1.0, repeat=12)
+    return out
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
     """Each store in turn: the JobStore contract holds for both (PostgreSQL

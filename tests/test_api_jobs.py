@@ -88,10 +88,10 @@ async def test_progress_and_partial_text_advance_during_a_long_job(
 
 
 async def test_r20_cancel_processing_job_stops_within_one_window(
-    aiohttp_client: Any, make_settings: Any, long_wav: Path, fox_wav: Path
+    aiohttp_client: Any, make_settings: Any, longer_wav: Path, fox_wav: Path
 ) -> None:
     client = await start(aiohttp_client, make_settings)
-    job = await submit(client, long_wav)
+    job = await submit(client, longer_wav)
     await poll(client, job["id"], lambda j: j["segments_done"] > 0)
     resp = await client.delete(f"/v1/jobs/{job['id']}")
     body = await resp.json()

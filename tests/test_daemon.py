@@ -13,8 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.audio_factory import concat_wav
-from tests.conftest import AUDIO, Daemon
+from tests.conftest import Daemon
 
 
 def upload(d: Daemon, path: Path, **fields: str) -> dict[str, Any]:
@@ -125,15 +124,11 @@ def test_r07_sigterm_drains_the_running_job(daemon_factory: Any, fox_wav: Path) 
 
 
 def test_r07_sigterm_past_drain_timeout_requeues(
-    daemon_factory: Any, tmp_path: Path, manifest: dict[str, Any]
+    daemon_factory: Any, longer_wav: Path, tmp_path: Path
 ) -> None:
-    # Some 6.5 min of speech: steps of 4 windows on two replicas decode the
-    # 130 s file in three steps, which can all end within the 0.5 s drain.
-    longer = tmp_path / "longer.wav"
-    concat_wav([AUDIO / n for n in manifest if n != "stereo.wav"], longer, gap_s=1.0, repeat=12)
     data = tmp_path / "data"
     d = daemon_factory("--model", "tiny.en", "--drain-timeout-s", "0.5", data_dir=data)
-    j = upload(d, longer)
+    j = upload(d, longer_wav)
     wait_for(d, j["id"], lambda x: x["segments_done"] >= 1)
     assert d.stop() == 0
     d2 = daemon_factory(data_dir=data)  # empty: the job waits in the queue

@@ -267,11 +267,11 @@ async def test_wait_reports_progress_until_completed(
 
 
 async def test_wait_is_bounded_and_cancel_cleans_up(
-    daemon: str, long_wav: Path, tmp_path: Path
+    daemon: str, longer_wav: Path, tmp_path: Path
 ) -> None:
     async with mcp_client(daemon, tmp_path) as client:
-        job_id = (await call(client, "transcribe_wav", filename=str(long_wav)))["job_id"]
-        marker = tmp_path / "transcriptions" / "long.transcribing.txt"
+        job_id = (await call(client, "transcribe_wav", filename=str(longer_wav)))["job_id"]
+        marker = tmp_path / "transcriptions" / "longer.transcribing.txt"
         assert marker.exists()
 
         t0 = time.monotonic()

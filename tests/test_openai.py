@@ -175,10 +175,10 @@ def test_unknown_fields_are_ignored(daemon: Daemon, fox_wav: Path) -> None:
 
 
 def test_r19_disconnect_mid_stream_frees_the_worker(
-    daemon: Daemon, long_wav: Path, fox_wav: Path
+    daemon: Daemon, longer_wav: Path, fox_wav: Path
 ) -> None:
     with (
-        long_wav.open("rb") as f,
+        longer_wav.open("rb") as f,
         httpx.stream(
             "POST",
             f"{daemon.url}/v1/audio/transcriptions",
@@ -209,11 +209,11 @@ def test_r19_disconnect_mid_stream_frees_the_worker(
 
 
 def test_an_interactive_request_overtakes_a_running_long_job(
-    daemon: Daemon, client: openai.OpenAI, long_wav: Path, fox_wav: Path
+    daemon: Daemon, client: openai.OpenAI, longer_wav: Path, fox_wav: Path
 ) -> None:
     """C4: the request's chunks go to the front of the next batch; it does not
     wait for the long job to finish."""
-    with long_wav.open("rb") as f:
+    with longer_wav.open("rb") as f:
         j = httpx.post(f"{daemon.url}/v1/jobs", files={"file": ("l.wav", f)}, timeout=30).json()
     try:
         deadline = time.monotonic() + 60
