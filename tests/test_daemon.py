@@ -138,11 +138,11 @@ def test_r07_sigterm_past_drain_timeout_requeues(
 
 @pytest.mark.slow  # a real daemon or model for 10 s or more
 def test_r07_second_signal_exits_at_once_and_loses_nothing(
-    daemon_factory: Any, long_wav: Path, tmp_path: Path
+    daemon_factory: Any, longer_wav: Path, tmp_path: Path
 ) -> None:
     data = tmp_path / "data"
     d = daemon_factory("--model", "tiny.en", "--drain-timeout-s", "60", data_dir=data)
-    j = upload(d, long_wav)
+    j = upload(d, longer_wav)
     wait_for(d, j["id"], lambda x: x["segments_done"] >= 1)
     d.proc.send_signal(signal.SIGTERM)
     time.sleep(0.3)
