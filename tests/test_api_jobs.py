@@ -67,10 +67,10 @@ async def test_every_download_format_parses(
 
 
 async def test_progress_and_partial_text_advance_during_a_long_job(
-    aiohttp_client: Any, make_settings: Any, long_wav: Path
+    aiohttp_client: Any, make_settings: Any, longer_wav: Path
 ) -> None:
     client = await start(aiohttp_client, make_settings)
-    job = await submit(client, long_wav)
+    job = await submit(client, longer_wav)
     seen: list[dict[str, Any]] = []
 
     def record(j: dict[str, Any]) -> bool:

@@ -232,7 +232,7 @@ async def test_every_refusal_is_an_actionable_tool_error(
 
 
 async def test_wait_reports_progress_until_completed(
-    daemon: str, long_wav: Path, tmp_path: Path
+    daemon: str, longer_wav: Path, tmp_path: Path
 ) -> None:
     calls: list[list[tuple[float, float | None, str | None]]] = []
 
@@ -240,7 +240,7 @@ async def test_wait_reports_progress_until_completed(
         calls[-1].append((progress, total, message))
 
     async with mcp_client(daemon, tmp_path) as client:
-        job_id = (await call(client, "transcribe_wav", filename=str(long_wav)))["job_id"]
+        job_id = (await call(client, "transcribe_wav", filename=str(longer_wav)))["job_id"]
         deadline = time.monotonic() + 200
         while True:  # a busy machine may need more than one bounded wait
             calls.append([])
