@@ -369,6 +369,15 @@ async def test_a_step_that_ends_after_its_job_was_let_go_is_not_the_next_claims(
         await store.close()
 
 
+def cut_all(engine: EngineDouble, spec: JobSpec, count: int) -> None:
+    """``engine`` announces ``spec``'s job as ``count`` chunks of 15 s, 20 s
+    apart (no two share a 20 s window: each is a step's row of its own),
+    every one cut at once."""
+    chunks = [ChunkInfo(spec.job_id, n, 0, n * 20.0, n * 20.0 + 15, 15.0) for n in range(count)]
+    engine.events.put_nowait(ChunksReady(spec.job_id, chunks, "en", spec.token))
+    engine.events.put_nowait(Prepared(spec.job_id, 20.0 * count, count, spec.token))
+
+
 class OutOfOrderEngine(EngineDouble):
     """A test double: one job of three chunks, each a step of its own. With
     ``hold_first`` the step of chunk 0 ends only after those of chunks 1 and 2
@@ -381,10 +390,7 @@ class OutOfOrderEngine(EngineDouble):
         self.ended: list[int] = []
 
     def open(self, spec: JobSpec) -> None:
-        # 15 s each: no two share a 20 s window, so each is a step of its own.
-        chunks = [ChunkInfo(spec.job_id, n, 0, n * 20.0, n * 20.0 + 15, 15.0) for n in range(3)]
-        self.events.put_nowait(ChunksReady(spec.job_id, chunks, "en", spec.token))
-        self.events.put_nowait(Prepared(spec.job_id, 60.0, 3, spec.token))
+        cut_all(self, spec, 3)  # with batch_size=1, each a step of its own
 
     async def step(self, model_id: str, items: list[ChunkInfo]) -> list[list[Segment]]:
         [item] = items
@@ -406,9 +412,7 @@ class StepSizesEngine(EngineDouble):
         self.sizes: list[int] = []
 
     def open(self, spec: JobSpec) -> None:
-        chunks = [ChunkInfo(spec.job_id, n, 0, n * 20.0, n * 20.0 + 15, 15.0) for n in range(5)]
-        self.events.put_nowait(ChunksReady(spec.job_id, chunks, "en", spec.token))
-        self.events.put_nowait(Prepared(spec.job_id, 100.0, 5, spec.token))
+        cut_all(self, spec, 5)
 
     async def step(self, model_id: str, items: list[ChunkInfo]) -> list[list[Segment]]:
         self.sizes.append(len(items))

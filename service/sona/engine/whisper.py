@@ -126,10 +126,10 @@ class StoppableModel(WhisperModel):
         pass one window, as 2-D frames."""
         if self.model.device == "cpu" and features.ndim == 3 and len(features) > 1:
             one = []
-            for window in features:
-                one.append(np.asarray(super().encode(window[None])))
-                if self.stop():  # a cancel waits for one window, not the batch
+            for n, window in enumerate(features):
+                if n and self.stop():  # a cancel waits for one window, not the batch
                     raise Stopped
+                one.append(np.asarray(super().encode(window[None])))
             # The view holds a reference to the joined array: it outlives this frame.
             encoded = ctranslate2.StorageView.from_array(np.concatenate(one))
         else:
